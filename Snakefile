@@ -1,0 +1,31 @@
+# peftgrid: a PEFT study as a Snakemake workflow. See README.md and config.yaml.
+import sys
+
+sys.path.insert(0, workflow.basedir)  # the peftgrid package lives beside this file
+
+from peftgrid.config import ConfigError, build_run_table, validate_config
+
+# `--configfile other.yaml` replaces config.yaml instead of being merged into it
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+try:
+    config = validate_config(config)
+    CELLS = build_run_table(config)
+except ConfigError as err:
+    raise WorkflowError(f"config error: {err}") from None
+
+
+include: "rules/common.smk"
+include: "rules/assets.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        "results/summary.tsv",
+    default_target: True

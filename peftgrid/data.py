@@ -1,0 +1,181 @@
+"""Datasets: read a source (hub id or local files in their original format), stage it under
+resources/datasets/<name>/ as one JSON-lines file per split, and read staged splits back.
+
+Staged layout: <split>.jsonl (one record per example, all columns) and meta.json (source,
+splits with row counts, columns, class names of hub ClassLabel columns). meta.json is written
+last: it is the staging rule's output and marks the folder complete.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+from pathlib import Path
+
+from .records import atomic_write_text, write_json
+
+
+class DataError(ValueError):
+    """A one-line, user-facing data problem naming the file or column."""
+
+
+# --------------------------------------------------------------------------- local formats
+
+def read_delimited(path: str | Path, sep: str, header: bool, column_names: list[str] | None,
+                   quoting: str = "minimal", encoding: str = "utf-8") -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    quote = csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
+    with open(path, newline="", encoding=encoding) as fh:
+        rows = list(csv.reader(fh, delimiter=sep, quoting=quote))
+    rows = [r for r in rows if r]  # a trailing blank line is not an example
+    if header:
+        if not rows:
+            raise DataError(f"{path}: empty file (expected a header line)")
+        names, rows, first_line = rows[0], rows[1:], 2
+        if column_names:
+            if len(column_names) != len(names):
+                raise DataError(f"{path}: column_names has {len(column_names)} names but the header has {len(names)} columns")
+            names = column_names
+    else:
+        if not column_names:
+            raise DataError(f"{path}: header is false, so the dataset needs column_names")
+        names, first_line = column_names, 1
+    records = []
+    for i, row in enumerate(rows):
+        if len(row) != len(names):
+            raise DataError(f"{path} line {i + first_line}: expected {len(names)} fields ({', '.join(names)}) "
+                            f"separated by {sep!r}, found {len(row)}")
+        records.append(dict(zip(names, row)))
+    return records
+
+
+def read_jsonl(path: str | Path, encoding: str = "utf-8") -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    records = []
+    with open(path, encoding=encoding) as fh:
+        for i, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path} line {i}: not valid JSON ({e.msg})") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{path} line {i}: expected a JSON object per line")
+            records.append(rec)
+    return records
+
+
+def read_local_split(spec: dict, path, base_dir: Path) -> list[dict]:
+    fmt = spec["format"]
+    resolve = lambda p: Path(p) if os.path.isabs(p) else base_dir / p  # noqa: E731
+    if fmt in ("csv", "tsv"):
+        sep = spec.get("sep", "," if fmt == "csv" else "\t")
+        quoting = spec.get("quoting", "minimal" if fmt == "csv" else "none")
+        return read_delimited(resolve(path), sep, spec.get("header", True), spec.get("column_names"),
+                              quoting, spec.get("encoding", "utf-8"))
+    if fmt == "jsonl":
+        return read_jsonl(resolve(path), spec.get("encoding", "utf-8"))
+    raise DataError(f"format {fmt!r} is not implemented yet")
+
+
+# --------------------------------------------------------------------------- hub
+
+def read_hub(spec: dict) -> tuple[dict[str, list[dict]], dict[str, list[str]]]:
+    """All splits of a hub dataset, ClassLabel columns turned into their names."""
+    import datasets  # slow import: only staging needs it
+
+    ds = datasets.load_dataset(spec["source"], spec.get("subset"), revision=spec.get("revision"))
+    splits, class_names = {}, {}
+    for split, d in ds.items():
+        for col, feat in d.features.items():
+            if isinstance(feat, datasets.ClassLabel):
+                class_names[col] = list(feat.names)
+        rows = d.to_list()
+        for col, names in class_names.items():
+            for r in rows:
+                # GLUE test sets carry label -1 (hidden): keep it as None, not a wrong name
+                r[col] = names[r[col]] if r.get(col, -1) is not None and r[col] >= 0 else None
+        splits[split] = rows
+    return splits, class_names
+
+
+# --------------------------------------------------------------------------- staging
+
+def carve_splits(splits: dict[str, list[dict]], ratio: dict[str, float], seed: int) -> dict[str, list[dict]]:
+    """Split the one source split into the named fractions (a fixed shuffle)."""
+    if len(splits) != 1:
+        raise DataError(f"split_ratio needs exactly one source split, found {', '.join(splits)}")
+    (rows,) = splits.values()
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    out, start = {}, 0
+    names = list(ratio)
+    for i, name in enumerate(names):
+        end = len(rows) if i == len(names) - 1 else start + round(ratio[name] * len(rows))
+        out[name] = [rows[j] for j in order[start:end]]
+        start = end
+    return out
+
+
+def stage_dataset(name: str, spec: dict, out_dir: str | Path, base_dir: str | Path = ".") -> dict:
+    out_dir, base_dir = Path(out_dir), Path(base_dir)
+    class_names: dict[str, list[str]] = {}
+    if spec["format"] == "hub":
+        splits, class_names = read_hub(spec)
+    else:
+        splits = {split: read_local_split(spec, path, base_dir) for split, path in spec["splits"].items()}
+    if "split_ratio" in spec:
+        splits = carve_splits(splits, spec["split_ratio"], spec.get("split_seed", 0))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"name": name, "source": spec, "splits": {}, "columns": {}, "class_names": class_names}
+    for split, rows in splits.items():
+        if not rows:
+            raise DataError(f"datasets.{name}: split {split!r} is empty")
+        atomic_write_text(out_dir / f"{split}.jsonl",
+                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        meta["splits"][split] = len(rows)
+        meta["columns"][split] = sorted({k for r in rows for k in r})
+    write_json(out_dir / "meta.json", meta)
+    return meta
+
+
+# --------------------------------------------------------------------------- staged data
+
+def staged_meta(data_dir: str | Path) -> dict:
+    with open(Path(data_dir) / "meta.json") as fh:
+        return json.load(fh)
+
+
+def load_split(data_dir: str | Path, split: str, dataset_name: str | None = None) -> list[dict]:
+    data_dir = Path(data_dir)
+    meta = staged_meta(data_dir)
+    if split not in meta["splits"]:
+        raise DataError(f"dataset {dataset_name or meta['name']!r} has no split {split!r} "
+                        f"(splits: {', '.join(meta['splits'])})")
+    return read_jsonl(data_dir / f"{split}.jsonl")
+
+
+def subsample(rows: list[dict], n: int | None) -> list[dict]:
+    """The first n after a fixed shuffle: every cell of a study sees the same examples."""
+    if n is None or n >= len(rows):
+        return rows
+    order = list(range(len(rows)))
+    random.Random(0).shuffle(order)
+    return [rows[i] for i in sorted(order[:n])]
+
+
+def check_columns(rows: list[dict], columns: dict[str, str], where: str) -> None:
+    present = set(rows[0]) if rows else set()
+    for role, col in columns.items():
+        if col not in present:
+            raise DataError(f"{where}: no column {col!r} (columns.{role}); columns are {', '.join(sorted(present))}")
+    for i, r in enumerate(rows):
+        for role, col in columns.items():
+            if r.get(col) is None:
+                raise DataError(f"{where} row {i + 1}: column {col!r} (columns.{role}) is empty")

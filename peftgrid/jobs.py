@@ -1,0 +1,49 @@
+"""What every rule's script shares: log to the rule's log file, stay offline where the job must,
+and turn a user-facing error into one line (in the log and on the console) and exit status 1."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+USER_ERRORS = ()  # filled lazily: importing them here would slow every script's start
+
+
+def _user_errors():
+    from .config import ConfigError
+    from .data import DataError
+    from .methods import MethodError
+    from .models import ModelError
+
+    return (ConfigError, DataError, MethodError, ModelError)
+
+
+def run_job(main, snakemake, offline: bool = True) -> None:
+    """Run `main(snakemake)`; offline jobs never touch the hub (HF_HUB_OFFLINE=1)."""
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    console = sys.stderr
+    log_path = snakemake.log[0] if snakemake.log else None
+    log_file = open(log_path, "w", buffering=1) if log_path else None
+    if log_file:
+        sys.stdout = sys.stderr = log_file
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s", force=True)
+    try:
+        main(snakemake)
+    except _user_errors() as e:
+        line = f"{type(e).__name__}: {e}"
+        print(line, file=sys.stderr)
+        if log_file:
+            print(f"[{snakemake.rule}] {line}", file=console)
+        sys.exit(1)
+    except BaseException:
+        traceback.print_exc()
+        raise
+    finally:
+        if log_file:
+            sys.stdout, sys.stderr = sys.__stdout__, console
+            log_file.close()

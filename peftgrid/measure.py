@@ -1,0 +1,104 @@
+"""Cost measurement: device choice, peak memory per phase, wall time.
+
+Peak memory: on CUDA `torch.cuda.max_memory_allocated` after a reset at the start of the phase;
+on CPU the process's peak RSS (VmHWM), reset at the start of the phase through
+/proc/self/clear_refs where Linux allows it (else the peak since process start).
+"""
+from __future__ import annotations
+
+import os
+import resource
+import time
+from contextlib import contextmanager
+
+import torch
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, else MPS, else CPU; PEFTGRID_DEVICE overrides (e.g. 'cpu')."""
+    forced = os.environ.get("PEFTGRID_DEVICE")
+    if forced:
+        return torch.device(forced)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_peak_mb() -> float:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _reset_rss_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+class PhaseMeter:
+    """Times one phase and records its peak memory: `with PhaseMeter(device) as m: ...`."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds = 0.0
+        self.peak_mem_mb = 0.0
+
+    def __enter__(self):
+        synchronize(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            _reset_rss_peak()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self._t0
+        if self.device.type == "cuda":
+            self.peak_mem_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self.peak_mem_mb = _rss_peak_mb()
+        return False
+
+
+@contextmanager
+def autocast(device: torch.device, precision: str):
+    dtype = resolve_dtype(device, precision)
+    if dtype is None:
+        yield
+    else:
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            yield
+
+
+def resolve_dtype(device: torch.device, precision: str):
+    """bf16 autocast on GPUs that support it ('auto'); fp32 elsewhere."""
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise RuntimeError("precision fp16 needs a CUDA device; use auto or bf16")
+        return torch.float16
+    raise ValueError(precision)

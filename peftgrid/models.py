@@ -1,0 +1,108 @@
+"""Models: stage weights + tokenizer under resources/models/<name>/ from a hub id, a local
+directory, a local GGUF file (dequantized here, once), or `package:<module>/<subdir>` (a model
+that ships inside an installed Python package). Training jobs only ever read the staged folder.
+
+staged.json is written last: it is the staging rule's output and marks the folder complete.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+from .records import write_json
+
+# what a model folder needs; pickled weights only when the config allows them
+WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "tokenizer*"]
+PICKLE_PATTERNS = ["*.bin"]
+
+
+class ModelError(ValueError):
+    """A one-line, user-facing model problem naming the path or id."""
+
+
+def resolve_local_source(source: str, base_dir: Path) -> Path | None:
+    """A local path for `source`, or None when it is a hub id."""
+    if source.startswith("package:"):
+        module, _, sub = source[len("package:"):].partition("/")
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            raise ModelError(f"{source}: Python package {module!r} is not installed (pip install {module.replace('_', '-')})")
+        path = Path(spec.origin).parent / sub
+        if not path.exists():
+            raise ModelError(f"{source}: {path} does not exist")
+        return path
+    path = Path(source) if os.path.isabs(source) else base_dir / source
+    looks_local = source.startswith((".", "/", "~")) or source.endswith(".gguf") or path.exists()
+    if looks_local:
+        path = path.expanduser()
+        if not path.exists():
+            raise ModelError(f"{source}: no such file or directory")
+        return path
+    if source.count("/") > 1:
+        raise ModelError(f"{source}: neither a local path nor a hub id (owner/name)")
+    return None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _check_model_folder(path: Path, allow_pickle: bool) -> None:
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path}: not a model folder (no config.json)")
+    has_safetensors = any(path.glob("*.safetensors"))
+    if not has_safetensors:
+        if any(path.glob("*.bin")):
+            if not allow_pickle:
+                raise ModelError(f"{path}: weights are pickled (.bin) only; convert them to safetensors "
+                                 f"or set allow_pickle: true for this model")
+        else:
+            raise ModelError(f"{path}: no weights (*.safetensors) in the folder")
+
+
+def stage_model(name: str, spec: dict, out_dir: str | Path, base_dir: str | Path = ".") -> dict:
+    out_dir, base_dir = Path(out_dir), Path(base_dir)
+    source = spec["source"]
+    allow_pickle = spec.get("allow_pickle", False)
+    local = resolve_local_source(source, base_dir)
+    tmp = out_dir.with_name(out_dir.name + ".staging")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if local is None:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(repo_id=source, revision=spec.get("revision"), local_dir=tmp,
+                          allow_patterns=WEIGHT_PATTERNS + (PICKLE_PATTERNS if allow_pickle else []))
+        kind = "hub"
+    elif local.is_file() and local.suffix == ".gguf":
+        _dequantize_gguf(local, tmp)
+        kind = "gguf"
+    elif local.is_dir():
+        for f in local.iterdir():
+            if f.is_file() and (allow_pickle or f.suffix != ".bin"):
+                _link_or_copy(f, tmp / f.name)
+        kind = "local"
+    else:
+        raise ModelError(f"{source}: expected a model folder or a .gguf file")
+    _check_model_folder(tmp, allow_pickle)
+    staged = {"name": name, "source": source, "kind": kind, "resolved": str(local) if local else source,
+              "files": sorted(p.name for p in tmp.iterdir())}
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    write_json(out_dir / "staged.json", staged)
+    return staged
+
+
+def _dequantize_gguf(path: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)

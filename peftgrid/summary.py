@@ -1,0 +1,44 @@
+"""results/summary.tsv: one row per (cell, eval set, decoding), quality next to cost."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .records import read_json, read_tsv, write_tsv
+
+ID_COLUMNS = ["task", "method", "variant", "seed", "eval", "decoding", "status", "error"]
+COST_COLUMNS = ["trainable_params", "total_params", "trainable_pct", "train_time_s", "time_per_epoch_s",
+                "peak_train_mem_mb", "peak_infer_mem_mb", "infer_throughput", "device"]
+TAIL_COLUMNS = ["n_examples", "n_train", "truncated_train", "steps", "epochs", "train_examples_per_s", "load_time_s", "infer_time_s",
+                "final_train_loss", "final_val_loss", "run_dir", "hparams"]
+
+
+def build_summary(metrics_files: list[str | Path]) -> list[dict]:
+    rows = []
+    for path in metrics_files:
+        path = Path(path)
+        cell_dir = path.parent.parent.parent  # <cell>/eval/<eval>/metrics.tsv
+        stats = read_tsv(cell_dir / "train_stats.tsv")[0]
+        run = read_json(cell_dir / "run.json")
+        for m in read_tsv(path):
+            row = {**{k: v for k, v in stats.items() if v != ""}, **{k: v for k, v in m.items() if v != ""}}
+            if stats.get("status") != "ok":
+                row["status"], row["error"] = stats["status"], stats["error"]
+            row["device"] = m.get("device") or stats.get("device")
+            row["run_dir"] = str(cell_dir)
+            row["hparams"] = json.dumps(run["hparams"], sort_keys=True)
+            rows.append(row)
+    rows.sort(key=lambda r: (r["task"], r["method"], r["variant"], int(r["seed"]), r["eval"], r.get("decoding", "")))
+    return rows
+
+
+def summary_columns(rows: list[dict]) -> list[str]:
+    fixed = set(ID_COLUMNS + COST_COLUMNS + TAIL_COLUMNS)
+    metric_cols = sorted({k for r in rows for k in r} - fixed)
+    return ID_COLUMNS + metric_cols + COST_COLUMNS + TAIL_COLUMNS
+
+
+def write_summary(metrics_files: list[str | Path], out: str | Path) -> list[dict]:
+    rows = build_summary(metrics_files)
+    write_tsv(out, rows, summary_columns(rows))
+    return rows

@@ -1,0 +1,29 @@
+# Staging: a hub id or a local path becomes a folder under resources/. These are the only jobs
+# that may use the network; they run on the submitting machine (login node on a cluster).
+
+
+localrules:
+    stage_dataset,
+    stage_model,
+
+
+rule stage_dataset:
+    output:
+        "resources/datasets/{dataset}/meta.json",
+    params:
+        spec=lambda w: config["datasets"][w.dataset],
+    log:
+        "logs/stage_dataset/{dataset}.log",
+    script:
+        "../scripts/stage_dataset.py"
+
+
+rule stage_model:
+    output:
+        "resources/models/{model}/staged.json",
+    params:
+        spec=lambda w: config["models"][w.model],
+    log:
+        "logs/stage_model/{model}.log",
+    script:
+        "../scripts/stage_model.py"

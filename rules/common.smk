@@ -1,0 +1,75 @@
+# The run table, wildcard constraints and input functions shared by all rules.
+import json
+
+from peftgrid.config import task_params
+
+CELL_BY_KEY = {(c.task, c.method, c.variant, int(c.seed)): c for c in CELLS}
+
+
+wildcard_constraints:
+    task=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    method=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    variant=r"[A-Za-z0-9_.+=-]+",
+    seed=r"\d+",
+    eval=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    model=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+
+
+RUN_DIR = "results/runs/{task}/{method}/{variant}/seed{seed}"
+
+
+def cell_of(wildcards):
+    key = (wildcards.task, wildcards.method, wildcards.variant, int(wildcards.seed))
+    if key not in CELL_BY_KEY:
+        raise WorkflowError(f"no cell {'/'.join(map(str, key))} in the config's experiments")
+    return CELL_BY_KEY[key]
+
+
+def staged_model(name):
+    return f"resources/models/{name}/staged.json"
+
+
+def staged_dataset(name):
+    return f"resources/datasets/{name}/meta.json"
+
+
+def train_datasets(task):
+    """The datasets training reads: the task's own and its validation set's."""
+    t = config["tasks"][task]
+    names = [t["dataset"]]
+    if t["validation"] is not None:
+        names.append(t["eval"][t["validation"]]["dataset"])
+    return sorted(set(names))
+
+
+def train_params(wildcards):
+    """Exactly what this cell's training depends on, as one sorted dict."""
+    cell = cell_of(wildcards)
+    t = config["tasks"][cell.task]
+    model = config["models"][t["model"]]
+    return {
+        "cell": {"task": cell.task, "method": cell.method, "variant": cell.variant, "seed": cell.seed},
+        "hparams": cell.hparams,
+        "model": {"name": t["model"], "allow_pickle": model["allow_pickle"]},
+        "task": task_params(config, cell.task),
+    }
+
+
+def eval_params(wildcards):
+    params = train_params(wildcards)
+    t = config["tasks"][wildcards.task]
+    ev = t["eval"][wildcards.eval]
+    params["eval"] = {"name": wildcards.eval, **ev}
+    params["task"] = {**params["task"], "metrics": t["metrics"],
+                      "max_examples": {wildcards.eval: t["max_examples"].get(wildcards.eval)}}
+    params["task"].pop("validation", None)
+    return json.loads(json.dumps(params, sort_keys=True))
+
+
+def cell_eval_outputs(cell):
+    return [f"{cell.dir}/eval/{name}/metrics.tsv" for name in config["tasks"][cell.task]["eval"]]
+
+
+def all_metrics():
+    return [path for cell in CELLS for path in cell_eval_outputs(cell)]
