@@ -40,7 +40,8 @@ def build_tiny_bert(out: Path, corpus: list[str], num_layers: int = 2) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out)
     cfg = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=num_layers,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+                     initializer_range=0.2)  # wide init: a random encoder whose outputs depend on the input
     import torch
 
     torch.manual_seed(0)

@@ -1,0 +1,139 @@
+"""Config validation (good and bad) and the run table."""
+import copy
+
+import pytest
+
+from peftgrid.config import ConfigError, build_run_table, task_params, validate_config, variant_name
+
+BASE = {
+    "models": {"tiny": {"source": "/models/tiny"}},
+    "datasets": {"emo": {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"],
+                         "splits": {"train": "a.txt", "validation": "b.txt", "test": "c.txt"}}},
+    "tasks": {"emotion": {"type": "sequence_classification", "model": "tiny", "dataset": "emo",
+                          "columns": {"text": "text", "label": "label"},
+                          "eval": {"validation": {"split": "validation"}, "test": {"split": "test"}},
+                          "training": {"epochs": 2}}},
+    "training": {"lr": 2.0e-5, "batch_size": 16},
+    "methods": {"none": {}, "full": {"lr": 1.0e-4}, "lora": {"lr": 5.0e-4, "r": 8, "alpha": 16}},
+    "experiments": [{"tasks": ["emotion"], "methods": ["none", "full", "lora"],
+                     "sweep": {"lora": {"r": [2, 4], "alpha": [16, 32]}}, "seeds": [1, 2]}],
+}
+
+
+def cfg(**changes):
+    c = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        node = c
+        keys = path.split("__")
+        for k in keys[:-1]:
+            node = node[int(k)] if isinstance(node, list) else node[k]
+        if value is DELETE:
+            del node[keys[-1]]
+        else:
+            node[keys[-1]] = value
+    return c
+
+
+DELETE = object()
+
+
+def test_defaults_are_filled():
+    c = validate_config(BASE)
+    assert c["training"]["lr"] == 2.0e-5 and c["training"]["batch_size"] == 16
+    assert c["training"]["warmup_ratio"] == 0.06 and c["training"]["checkpoint"] == "last"
+    assert c["models"]["tiny"]["allow_pickle"] is False
+    assert c["tasks"]["emotion"]["metrics"] == ["accuracy", "f1_macro", "precision_macro", "recall_macro"]
+    assert c["tasks"]["emotion"]["validation"] == "validation"
+    assert c["tasks"]["emotion"]["eval"]["test"]["dataset"] == "emo"
+    assert c["experiments"][0]["seeds"] == [1, 2]
+    assert "training" not in BASE["tasks"]["emotion"] or BASE["training"] == {"lr": 2.0e-5, "batch_size": 16}
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"trainin": {}}, "unknown key 'trainin'"),
+    ({"training__lr": "1e-4"}, "training.lr: '1e-4' is a string"),
+    ({"training__batch_size": 0}, "training.batch_size"),
+    ({"training__precision": "fp8"}, "training.precision"),
+    ({"tasks__emotion__model": "bert"}, "tasks.emotion.model: unknown model 'bert'"),
+    ({"tasks__emotion__dataset": "nope"}, "tasks.emotion.dataset: unknown dataset 'nope'"),
+    ({"tasks__emotion__type": "regression"}, "tasks.emotion.type"),
+    ({"tasks__emotion__columns": {"text": "text"}}, "tasks.emotion.columns: missing label"),
+    ({"tasks__emotion__columns": {"text": "t", "label": "l", "tags": "x"}}, "unknown role tags"),
+    ({"tasks__emotion__metrics": ["bleu"]}, "tasks.emotion.metrics: unknown metric 'bleu'"),
+    ({"tasks__emotion__validation": "dev"}, "tasks.emotion.validation: 'dev' is not an eval set"),
+    ({"tasks__emotion__eval": {"x": {"dataset": "other", "split": "test"}}}, "tasks.emotion.eval.x.dataset"),
+    ({"tasks__emotion__max_examples": {"tset": 5}}, "tasks.emotion.max_examples.tset"),
+    ({"methods__lora__rank": 4}, "methods.lora.rank: unknown key for method kind 'lora'"),
+    ({"methods__lora__r": 0}, "methods.lora.r: must be a positive integer"),
+    ({"methods__lora__lr": -1}, "methods.lora.lr"),
+    ({"methods__magic": {}}, "methods.magic: unknown method kind 'magic'"),
+    ({"experiments__0__methods": ["none", "dora"]}, "experiments[0].methods: unknown method 'dora'"),
+    ({"experiments__0__tasks": ["emotion", "emotion"]}, "'emotion' is listed twice"),
+    ({"experiments__0__seeds": [1, 1]}, "experiments[0].seeds: a seed is listed twice"),
+    ({"experiments__0__sweep": {"lora": {"r": []}}}, "experiments[0].sweep.lora.r"),
+    ({"experiments__0__sweep": {"lora": {"r": [2, 2]}}}, "sweep.lora.r: a value is listed twice"),
+    ({"experiments__0__sweep": {"ia3": {"lr": [1.0]}}}, "sweep.ia3: method 'ia3' is not in this experiment"),
+    ({"experiments__0__sweep": {"lora": {"rank": [2]}}}, "sweep.lora.rank: unknown key"),
+    ({"models": {"../evil": {"source": "x"}}}, "name '../evil' is not allowed"),
+    ({"tasks": {"a/b": BASE["tasks"]["emotion"]}}, "name 'a/b' is not allowed"),
+    ({"datasets__emo__splits": DELETE}, "datasets.emo.splits: required for format 'csv'"),
+    ({"datasets__emo__split_ratio": {"train": 0.5, "test": 0.2}}, "split_ratio: fractions must add up to 1"),
+    ({"experiments": []}, "experiments"),
+])
+def test_bad_config_names_the_key(changes, fragment):
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg(**changes))
+    message = str(err.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_run_table_expands_the_matrix():
+    cells = build_run_table(validate_config(BASE))
+    # (none + full + 4 lora variants) x 2 seeds
+    assert len(cells) == 12
+    variants = sorted({c.variant for c in cells if c.method == "lora"})
+    assert variants == ["alpha=16_r=2", "alpha=16_r=4", "alpha=32_r=2", "alpha=32_r=4"]
+    cell = next(c for c in cells if c.variant == "alpha=32_r=4" and c.seed == 2)
+    assert cell.dir == "results/runs/emotion/lora/alpha=32_r=4/seed2"
+    # precedence: training < tasks.<t>.training < methods.<m> < sweep
+    assert cell.hparams["epochs"] == 2 and cell.hparams["batch_size"] == 16
+    assert cell.hparams["lr"] == 5.0e-4 and cell.hparams["r"] == 4 and cell.hparams["alpha"] == 32
+    assert cell.hparams["seed"] == 2 and cell.hparams["kind"] == "lora"
+    assert next(c for c in cells if c.method == "none").variant == "default"
+
+
+def test_spelling_and_key_order_do_not_change_a_cell():
+    a = build_run_table(validate_config(BASE))
+    c = cfg(methods__lora={"alpha": 16, "r": 8, "lr": 0.0005})
+    c["experiments"][0]["sweep"]["lora"] = {"alpha": [16, 32], "r": [2, 4]}
+    b = build_run_table(validate_config(c))
+    assert [(x.key, x.hparams) for x in a] == [(x.key, x.hparams) for x in b]
+    assert list(a[0].hparams) == sorted(a[0].hparams)
+
+
+def test_method_kind_allows_two_configurations_of_one_method():
+    c = cfg(methods__lora_qv={"kind": "lora", "target_modules": ["query", "value"], "r": 4})
+    c["experiments"][0]["methods"].append("lora_qv")
+    cells = build_run_table(validate_config(c))
+    qv = next(x for x in cells if x.method == "lora_qv")
+    assert qv.kind == "lora" and qv.hparams["target_modules"] == ["query", "value"]
+    assert qv.hparams["alpha"] == 16  # the kind's default
+
+
+def test_a_cell_listed_by_two_experiments_runs_once():
+    c = cfg()
+    c["experiments"].append({"tasks": ["emotion"], "methods": ["full"], "seeds": [1]})
+    assert len(build_run_table(validate_config(c))) == 12
+
+
+def test_variant_names_have_no_commas():
+    assert variant_name({}) == "default"
+    assert variant_name({"r": 8, "alpha": 16}) == "alpha=16_r=8"
+    assert variant_name({"lr": 0.0005, "target_modules": ["query", "value"]}) == "lr=0.0005_target_modules=query+value"
+
+
+def test_task_params_leave_out_eval_sets():
+    c = validate_config(BASE)
+    p = task_params(c, "emotion")
+    assert "eval" not in p and p["validation"] == {"name": "validation", "dataset": "emo", "split": "validation"}

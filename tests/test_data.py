@@ -1,0 +1,112 @@
+"""Local format loaders on the real files in ../shared/data, staging, and data errors."""
+import json
+from collections import Counter
+
+import pytest
+
+from conftest import shared
+from peftgrid.data import DataError, carve_splits, load_split, read_delimited, read_jsonl, stage_dataset, subsample
+from peftgrid.tasks import check_labels, label_list, load_task_rows
+
+EMOTION = {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"]}
+COLA = {"format": "tsv", "header": False, "column_names": ["source", "label", "mark", "sentence"]}
+
+
+def test_emotion_txt_files():
+    rows = read_delimited(shared("emotion", "train.txt"), ";", False, ["text", "label"])
+    assert len(rows) == 16000
+    assert rows[0] == {"text": "i didnt feel humiliated", "label": "sadness"}
+    counts = Counter(r["label"] for r in rows)
+    assert counts == {"joy": 5362, "sadness": 4666, "anger": 2159, "fear": 1937, "love": 1304, "surprise": 572}
+    assert len(read_delimited(shared("emotion", "test.txt"), ";", False, ["text", "label"])) == 2000
+
+
+def test_cola_raw_tsv_keeps_quotes_and_counts():
+    rows = read_delimited(shared("cola", "raw", "in_domain_train.tsv"), "\t", False, COLA["column_names"], "none")
+    assert len(rows) == 8551
+    assert Counter(r["label"] for r in rows) == {"1": 6023, "0": 2528}
+    assert rows[0]["sentence"] == "Our friends won't buy this analysis, let alone the next one we propose."
+    # the last line of this file has no newline: 516 rows, though wc -l says 515
+    ood = read_delimited(shared("cola", "raw", "out_of_domain_dev.tsv"), "\t", False, COLA["column_names"], "none")
+    assert len(ood) == 516 and Counter(r["label"] for r in ood) == {"1": 354, "0": 162}
+
+
+def test_csv_with_header_and_jsonl(tmp_path):
+    (tmp_path / "a.csv").write_text('sentence,label\n"hello, world",pos\nbad day,neg\n')
+    rows = read_delimited(tmp_path / "a.csv", ",", True, None)
+    assert rows == [{"sentence": "hello, world", "label": "pos"}, {"sentence": "bad day", "label": "neg"}]
+    renamed = read_delimited(tmp_path / "a.csv", ",", True, ["text", "y"])
+    assert renamed[0] == {"text": "hello, world", "y": "pos"}
+    (tmp_path / "a.jsonl").write_text('{"t": "x", "l": 1}\n\n{"t": "y", "l": 0}\n')
+    assert read_jsonl(tmp_path / "a.jsonl") == [{"t": "x", "l": 1}, {"t": "y", "l": 0}]
+
+
+def test_real_jsonl_with_list_fields():
+    rows = read_jsonl(shared("scitldr_a", "test.jsonl"))
+    assert len(rows) == 618 and isinstance(rows[0]["target"], list) and len(rows[0]["target"]) >= 2
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("a;b;c\n", "line 1: expected 2 fields (text, label) separated by ';', found 3"),
+    ("ok;joy\nbroken\n", "line 2: expected 2 fields"),
+])
+def test_malformed_rows_name_file_and_line(tmp_path, content, fragment):
+    path = tmp_path / "bad.txt"
+    path.write_text(content)
+    with pytest.raises(DataError) as err:
+        read_delimited(path, ";", False, ["text", "label"])
+    assert fragment in str(err.value) and str(path) in str(err.value)
+
+
+def test_missing_file_and_bad_json(tmp_path):
+    with pytest.raises(DataError, match="nope.txt: file not found"):
+        read_delimited(tmp_path / "nope.txt", ";", False, ["a"])
+    (tmp_path / "x.jsonl").write_text('{"a": 1}\n{oops}\n')
+    with pytest.raises(DataError, match="x.jsonl line 2: not valid JSON"):
+        read_jsonl(tmp_path / "x.jsonl")
+
+
+def test_stage_and_read_back(tmp_path):
+    spec = {**EMOTION, "splits": {"train": str(shared("emotion", "train.txt")), "test": str(shared("emotion", "test.txt"))}}
+    meta = stage_dataset("emotion", spec, tmp_path / "emotion")
+    assert meta["splits"] == {"train": 16000, "test": 2000}
+    assert json.loads((tmp_path / "emotion" / "meta.json").read_text())["columns"]["train"] == ["label", "text"]
+    assert load_split(tmp_path / "emotion", "test")[0]["label"] == "sadness"
+    with pytest.raises(DataError, match="has no split 'validation'"):
+        load_split(tmp_path / "emotion", "validation")
+
+
+def test_split_ratio_is_deterministic(tmp_path):
+    rows = [{"i": i} for i in range(1000)]
+    a = carve_splits({"train": rows}, {"train": 0.8, "test": 0.2}, seed=0)
+    b = carve_splits({"train": rows}, {"train": 0.8, "test": 0.2}, seed=0)
+    assert a == b and len(a["train"]) == 800 and len(a["test"]) == 200
+    assert not {r["i"] for r in a["train"]} & {r["i"] for r in a["test"]}
+    assert carve_splits({"train": rows}, {"train": 0.8, "test": 0.2}, seed=1)["test"] != a["test"]
+
+
+def test_empty_split_is_an_error(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DataError, match="split 'train' is empty"):
+        stage_dataset("e", {**EMOTION, "splits": {"train": str(tmp_path / "empty.txt")}}, tmp_path / "out")
+
+
+def test_subsample_is_the_same_for_every_cell():
+    rows = [{"i": i} for i in range(100)]
+    assert subsample(rows, 10) == subsample(rows, 10) and len(subsample(rows, 10)) == 10
+    assert subsample(rows, None) is rows
+
+
+def test_labels_wrong_column_and_unseen_eval_labels(tmp_path):
+    spec = {**EMOTION, "splits": {"train": str(shared("emotion", "train.txt"))}}
+    stage_dataset("emotion", spec, tmp_path / "emotion")
+    task = {"columns": {"text": "text", "label": "label"}, "max_examples": {"train": 300}}
+    rows = load_task_rows(task, tmp_path / "emotion", "train", "train", "emotion")
+    assert len(rows) == 300
+    assert label_list(task, rows, {"class_names": {}}) == sorted({r["label"] for r in rows})
+    assert label_list({**task, "labels": ["sadness", "joy", "love", "anger", "fear", "surprise"]}, rows, {})[0] == "sadness"
+    with pytest.raises(DataError, match="labels 'neutral' never occur in training"):
+        check_labels([{"label": "neutral"}], "label", ["joy", "sadness"], "eval set 'test'")
+    with pytest.raises(DataError, match="no column 'sentence' \\(columns.text\\); columns are label, text"):
+        load_task_rows({**task, "columns": {"text": "sentence", "label": "label"}}, tmp_path / "emotion", "train",
+                       "train", "emotion")

@@ -1,0 +1,136 @@
+"""The workflow end to end in a temporary directory: a tiny BERT on slices of the real emotion
+and CoLA files, every method, then the rerun rules (nothing to do; one edited cell re-runs alone)."""
+import csv
+import re
+
+import pytest
+import yaml
+
+from conftest import REPO, run_snakemake, shared, write_config
+
+pytestmark = pytest.mark.slow
+
+EMOTION_METHODS = ["none", "full", "linear_probe", "prompt_tuning", "prefix_tuning", "lora", "ia3", "adalora", "qlora"]
+
+
+def study(tiny_bert) -> dict:
+    return {
+        "models": {"tiny": {"source": str(tiny_bert)}},
+        "datasets": {
+            "emotion": {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"],
+                        "splits": {"train": str(shared("emotion", "train.txt")),
+                                   "validation": str(shared("emotion", "val.txt")),
+                                   "test": str(shared("emotion", "test.txt"))}},
+            "cola": {"format": "tsv", "header": False, "column_names": ["source", "label", "mark", "sentence"],
+                     "splits": {"train": str(shared("cola", "raw", "in_domain_train.tsv")),
+                                "validation": str(shared("cola", "raw", "in_domain_dev.tsv"))}},
+        },
+        "tasks": {
+            "emotion": {"type": "sequence_classification", "model": "tiny", "dataset": "emotion",
+                        "columns": {"text": "text", "label": "label"},
+                        "eval": {"validation": {"split": "validation"}, "test": {"split": "test"}},
+                        "max_examples": {"train": 96, "validation": 48, "test": 48}},
+            "cola": {"type": "sequence_classification", "model": "tiny", "dataset": "cola",
+                     "columns": {"text": "sentence", "label": "label"}, "metrics": ["mcc", "accuracy", "f1"],
+                     "max_examples": {"train": 96, "validation": 48}},
+        },
+        "training": {"epochs": 1, "batch_size": 32, "eval_every_steps": 2, "log_every_steps": 1},
+        "methods": {"none": {}, "full": {"lr": 1.0e-3}, "linear_probe": {"lr": 1.0e-3},
+                    "prompt_tuning": {"lr": 3.0e-2, "num_virtual_tokens": 4},
+                    "prefix_tuning": {"lr": 1.0e-2, "num_virtual_tokens": 4},
+                    "lora": {"lr": 5.0e-3, "r": 4, "alpha": 8}, "ia3": {"lr": 3.0e-3},
+                    "adalora": {"lr": 5.0e-3, "init_r": 6, "target_r": 4}, "qlora": {"lr": 2.0e-4}},
+        "experiments": [
+            {"tasks": ["emotion"], "methods": EMOTION_METHODS, "sweep": {"lora": {"r": [2, 4]}}},
+            {"tasks": ["cola"], "methods": ["none", "full", "lora"]},
+        ],
+    }
+
+
+def planned_jobs(workdir) -> dict[str, int]:
+    """rule -> job count of a dry run (empty when there is nothing to do)."""
+    out = run_snakemake(workdir, "-n").stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def read_summary(workdir):
+    with open(workdir / "results" / "summary.tsv") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+@pytest.fixture(scope="module")
+def finished_study(tiny_bert, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("study")
+    write_config(workdir / "config.yaml", study(tiny_bert))
+    run_snakemake(workdir, "--keep-going")
+    return workdir
+
+
+def test_summary_has_one_row_per_cell_and_eval_set(finished_study):
+    rows = read_summary(finished_study)
+    emotion = [r for r in rows if r["task"] == "emotion"]
+    cola = [r for r in rows if r["task"] == "cola"]
+    assert len(emotion) == 10 * 2 and len(cola) == 3
+    assert {r["eval"] for r in emotion} == {"validation", "test"}
+    assert {(r["method"], r["variant"]) for r in emotion if r["method"] == "lora"} == {("lora", "r=2"), ("lora", "r=4")}
+    for column in ("task", "method", "variant", "seed", "eval", "decoding", "status", "accuracy", "trainable_params",
+                   "total_params", "trainable_pct", "train_time_s", "time_per_epoch_s", "peak_train_mem_mb",
+                   "peak_infer_mem_mb", "infer_throughput", "device"):
+        assert column in rows[0], column
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == len(rows) - 2
+    assert all(0 <= float(r["accuracy"]) <= 1 and float(r["infer_throughput"]) > 0 for r in ok)
+    assert all(r["mcc"] != "" and r["f1"] != "" for r in cola)
+    assert {r["method"] for r in ok if float(r["trainable_params"]) == 0} == {"none"}
+    full = next(r for r in ok if r["method"] == "full")
+    assert float(full["trainable_pct"]) == 100.0
+    qlora = [r for r in rows if r["method"] == "qlora"]
+    assert len(qlora) == 2 and all(r["status"] == "failed" and "CUDA" in r["error"] for r in qlora)
+    run_dir = finished_study / "results" / "runs" / "emotion" / "lora" / "r=2" / "seed42"
+    for name in ("model/adapter_model.safetensors", "train_log.tsv", "train_stats.tsv", "run.json",
+                 "eval/test/metrics.tsv", "eval/test/predictions.jsonl"):
+        assert (run_dir / name).is_file(), name
+    assert (finished_study / "logs" / "results" / "runs" / "emotion" / "lora" / "r=2" / "seed42" / "train.log").is_file()
+
+
+def test_second_run_has_nothing_to_do(finished_study):
+    assert planned_jobs(finished_study) == {}
+
+
+def test_editing_one_cell_reruns_that_cell_and_the_aggregates(finished_study):
+    config = yaml.safe_load((finished_study / "config.yaml").read_text())
+    config["methods"]["ia3"]["lr"] = 1.0e-2  # only emotion/ia3/default uses ia3
+    write_config(finished_study / "config.yaml", config)
+    assert planned_jobs(finished_study) == {"train": 1, "evaluate": 2, "summary": 1, "all": 1}
+    before = {r["run_dir"]: r["train_time_s"] for r in read_summary(finished_study)}
+    run_snakemake(finished_study)
+    after = read_summary(finished_study)
+    changed = {r["run_dir"] for r in after if before[r["run_dir"]] != r["train_time_s"]}
+    assert changed == {"results/runs/emotion/ia3/default/seed42"}
+    assert '"lr": 0.01' in next(r for r in after if r["method"] == "ia3")["hparams"]
+    assert planned_jobs(finished_study) == {}
+
+
+def test_bad_config_stops_at_parse_time_with_one_line(tiny_bert, tmp_path):
+    config = study(tiny_bert)
+    config["methods"]["lora"]["rank"] = 4
+    write_config(tmp_path / "config.yaml", config)
+    proc = run_snakemake(tmp_path, check=False)
+    assert proc.returncode != 0
+    lines = [l for l in (proc.stdout + proc.stderr).splitlines() if "config error" in l]
+    assert lines and "methods.lora.rank: unknown key for method kind 'lora'" in lines[0]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
+
+
+def test_missing_data_file_fails_staging_with_one_line(tiny_bert, tmp_path):
+    config = study(tiny_bert)
+    config["datasets"]["cola"]["splits"]["train"] = str(tmp_path / "nope.tsv")
+    config["experiments"] = [{"tasks": ["cola"], "methods": ["none"]}]
+    write_config(tmp_path / "config.yaml", config)
+    proc = run_snakemake(tmp_path, check=False)
+    assert proc.returncode != 0
+    assert f"DataError: {tmp_path / 'nope.tsv'}: file not found" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results" / "runs").exists()
