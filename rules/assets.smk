@@ -14,6 +14,8 @@ rule stage_dataset:
         spec=lambda w: config["datasets"][w.dataset],
     log:
         "logs/stage_dataset/{dataset}.log",
+    conda:
+        "../envs/data.yaml"
     script:
         "../scripts/stage_dataset.py"
 
@@ -25,5 +27,7 @@ rule stage_model:
         spec=lambda w: config["models"][w.model],
     log:
         "logs/stage_model/{model}.log",
+    conda:
+        "../envs/data.yaml"
     script:
         "../scripts/stage_model.py"

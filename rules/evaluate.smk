@@ -16,5 +16,7 @@ rule evaluate:
         f"logs/{RUN_DIR}/eval_{{eval}}.log",
     resources:
         gpu=1,
+    conda:
+        "../envs/train.yaml"
     script:
         "../scripts/evaluate.py"

@@ -1,4 +1,8 @@
-# Aggregates over all cells.
+# Aggregates over all cells: cheap, so they run where Snakemake runs (no cluster job).
+
+
+localrules:
+    summary,
 
 
 rule summary:
@@ -8,5 +12,7 @@ rule summary:
         "results/summary.tsv",
     log:
         "logs/summary.log",
+    conda:
+        "../envs/report.yaml"
     script:
         "../scripts/summarize.py"

@@ -16,5 +16,7 @@ rule train:
         f"logs/{RUN_DIR}/train.log",
     resources:
         gpu=1,
+    conda:
+        "../envs/train.yaml"
     script:
         "../scripts/train.py"
