@@ -22,10 +22,15 @@ include: "rules/common.smk"
 include: "rules/assets.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/analysis.smk"
 include: "rules/report.smk"
+
+
+report: "report/workflow.rst"
 
 
 rule all:
     input:
         "results/summary.tsv",
+        "results/report/report.md",
     default_target: True

@@ -73,3 +73,13 @@ def cell_eval_outputs(cell):
 
 def all_metrics():
     return [path for cell in CELLS for path in cell_eval_outputs(cell)]
+
+
+TASKS_IN_STUDY = sorted({c.task for c in CELLS})
+
+
+def report_params(task):
+    """What a task's report reads from the config: its eval sets, metrics and the report settings."""
+    t = config["tasks"][task]
+    return json.loads(json.dumps(
+        {"task": task, "eval": list(t["eval"]), "metrics": t["metrics"], "report": config["report"]}, sort_keys=True))

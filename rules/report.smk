@@ -1,8 +1,12 @@
 # Aggregates over all cells: cheap, so they run where Snakemake runs (no cluster job).
+# Their params hold only the report settings and the task entries they read, so editing plot or
+# report settings re-runs these rules and nothing upstream.
 
 
 localrules:
     summary,
+    report_task,
+    report,
 
 
 rule summary:
@@ -16,3 +20,62 @@ rule summary:
         "../envs/report.yaml"
     script:
         "../scripts/summarize.py"
+
+
+rule report_task:
+    input:
+        summary="results/summary.tsv",
+        logs=lambda w: [f"{c.dir}/train_log.tsv" for c in CELLS if c.task == w.task],
+        distances=lambda w: [f"{c.dir}/weight_distances.tsv" for c in CELLS if c.task == w.task],
+    output:
+        table="results/report/tables/{task}.tsv",
+        table_md="results/report/tables/{task}.md",
+        recommendations="results/report/tables/{task}_recommendations.tsv",
+        learning_curves=report(
+            "results/report/figures/{task}/learning_curves.png",
+            caption="../report/learning_curves.rst",
+            category="{task}",
+            subcategory="Learning curves",
+        ),
+        pareto=report(
+            "results/report/figures/{task}/pareto.png",
+            caption="../report/pareto.rst",
+            category="{task}",
+            subcategory="Pareto fronts",
+        ),
+        distances=report(
+            "results/report/figures/{task}/distances.png",
+            caption="../report/distances.rst",
+            category="{task}",
+            subcategory="Weight distances",
+        ),
+        sweep=report(
+            "results/report/figures/{task}/sweep.png",
+            caption="../report/sweep.rst",
+            category="{task}",
+            subcategory="Sweeps",
+        ),
+    params:
+        settings=lambda w: report_params(w.task),
+    log:
+        "logs/report/{task}.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/report_task.py"
+
+
+rule report:
+    input:
+        tables=expand("results/report/tables/{task}.md", task=TASKS_IN_STUDY),
+        recommendations=expand("results/report/tables/{task}_recommendations.tsv", task=TASKS_IN_STUDY),
+    output:
+        report("results/report/report.md", caption="../report/report.rst", category="Report"),
+    params:
+        settings=lambda w: {t: report_params(t) for t in TASKS_IN_STUDY},
+    log:
+        "logs/report/report.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/report.py"

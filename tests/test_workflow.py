@@ -134,3 +134,36 @@ def test_missing_data_file_fails_staging_with_one_line(tiny_bert, tmp_path):
     assert proc.returncode != 0
     assert f"DataError: {tmp_path / 'nope.tsv'}: file not found" in proc.stdout + proc.stderr
     assert not (tmp_path / "results" / "runs").exists()
+
+
+def test_report_has_every_figure_and_table(finished_study):
+    report_dir = finished_study / "results" / "report"
+    md = (report_dir / "report.md").read_text()
+    for task in ("emotion", "cola"):
+        for name in ("learning_curves", "pareto", "distances", "sweep"):
+            png = report_dir / "figures" / task / f"{name}.png"
+            assert png.is_file() and png.stat().st_size > 5000, png
+            assert png.with_suffix(".svg").is_file()
+            assert f"figures/{task}/{name}.png" in md
+        assert (report_dir / "tables" / f"{task}.tsv").is_file()
+        assert f"## {task}" in md
+    assert "**best quality**" in md and "MethodError: qlora needs a CUDA GPU" in md
+    lora = finished_study / "results" / "runs" / "emotion" / "lora" / "r=2" / "seed42" / "weight_distances.tsv"
+    rows = list(csv.DictReader(open(lora), delimiter="\t"))
+    moved = {r["component"] for r in rows if float(r["distance"]) > 0}
+    assert {"layer_first", "layer_last", "head"} <= moved and "embeddings" not in moved
+
+
+def test_snakemake_report_writes_html(finished_study):
+    run_snakemake(finished_study, "--report", "report.html")
+    html = (finished_study / "report.html").read_text(errors="replace")
+    assert len(html) > 10000 and "pareto.png" in html
+
+
+def test_editing_report_settings_reruns_only_the_report(finished_study):
+    config = yaml.safe_load((finished_study / "config.yaml").read_text())
+    config["report"] = {"within_points": 5.0}
+    write_config(finished_study / "config.yaml", config)
+    assert planned_jobs(finished_study) == {"report_task": 2, "report": 1, "all": 1}
+    run_snakemake(finished_study)
+    assert "within 5 point(s)" in (finished_study / "results" / "report" / "report.md").read_text()

@@ -1,0 +1,140 @@
+"""Figures of the report (matplotlib, no display). Each function writes PNG and SVG."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .analysis import COSTS, cell_label, pareto_front  # noqa: E402
+from .distances import COMPONENTS  # noqa: E402
+
+
+def save(fig, png: str | Path) -> None:
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120, bbox_inches="tight")
+    fig.savefig(png.with_suffix(".svg"), bbox_inches="tight")
+    plt.close(fig)
+
+
+def empty(png, message: str) -> None:
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11)
+    save(fig, png)
+
+
+def learning_curves(logs: dict[str, pd.DataFrame], title: str, png) -> None:
+    """Train (left) and validation (right) loss by step, one line per cell."""
+    if not logs:
+        return empty(png, f"{title}: no finished cell has a loss curve")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    cmap = plt.get_cmap("tab20")
+    for i, (label, log) in enumerate(sorted(logs.items())):
+        color = cmap(i % 20)
+        tr = log.dropna(subset=["train_loss"])
+        va = log.dropna(subset=["val_loss"])
+        axes[0].plot(tr["step"], tr["train_loss"], color=color, label=label, lw=1.4)
+        axes[1].plot(va["step"], va["val_loss"], color=color, marker="o", ms=3, label=label, lw=1.4)
+    for ax, name in zip(axes, ("training loss", "validation loss")):
+        ax.set_xlabel("optimizer step")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("loss")
+    axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+    fig.suptitle(title)
+    save(fig, png)
+
+
+def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png) -> None:
+    """Quality against each cost, one row per eval set; frontier points joined and labelled."""
+    ok = agg[(agg["status"] == "ok") & agg[metric].notna()]
+    if ok.empty:
+        return empty(png, f"{title}: no finished cell to plot")
+    fig, axes = plt.subplots(len(evals), len(COSTS), figsize=(5.2 * len(COSTS), 4.2 * len(evals)), squeeze=False)
+    for row, ev in enumerate(evals):
+        sub = ok[ok["eval"] == ev]
+        for col, (cost, cost_label) in enumerate(COSTS.items()):
+            ax = axes[row][col]
+            pts = sub[sub[cost].notna()]
+            if cost == "trainable_params":
+                pts = pts[pts[cost] > 0]  # the untrained baseline has no place on a log axis
+            if pts.empty:
+                ax.axis("off")
+                continue
+            front = pareto_front(pts, metric, cost)
+            ax.scatter(pts.loc[~front, cost], pts.loc[~front, metric], color="0.6", s=28, label="dominated")
+            fr = pts[front].sort_values(cost)
+            ax.plot(fr[cost], fr[metric], "-o", color="tab:red", ms=6, label="Pareto front")
+            for _, r in fr.iterrows():
+                ax.annotate(cell_label(r), (r[cost], r[metric]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            if pts[cost].max() / max(pts[cost].min(), 1e-12) > 50:
+                ax.set_xscale("log")
+            ax.set_xlabel(cost_label)
+            ax.set_ylabel(f"{metric} ({ev})")
+            ax.grid(alpha=0.3)
+            if row == 0 and col == 0:
+                ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    save(fig, png)
+
+
+def distance_bars(dist: pd.DataFrame, title: str, png) -> None:
+    """Mean distance per component, one bar per cell, components on the x axis."""
+    if dist.empty:
+        return empty(png, f"{title}: no weight distances (no finished cell)")
+    comps = [c for c in COMPONENTS if c in set(dist["component"])]
+    cells = sorted(dist["cell"].unique())
+    table = dist.pivot_table(index="component", columns="cell", values="distance", aggfunc="mean").reindex(comps)
+    fig, ax = plt.subplots(figsize=(min(16, max(8, 0.3 * len(comps) * len(cells))), 4.6))
+    width = 0.8 / max(len(cells), 1)
+    cmap = plt.get_cmap("tab20")
+    for i, cell in enumerate(cells):
+        xs = [j + (i - (len(cells) - 1) / 2) * width for j in range(len(comps))]
+        ax.bar(xs, table[cell].fillna(0).values, width=width, label=cell, color=cmap(i % 20))
+    ax.set_xticks(range(len(comps)))
+    ax.set_xticklabels([c.replace("_", " ") for c in comps])
+    ax.set_ylabel("Euclidean distance to the pretrained weights")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+    ax.set_title(title)
+    save(fig, png)
+
+
+def sweep(agg: pd.DataFrame, metric: str, eval_name: str, title: str, png) -> None:
+    """Quality against each swept hyperparameter (e.g. LoRA r), one line per other setting."""
+    ok = agg[(agg["status"] == "ok") & (agg["eval"] == eval_name) & (agg["variant"] != "default")]
+    if ok.empty:
+        return empty(png, f"{title}: this study sweeps no hyperparameter")
+    groups = list(ok.groupby("method"))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
+    for ax, (method, g) in zip(axes[0], groups):
+        parsed = pd.DataFrame([dict(kv.split("=", 1) for kv in v.split("_") if "=" in kv) for v in g["variant"]],
+                              index=g.index)
+        keys = list(parsed.columns)
+        x = keys[-1] if "r" not in keys else "r"
+        others = [k for k in keys if k != x]
+        xs = pd.to_numeric(parsed[x], errors="coerce")
+        series = g.assign(_x=xs if xs.notna().all() else parsed[x],
+                          _line=parsed[others].astype(str).agg(" ".join, axis=1) if others else method)
+        for line, s in series.groupby("_line"):
+            s = s.sort_values("_x")
+            yerr = s.get(f"{metric}_ci95")
+            ax.errorbar(s["_x"], s[metric], yerr=yerr if yerr is not None and yerr.notna().any() else None,
+                        marker="o", capsize=3, label=f"{line}" if others else method)
+        if xs.notna().all() and xs.max() / max(xs.min(), 1e-12) >= 8:
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(x)
+        ax.set_ylabel(f"{metric} ({eval_name})")
+        ax.set_title(method)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    save(fig, png)

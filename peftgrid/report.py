@@ -1,0 +1,115 @@
+"""The report: per-task tables (TSV + markdown), recommendations and report.md."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from . import plots
+from .analysis import (COST_COLUMNS, aggregate_seeds, cell_label, load_summary, primary_eval, primary_metric,
+                       recommendations)
+from .records import atomic_write_text
+
+
+def fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(fmt(r[c]).replace("|", "\\|") for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def task_table(agg: pd.DataFrame, metrics: list[str], primary: str) -> pd.DataFrame:
+    """One row per cell and eval set: quality (mean ± std, 95% interval, seeds), cost, status."""
+    out = pd.DataFrame({"cell": [cell_label(r) for _, r in agg.iterrows()], "eval": agg["eval"]})
+    if agg["decoding"].astype(str).str.len().any():
+        out["decoding"] = agg["decoding"]
+    out["status"] = agg["status"]
+    for m in metrics:
+        out[m] = agg[m]
+    multi = (agg["n"] > 1).any()
+    if multi:
+        out[f"{primary} ± std"] = [f"{fmt(a)} ± {fmt(b)}" if not math.isnan(b) else fmt(a)
+                                   for a, b in zip(agg[primary], agg[f"{primary}_std"])]
+        out[f"{primary} 95% CI ±"] = agg[f"{primary}_ci95"]
+    out["seeds"] = agg["n"].astype(str) + "/" + agg["seeds"].astype(str)
+    for c in COST_COLUMNS:
+        out[c] = agg[c]
+    out["error"] = agg["error"]
+    return out
+
+
+def build_task_report(task: str, summary_path, logs: dict[str, Path], distances: dict[str, Path], task_cfg: dict,
+                      report_cfg: dict, out: dict[str, Path]) -> None:
+    """All of one task's report outputs (`out`: name -> path, see rules/report.smk)."""
+    df = load_summary(summary_path)
+    df = df[df["task"] == task]
+    metrics = task_cfg["metrics"]
+    metric = primary_metric(task_cfg, report_cfg, task)
+    ev = primary_eval(task_cfg, report_cfg, task)
+    agg = aggregate_seeds(df, metrics)
+    table = task_table(agg, metrics, metric)
+    table.to_csv(out["table"], sep="\t", index=False)
+    atomic_write_text(out["table_md"], markdown_table(table))
+    recs = pd.DataFrame(recommendations(agg[agg["eval"] == ev], metric, report_cfg.get("within_points", 1.0),
+                                        report_cfg.get("param_budget_pct", 1.0)))
+    if recs.empty:
+        recs = pd.DataFrame(columns=["recommendation", "cell", metric])
+    recs.insert(0, "eval", ev)
+    recs.insert(0, "task", task)
+    recs.to_csv(out["recommendations"], sep="\t", index=False)
+
+    curves = {}
+    for label, path in logs.items():
+        log = pd.read_csv(path, sep="\t")
+        if len(log):
+            curves[label] = log
+    plots.learning_curves(curves, f"{task}: loss curves", out["learning_curves"])
+    plots.pareto(agg, metric, list(task_cfg["eval"]), f"{task}: {metric} against cost (Pareto front in red)",
+                 out["pareto"])
+    frames = []
+    for label, path in distances.items():
+        d = pd.read_csv(path, sep="\t")
+        if len(d):
+            frames.append(d.assign(cell=label))
+    plots.distance_bars(pd.concat(frames) if frames else pd.DataFrame(), f"{task}: how far each method moved the weights",
+                        out["distances"])
+    plots.sweep(agg, metric, ev, f"{task}: hyperparameter sweeps ({metric} on {ev})", out["sweep"])
+
+
+def write_report(tasks: dict[str, dict], report_dir: Path, out_md: Path, report_cfg: dict) -> None:
+    report_dir = Path(report_dir)
+    parts = ["# peftgrid report\n",
+             "Every number below comes from `results/summary.tsv`; each cell trained from the pretrained "
+             "weights. Quality is the mean over seeds (± std and a 95% t-interval when there are several); "
+             "failed cells are listed with their reason.\n"]
+    for task, cfg in tasks.items():
+        metric = primary_metric(cfg, report_cfg, task)
+        ev = primary_eval(cfg, report_cfg, task)
+        parts.append(f"\n## {task}\n")
+        recs = pd.read_csv(report_dir / "tables" / f"{task}_recommendations.tsv", sep="\t")
+        parts.append(f"\n### Recommendations ({metric} on `{ev}`)\n\n")
+        if recs.empty:
+            parts.append("No finished cell: nothing to recommend.\n")
+        for _, r in recs.iterrows():
+            parts.append(f"- **{r['recommendation']}**: `{r['cell']}` — {metric} {fmt(r[metric])}, "
+                         f"{fmt(r['trainable_params'])} trainable parameters ({fmt(r['trainable_pct'])}%), "
+                         f"{fmt(r['train_time_s'])} s training, {fmt(r['peak_train_mem_mb'])} MB peak training memory\n")
+        parts.append("\n### All cells\n\n")
+        parts.append((report_dir / "tables" / f"{task}.md").read_text())
+        for name, caption in (("pareto", "Quality against cost"), ("learning_curves", "Loss curves"),
+                              ("distances", "Weight distance to the pretrained model, per component"),
+                              ("sweep", "Hyperparameter sweeps")):
+            parts.append(f"\n![{caption}](figures/{task}/{name}.png)\n")
+    atomic_write_text(out_md, "".join(parts))

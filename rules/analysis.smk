@@ -1,0 +1,18 @@
+# Per-cell analysis on the CPU: how far fine-tuning moved each weight tensor.
+
+
+rule weight_distances:
+    input:
+        model=lambda w: staged_model(config["tasks"][w.task]["model"]),
+        trained=f"{RUN_DIR}/model",
+        run=f"{RUN_DIR}/run.json",
+    output:
+        f"{RUN_DIR}/weight_distances.tsv",
+    params:
+        cell=train_params,
+    log:
+        f"logs/{RUN_DIR}/weight_distances.log",
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/weight_distances.py"
