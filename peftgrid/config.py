@@ -44,14 +44,22 @@ HEAD_KEYS = {"hidden", "dropout", "pooling", "activation"}
 METRICS = {
     "sequence_classification": {"accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted",
                                 "f1", "precision", "recall", "mcc"},
+    "token_classification": {"accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted", "mcc"},
 }
 DEFAULT_METRICS = {
     "sequence_classification": ["accuracy", "f1_macro", "precision_macro", "recall_macro"],
+    "token_classification": ["accuracy", "f1_macro"],
 }
 COLUMN_ROLES = {
     "sequence_classification": ({"text", "label"}, {"text_pair"}),
+    "token_classification": ({"tokens", "tags"}, set()),
 }
-IMPLEMENTED_TASK_TYPES = {"sequence_classification"}
+IMPLEMENTED_TASK_TYPES = {"sequence_classification", "token_classification"}
+# (method kind, task type) pairs peft cannot train, with the reason
+UNSUPPORTED = {
+    ("prompt_tuning", "token_classification"):
+        "peft's prompt tuning does not shift token labels past the virtual tokens; use prefix_tuning (P-tuning v2)",
+}
 
 
 class ConfigError(ValueError):
@@ -179,6 +187,10 @@ def _check_references(config: dict) -> None:
         bad = [m for m in task["metrics"] if m not in METRICS[ttype]]
         if bad:
             raise ConfigError(f"{where}.metrics: unknown metric {', '.join(map(repr, bad))} for {ttype} (available: {', '.join(sorted(METRICS[ttype]))})")
+        if "transfer" in task:
+            for role in ("source", "target"):
+                if task["transfer"][role] not in task["eval"]:
+                    raise ConfigError(f"{where}.transfer.{role}: {task['transfer'][role]!r} is not an eval set of this task")
         for key in task["max_examples"]:
             if key not in task["eval"] and key != task["train_split"]:
                 raise ConfigError(f"{where}.max_examples.{key}: not the train split ({task['train_split']!r}) or an eval set")
@@ -197,6 +209,11 @@ def _check_references(config: dict) -> None:
         for m in exp["methods"]:
             if m not in methods:
                 raise ConfigError(f"{where}.methods: unknown method {m!r} (defined: {', '.join(sorted(methods))})")
+            kind = methods[m].get("kind", m)
+            for t in exp["tasks"]:
+                reason = UNSUPPORTED.get((kind, tasks[t]["type"]))
+                if reason:
+                    raise ConfigError(f"{where}: method {m!r} cannot train task {t!r} ({tasks[t]['type']}): {reason}")
         for dup in {x for x in exp["tasks"] if exp["tasks"].count(x) > 1} | {x for x in exp["methods"] if exp["methods"].count(x) > 1}:
             raise ConfigError(f"{where}: {dup!r} is listed twice")
         if len(set(exp["seeds"])) != len(exp["seeds"]):
@@ -320,7 +337,7 @@ def build_run_table(config: dict) -> list[Cell]:
 def task_params(config: dict, task: str) -> dict:
     """What a task's training needs from its config (eval sets excluded: they are evaluation's)."""
     t = config["tasks"][task]
-    keep = {k: t[k] for k in ("type", "model", "dataset", "train_split", "columns", "labels") if k in t}
+    keep = {k: t[k] for k in ("type", "model", "dataset", "train_split", "columns", "labels", "unseen_labels") if k in t}
     keep["max_examples"] = {k: v for k, v in t["max_examples"].items() if k == t["train_split"] or k == t["validation"]}
     if t["validation"] is not None:
         keep["validation"] = {"name": t["validation"], **t["eval"][t["validation"]]}

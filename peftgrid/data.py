@@ -71,9 +71,59 @@ def read_jsonl(path: str | Path, encoding: str = "utf-8") -> list[dict]:
     return records
 
 
-def read_local_split(spec: dict, path, base_dir: Path) -> list[dict]:
+def read_conllu(path: str | Path, encoding: str = "utf-8") -> list[dict]:
+    """One record per sentence: sent_id, text, tokens (FORM), upos, xpos, lemmas.
+
+    Multi-word token ranges (`1-2`) and empty nodes (`8.1`) are skipped: their words appear as
+    ordinary integer-id lines, which is what a tagger labels."""
+    import conllu
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    records = []
+    with open(path, encoding=encoding) as fh:
+        try:
+            for i, sentence in enumerate(conllu.parse_incr(fh)):
+                words = [t for t in sentence if isinstance(t["id"], int)]
+                records.append({
+                    "sent_id": sentence.metadata.get("sent_id", str(i + 1)),
+                    "text": sentence.metadata.get("text", " ".join(t["form"] for t in words)),
+                    "tokens": [t["form"] for t in words],
+                    "upos": [t["upos"] for t in words],
+                    "xpos": [t["xpos"] if t["xpos"] is not None else "_" for t in words],
+                    "lemmas": [t["lemma"] for t in words],
+                })
+        except conllu.exceptions.ParseException as e:
+            raise DataError(f"{path}: not valid CoNLL-U ({str(e).splitlines()[0]})") from None
+    return records
+
+
+def download(url: str, cache_dir: Path) -> Path:
+    """Fetch a URL once into cache_dir (staging is the only step allowed on the network)."""
+    import hashlib
+    import urllib.request
+
+    target = cache_dir / (hashlib.sha256(url.encode()).hexdigest()[:16] + "_" + url.rstrip("/").rsplit("/", 1)[-1])
+    if not target.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".part")
+        try:
+            with urllib.request.urlopen(url, timeout=120) as response, open(tmp, "wb") as fh:
+                fh.write(response.read())
+        except OSError as e:
+            raise DataError(f"{url}: download failed ({e})") from None
+        os.replace(tmp, target)
+    return target
+
+
+def read_local_split(spec: dict, path, base_dir: Path, cache_dir: Path | None = None) -> list[dict]:
     fmt = spec["format"]
-    resolve = lambda p: Path(p) if os.path.isabs(p) else base_dir / p  # noqa: E731
+
+    def resolve(p):
+        if str(p).startswith(("http://", "https://")):
+            return download(str(p), cache_dir or base_dir / "resources" / "downloads")
+        return Path(p) if os.path.isabs(p) else base_dir / p
     if fmt in ("csv", "tsv"):
         sep = spec.get("sep", "," if fmt == "csv" else "\t")
         quoting = spec.get("quoting", "minimal" if fmt == "csv" else "none")
@@ -81,6 +131,8 @@ def read_local_split(spec: dict, path, base_dir: Path) -> list[dict]:
                               quoting, spec.get("encoding", "utf-8"))
     if fmt == "jsonl":
         return read_jsonl(resolve(path), spec.get("encoding", "utf-8"))
+    if fmt == "conllu":
+        return read_conllu(resolve(path), spec.get("encoding", "utf-8"))
     raise DataError(f"format {fmt!r} is not implemented yet")
 
 
@@ -93,14 +145,22 @@ def read_hub(spec: dict) -> tuple[dict[str, list[dict]], dict[str, list[str]]]:
     ds = datasets.load_dataset(spec["source"], spec.get("subset"), revision=spec.get("revision"))
     splits, class_names = {}, {}
     for split, d in ds.items():
+        sequences = {}
         for col, feat in d.features.items():
             if isinstance(feat, datasets.ClassLabel):
                 class_names[col] = list(feat.names)
+            elif isinstance(feat, (datasets.Sequence, list)):
+                inner = feat.feature if isinstance(feat, datasets.Sequence) else feat[0]
+                if isinstance(inner, datasets.ClassLabel):
+                    class_names[col] = sequences[col] = list(inner.names)
         rows = d.to_list()
         for col, names in class_names.items():
             for r in rows:
-                # GLUE test sets carry label -1 (hidden): keep it as None, not a wrong name
-                r[col] = names[r[col]] if r.get(col, -1) is not None and r[col] >= 0 else None
+                if col in sequences:
+                    r[col] = [names[v] for v in r[col]]
+                else:
+                    # GLUE test sets carry label -1 (hidden): keep it as None, not a wrong name
+                    r[col] = names[r[col]] if r.get(col, -1) is not None and r[col] >= 0 else None
         splits[split] = rows
     return splits, class_names
 
@@ -129,7 +189,8 @@ def stage_dataset(name: str, spec: dict, out_dir: str | Path, base_dir: str | Pa
     if spec["format"] == "hub":
         splits, class_names = read_hub(spec)
     else:
-        splits = {split: read_local_split(spec, path, base_dir) for split, path in spec["splits"].items()}
+        cache = out_dir.parent.parent / "downloads"  # resources/downloads
+        splits = {split: read_local_split(spec, path, base_dir, cache) for split, path in spec["splits"].items()}
     if "split_ratio" in spec:
         splits = carve_splits(splits, spec["split_ratio"], spec.get("split_seed", 0))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,3 +240,9 @@ def check_columns(rows: list[dict], columns: dict[str, str], where: str) -> None
         for role, col in columns.items():
             if r.get(col) is None:
                 raise DataError(f"{where} row {i + 1}: column {col!r} (columns.{role}) is empty")
+    if "tokens" in columns:  # token tasks: one tag per word
+        for i, r in enumerate(rows):
+            words, tags = r[columns["tokens"]], r[columns["tags"]]
+            if not isinstance(words, list) or not isinstance(tags, list) or len(words) != len(tags):
+                raise DataError(f"{where} row {i + 1}: columns {columns['tokens']!r} and {columns['tags']!r} must be "
+                                f"lists of the same length")

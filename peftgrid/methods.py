@@ -42,8 +42,9 @@ class LinearProbe(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, num_labels: int, hidden=(256,), dropout=0.1, pooling="cls",
-                 activation="gelu"):
+                 activation="gelu", per_token: bool = False):
         super().__init__()
+        self.per_token = per_token  # token classification: the head labels every position
         self.encoder = encoder
         for p in self.encoder.parameters():
             p.requires_grad_(False)
@@ -71,8 +72,16 @@ class LinearProbe(nn.Module):
         return hidden[:, 0]
 
     def forward(self, input_ids, attention_mask, labels=None, **kwargs):
-        logits = self.head(self.pool(input_ids, attention_mask, **kwargs).float())
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        if self.per_token:
+            with torch.no_grad():
+                features = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        else:
+            features = self.pool(input_ids, attention_mask, **kwargs)
+        logits = self.head(features.float())
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                               ignore_index=-100)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
@@ -85,7 +94,8 @@ def _load_kwargs(allow_pickle: bool) -> dict:
 def load_base(model_dir: str | Path, task_type: str, labels: list[str], hp: dict, device: torch.device,
               allow_pickle: bool = False):
     """The pretrained model for a task type, plus the names of freshly initialised weights."""
-    from transformers import AutoModel, AutoModelForSequenceClassification, BitsAndBytesConfig
+    from transformers import (AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+                              BitsAndBytesConfig)
 
     kind = hp["kind"]
     kwargs = _load_kwargs(allow_pickle)
@@ -95,16 +105,18 @@ def load_base(model_dir: str | Path, task_type: str, labels: list[str], hp: dict
             load_in_4bit=True, bnb_4bit_quant_type=hp["quant_type"], bnb_4bit_use_double_quant=hp["double_quant"],
             bnb_4bit_compute_dtype=compute)
         kwargs["device_map"] = {"": device.index or 0}
-    if task_type != "sequence_classification":
+    auto_class = {"sequence_classification": AutoModelForSequenceClassification,
+                  "token_classification": AutoModelForTokenClassification}.get(task_type)
+    if auto_class is None:
         raise MethodError(f"task type {task_type!r} is not implemented")
     id2label = dict(enumerate(labels))
     if kind == "linear_probe":
-        encoder, info = AutoModel.from_pretrained(model_dir, output_loading_info=True, **kwargs)
+        encoder = AutoModel.from_pretrained(model_dir, **kwargs)
         head = hp["head"]
         model = LinearProbe(encoder, len(labels), tuple(head["hidden"]), head["dropout"], head["pooling"],
-                            head["activation"])
+                            head["activation"], per_token=task_type == "token_classification")
         return model, []
-    model, info = AutoModelForSequenceClassification.from_pretrained(
+    model, info = auto_class.from_pretrained(
         model_dir, num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()},
         output_loading_info=True, **kwargs)
     return model, list(info["missing_keys"])
@@ -117,7 +129,7 @@ def _target(value):
 def peft_config(hp: dict, task_type: str, total_steps: int):
     import peft
 
-    task = {"sequence_classification": peft.TaskType.SEQ_CLS}[task_type]
+    task = {"sequence_classification": peft.TaskType.SEQ_CLS, "token_classification": peft.TaskType.TOKEN_CLS}[task_type]
     kind = hp["kind"]
     if kind in ("lora", "qlora"):
         return peft.LoraConfig(task_type=task, r=hp["r"], lora_alpha=hp["alpha"], lora_dropout=hp["dropout"],

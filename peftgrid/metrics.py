@@ -58,3 +58,11 @@ def classification_metrics(gold, pred, num_labels: int, names: list[str], positi
     else:
         out.update(precision=out["precision_macro"], recall=out["recall_macro"], f1=out["f1_macro"])
     return {k: v for k, v in out.items() if k in names}
+
+
+def per_label_table(gold, pred, labels: list[str]) -> list[dict]:
+    """Precision, recall, F1 and support of every label (the per-tag table of token tasks)."""
+    cm = confusion(gold, pred, len(labels))
+    precision, recall, f1, gold_pos, _ = _prf(cm)
+    return [{"label": name, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+             "support": int(gold_pos[i])} for i, name in enumerate(labels)]

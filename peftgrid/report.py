@@ -50,6 +50,25 @@ def task_table(agg: pd.DataFrame, metrics: list[str], primary: str) -> pd.DataFr
     return out
 
 
+def transfer_table(agg: pd.DataFrame, transfer: dict | None, metrics: list[str]) -> pd.DataFrame:
+    """Per cell: each metric on the source and the target eval set and the gap (source - target),
+    e.g. English dev minus German test for zero-shot POS tagging."""
+    columns = ["cell"] + [f"{m}_{side}" for m in metrics for side in ("source", "target", "gap")]
+    if not transfer:
+        return pd.DataFrame(columns=columns)
+    ok = agg[agg["status"] == "ok"]
+    src = ok[ok["eval"] == transfer["source"]].set_index(["method", "variant"])
+    tgt = ok[ok["eval"] == transfer["target"]].set_index(["method", "variant"])
+    rows = []
+    for key in src.index.intersection(tgt.index):
+        row = {"cell": cell_label({"method": key[0], "variant": key[1]})}
+        for m in metrics:
+            row[f"{m}_source"], row[f"{m}_target"] = src.loc[key, m], tgt.loc[key, m]
+            row[f"{m}_gap"] = src.loc[key, m] - tgt.loc[key, m]
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
 def build_task_report(task: str, summary_path, logs: dict[str, Path], distances: dict[str, Path], task_cfg: dict,
                       report_cfg: dict, out: dict[str, Path]) -> None:
     """All of one task's report outputs (`out`: name -> path, see rules/report.smk)."""
@@ -69,6 +88,7 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
     recs.insert(0, "eval", ev)
     recs.insert(0, "task", task)
     recs.to_csv(out["recommendations"], sep="\t", index=False)
+    transfer_table(agg, task_cfg.get("transfer"), metrics).to_csv(out["transfer"], sep="\t", index=False)
 
     curves = {}
     for label, path in logs.items():
@@ -108,6 +128,10 @@ def write_report(tasks: dict[str, dict], report_dir: Path, out_md: Path, report_
                          f"{fmt(r['train_time_s'])} s training, {fmt(r['peak_train_mem_mb'])} MB peak training memory\n")
         parts.append("\n### All cells\n\n")
         parts.append((report_dir / "tables" / f"{task}.md").read_text())
+        if cfg.get("transfer"):
+            gap = pd.read_csv(report_dir / "tables" / f"{task}_transfer.tsv", sep="\t")
+            parts.append(f"\n### Transfer gap: `{cfg['transfer']['source']}` minus `{cfg['transfer']['target']}`\n\n")
+            parts.append(markdown_table(gap))
         for name, caption in (("pareto", "Quality against cost"), ("learning_curves", "Loss curves"),
                               ("distances", "Weight distance to the pretrained model, per component"),
                               ("sweep", "Hyperparameter sweeps")):

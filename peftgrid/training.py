@@ -27,7 +27,7 @@ from . import methods
 from .data import DataError
 from .measure import PhaseMeter, autocast, pick_device, resolve_dtype
 from .records import device_description, git_commit, package_versions, write_json, write_tsv
-from .tasks import check_labels, collate, encode_classification, label_list, load_task_rows, truncated_count
+from .tasks import check_labels, collate, encode, label_list, load_task_rows, truncated_count
 
 LOG_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "lr", "elapsed_s"]
 STATS_COLUMNS = ["status", "error", "device", "trainable_params", "total_params", "trainable_pct",
@@ -149,11 +149,11 @@ def train_cell(params: dict, model_dir: Path, data_dirs: dict[str, Path], out_di
         if task.get("validation"):
             v = task["validation"]
             val_rows = load_task_rows(task, data_dirs[v["dataset"]], v["split"], v["name"], v["dataset"])
-            check_labels(val_rows, task["columns"]["label"], labels, f"eval set {v['name']!r}")
+            check_labels(task, val_rows, labels, f"eval set {v['name']!r}")
         for name, ev in (eval_checks or {}).items():
             if ev["dataset"] in data_dirs:
                 rows = load_task_rows(task, data_dirs[ev["dataset"]], ev["split"], name, ev["dataset"])
-                check_labels(rows, task["columns"]["label"], labels, f"eval set {name!r}")
+                check_labels(task, rows, labels, f"eval set {name!r}")
         record["labels"] = labels
 
         # ---- model: always a fresh copy of the staged pretrained weights
@@ -162,8 +162,8 @@ def train_cell(params: dict, model_dir: Path, data_dirs: dict[str, Path], out_di
         t_load = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        train_ex = encode_classification(train_rows, tokenizer, task["columns"], labels, hp["max_length"])
-        val_ex = encode_classification(val_rows, tokenizer, task["columns"], labels, hp["max_length"]) if val_rows else None
+        train_ex = encode(task, train_rows, tokenizer, labels, hp["max_length"])
+        val_ex = encode(task, val_rows, tokenizer, labels, hp["max_length"]) if val_rows else None
         steps_per_epoch = math.ceil(len(train_ex) / hp["batch_size"])
         total_steps = math.ceil(steps_per_epoch * hp["epochs"])
         if hp["max_steps"] is not None:

@@ -82,4 +82,5 @@ def report_params(task):
     """What a task's report reads from the config: its eval sets, metrics and the report settings."""
     t = config["tasks"][task]
     return json.loads(json.dumps(
-        {"task": task, "eval": list(t["eval"]), "metrics": t["metrics"], "report": config["report"]}, sort_keys=True))
+        {"task": task, "eval": list(t["eval"]), "metrics": t["metrics"], "transfer": t.get("transfer"),
+         "report": config["report"]}, sort_keys=True))

@@ -10,6 +10,7 @@ rule evaluate:
     output:
         metrics=f"{RUN_DIR}/eval/{{eval}}/metrics.tsv",
         predictions=f"{RUN_DIR}/eval/{{eval}}/predictions.jsonl",
+        per_label=f"{RUN_DIR}/eval/{{eval}}/per_label.tsv",
     params:
         cell=eval_params,
     log:

@@ -31,6 +31,7 @@ rule report_task:
         table="results/report/tables/{task}.tsv",
         table_md="results/report/tables/{task}.md",
         recommendations="results/report/tables/{task}_recommendations.tsv",
+        transfer="results/report/tables/{task}_transfer.tsv",
         learning_curves=report(
             "results/report/figures/{task}/learning_curves.png",
             caption="../report/learning_curves.rst",

@@ -8,7 +8,7 @@ from peftgrid.jobs import run_job
 def main(smk):
     row = evaluate_cell(smk.params.cell, Path(smk.input.model).parent, Path(smk.input.trained),
                         Path(smk.input.dataset).parent, Path(smk.input.run), Path(smk.output.metrics),
-                        Path(smk.output.predictions))
+                        Path(smk.output.predictions), Path(smk.output.per_label))
     print({k: v for k, v in row.items() if k not in ("task", "method", "variant", "seed")})
 
 

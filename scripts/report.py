@@ -7,7 +7,8 @@ from peftgrid.report import write_report
 
 def main(smk):
     settings = smk.params.settings
-    tasks = {t: {"eval": {e: {} for e in s["eval"]}, "metrics": s["metrics"]} for t, s in settings.items()}
+    tasks = {t: {"eval": {e: {} for e in s["eval"]}, "metrics": s["metrics"], "transfer": s.get("transfer")}
+             for t, s in settings.items()}
     report_cfg = next(iter(settings.values()))["report"] if settings else {}
     out = Path(smk.output[0])
     write_report(tasks, out.parent, out, report_cfg)

@@ -13,11 +13,12 @@ def cell_label(path: str) -> str:
 
 def main(smk):
     s = smk.params.settings
-    task_cfg = {"eval": {e: {} for e in s["eval"]}, "metrics": s["metrics"]}
+    task_cfg = {"eval": {e: {} for e in s["eval"]}, "metrics": s["metrics"], "transfer": s.get("transfer")}
     logs = {cell_label(p): Path(p) for p in smk.input.logs}
     distances = {cell_label(p): Path(p) for p in smk.input.distances}
     out = {name: Path(getattr(smk.output, name)) for name in
-           ("table", "table_md", "recommendations", "learning_curves", "pareto", "distances", "sweep")}
+           ("table", "table_md", "recommendations", "transfer", "learning_curves", "pareto", "distances",
+            "sweep")}
     build_task_report(s["task"], smk.input.summary, logs, distances, task_cfg, s["report"], out)
 
 

@@ -100,13 +100,15 @@ def test_subsample_is_the_same_for_every_cell():
 def test_labels_wrong_column_and_unseen_eval_labels(tmp_path):
     spec = {**EMOTION, "splits": {"train": str(shared("emotion", "train.txt"))}}
     stage_dataset("emotion", spec, tmp_path / "emotion")
-    task = {"columns": {"text": "text", "label": "label"}, "max_examples": {"train": 300}}
+    task = {"type": "sequence_classification", "columns": {"text": "text", "label": "label"},
+            "max_examples": {"train": 300}}
     rows = load_task_rows(task, tmp_path / "emotion", "train", "train", "emotion")
     assert len(rows) == 300
     assert label_list(task, rows, {"class_names": {}}) == sorted({r["label"] for r in rows})
     assert label_list({**task, "labels": ["sadness", "joy", "love", "anger", "fear", "surprise"]}, rows, {})[0] == "sadness"
     with pytest.raises(DataError, match="labels 'neutral' never occur in training"):
-        check_labels([{"label": "neutral"}], "label", ["joy", "sadness"], "eval set 'test'")
+        check_labels({**task, "type": "sequence_classification"}, [{"label": "neutral"}], ["joy", "sadness"],
+                     "eval set 'test'")
     with pytest.raises(DataError, match="no column 'sentence' \\(columns.text\\); columns are label, text"):
         load_task_rows({**task, "columns": {"text": "sentence", "label": "label"}}, tmp_path / "emotion", "train",
                        "train", "emotion")
