@@ -59,3 +59,34 @@ def test_full_fine_tuning_beats_the_untrained_baseline(accuracies):
 
 def test_lora_beats_the_untrained_baseline(accuracies):
     assert accuracies["lora"] >= accuracies["none"] + 0.15
+
+
+def test_pos_tagging_on_minilm_beats_the_untrained_baseline(minilm_dir, tmp_path):
+    """English-only MiniLM learns English POS tags from a few hundred sentences."""
+    spec = {"format": "conllu", "splits": {"train": str(shared("ud_english_ewt", "en_ewt-ud-train.conllu")),
+                                           "validation": str(shared("ud_english_ewt", "en_ewt-ud-dev.conllu"))}}
+    stage_dataset("ewt", spec, tmp_path / "ewt")
+    config = validate_config({
+        "models": {"minilm": {"source": str(minilm_dir)}},
+        "datasets": {"ewt": {"format": "conllu", "splits": {"train": "x"}}},
+        "tasks": {"pos": {"type": "token_classification", "model": "minilm", "dataset": "ewt",
+                          "columns": {"tokens": "tokens", "tags": "upos"},
+                          "eval": {"en_dev": {"split": "validation"}}, "validation": None,
+                          "max_examples": {"train": 600, "en_dev": 200}}},
+        "training": {"epochs": 2, "batch_size": 16, "max_length": 96, "eval_every_steps": 1000},
+        "methods": {"none": {}, "full": {"lr": 3.0e-4}},
+        "experiments": [{"tasks": ["pos"], "methods": ["none", "full"]}],
+    })
+    acc = {}
+    for cell in build_run_table(config):
+        params = {"cell": {"task": "pos", "method": cell.method, "variant": cell.variant, "seed": cell.seed},
+                  "hparams": cell.hparams, "model": {"name": "minilm"}, "task": task_params(config, "pos")}
+        out = tmp_path / cell.method
+        assert train_cell(params, minilm_dir, {"ewt": tmp_path / "ewt"}, out)["status"] == "ok"
+        eval_params = {**params, "eval": {"name": "en_dev", "dataset": "ewt", "split": "validation"},
+                       "task": {**params["task"], "metrics": ["accuracy", "f1_macro"], "max_examples": {"en_dev": 200}}}
+        acc[cell.method] = evaluate_cell(eval_params, minilm_dir, out / "model", tmp_path / "ewt", out / "run.json",
+                                         out / "m.tsv", out / "p.jsonl")["accuracy"]
+    print("POS accuracy on 200 EWT dev sentences:", acc)
+    assert acc["none"] < 0.25
+    assert acc["full"] >= 0.75

@@ -168,3 +168,39 @@ def test_editing_report_settings_reruns_only_the_report(finished_study):
     assert planned_jobs(finished_study) == {"report_task": 2, "report": 1, "all": 1}
     run_snakemake(finished_study)
     assert "within 5 point(s)" in (finished_study / "results" / "report" / "report.md").read_text()
+
+
+def test_zero_shot_pos_study_through_the_workflow(tiny_bert, tmp_path):
+    config = {
+        "models": {"tiny": {"source": str(tiny_bert)}},
+        "datasets": {
+            "ud_en_ewt": {"format": "conllu", "splits": {
+                "train": str(shared("ud_english_ewt", "en_ewt-ud-train.conllu")),
+                "validation": str(shared("ud_english_ewt", "en_ewt-ud-dev.conllu"))}},
+            "ud_de_gsd": {"format": "conllu", "splits": {"test": str(shared("ud_german_gsd", "de_gsd-ud-test.conllu"))}},
+        },
+        "tasks": {"pos": {"type": "token_classification", "model": "tiny", "dataset": "ud_en_ewt",
+                          "columns": {"tokens": "tokens", "tags": "upos"},
+                          "eval": {"en_dev": {"split": "validation"}, "de_test": {"dataset": "ud_de_gsd", "split": "test"}},
+                          "validation": "en_dev", "transfer": {"source": "en_dev", "target": "de_test"},
+                          "max_examples": {"train": 128, "en_dev": 40, "de_test": 40}}},
+        "training": {"epochs": 1, "batch_size": 16, "eval_every_steps": 4, "max_length": 64},
+        "methods": {"none": {}, "full": {"lr": 1.0e-3}, "lora": {"lr": 5.0e-3, "r": 4, "alpha": 8},
+                    "prefix_tuning": {"lr": 1.0e-2, "num_virtual_tokens": 4}},
+        "experiments": [{"tasks": ["pos"], "methods": ["none", "full", "lora", "prefix_tuning"]}],
+    }
+    write_config(tmp_path / "config.yaml", config)
+    run_snakemake(tmp_path)
+    rows = read_summary(tmp_path)
+    assert sorted((r["method"], r["eval"]) for r in rows) == sorted(
+        (m, e) for m in ("none", "full", "lora", "prefix_tuning") for e in ("en_dev", "de_test"))
+    assert all(r["status"] == "ok" and 0 <= float(r["accuracy"]) <= 1 for r in rows)
+    de = [r for r in rows if r["eval"] == "de_test"]
+    assert all(int(r["n_examples"]) == 40 and int(r["n_scored"]) > 400 for r in de)
+    cell = tmp_path / "results" / "runs" / "pos" / "lora" / "default" / "seed42" / "eval" / "de_test"
+    per_tag = list(csv.DictReader(open(cell / "per_label.tsv"), delimiter="\t"))
+    assert {r["label"] for r in per_tag} >= {"NOUN", "VERB", "DET", "PUNCT"}
+    gap = list(csv.DictReader(open(tmp_path / "results" / "report" / "tables" / "pos_transfer.tsv"), delimiter="\t"))
+    assert len(gap) == 4 and all(
+        float(g["accuracy_gap"]) == pytest.approx(float(g["accuracy_source"]) - float(g["accuracy_target"])) for g in gap)
+    assert "Transfer gap" in (tmp_path / "results" / "report" / "report.md").read_text()
