@@ -32,8 +32,15 @@ def run_job(main, snakemake, offline: bool = True) -> None:
     if log_file:
         sys.stdout = sys.stderr = log_file
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s", force=True)
+    from .checkpoint import Preempted
+
     try:
         main(snakemake)
+    except Preempted as e:
+        print(f"Preempted: {e}", file=sys.stderr)
+        if log_file:
+            print(f"[{snakemake.rule}] Preempted: {e}", file=console)
+        sys.exit(143)  # 128 + SIGTERM: the scheduler sees a terminated job and may requeue it
     except _user_errors() as e:
         line = f"{type(e).__name__}: {e}"
         print(line, file=sys.stderr)

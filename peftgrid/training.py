@@ -27,6 +27,7 @@ from . import methods
 from .data import DataError
 from .measure import PhaseMeter, autocast, pick_device, resolve_dtype
 from .records import device_description, git_commit, package_versions, write_json, write_tsv
+from .checkpoint import Checkpointer, Preempted, python_rng_from_tensor, python_rng_to_tensor
 from .tasks import check_labels, collate, encode, label_list, load_task_rows, truncated_count
 
 LOG_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "lr", "elapsed_s"]
@@ -183,18 +184,26 @@ def train_cell(params: dict, model_dir: Path, data_dirs: dict[str, Path], out_di
                      n_train=len(train_ex), truncated_train=truncated_count(train_ex, hp["max_length"]))
 
         # ---- train
+        ckpt = Checkpointer(out_dir / "checkpoint", hp, hp["checkpoint_every_steps"])
         meter = PhaseMeter(device)
-        with meter:
-            final = _train_loop(model, hp, train_ex, val_ex, pad_id, device, total_steps, steps_per_epoch, log_rows)
+        ckpt.install_sigterm()
+        try:
+            with meter:
+                final = _train_loop(model, hp, train_ex, val_ex, pad_id, device, total_steps, steps_per_epoch,
+                                    log_rows, ckpt)
+        finally:
+            ckpt.restore_sigterm()
+        seconds = final["prior_seconds"] + meter.seconds  # a resumed run adds up its segments
         epochs_done = final["step"] / steps_per_epoch if steps_per_epoch else 0.0
         stats.update(
             status="ok", error=None,
-            train_time_s=round(meter.seconds, 3),
-            time_per_epoch_s=round(meter.seconds / epochs_done, 3) if epochs_done else 0.0,
-            peak_train_mem_mb=round(meter.peak_mem_mb, 1),
-            train_examples_per_s=round(final["examples"] / meter.seconds, 2) if final["examples"] else 0.0,
+            train_time_s=round(seconds, 3),
+            time_per_epoch_s=round(seconds / epochs_done, 3) if epochs_done else 0.0,
+            peak_train_mem_mb=round(max(meter.peak_mem_mb, final["prior_peak"]), 1),
+            train_examples_per_s=round(final["examples"] / seconds, 2) if final["examples"] else 0.0,
             steps=final["step"], epochs=round(epochs_done, 4),
             final_train_loss=final["train_loss"], final_val_loss=final["val_loss"])
+        record["resumed"] = final["prior_seconds"] > 0
         methods.save_trained(model, hp, tmp_model, new_weights)
         tokenizer.save_pretrained(tmp_model / "tokenizer")
     except (methods.MethodError, NonFiniteLoss) as e:
@@ -214,45 +223,73 @@ def train_cell(params: dict, model_dir: Path, data_dirs: dict[str, Path], out_di
     shutil.rmtree(final_model, ignore_errors=True)
     tmp_model.rename(final_model)
     write_json(out_dir / "run.json", record)  # last: a run.json means the cell's files are complete
+    shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     return record
 
 
-def _train_loop(model, hp, train_ex, val_ex, pad_id, device, total_steps, steps_per_epoch, log_rows) -> dict:
+def _train_loop(model, hp, train_ex, val_ex, pad_id, device, total_steps, steps_per_epoch, log_rows,
+                ckpt: Checkpointer | None = None) -> dict:
     precision = hp["precision"]
     lengths = [len(e["input_ids"]) for e in train_ex]
-    rng = random.Random(hp["seed"])
-    t0 = time.perf_counter()
-    step, examples = 0, 0
+    rng = random.Random(hp["seed"])  # batch order
+    step, examples, prior_seconds, prior_peak = 0, 0, 0.0, 0.0
     best = {"val_loss": math.inf, "state": None}
-    last_train_loss = None
+    last_train_loss, val = None, None
+    scheduler = None
 
     def log(train_loss, with_val: bool):
-        val = mean_loss(model, val_ex, hp["eval_batch_size"], pad_id, device, precision) if (with_val and val_ex) else None
+        v = mean_loss(model, val_ex, hp["eval_batch_size"], pad_id, device, precision) if (with_val and val_ex) else None
         log_rows.append({"step": step, "epoch": round(step / steps_per_epoch, 4) if steps_per_epoch else 0,
                          "train_loss": None if train_loss is None else round(train_loss, 6),
-                         "val_loss": None if val is None else round(val, 6),
+                         "val_loss": None if v is None else round(v, 6),
                          "lr": scheduler.get_last_lr()[0] if scheduler else 0.0,
-                         "elapsed_s": round(time.perf_counter() - t0, 3)})
-        if val is not None and hp["checkpoint"] == "best" and val < best["val_loss"]:
-            best["val_loss"] = val
+                         "elapsed_s": round(prior_seconds + time.perf_counter() - t0, 3)})
+        if v is not None and hp["checkpoint"] == "best" and v < best["val_loss"]:
+            best["val_loss"] = v
             best["state"] = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
-        return val
+        return v
 
-    scheduler = None
+    t0 = time.perf_counter()
     if total_steps == 0:
         val = log(None, True)
-        return {"step": 0, "examples": 0, "train_loss": None, "val_loss": val}
+        return {"step": 0, "examples": 0, "train_loss": None, "val_loss": val, "prior_seconds": 0.0, "prior_peak": 0.0}
 
     optimizer = make_optimizer(model, hp["lr"], hp["weight_decay"])
     scheduler = linear_schedule(optimizer, int(hp["warmup_ratio"] * total_steps), total_steps)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     adalora = hp["kind"] == "adalora"
-    model.train()
     loss_sum, loss_count = torch.zeros((), device=device), 0
-    val = log(None, True)  # the starting point of the learning curve
+    resume_batch = 0
+    state = ckpt.load() if ckpt else None
+    if state:  # go on exactly where the last run stopped
+        ckpt.restore(state, model, optimizer, scheduler)
+        loop = state["loop"]
+        step, examples, loss_count = loop["step"], loop["examples"], loop["loss_count"]
+        loss_sum += loop["loss_sum"]
+        log_rows[:] = loop["log_rows"]
+        last_train_loss, val = loop["last_train_loss"], loop["val"]
+        prior_seconds, prior_peak = loop["seconds"], loop["peak_mem_mb"]
+        best["val_loss"] = loop["best_val_loss"]
+        best["state"] = state.get("best_state") or None
+        rng.setstate(python_rng_from_tensor(loop["epoch_rng"]))
+        resume_batch = loop["batch_pos"]
+    else:
+        val = log(None, True)  # the starting point of the learning curve
+    model.train()
+
+    def loop_state(epoch_rng, batch_pos) -> dict:
+        return {"step": step, "examples": examples, "loss_sum": loss_sum.detach().cpu(), "loss_count": loss_count,
+                "log_rows": list(log_rows), "last_train_loss": last_train_loss, "val": val,
+                "seconds": prior_seconds + time.perf_counter() - t0, "peak_mem_mb": prior_peak,
+                "best_val_loss": best["val_loss"], "epoch_rng": epoch_rng, "batch_pos": batch_pos}
+
     while step < total_steps:
-        for idx in batch_order(lengths, hp["batch_size"], rng, hp["group_by_length"]):
+        epoch_rng = python_rng_to_tensor(rng)
+        batches = batch_order(lengths, hp["batch_size"], rng, hp["group_by_length"])
+        start, resume_batch = resume_batch, 0
+        for pos in range(start, len(batches)):
+            idx = batches[pos]
             batch = to_device(collate([train_ex[i] for i in idx], pad_id), device)
             with autocast(device, precision):
                 loss = model(**batch).loss
@@ -286,6 +323,13 @@ def _train_loop(model, hp, train_ex, val_ex, pad_id, device, total_steps, steps_
                 val = log(mean, at_eval)
                 loss_sum.zero_()
                 loss_count = 0
+            if ckpt and step < total_steps and (ckpt.due(step) or ckpt.stop_requested):
+                extra = {"best_state": best["state"]} if best["state"] is not None else {}
+                ckpt.save(model, optimizer, scheduler, {**loop_state(epoch_rng, pos + 1)}, **extra)
+                if ckpt.stop_requested:
+                    raise Preempted(f"SIGTERM at step {step}: checkpoint saved, the next run resumes from it")
+            if ckpt:
+                ckpt.after_step(step)
             if step >= total_steps:
                 break
     if best["state"] is not None:
@@ -295,4 +339,5 @@ def _train_loop(model, hp, train_ex, val_ex, pad_id, device, total_steps, steps_
                     p.copy_(best["state"][n])
         val = best["val_loss"]
     return {"step": step, "examples": examples, "train_loss": last_train_loss,
-            "val_loss": None if val is None else round(val, 6)}
+            "val_loss": None if val is None else round(val, 6), "prior_seconds": prior_seconds,
+            "prior_peak": prior_peak}

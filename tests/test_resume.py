@@ -1,0 +1,84 @@
+"""Kill a training job at a step, start it again: it resumes from its last checkpoint and ends
+exactly where an uninterrupted run ends (CPU, fixed seeds: the tolerance is float rounding)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from peftgrid.records import read_tsv
+from peftgrid.training import train_cell
+from test_training import cell_params, staged  # noqa: F401  (fixture)
+
+RUNNER = """
+import json, sys
+from pathlib import Path
+from peftgrid.checkpoint import Preempted
+from peftgrid.training import train_cell
+args = json.loads(Path(sys.argv[1]).read_text())
+try:
+    train_cell(args["params"], Path(args["model"]), {"emo": Path(args["data"])}, Path(args["out"]))
+except Preempted as e:
+    print(e)
+    sys.exit(143)
+"""
+
+
+def run_in_subprocess(tmp_path, params, tiny_bert, data, out, fault):
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"params": params, "model": str(tiny_bert), "data": str(data), "out": str(out)}))
+    env = {**os.environ, "PEFTGRID_FAULT": fault, "PEFTGRID_DEVICE": "cpu"}
+    return subprocess.run([sys.executable, "-c", RUNNER, str(args)], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def weights(out, kind):
+    name = "model.safetensors" if kind == "full" else "adapter_model.safetensors"
+    return load_file(out / "model" / name)
+
+
+@pytest.mark.parametrize("method, fault, signal_code", [
+    ("lora", "kill:7", -signal.SIGKILL),
+    ("full", "kill:4", -signal.SIGKILL),
+    ("adalora", "kill:8", -signal.SIGKILL),
+    ("lora", "term:5", 143),
+])
+def test_interrupted_run_resumes_to_the_same_result(tiny_bert, staged, tmp_path, method, fault, signal_code):  # noqa: F811
+    overrides = {"lr": 5.0e-3, "checkpoint_every_steps": 3, "epochs": 2}
+    if method == "adalora":
+        overrides.update(init_r=6, target_r=4)
+    params = cell_params(tiny_bert, method, **overrides)
+    reference = train_cell(params, tiny_bert, {"emo": staged / "emo"}, tmp_path / "reference")
+    assert reference["status"] == "ok" and not (tmp_path / "reference" / "checkpoint").exists()
+
+    out = tmp_path / "interrupted"
+    proc = run_in_subprocess(tmp_path, params, tiny_bert, staged / "emo", out, fault)
+    assert proc.returncode == signal_code, proc.stderr[-2000:]
+    assert (out / "checkpoint" / "state.pt").is_file()
+    assert not (out / "run.json").exists() and not (out / "model").exists()  # nothing looks finished
+
+    resumed = train_cell(params, tiny_bert, {"emo": staged / "emo"}, out)
+    assert resumed["status"] == "ok" and resumed["resumed"] is True
+    assert not (out / "checkpoint").exists()
+    for key in ("final_train_loss", "final_val_loss", "steps"):
+        assert resumed["stats"][key] == pytest.approx(reference["stats"][key], abs=1e-5), key
+    ref_w, res_w = weights(tmp_path / "reference", method), weights(out, method)
+    assert ref_w.keys() == res_w.keys()
+    for name in ref_w:
+        assert torch.allclose(ref_w[name], res_w[name], atol=1e-5), name
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]  # noqa: E731
+    assert strip(read_tsv(out / "train_log.tsv")) == strip(read_tsv(tmp_path / "reference" / "train_log.tsv"))
+
+
+def test_a_checkpoint_of_other_hyperparameters_is_not_resumed(tiny_bert, staged, tmp_path):  # noqa: F811
+    params = cell_params(tiny_bert, "lora", lr=5.0e-3, checkpoint_every_steps=2)
+    out = tmp_path / "cell"
+    proc = run_in_subprocess(tmp_path, params, tiny_bert, staged / "emo", out, "kill:3")
+    assert proc.returncode == -signal.SIGKILL and (out / "checkpoint" / "state.pt").is_file()
+    edited = cell_params(tiny_bert, "lora", lr=1.0e-3, checkpoint_every_steps=2)  # the user edited the cell
+    record = train_cell(edited, tiny_bert, {"emo": staged / "emo"}, out)
+    assert record["resumed"] is False and record["hparams"]["lr"] == 1.0e-3
