@@ -115,6 +115,52 @@ def test_editing_one_cell_reruns_that_cell_and_the_aggregates(finished_study):
     assert planned_jobs(finished_study) == {}
 
 
+def plan_after_edit(workdir, edit) -> dict[str, int]:
+    """Jobs a dry run plans after `edit(config)`; the config file is put back afterwards."""
+    path = workdir / "config.yaml"
+    original = path.read_text()
+    config = yaml.safe_load(original)
+    edit(config)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    try:
+        return planned_jobs(workdir)
+    finally:
+        path.write_text(original)
+
+
+AGGREGATES = {"summary": 1, "report_task": 2, "report": 1, "all": 1}
+
+
+def per_cell(cells: int, evals: int) -> dict[str, int]:
+    return {"train": cells, "evaluate": evals, "weight_distances": cells}
+
+
+def test_rerun_rules(finished_study):
+    def add_seed(c):
+        c["experiments"][1]["seeds"] = [42, 7]  # cola: none, full, lora with a second seed
+
+    def method_default(c):
+        c["methods"]["lora"]["dropout"] = 0.0  # emotion r=2, r=4 and cola lora
+
+    def training_default(c):
+        c["training"]["weight_decay"] = 0.0  # every cell: each carries the resolved training settings
+
+    def task_training(c):
+        c["tasks"]["cola"]["training"] = {"max_length": 64}  # the three cola cells
+
+    def respell(c):
+        c["methods"]["lora"] = dict(reversed(list(c["methods"]["lora"].items())))
+        c["methods"]["lora"]["lr"] = 0.005  # was 5.0e-3
+        c["training"] = dict(reversed(list(c["training"].items())))
+        c["experiments"] = list(reversed(c["experiments"]))
+
+    assert plan_after_edit(finished_study, add_seed) == {**per_cell(3, 3), **AGGREGATES}
+    assert plan_after_edit(finished_study, method_default) == {**per_cell(3, 5), **AGGREGATES}
+    assert plan_after_edit(finished_study, training_default) == {**per_cell(13, 23), **AGGREGATES}
+    assert plan_after_edit(finished_study, task_training) == {**per_cell(3, 3), **AGGREGATES}
+    assert plan_after_edit(finished_study, respell) == {}
+
+
 def test_bad_config_stops_at_parse_time_with_one_line(tiny_bert, tmp_path):
     config = study(tiny_bert)
     config["methods"]["lora"]["rank"] = 4
