@@ -86,6 +86,10 @@ def read_conllu(path: str | Path, encoding: str = "utf-8") -> list[dict]:
         try:
             for i, sentence in enumerate(conllu.parse_incr(fh)):
                 words = [t for t in sentence if isinstance(t["id"], int)]
+                short = next((t for t in words if "upos" not in t), None)
+                if short is not None:
+                    raise DataError(f"{path}: not valid CoNLL-U (sentence {i + 1}, word {short['id']} "
+                                    f"{short['form']!r} has fewer than the 10 tab-separated columns)")
                 records.append({
                     "sent_id": sentence.metadata.get("sent_id", str(i + 1)),
                     "text": sentence.metadata.get("text", " ".join(t["form"] for t in words)),

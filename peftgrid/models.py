@@ -52,17 +52,17 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _check_model_folder(path: Path, allow_pickle: bool) -> None:
+def _check_model_folder(path: Path, allow_pickle: bool, shown: str) -> None:
     if not (path / "config.json").is_file():
-        raise ModelError(f"{path}: not a model folder (no config.json)")
+        raise ModelError(f"{shown}: not a model folder (no config.json)")
     has_safetensors = any(path.glob("*.safetensors"))
     if not has_safetensors:
         if any(path.glob("*.bin")):
             if not allow_pickle:
-                raise ModelError(f"{path}: weights are pickled (.bin) only; convert them to safetensors "
+                raise ModelError(f"{shown}: weights are pickled (.bin) only; convert them to safetensors "
                                  f"or set allow_pickle: true for this model")
         else:
-            raise ModelError(f"{path}: no weights (*.safetensors) in the folder")
+            raise ModelError(f"{shown}: no weights (*.safetensors) in the folder")
 
 
 def stage_model(name: str, spec: dict, out_dir: str | Path, base_dir: str | Path = ".") -> dict:
@@ -72,6 +72,8 @@ def stage_model(name: str, spec: dict, out_dir: str | Path, base_dir: str | Path
     local = resolve_local_source(source, base_dir)
     tmp = out_dir.with_name(out_dir.name + ".staging")
     shutil.rmtree(tmp, ignore_errors=True)
+    if local is not None and local.is_dir():
+        _check_model_folder(local, allow_pickle, source)  # before copying anything
     tmp.mkdir(parents=True)
     if local is None:
         from huggingface_hub import snapshot_download
@@ -89,7 +91,7 @@ def stage_model(name: str, spec: dict, out_dir: str | Path, base_dir: str | Path
         kind = "local"
     else:
         raise ModelError(f"{source}: expected a model folder or a .gguf file")
-    _check_model_folder(tmp, allow_pickle)
+    _check_model_folder(tmp, allow_pickle, source)
     staged = {"name": name, "source": source, "kind": kind, "resolved": str(local) if local else source,
               "files": sorted(p.name for p in tmp.iterdir())}
     if out_dir.exists():
