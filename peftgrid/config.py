@@ -45,20 +45,31 @@ METRICS = {
     "sequence_classification": {"accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted",
                                 "f1", "precision", "recall", "mcc"},
     "token_classification": {"accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted", "mcc"},
+    "seq2seq": {"bleu", "sentence_bleu", "chrf", "rouge", "comet"},
+    "causal_lm": {"bleu", "sentence_bleu", "chrf", "rouge", "comet"},
 }
+GENERATION_TYPES = {"seq2seq", "causal_lm"}
 DEFAULT_METRICS = {
     "sequence_classification": ["accuracy", "f1_macro", "precision_macro", "recall_macro"],
     "token_classification": ["accuracy", "f1_macro"],
+    "seq2seq": ["bleu", "sentence_bleu", "chrf", "rouge"],
+    "causal_lm": ["bleu", "sentence_bleu", "chrf", "rouge"],
 }
 COLUMN_ROLES = {
     "sequence_classification": ({"text", "label"}, {"text_pair"}),
     "token_classification": ({"tokens", "tags"}, set()),
+    "seq2seq": ({"source", "target"}, set()),
+    "causal_lm": ({"source", "target"}, set()),
 }
-IMPLEMENTED_TASK_TYPES = {"sequence_classification", "token_classification"}
+IMPLEMENTED_TASK_TYPES = {"sequence_classification", "token_classification", "seq2seq", "causal_lm"}
+DECODING_KEYS = {"num_beams", "do_sample", "top_p", "top_k", "temperature", "repetition_penalty",
+                 "no_repeat_ngram_size", "length_penalty", "seed"}
 # (method kind, task type) pairs peft cannot train, with the reason
 UNSUPPORTED = {
     ("prompt_tuning", "token_classification"):
         "peft's prompt tuning does not shift token labels past the virtual tokens; use prefix_tuning (P-tuning v2)",
+    ("linear_probe", "seq2seq"): "a classification head cannot generate text",
+    ("linear_probe", "causal_lm"): "a classification head cannot generate text",
 }
 
 
@@ -184,6 +195,22 @@ def _check_references(config: dict) -> None:
         if task["validation"] is not None and task["validation"] not in task["eval"]:
             raise ConfigError(f"{where}.validation: {task['validation']!r} is not an eval set of this task (eval sets: {', '.join(task['eval'])})")
         task.setdefault("metrics", list(DEFAULT_METRICS[ttype]))
+        if ttype in GENERATION_TYPES:
+            task.setdefault("prompt", "{source}")
+            if "{source}" not in task["prompt"]:
+                raise ConfigError(f"{where}.prompt: must contain {{source}}, where the source text goes")
+            task.setdefault("max_new_tokens", 64)
+            task.setdefault("coverage_threshold", 0.02)
+            task.setdefault("decoding", {"greedy": {}})
+            for dname, dspec in task["decoding"].items():
+                if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", dname) or not isinstance(dspec, dict):
+                    raise ConfigError(f"{where}.decoding.{dname}: expected name -> mapping of generate() settings")
+                bad_keys = set(dspec) - DECODING_KEYS
+                if bad_keys:
+                    raise ConfigError(f"{where}.decoding.{dname}: unknown setting {', '.join(sorted(bad_keys))} "
+                                      f"(allowed: {', '.join(sorted(DECODING_KEYS))})")
+        elif "decoding" in task or "prompt" in task:
+            raise ConfigError(f"{where}: prompt/decoding are for seq2seq and causal_lm tasks")
         bad = [m for m in task["metrics"] if m not in METRICS[ttype]]
         if bad:
             raise ConfigError(f"{where}.metrics: unknown metric {', '.join(map(repr, bad))} for {ttype} (available: {', '.join(sorted(METRICS[ttype]))})")
@@ -337,7 +364,8 @@ def build_run_table(config: dict) -> list[Cell]:
 def task_params(config: dict, task: str) -> dict:
     """What a task's training needs from its config (eval sets excluded: they are evaluation's)."""
     t = config["tasks"][task]
-    keep = {k: t[k] for k in ("type", "model", "dataset", "train_split", "columns", "labels", "unseen_labels") if k in t}
+    keep = {k: t[k] for k in ("type", "model", "dataset", "train_split", "columns", "labels", "unseen_labels",
+                              "prompt", "coverage_threshold") if k in t}
     keep["max_examples"] = {k: v for k, v in t["max_examples"].items() if k == t["train_split"] or k == t["validation"]}
     if t["validation"] is not None:
         keep["validation"] = {"name": t["validation"], **t["eval"][t["validation"]]}

@@ -103,6 +103,23 @@ def read_conllu(path: str | Path, encoding: str = "utf-8") -> list[dict]:
     return records
 
 
+def read_parallel(paths: dict[str, Path], encoding: str = "utf-8") -> list[dict]:
+    """Line-aligned text files, one per language: line i of each file is one example."""
+    columns = {}
+    for lang, path in paths.items():
+        if not Path(path).is_file():
+            raise DataError(f"{path}: file not found")
+        with open(path, encoding=encoding) as fh:
+            columns[lang] = fh.read().split("\n")
+        if columns[lang] and columns[lang][-1] == "":
+            columns[lang].pop()  # the final newline ends the last line, it does not start one
+    counts = {lang: len(lines) for lang, lines in columns.items()}
+    if len(set(counts.values())) > 1:
+        raise DataError("parallel files differ in line count: " + ", ".join(f"{paths[l]} {n}" for l, n in counts.items()))
+    langs = list(columns)
+    return [{lang: columns[lang][i] for lang in langs} for i in range(next(iter(counts.values()), 0))]
+
+
 def download(url: str, cache_dir: Path) -> Path:
     """Fetch a URL once into cache_dir (staging is the only step allowed on the network)."""
     import hashlib
@@ -137,6 +154,8 @@ def read_local_split(spec: dict, path, base_dir: Path, cache_dir: Path | None = 
         return read_jsonl(resolve(path), spec.get("encoding", "utf-8"))
     if fmt == "conllu":
         return read_conllu(resolve(path), spec.get("encoding", "utf-8"))
+    if fmt == "parallel":
+        return read_parallel({lang: resolve(p) for lang, p in path.items()}, spec.get("encoding", "utf-8"))
     raise DataError(f"format {fmt!r} is not implemented yet")
 
 

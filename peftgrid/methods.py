@@ -94,8 +94,8 @@ def _load_kwargs(allow_pickle: bool) -> dict:
 def load_base(model_dir: str | Path, task_type: str, labels: list[str], hp: dict, device: torch.device,
               allow_pickle: bool = False):
     """The pretrained model for a task type, plus the names of freshly initialised weights."""
-    from transformers import (AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification,
-                              BitsAndBytesConfig)
+    from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM,
+                              AutoModelForSequenceClassification, AutoModelForTokenClassification, BitsAndBytesConfig)
 
     kind = hp["kind"]
     kwargs = _load_kwargs(allow_pickle)
@@ -106,9 +106,15 @@ def load_base(model_dir: str | Path, task_type: str, labels: list[str], hp: dict
             bnb_4bit_compute_dtype=compute)
         kwargs["device_map"] = {"": device.index or 0}
     auto_class = {"sequence_classification": AutoModelForSequenceClassification,
-                  "token_classification": AutoModelForTokenClassification}.get(task_type)
+                  "token_classification": AutoModelForTokenClassification,
+                  "seq2seq": AutoModelForSeq2SeqLM, "causal_lm": AutoModelForCausalLM}.get(task_type)
     if auto_class is None:
         raise MethodError(f"task type {task_type!r} is not implemented")
+    if task_type in ("seq2seq", "causal_lm"):
+        if kind == "linear_probe":
+            raise MethodError("linear_probe cannot generate text")
+        model, info = auto_class.from_pretrained(model_dir, output_loading_info=True, **kwargs)
+        return model, list(info["missing_keys"])
     id2label = dict(enumerate(labels))
     if kind == "linear_probe":
         encoder = AutoModel.from_pretrained(model_dir, **kwargs)
@@ -129,7 +135,8 @@ def _target(value):
 def peft_config(hp: dict, task_type: str, total_steps: int):
     import peft
 
-    task = {"sequence_classification": peft.TaskType.SEQ_CLS, "token_classification": peft.TaskType.TOKEN_CLS}[task_type]
+    task = {"sequence_classification": peft.TaskType.SEQ_CLS, "token_classification": peft.TaskType.TOKEN_CLS,
+            "seq2seq": peft.TaskType.SEQ_2_SEQ_LM, "causal_lm": peft.TaskType.CAUSAL_LM}[task_type]
     kind = hp["kind"]
     if kind in ("lora", "qlora"):
         return peft.LoraConfig(task_type=task, r=hp["r"], lora_alpha=hp["alpha"], lora_dropout=hp["dropout"],

@@ -138,3 +138,19 @@ def sweep(agg: pd.DataFrame, metric: str, eval_name: str, title: str, png) -> No
     fig.suptitle(title)
     fig.tight_layout()
     save(fig, png)
+
+
+def sentence_scores(scores: dict[str, list[float]], metric: str, title: str, png) -> None:
+    """Distribution of a sentence-level score per cell (box plot with the mean marked)."""
+    scores = {k: v for k, v in scores.items() if v}
+    if not scores:
+        return empty(png, f"{title}: no predictions")
+    labels = sorted(scores)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) + 2), 4.5))
+    ax.boxplot([scores[k] for k in labels], showmeans=True)
+    ax.set_xticks(range(1, len(labels) + 1))
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(f"sentence {metric}")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title)
+    save(fig, png)

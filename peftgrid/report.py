@@ -132,8 +132,45 @@ def write_report(tasks: dict[str, dict], report_dir: Path, out_md: Path, report_
             gap = pd.read_csv(report_dir / "tables" / f"{task}_transfer.tsv", sep="\t")
             parts.append(f"\n### Transfer gap: `{cfg['transfer']['source']}` minus `{cfg['transfer']['target']}`\n\n")
             parts.append(markdown_table(gap))
+        qualitative = report_dir / "tables" / f"{task}_qualitative.md"
+        if qualitative.is_file():
+            parts.append(f"\nOutputs side by side: [tables/{task}_qualitative.md](tables/{task}_qualitative.md)\n")
+            for name in ("sentence_bleu", "sentence_chrf"):
+                parts.append(f"\n![Sentence scores](figures/{task}/{name}.png)\n")
         for name, caption in (("pareto", "Quality against cost"), ("learning_curves", "Loss curves"),
                               ("distances", "Weight distance to the pretrained model, per component"),
                               ("sweep", "Hyperparameter sweeps")):
             parts.append(f"\n![{caption}](figures/{task}/{name}.png)\n")
     atomic_write_text(out_md, "".join(parts))
+
+
+def build_generation_report(task: str, predictions: dict[tuple[str, str, str], Path], eval_name: str,
+                            out: dict[str, Path], n_examples: int = 8) -> None:
+    """Qualitative reading for a generation task: the same sources with every cell's output side
+    by side (on `eval_name`, first decoding strategy), and the sentence BLEU / chrF distributions
+    per cell and decoding strategy. `predictions`: (cell, eval, decoding) -> predictions.jsonl."""
+    import json
+
+    loaded = {key: [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+              for key, path in predictions.items()}
+    decodings = sorted({d for _, e, d in loaded if e == eval_name})
+    first = decodings[0] if decodings else None
+    cells = sorted({c for c, e, d in loaded if e == eval_name and d == first and loaded[(c, e, d)]})
+    lines = [f"# {task}: outputs side by side ({eval_name}, decoding `{first}`)\n"]
+    if cells:
+        base = loaded[(cells[0], eval_name, first)]
+        for i in range(min(n_examples, len(base))):
+            lines.append(f"\n## Example {i + 1}\n\n**Source:** {base[i]['source']}\n\n"
+                         f"**Reference:** {base[i]['references'][0]}\n\n| cell | output | sentence BLEU | chrF |\n|---|---|---|---|\n")
+            for cell in cells:
+                p = loaded[(cell, eval_name, first)][i]
+                text = p["hypothesis"].replace("|", "\\|").replace("\n", " ") or "(empty)"
+                lines.append(f"| {cell} | {text} | {fmt(p.get('sentence_bleu'))} | {fmt(p.get('sentence_chrf'))} |\n")
+    else:
+        lines.append("\nNo finished cell.\n")
+    atomic_write_text(out["qualitative"], "".join(lines))
+    for metric, key in (("BLEU", "sentence_bleu"), ("chrF", "sentence_chrf")):
+        scores = {f"{c} [{d}]": [p[key] for p in preds if key in p]
+                  for (c, e, d), preds in loaded.items() if e == eval_name}
+        plots.sentence_scores(scores, metric, f"{task}: sentence {metric} per cell and decoding ({eval_name})",
+                              out[f"sentence_{key.split('_')[1]}"])

@@ -9,7 +9,7 @@ from .records import read_json, read_tsv, write_tsv
 ID_COLUMNS = ["task", "method", "variant", "seed", "eval", "decoding", "status", "error"]
 COST_COLUMNS = ["trainable_params", "total_params", "trainable_pct", "train_time_s", "time_per_epoch_s",
                 "peak_train_mem_mb", "peak_infer_mem_mb", "infer_throughput", "device"]
-TAIL_COLUMNS = ["n_examples", "n_scored", "infer_words_per_s", "n_train", "truncated_train", "steps", "epochs", "train_examples_per_s", "load_time_s", "infer_time_s",
+TAIL_COLUMNS = ["comet_status", "infer_examples_per_s", "generated_tokens", "n_examples", "n_scored", "infer_words_per_s", "n_train", "truncated_train", "steps", "epochs", "train_examples_per_s", "load_time_s", "infer_time_s",
                 "final_train_loss", "final_val_loss", "run_dir", "hparams"]
 
 
@@ -17,10 +17,14 @@ def build_summary(metrics_files: list[str | Path]) -> list[dict]:
     rows = []
     for path in metrics_files:
         path = Path(path)
-        cell_dir = path.parent.parent.parent  # <cell>/eval/<eval>/metrics.tsv
+        parts = path.parts
+        cell_dir = Path(*parts[:len(parts) - 1 - parts[::-1].index("eval")])  # <cell>/eval/<eval>[/<decoding>]/
         stats = read_tsv(cell_dir / "train_stats.tsv")[0]
         run = read_json(cell_dir / "run.json")
+        comet = path.with_name("comet.tsv")
+        extra = read_tsv(comet)[0] if comet.is_file() else {}
         for m in read_tsv(path):
+            m = {**m, **extra}
             row = {**{k: v for k, v in stats.items() if v != ""}, **{k: v for k, v in m.items() if v != ""}}
             if stats.get("status") != "ok":
                 row["status"], row["error"] = stats["status"], stats["error"]

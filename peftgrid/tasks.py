@@ -16,7 +16,13 @@ def is_token_task(task: dict) -> bool:
     return task["type"] == "token_classification"
 
 
+def is_generation_task(task: dict) -> bool:
+    return task["type"] in ("seq2seq", "causal_lm")
+
+
 def label_values(task: dict, rows: list[dict]) -> set[str]:
+    if is_generation_task(task):
+        return set()
     if is_token_task(task):
         col = task["columns"]["tags"]
         return {str(t) for r in rows for t in r[col]}
@@ -25,6 +31,8 @@ def label_values(task: dict, rows: list[dict]) -> set[str]:
 
 def label_list(task: dict, train_rows: list[dict], meta: dict) -> list[str]:
     """The label order: the config's `labels`, else the dataset's class names, else sorted."""
+    if is_generation_task(task):
+        return []
     seen = label_values(task, train_rows)
     if "labels" in task:
         labels = [str(x) for x in task["labels"]]
@@ -59,6 +67,10 @@ def load_task_rows(task: dict, data_dir: Path, split: str, limit_key: str, datas
 
 
 def encode(task: dict, rows: list[dict], tokenizer, labels: list[str], max_length: int) -> list[dict]:
+    if is_generation_task(task):
+        from .generation import encode_generation
+
+        return encode_generation(task, rows, tokenizer, max_length)
     if is_token_task(task):
         return encode_tokens(rows, tokenizer, task["columns"], labels, max_length)
     return encode_classification(rows, tokenizer, task["columns"], labels, max_length)
@@ -147,6 +159,8 @@ def split_count(examples: list[dict]) -> int:
 
 
 def truncated_count(rows_encoded: list[dict], max_length: int) -> int:
+    if rows_encoded and isinstance(rows_encoded[0]["labels"], list) and "first_word" not in rows_encoded[0]:
+        return sum(len(e["input_ids"]) >= max_length for e in rows_encoded)  # generation
     if rows_encoded and "first_word" in rows_encoded[0]:
         return split_count(rows_encoded)
     return sum(len(e["input_ids"]) >= max_length for e in rows_encoded)

@@ -27,6 +27,7 @@ from . import methods
 from .data import DataError
 from .measure import PhaseMeter, autocast, pick_device, resolve_dtype
 from .records import device_description, git_commit, package_versions, write_json, write_tsv
+from .generation import GENERATION_TYPES, CoverageError, check_coverage, prepare_tokenizer
 from .checkpoint import Checkpointer, Preempted, python_rng_from_tensor, python_rng_to_tensor
 from .tasks import check_labels, collate, encode, label_list, load_task_rows, truncated_count
 
@@ -162,6 +163,9 @@ def train_cell(params: dict, model_dir: Path, data_dirs: dict[str, Path], out_di
 
         t_load = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if task["type"] in GENERATION_TYPES:
+            prepare_tokenizer(tokenizer)
+            record["target_coverage_loss"] = check_coverage(tokenizer, train_rows, task, params["model"]["name"])
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         train_ex = encode(task, train_rows, tokenizer, labels, hp["max_length"])
         val_ex = encode(task, val_rows, tokenizer, labels, hp["max_length"]) if val_rows else None
@@ -206,7 +210,7 @@ def train_cell(params: dict, model_dir: Path, data_dirs: dict[str, Path], out_di
         record["resumed"] = final["prior_seconds"] > 0
         methods.save_trained(model, hp, tmp_model, new_weights)
         tokenizer.save_pretrained(tmp_model / "tokenizer")
-    except (methods.MethodError, NonFiniteLoss) as e:
+    except (methods.MethodError, NonFiniteLoss, CoverageError) as e:
         stats.update(status="failed", error=_first_line(e))
     except torch.OutOfMemoryError as e:
         stats.update(status="failed", error=f"out of memory ({_first_line(e)[:120]}); try a smaller batch_size")

@@ -5,6 +5,7 @@
 localrules:
     stage_dataset,
     stage_model,
+    stage_comet,
 
 
 rule stage_dataset:
@@ -31,3 +32,16 @@ rule stage_model:
         "../envs/data.yaml"
     script:
         "../scripts/stage_model.py"
+
+
+rule stage_comet:
+    output:
+        "resources/comet/staged.json",
+    params:
+        spec=lambda w: config["comet"],
+    log:
+        "logs/stage_comet.log",
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/stage_comet.py"

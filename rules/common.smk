@@ -12,6 +12,7 @@ wildcard_constraints:
     variant=r"[A-Za-z0-9_.+=-]+",
     seed=r"\d+",
     eval=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    decoding=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
     model=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
 
@@ -67,12 +68,41 @@ def eval_params(wildcards):
     return json.loads(json.dumps(params, sort_keys=True))
 
 
+GENERATION = ("seq2seq", "causal_lm")
+
+
+def is_generation(task):
+    return config["tasks"][task]["type"] in GENERATION
+
+
+def generation_params(wildcards):
+    """A generation job's params: the evaluation's, plus its decoding strategy."""
+    params = eval_params(wildcards)
+    t = config["tasks"][wildcards.task]
+    params["task"]["metrics"] = [m for m in t["metrics"] if m != "comet"]  # COMET has its own rule
+    params["decoding"] = {"name": wildcards.decoding, "settings": t["decoding"][wildcards.decoding]}
+    params["max_new_tokens"] = t["max_new_tokens"]
+    return json.loads(json.dumps(params, sort_keys=True))
+
+
+def uses_comet(task):
+    return "comet" in config["tasks"][task]["metrics"] and config.get("comet") is not None
+
+
 def cell_eval_outputs(cell):
-    return [f"{cell.dir}/eval/{name}/metrics.tsv" for name in config["tasks"][cell.task]["eval"]]
+    t = config["tasks"][cell.task]
+    if t["type"] in GENERATION:
+        return [f"{cell.dir}/eval/{e}/{d}/metrics.tsv" for e in t["eval"] for d in t["decoding"]]
+    return [f"{cell.dir}/eval/{name}/metrics.tsv" for name in t["eval"]]
 
 
 def all_metrics():
     return [path for cell in CELLS for path in cell_eval_outputs(cell)]
+
+
+def all_comet():
+    return [p.replace("metrics.tsv", "comet.tsv") for cell in CELLS if uses_comet(cell.task)
+            for p in cell_eval_outputs(cell)]
 
 
 TASKS_IN_STUDY = sorted({c.task for c in CELLS})

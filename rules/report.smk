@@ -6,12 +6,14 @@
 localrules:
     summary,
     report_task,
+    report_generation,
     report,
 
 
 rule summary:
     input:
         metrics=all_metrics(),
+        comet=all_comet(),
     output:
         "results/summary.tsv",
     log:
@@ -66,9 +68,38 @@ rule report_task:
         "../scripts/report_task.py"
 
 
+rule report_generation:
+    input:
+        predictions=lambda w: [p.replace("metrics.tsv", "predictions.jsonl") for c in CELLS if c.task == w.task
+                               for p in cell_eval_outputs(c)],
+    output:
+        qualitative="results/report/tables/{task}_qualitative.md",
+        sentence_bleu=report(
+            "results/report/figures/{task}/sentence_bleu.png",
+            caption="../report/sentence_scores.rst",
+            category="{task}",
+            subcategory="Sentence scores",
+        ),
+        sentence_chrf=report(
+            "results/report/figures/{task}/sentence_chrf.png",
+            caption="../report/sentence_scores.rst",
+            category="{task}",
+            subcategory="Sentence scores",
+        ),
+    params:
+        settings=lambda w: report_params(w.task),
+    log:
+        "logs/report/{task}_generation.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/report_generation.py"
+
+
 rule report:
     input:
         tables=expand("results/report/tables/{task}.md", task=TASKS_IN_STUDY),
+        qualitative=[f"results/report/tables/{t}_qualitative.md" for t in TASKS_IN_STUDY if is_generation(t)],
         recommendations=expand("results/report/tables/{task}_recommendations.tsv", task=TASKS_IN_STUDY),
     output:
         report("results/report/report.md", caption="../report/report.rst", category="Report"),

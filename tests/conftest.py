@@ -75,3 +75,71 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def _byte_bpe(corpus: list[str], vocab_size: int = 800):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tok
+
+
+def build_tiny_gpt2(out: Path, corpus: list[str]) -> Path:
+    """A tiny GPT-2 with a byte-level BPE trained here: it can write any script."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = _byte_bpe(corpus)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                                   bos_token="</s>")
+    out.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out)
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=tok.get_vocab_size(), n_embd=32, n_layer=2, n_head=2, n_positions=256,
+                     eos_token_id=fast.eos_token_id, bos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id)
+    GPT2LMHeadModel(cfg).save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def build_tiny_t5(out: Path, corpus: list[str]) -> Path:
+    """A tiny T5 with a byte-level BPE trained here."""
+    import torch
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    tok = _byte_bpe(corpus)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    from tokenizers import processors
+
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", fast.eos_token_id)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    out.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out)
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=tok.get_vocab_size(), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
+                   decoder_start_token_id=fast.pad_token_id, pad_token_id=fast.pad_token_id,
+                   eos_token_id=fast.eos_token_id)
+    T5ForConditionalGeneration(cfg).save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def en_ru_pairs(n: int = 2000) -> list[dict]:
+    en = shared("en_ru_parallel", "wmt_newstest", "newstest2014.en-ru.en").read_text().splitlines()[:n]
+    ru = shared("en_ru_parallel", "wmt_newstest", "newstest2014.en-ru.ru").read_text().splitlines()[:n]
+    return [{"en": a, "ru": b} for a, b in zip(en, ru)]
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    pairs = en_ru_pairs()
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny_gpt2"), [p["en"] for p in pairs] + [p["ru"] for p in pairs])
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory) -> Path:
+    pairs = en_ru_pairs()
+    return build_tiny_t5(tmp_path_factory.mktemp("tiny_t5"), [p["en"] for p in pairs] + [p["ru"] for p in pairs])

