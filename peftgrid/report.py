@@ -154,7 +154,7 @@ def build_generation_report(task: str, predictions: dict[tuple[str, str, str], P
     loaded = {key: [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
               for key, path in predictions.items()}
     decodings = sorted({d for _, e, d in loaded if e == eval_name})
-    first = decodings[0] if decodings else None
+    first = "greedy" if "greedy" in decodings else (decodings[0] if decodings else None)
     cells = sorted({c for c, e, d in loaded if e == eval_name and d == first and loaded[(c, e, d)]})
     lines = [f"# {task}: outputs side by side ({eval_name}, decoding `{first}`)\n"]
     if cells:

@@ -28,6 +28,7 @@ def build_summary(metrics_files: list[str | Path]) -> list[dict]:
             row = {**{k: v for k, v in stats.items() if v != ""}, **{k: v for k, v in m.items() if v != ""}}
             if stats.get("status") != "ok":
                 row["status"], row["error"] = stats["status"], stats["error"]
+            row.update(extra)  # comet and comet_status, the reason included when there is no score
             row["device"] = m.get("device") or stats.get("device")
             row["run_dir"] = str(cell_dir)
             row["hparams"] = json.dumps(run["hparams"], sort_keys=True)

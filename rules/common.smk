@@ -1,5 +1,6 @@
 # The run table, wildcard constraints and input functions shared by all rules.
 import json
+import re
 
 from peftgrid.config import task_params
 
@@ -106,6 +107,8 @@ def all_comet():
 
 
 TASKS_IN_STUDY = sorted({c.task for c in CELLS})
+# report file names end in the task name (<task>.md, <task>_qualitative.md): only a real task matches
+TASK_PATTERN = "|".join(re.escape(t) for t in TASKS_IN_STUDY) or "(?!)"
 
 
 def report_params(task):

@@ -25,6 +25,8 @@ rule summary:
 
 
 rule report_task:
+    wildcard_constraints:
+        task=TASK_PATTERN,
     input:
         summary="results/summary.tsv",
         logs=lambda w: [f"{c.dir}/train_log.tsv" for c in CELLS if c.task == w.task],
@@ -69,6 +71,8 @@ rule report_task:
 
 
 rule report_generation:
+    wildcard_constraints:
+        task=TASK_PATTERN,
     input:
         predictions=lambda w: [p.replace("metrics.tsv", "predictions.jsonl") for c in CELLS if c.task == w.task
                                for p in cell_eval_outputs(c)],
