@@ -103,7 +103,7 @@ def _schema_error_line(err: jsonschema.ValidationError) -> str:
     if err.validator == "type" and isinstance(err.instance, str) and re.fullmatch(r"[0-9.]+e[+-]?[0-9]+", err.instance):
         return (f"{where}: {err.instance!r} is a string, not a number "
                 f"(YAML reads exponents without a dot as text: write e.g. 1.0e-4)")
-    if err.validator in ("pattern", "not") and "propertyNames" in list(err.schema_path) or err.validator == "pattern":
+    if err.validator in ("pattern", "not"):  # only names carry a pattern in the schema
         return f"{where}: name {err.instance!r} is not allowed (letters, digits, _ . + - only; no '/', ',' or '..')"
     return f"{where}: {err.message}"
 
@@ -227,7 +227,6 @@ def _check_references(config: dict) -> None:
         if kind not in METHOD_KINDS:
             raise ConfigError(f"{where}: unknown method kind {kind!r} (available: {', '.join(METHOD_KINDS)}; name the kind with 'kind:')")
         _check_method_keys(where, kind, spec, tkeys)
-    seen: dict[tuple, int] = {}
     for i, exp in enumerate(config["experiments"]):
         where = f"experiments[{i}]"
         for t in exp["tasks"]:

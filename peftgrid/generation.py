@@ -9,7 +9,6 @@ and the prompt is cut from the output.
 from __future__ import annotations
 
 import json
-import time
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -169,7 +168,6 @@ def evaluate_generation(params: dict, model_dir: Path, trained_dir: Path, data_d
     if hp["kind"] != "qlora":
         model.to(device)
     model.eval()
-    t0 = time.perf_counter()
     hyps, new_tokens, meter = generate_all(model, tokenizer, task, rows, params["decoding"]["settings"],
                                            params["max_new_tokens"], hp["eval_batch_size"], hp["max_length"],
                                            device, hp["precision"])

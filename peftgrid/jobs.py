@@ -7,10 +7,8 @@ import os
 import sys
 import traceback
 
-USER_ERRORS = ()  # filled lazily: importing them here would slow every script's start
-
-
 def _user_errors():
+    """Imported when needed: importing them at module level would slow every script's start."""
     from .config import ConfigError
     from .data import DataError
     from .methods import MethodError

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .data import DataError, check_columns, load_split, staged_meta, subsample
+from .data import DataError, check_columns, load_split, subsample
 
 
 IGNORE = -100  # label id the loss and the metrics skip
@@ -151,16 +151,9 @@ def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return batch
 
 
-def split_count(examples: list[dict]) -> int:
-    """Sentences split into several pieces to fit the model (token tasks), or truncated texts."""
+def truncated_count(examples: list[dict], max_length: int) -> int:
+    """Examples cut at max_length; for token tasks, the extra pieces of sentences split to fit
+    (their words are all kept)."""
     if examples and "first_word" in examples[0]:
         return sum(1 for e in examples if e["first_word"] > 0)
-    return 0
-
-
-def truncated_count(rows_encoded: list[dict], max_length: int) -> int:
-    if rows_encoded and isinstance(rows_encoded[0]["labels"], list) and "first_word" not in rows_encoded[0]:
-        return sum(len(e["input_ids"]) >= max_length for e in rows_encoded)  # generation
-    if rows_encoded and "first_word" in rows_encoded[0]:
-        return split_count(rows_encoded)
-    return sum(len(e["input_ids"]) >= max_length for e in rows_encoded)
+    return sum(len(e["input_ids"]) >= max_length for e in examples)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import methods
-from .data import DataError
+from .data import staged_meta
 from .measure import PhaseMeter, autocast, pick_device, resolve_dtype
 from .records import device_description, git_commit, package_versions, write_json, write_tsv
 from .generation import GENERATION_TYPES, CoverageError, check_coverage, prepare_tokenizer
@@ -144,8 +144,6 @@ def train_cell(params: dict, model_dir: Path, data_dirs: dict[str, Path], out_di
         # ---- data (cheap, before any model is loaded)
         train_rows = load_task_rows(task, data_dirs[task["dataset"]], task["train_split"], task["train_split"],
                                     task["dataset"])
-        from .data import staged_meta
-
         labels = label_list(task, train_rows, staged_meta(data_dirs[task["dataset"]]))
         val_rows = None
         if task.get("validation"):

@@ -1,7 +1,6 @@
 """Bad input, table-driven: each case gives a one-line error naming the key or file, and no
 training starts (no run.json, no model)."""
 import copy
-import json
 
 import pytest
 

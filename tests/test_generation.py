@@ -7,7 +7,7 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from conftest import REPO, en_ru_pairs, run_snakemake, shared, write_config
+from conftest import en_ru_pairs, run_snakemake, shared, write_config
 from peftgrid.comet import score_file, stage_comet
 from peftgrid.data import DataError, read_jsonl, read_parallel, stage_dataset
 from peftgrid.generation import (CoverageError, check_coverage, encode_generation, prepare_tokenizer, references,
@@ -27,7 +27,7 @@ def test_parallel_files_and_the_80_20_carve(tmp_path):
     spec = {"format": "parallel", "split_ratio": {"train": 0.8, "test": 0.2},
             "splits": {"train": {"en": str(shared(*NEWS, "newstest2014.en-ru.en")), "ru": str(shared(*NEWS, "newstest2014.en-ru.ru"))}}}
     a = stage_dataset("books", spec, tmp_path / "a")
-    b = stage_dataset("books", spec, tmp_path / "b")
+    stage_dataset("books", spec, tmp_path / "b")
     assert a["splits"] == {"train": 2402, "test": 601}
     assert (tmp_path / "a" / "test.jsonl").read_text() == (tmp_path / "b" / "test.jsonl").read_text()
     (tmp_path / "x.en").write_text("a\nb\n")

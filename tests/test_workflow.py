@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from conftest import REPO, run_snakemake, shared, write_config
+from conftest import run_snakemake, shared, write_config
 
 pytestmark = pytest.mark.slow
 
