@@ -161,6 +161,19 @@ def read_local_split(spec: dict, path, base_dir: Path, cache_dir: Path | None = 
 
 # --------------------------------------------------------------------------- hub
 
+def flatten(record: dict, prefix: str = "") -> dict:
+    """Nested mappings become dotted columns: opus_books' {"translation": {"en": .., "ru": ..}}
+    gives the columns translation.en and translation.ru."""
+    out = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
 def read_hub(spec: dict) -> tuple[dict[str, list[dict]], dict[str, list[str]]]:
     """All splits of a hub dataset, ClassLabel columns turned into their names."""
     import datasets  # slow import: only staging needs it
@@ -176,7 +189,7 @@ def read_hub(spec: dict) -> tuple[dict[str, list[dict]], dict[str, list[str]]]:
                 inner = feat.feature if isinstance(feat, datasets.Sequence) else feat[0]
                 if isinstance(inner, datasets.ClassLabel):
                     class_names[col] = sequences[col] = list(inner.names)
-        rows = d.to_list()
+        rows = [flatten(r) for r in d.to_list()]
         for col, names in class_names.items():
             for r in rows:
                 if col in sequences:
