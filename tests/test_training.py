@@ -109,3 +109,17 @@ def test_length_grouped_batches_cover_everything_once():
     plain = sum(len(b) * max(lengths[i] for i in b) for b in batch_order(lengths, 32, random.Random(1), False))
     assert padded < 0.7 * plain  # grouping removes most of the padding
     assert batch_order(lengths, 32, random.Random(1), True) == batches  # seeded
+
+
+def test_out_of_memory_is_recorded_with_a_hint(tiny_bert, staged, tmp_path, monkeypatch):
+    import torch
+
+    from peftgrid import training
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(training, "_train_loop", no_memory)
+    record = train_cell(cell_params(tiny_bert, "full"), tiny_bert, {"emo": staged / "emo"}, tmp_path)
+    assert record["status"] == "failed" and "out of memory" in record["error"] and "smaller batch_size" in record["error"]
+    assert "\n" not in record["error"] and (tmp_path / "run.json").is_file()
