@@ -112,3 +112,25 @@ def test_labels_wrong_column_and_unseen_eval_labels(tmp_path):
     with pytest.raises(DataError, match="no column 'sentence' \\(columns.text\\); columns are label, text"):
         load_task_rows({**task, "columns": {"text": "sentence", "label": "label"}}, tmp_path / "emotion", "train",
                        "train", "emotion")
+
+
+def test_hub_datasets_turn_class_labels_into_names(monkeypatch, tmp_path):
+    """The hub path with the real `datasets` objects (load_dataset itself is replaced: no hub here)."""
+    import datasets
+
+    from peftgrid import data
+
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["sadness", "joy"]),
+                                  "tags": datasets.Sequence(datasets.ClassLabel(names=["NOUN", "VERB"])),
+                                  "translation": {"en": datasets.Value("string"), "ru": datasets.Value("string")}})
+    rows = {"text": ["a", "b"], "label": [1, 0], "tags": [[0, 1], [1]],
+            "translation": [{"en": "cat", "ru": "кот"}, {"en": "dog", "ru": "пёс"}]}
+    fake = datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features)})
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or fake)
+    meta = stage_dataset("emo", {"format": "hub", "source": "dair-ai/emotion", "subset": "split"}, tmp_path / "emo")
+    assert calls[0][0] == ("dair-ai/emotion", "split")
+    assert meta["class_names"] == {"label": ["sadness", "joy"], "tags": ["NOUN", "VERB"]}
+    first = load_split(tmp_path / "emo", "train")[0]
+    assert first == {"text": "a", "label": "joy", "tags": ["NOUN", "VERB"], "translation.en": "cat", "translation.ru": "кот"}
