@@ -19,7 +19,18 @@ PER_LABEL_COLUMNS = ["label", "precision", "recall", "f1", "support"]
 def metrics_row(params: dict, **values) -> dict:
     cell = params["cell"]
     return {"task": cell["task"], "method": cell["method"], "variant": cell["variant"], "seed": cell["seed"],
-            "eval": params["eval"]["name"], "decoding": "", **values}
+            "eval": params["eval"]["name"], "decoding": params.get("decoding", {}).get("name", ""), **values}
+
+
+def write_failed(params: dict, run: dict, metrics_path: Path, predictions_path: Path,
+                 per_label_path: Path | None = None) -> dict:
+    """A cell whose training failed: its eval outputs carry the failure and its reason."""
+    row = metrics_row(params, status="failed", error=run["error"], device=run["device"])
+    atomic_write_text(predictions_path, "")
+    write_tsv(metrics_path, [row])
+    if per_label_path:
+        write_tsv(per_label_path, [], PER_LABEL_COLUMNS)
+    return row
 
 
 @torch.no_grad()
@@ -52,12 +63,7 @@ def evaluate_cell(params: dict, model_dir: Path, trained_dir: Path, data_dir: Pa
                   metrics_path: Path, predictions_path: Path, per_label_path: Path | None = None) -> dict:
     run = read_json(run_json)
     if run["status"] != "ok":
-        row = metrics_row(params, status="failed", error=run["error"], device=run["device"])
-        atomic_write_text(predictions_path, "")
-        write_tsv(metrics_path, [row])
-        if per_label_path:
-            write_tsv(per_label_path, [], PER_LABEL_COLUMNS)
-        return row
+        return write_failed(params, run, metrics_path, predictions_path, per_label_path)
     task, hp, ev = params["task"], params["hparams"], params["eval"]
     labels = run["labels"]
     rows = load_task_rows(task, data_dir, ev["split"], ev["name"], ev["dataset"])

@@ -83,21 +83,31 @@ def encode_generation(task: dict, rows: list[dict], tokenizer, max_length: int) 
             out.append({"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
                         "labels": lab["input_ids"][i], "row": i})
         return out
-    p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    p_ids = causal_prompt_ids(tokenizer, prompts, max_length)
     t_ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False) else []
     for i, (p, t) in enumerate(zip(p_ids, t_ids)):
-        p = bos + p[-(max_length // 2):]  # a long prompt keeps its end, next to the target
         t = (t + [tokenizer.eos_token_id])[: max_length - len(p)]
         out.append({"input_ids": p + t, "attention_mask": [1] * (len(p) + len(t)),
                     "labels": [IGNORE] * len(p) + t, "row": i})
     return out
 
 
-def collate_left(prompts: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+def causal_prompt_ids(tokenizer, prompts: list[str], max_length: int) -> list[list[int]]:
+    """A causal LM's prompt tokens, the same in training and generation: BOS where the tokenizer
+    adds one, and a long prompt keeps its end (next to the target) within half of max_length."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False) else []
+    return [bos + p[-(max_length // 2):] for p in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+
+
+def pad_prompts(prompts: list[list[int]], pad_id: int, left: bool) -> dict[str, torch.Tensor]:
+    """Pad to the longest prompt; decoder-only models generate after the last token, so they pad left."""
     width = max(len(p) for p in prompts)
-    return {"input_ids": torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts]),
-            "attention_mask": torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])}
+    pads = [width - len(p) for p in prompts]
+    if left:
+        return {"input_ids": torch.tensor([[pad_id] * n + p for p, n in zip(prompts, pads)]),
+                "attention_mask": torch.tensor([[0] * n + [1] * len(p) for p, n in zip(prompts, pads)])}
+    return {"input_ids": torch.tensor([p + [pad_id] * n for p, n in zip(prompts, pads)]),
+            "attention_mask": torch.tensor([[1] * len(p) + [0] * n for p, n in zip(prompts, pads)])}
 
 
 @torch.no_grad()
@@ -108,9 +118,7 @@ def generate_all(model, tokenizer, task: dict, rows: list[dict], decoding: dict,
     prompts = [task["prompt"].format(source=source_text(r[src_col])) for r in rows]
     causal = task["type"] == "causal_lm"
     if causal:
-        ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False) else []
-        ids = [bos + p[-(max_length // 2):] for p in ids]
+        ids = causal_prompt_ids(tokenizer, prompts, max_length)
     else:
         ids = tokenizer(prompts, truncation=True, max_length=max_length)["input_ids"]
     settings = {k: v for k, v in decoding.items() if k != "seed"}
@@ -122,8 +130,7 @@ def generate_all(model, tokenizer, task: dict, rows: list[dict], decoding: dict,
     with meter:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            batch = collate_left([ids[i] for i in idx], tokenizer.pad_token_id) if causal else \
-                _collate_right([ids[i] for i in idx], tokenizer.pad_token_id)
+            batch = pad_prompts([ids[i] for i in idx], tokenizer.pad_token_id, left=causal)
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast(device, precision):
                 out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
@@ -137,25 +144,15 @@ def generate_all(model, tokenizer, task: dict, rows: list[dict], decoding: dict,
     return hyps, new_tokens, meter
 
 
-def _collate_right(prompts: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    return {"input_ids": torch.tensor([p + [pad_id] * (width - len(p)) for p in prompts]),
-            "attention_mask": torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts])}
-
-
 def evaluate_generation(params: dict, model_dir: Path, trained_dir: Path, data_dir: Path, run_json: Path,
                         metrics_path: Path, predictions_path: Path) -> dict:
     """One cell, one eval set, one decoding strategy."""
     from . import methods
-    from .evaluation import metrics_row
+    from .evaluation import metrics_row, write_failed
 
     run = read_json(run_json)
-    decoding_name = params["decoding"]["name"]
     if run["status"] != "ok":
-        row = {**metrics_row(params, status="failed", error=run["error"], device=run["device"]), "decoding": decoding_name}
-        atomic_write_text(predictions_path, "")
-        write_tsv(metrics_path, [row])
-        return row
+        return write_failed(params, run, metrics_path, predictions_path)
     task, hp, ev = params["task"], params["hparams"], params["eval"]
     rows = load_task_rows(task, data_dir, ev["split"], ev["name"], ev["dataset"])
     from transformers import AutoTokenizer
@@ -178,11 +175,10 @@ def evaluate_generation(params: dict, model_dir: Path, trained_dir: Path, data_d
         json.dumps({"source": source_text(r[src_col]), "references": ref, "hypothesis": h,
                     **{k: round(v, 3) for k, v in s.items()}}, ensure_ascii=False) + "\n"
         for r, ref, h, s in zip(rows, refs, hyps, per_sentence)))
-    row = {**metrics_row(params, status="ok", error=None, n_examples=len(rows), **scores,
-                         infer_throughput=round(new_tokens / meter.seconds, 2),
-                         infer_examples_per_s=round(len(rows) / meter.seconds, 3),
-                         generated_tokens=new_tokens, infer_time_s=round(meter.seconds, 3),
-                         peak_infer_mem_mb=round(meter.peak_mem_mb, 1), device=device_description(device)),
-           "decoding": decoding_name}
+    row = metrics_row(params, status="ok", error=None, n_examples=len(rows), **scores,
+                      infer_throughput=round(new_tokens / meter.seconds, 2),
+                      infer_examples_per_s=round(len(rows) / meter.seconds, 3),
+                      generated_tokens=new_tokens, infer_time_s=round(meter.seconds, 3),
+                      peak_infer_mem_mb=round(meter.peak_mem_mb, 1), device=device_description(device))
     write_tsv(metrics_path, [row])
     return row
