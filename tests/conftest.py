@@ -24,6 +24,20 @@ def shared(*parts) -> Path:
     return path
 
 
+# dair-ai/emotion's txt files: text;label, no header
+EMOTION = {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"]}
+EMOTION_FILES = {"train": "train.txt", "validation": "val.txt", "test": "test.txt"}
+
+
+def stage_emotion(out_dir: Path, *splits: str) -> Path:
+    """Stage the real emotion files (the named splits) as a dataset folder; returns it."""
+    from peftgrid.data import stage_dataset
+
+    spec = {**EMOTION, "splits": {s: str(shared("emotion", EMOTION_FILES[s])) for s in splits}}
+    stage_dataset(out_dir.name, spec, out_dir)
+    return out_dir
+
+
 def build_tiny_bert(out: Path, corpus: list[str], num_layers: int = 2) -> Path:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertModel, BertTokenizerFast

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from conftest import shared
+from conftest import EMOTION, stage_emotion
 from peftgrid.config import ConfigError, validate_config
 from peftgrid.data import DataError, stage_dataset
 from peftgrid.methods import MethodError
@@ -13,7 +13,6 @@ from peftgrid.training import train_cell
 from test_config import BASE
 from test_training import cell_params
 
-EMOTION = {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"]}
 
 
 def config_case(edit):
@@ -45,9 +44,7 @@ def write(tmp, name, text):
 
 
 def emotion_staged(ctx, **task_changes):
-    spec = {**EMOTION, "splits": {"train": str(shared("emotion", "train.txt")),
-                                  "validation": str(shared("emotion", "val.txt"))}}
-    stage_dataset("emo", spec, ctx["tmp"] / "emo")
+    stage_emotion(ctx["tmp"] / "emo", "train", "validation")
     params = cell_params(ctx["model"], "full")
     params["task"].update(task_changes)
     return params, {"emo": ctx["tmp"] / "emo"}
@@ -146,8 +143,7 @@ def test_bad_input_gives_one_line_and_trains_nothing(tiny_bert, tmp_path, name, 
 
 
 def test_method_that_cannot_run_here_is_recorded_before_training(tiny_bert, tmp_path):
-    spec = {**EMOTION, "splits": {"train": str(shared("emotion", "train.txt"))}}
-    stage_dataset("emo", spec, tmp_path / "emo")
+    stage_emotion(tmp_path / "emo", "train")
     params = cell_params(tiny_bert, "qlora")
     params["task"].pop("validation", None)
     record = train_cell(params, tiny_bert, {"emo": tmp_path / "emo"}, tmp_path / "cell")
@@ -161,8 +157,7 @@ def test_method_that_cannot_run_here_is_recorded_before_training(tiny_bert, tmp_
 
 def test_no_secret_reaches_the_records(tiny_bert, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
-    spec = {**EMOTION, "splits": {"train": str(shared("emotion", "train.txt")), "validation": str(shared("emotion", "val.txt"))}}
-    stage_dataset("emo", spec, tmp_path / "emo")
+    stage_emotion(tmp_path / "emo", "train", "validation")
     train_cell(cell_params(tiny_bert, "lora", lr=5.0e-3), tiny_bert, {"emo": tmp_path / "emo"}, tmp_path / "cell")
     for path in (tmp_path / "cell").rglob("*"):
         if path.is_file() and path.suffix in (".json", ".tsv", ".md"):

@@ -4,11 +4,10 @@ from collections import Counter
 
 import pytest
 
-from conftest import shared
+from conftest import EMOTION, shared
 from peftgrid.data import DataError, carve_splits, load_split, read_delimited, read_jsonl, stage_dataset, subsample
 from peftgrid.tasks import check_labels, label_list, load_task_rows
 
-EMOTION = {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"]}
 COLA = {"format": "tsv", "header": False, "column_names": ["source", "label", "mark", "sentence"]}
 
 
@@ -117,8 +116,6 @@ def test_labels_wrong_column_and_unseen_eval_labels(tmp_path):
 def test_hub_datasets_turn_class_labels_into_names(monkeypatch, tmp_path):
     """The hub path with the real `datasets` objects (load_dataset itself is replaced: no hub here)."""
     import datasets
-
-    from peftgrid import data
 
     features = datasets.Features({"text": datasets.Value("string"),
                                   "label": datasets.ClassLabel(names=["sadness", "joy"]),

@@ -3,7 +3,7 @@ emotion data. Full fine-tuning and LoRA must beat the untrained baseline by a wi
 a short CPU run; if they do not, the training loop, the method wiring or the data are broken."""
 import pytest
 
-from conftest import shared
+from conftest import shared, stage_emotion
 from peftgrid.config import build_run_table, task_params, validate_config
 from peftgrid.data import stage_dataset
 from peftgrid.evaluation import evaluate_cell
@@ -16,11 +16,7 @@ METHODS = {"none": {}, "full": {"lr": 1.0e-4}, "lora": {"lr": 2.0e-3, "r": 8, "a
 
 @pytest.fixture(scope="module")
 def emotion_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("emotion")
-    spec = {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"],
-            "splits": {"train": str(shared("emotion", "train.txt")), "test": str(shared("emotion", "test.txt"))}}
-    stage_dataset("emotion", spec, root / "emotion")
-    return root / "emotion"
+    return stage_emotion(tmp_path_factory.mktemp("emotion") / "emotion", "train", "test")
 
 
 @pytest.fixture(scope="module")

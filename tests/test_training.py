@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from conftest import shared
+from conftest import stage_emotion
 from peftgrid.config import build_run_table, task_params, validate_config
-from peftgrid.data import DataError, stage_dataset
+from peftgrid.data import DataError
 from peftgrid.evaluation import evaluate_cell
 from peftgrid.records import read_tsv
 from peftgrid.training import LOG_COLUMNS, batch_order, train_cell
@@ -16,9 +16,7 @@ from peftgrid.training import LOG_COLUMNS, batch_order, train_cell
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory):
     root = tmp_path_factory.mktemp("staged")
-    spec = {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"],
-            "splits": {"train": str(shared("emotion", "train.txt")), "validation": str(shared("emotion", "val.txt"))}}
-    stage_dataset("emo", spec, root / "emo")
+    stage_emotion(root / "emo", "train", "validation")
     return root
 
 
