@@ -3,7 +3,8 @@ import sys
 
 sys.path.insert(0, workflow.basedir)  # the peftgrid package lives beside this file
 
-from peftgrid.config import ConfigError, build_run_table, validate_config
+from peftgrid.errors import ConfigError
+from peftgrid.plan import build_run_table, validate_config
 
 # `--configfile other.yaml` replaces config.yaml instead of being merged into it
 if not workflow.overwrite_configfiles:

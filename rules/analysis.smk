@@ -3,13 +3,13 @@
 
 rule weight_distances:
     input:
-        model=lambda w: staged_model(config["tasks"][w.task]["model"]),
+        model=lambda w: task_model(w.task),
         trained=f"{RUN_DIR}/model",
         run=f"{RUN_DIR}/run.json",
     output:
         f"{RUN_DIR}/weight_distances.tsv",
     params:
-        cell=train_params,
+        spec=lambda w: specs.train_spec(config, cell_of(w)).to_params(),
     log:
         f"logs/{RUN_DIR}/weight_distances.log",
     conda:

@@ -1,8 +1,10 @@
-# The run table, wildcard constraints and input functions shared by all rules.
-import json
+# The run table, wildcard constraints and input functions shared by all rules. Every rule's
+# params is one spec from peftgrid.plan.specs (a canonical, sorted dict of what the job reads).
 import re
 
-from peftgrid.config import task_params
+from peftgrid.plan import RUN_DIR
+from peftgrid.plan import specs
+from peftgrid.tasks import task_type
 
 CELL_BY_KEY = {(c.task, c.method, c.variant, int(c.seed)): c for c in CELLS}
 
@@ -16,9 +18,6 @@ wildcard_constraints:
     decoding=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
     model=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
-
-
-RUN_DIR = "results/runs/{task}/{method}/{variant}/seed{seed}"
 
 
 def cell_of(wildcards):
@@ -36,6 +35,10 @@ def staged_dataset(name):
     return f"resources/datasets/{name}/meta.json"
 
 
+def task_model(task):
+    return staged_model(config["tasks"][task]["model"])
+
+
 def train_datasets(task):
     """The datasets training reads: the task's own and its validation set's."""
     t = config["tasks"][task]
@@ -45,45 +48,14 @@ def train_datasets(task):
     return sorted(set(names))
 
 
-def train_params(wildcards):
-    """Exactly what this cell's training depends on, as one sorted dict."""
-    cell = cell_of(wildcards)
-    t = config["tasks"][cell.task]
-    model = config["models"][t["model"]]
-    return {
-        "cell": {"task": cell.task, "method": cell.method, "variant": cell.variant, "seed": cell.seed},
-        "hparams": cell.hparams,
-        "model": {"name": t["model"], "allow_pickle": model["allow_pickle"]},
-        "task": task_params(config, cell.task),
-    }
+def task_datasets(task):
+    """Every dataset a task reads: training, validation and all eval sets."""
+    t = config["tasks"][task]
+    return sorted({t["dataset"]} | {ev["dataset"] for ev in t["eval"].values()})
 
 
-def eval_params(wildcards):
-    params = train_params(wildcards)
-    t = config["tasks"][wildcards.task]
-    ev = t["eval"][wildcards.eval]
-    params["eval"] = {"name": wildcards.eval, **ev}
-    params["task"] = {**params["task"], "metrics": t["metrics"],
-                      "max_examples": {wildcards.eval: t["max_examples"].get(wildcards.eval)}}
-    params["task"].pop("validation", None)
-    return json.loads(json.dumps(params, sort_keys=True))
-
-
-GENERATION = ("seq2seq", "causal_lm")
-
-
-def is_generation(task):
-    return config["tasks"][task]["type"] in GENERATION
-
-
-def generation_params(wildcards):
-    """A generation job's params: the evaluation's, plus its decoding strategy."""
-    params = eval_params(wildcards)
-    t = config["tasks"][wildcards.task]
-    params["task"]["metrics"] = [m for m in t["metrics"] if m != "comet"]  # COMET has its own rule
-    params["decoding"] = {"name": wildcards.decoding, "settings": t["decoding"][wildcards.decoding]}
-    params["max_new_tokens"] = t["max_new_tokens"]
-    return json.loads(json.dumps(params, sort_keys=True))
+def generates(task):
+    return task_type(config["tasks"][task]["type"]).generates
 
 
 def uses_comet(task):
@@ -92,28 +64,11 @@ def uses_comet(task):
 
 def cell_eval_outputs(cell):
     t = config["tasks"][cell.task]
-    if t["type"] in GENERATION:
+    if generates(cell.task):
         return [f"{cell.dir}/eval/{e}/{d}/metrics.tsv" for e in t["eval"] for d in t["decoding"]]
     return [f"{cell.dir}/eval/{name}/metrics.tsv" for name in t["eval"]]
-
-
-def all_metrics():
-    return [path for cell in CELLS for path in cell_eval_outputs(cell)]
-
-
-def all_comet():
-    return [p.replace("metrics.tsv", "comet.tsv") for cell in CELLS if uses_comet(cell.task)
-            for p in cell_eval_outputs(cell)]
 
 
 TASKS_IN_STUDY = sorted({c.task for c in CELLS})
 # report file names end in the task name (<task>.md, <task>_qualitative.md): only a real task matches
 TASK_PATTERN = "|".join(re.escape(t) for t in TASKS_IN_STUDY) or "(?!)"
-
-
-def report_params(task):
-    """What a task's report reads from the config: its eval sets, metrics and the report settings."""
-    t = config["tasks"][task]
-    return json.loads(json.dumps(
-        {"task": task, "eval": list(t["eval"]), "metrics": t["metrics"], "transfer": t.get("transfer"),
-         "report": config["report"]}, sort_keys=True))

@@ -1,9 +1,10 @@
-# One job per (cell, eval set): predictions, quality metrics and inference cost.
+# One job per (cell, eval set): predictions, quality metrics and inference cost. Generation
+# tasks: one job per (cell, eval set, decoding strategy), then COMET in its own rule.
 
 
 rule evaluate:
     input:
-        model=lambda w: staged_model(config["tasks"][w.task]["model"]),
+        model=lambda w: task_model(w.task),
         dataset=lambda w: staged_dataset(config["tasks"][w.task]["eval"][w.eval]["dataset"]),
         trained=f"{RUN_DIR}/model",
         run=f"{RUN_DIR}/run.json",
@@ -12,7 +13,7 @@ rule evaluate:
         predictions=f"{RUN_DIR}/eval/{{eval}}/predictions.jsonl",
         per_label=f"{RUN_DIR}/eval/{{eval}}/per_label.tsv",
     params:
-        cell=eval_params,
+        spec=lambda w: specs.eval_spec(config, cell_of(w), w.eval).to_params(),
     log:
         f"logs/{RUN_DIR}/eval_{{eval}}.log",
     resources:
@@ -23,12 +24,9 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
-# Generation tasks: one job per (cell, eval set, decoding strategy).
-
-
 rule generate:
     input:
-        model=lambda w: staged_model(config["tasks"][w.task]["model"]),
+        model=lambda w: task_model(w.task),
         dataset=lambda w: staged_dataset(config["tasks"][w.task]["eval"][w.eval]["dataset"]),
         trained=f"{RUN_DIR}/model",
         run=f"{RUN_DIR}/run.json",
@@ -36,7 +34,7 @@ rule generate:
         metrics=f"{RUN_DIR}/eval/{{eval}}/{{decoding}}/metrics.tsv",
         predictions=f"{RUN_DIR}/eval/{{eval}}/{{decoding}}/predictions.jsonl",
     params:
-        cell=generation_params,
+        spec=lambda w: specs.eval_spec(config, cell_of(w), w.eval, w.decoding).to_params(),
     log:
         f"logs/{RUN_DIR}/generate_{{eval}}_{{decoding}}.log",
     resources:
@@ -44,7 +42,7 @@ rule generate:
     conda:
         "../envs/train.yaml"
     script:
-        "../scripts/generate.py"
+        "../scripts/evaluate.py"
 
 
 rule comet:
@@ -54,7 +52,7 @@ rule comet:
     output:
         f"{RUN_DIR}/eval/{{eval}}/{{decoding}}/comet.tsv",
     params:
-        batch_size=lambda w: config["comet"]["batch_size"],
+        spec=lambda w: specs.comet_spec(config).to_params(),
     log:
         f"logs/{RUN_DIR}/comet_{{eval}}_{{decoding}}.log",
     resources:

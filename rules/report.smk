@@ -10,12 +10,21 @@ localrules:
     report,
 
 
+# every (metrics file, its cell's train_stats.tsv, run.json), in one order
+SUMMARY_ROWS = [(m, f"{c.dir}/train_stats.tsv", f"{c.dir}/run.json", uses_comet(c.task))
+                for c in CELLS for m in cell_eval_outputs(c)]
+
+
 rule summary:
     input:
-        metrics=all_metrics(),
-        comet=all_comet(),
+        metrics=[m for m, _, _, _ in SUMMARY_ROWS],
+        stats=[s for _, s, _, _ in SUMMARY_ROWS],
+        runs=[r for _, _, r, _ in SUMMARY_ROWS],
+        comet=[m.replace("metrics.tsv", "comet.tsv") for m, _, _, c in SUMMARY_ROWS if c],
     output:
         "results/summary.tsv",
+    params:
+        comet_for=[m for m, _, _, c in SUMMARY_ROWS if c],
     log:
         "logs/summary.log",
     conda:
@@ -24,13 +33,17 @@ rule summary:
         "../scripts/summarize.py"
 
 
+def task_cells(task):
+    return [c for c in CELLS if c.task == task]
+
+
 rule report_task:
     wildcard_constraints:
         task=TASK_PATTERN,
     input:
         summary="results/summary.tsv",
-        logs=lambda w: [f"{c.dir}/train_log.tsv" for c in CELLS if c.task == w.task],
-        distances=lambda w: [f"{c.dir}/weight_distances.tsv" for c in CELLS if c.task == w.task],
+        logs=lambda w: [f"{c.dir}/train_log.tsv" for c in task_cells(w.task)],
+        distances=lambda w: [f"{c.dir}/weight_distances.tsv" for c in task_cells(w.task)],
     output:
         table="results/report/tables/{task}.tsv",
         table_md="results/report/tables/{task}.md",
@@ -61,7 +74,7 @@ rule report_task:
             subcategory="Sweeps",
         ),
     params:
-        settings=lambda w: report_params(w.task),
+        spec=lambda w: specs.task_report_spec(config, w.task, CELLS).to_params(),
     log:
         "logs/report/{task}.log",
     conda:
@@ -70,12 +83,18 @@ rule report_task:
         "../scripts/report_task.py"
 
 
+def generation_outputs(task):
+    """(cell identity, eval set, decoding, predictions file) of every generation output of a task."""
+    t = config["tasks"][task]
+    return [(c.ident, e, d, f"{c.dir}/eval/{e}/{d}/predictions.jsonl")
+            for c in task_cells(task) for e in t["eval"] for d in t["decoding"]]
+
+
 rule report_generation:
     wildcard_constraints:
         task=TASK_PATTERN,
     input:
-        predictions=lambda w: [p.replace("metrics.tsv", "predictions.jsonl") for c in CELLS if c.task == w.task
-                               for p in cell_eval_outputs(c)],
+        predictions=lambda w: [p for _, _, _, p in generation_outputs(w.task)],
     output:
         qualitative="results/report/tables/{task}_qualitative.md",
         sentence_bleu=report(
@@ -91,7 +110,8 @@ rule report_generation:
             subcategory="Sentence scores",
         ),
     params:
-        settings=lambda w: report_params(w.task),
+        spec=lambda w: specs.task_report_spec(config, w.task, CELLS).to_params(),
+        outputs=lambda w: [[c, e, d] for c, e, d, _ in generation_outputs(w.task)],
     log:
         "logs/report/{task}_generation.log",
     conda:
@@ -103,12 +123,12 @@ rule report_generation:
 rule report:
     input:
         tables=expand("results/report/tables/{task}.md", task=TASKS_IN_STUDY),
-        qualitative=[f"results/report/tables/{t}_qualitative.md" for t in TASKS_IN_STUDY if is_generation(t)],
+        qualitative=[f"results/report/tables/{t}_qualitative.md" for t in TASKS_IN_STUDY if generates(t)],
         recommendations=expand("results/report/tables/{task}_recommendations.tsv", task=TASKS_IN_STUDY),
     output:
         report("results/report/report.md", caption="../report/report.rst", category="Report"),
     params:
-        settings=lambda w: {t: report_params(t) for t in TASKS_IN_STUDY},
+        spec=lambda w: specs.report_spec(config, TASKS_IN_STUDY).to_params(),
     log:
         "logs/report/report.log",
     conda:

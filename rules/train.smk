@@ -1,17 +1,20 @@
 # One training job per cell, always from the staged pretrained weights. Offline by design.
+# It waits for every task's data check (ancient: a re-run check, e.g. after adding an eval set,
+# never retrains a cell), so no cell trains before all the study's data is known good.
 
 
 rule train:
     input:
-        model=lambda w: staged_model(config["tasks"][w.task]["model"]),
+        model=lambda w: task_model(w.task),
         datasets=lambda w: [staged_dataset(d) for d in train_datasets(w.task)],
+        checks=ancient(expand("results/checks/{task}.json", task=TASKS_IN_STUDY)),
     output:
         model=directory(f"{RUN_DIR}/model"),
         log=f"{RUN_DIR}/train_log.tsv",
         stats=f"{RUN_DIR}/train_stats.tsv",
         run=f"{RUN_DIR}/run.json",
     params:
-        cell=train_params,
+        spec=lambda w: specs.train_spec(config, cell_of(w)).to_params(),
     log:
         f"logs/{RUN_DIR}/train.log",
     resources:

@@ -1,14 +1,12 @@
 """Stage the COMET model (hub name or local checkpoint). Never fails: when the model cannot be
 had, staged.json says why and every COMET cell reports that reason."""
-from pathlib import Path
-
-from peftgrid.comet import stage_comet
-from peftgrid.jobs import run_job
+from peftgrid.jobs import stage
+from peftgrid.jobs.common import run_job
+from peftgrid.plan.specs import StageCometSpec
 
 
 def main(smk):
-    staged = stage_comet(smk.params.spec, Path(smk.output[0]).parent)
-    print(staged)
+    print(stage.comet(StageCometSpec.from_params(smk.params.spec), smk.output[0]))
 
 
 run_job(main, snakemake, offline=False)  # noqa: F821

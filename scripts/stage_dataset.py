@@ -1,13 +1,11 @@
-"""Stage one dataset: snakemake.params.spec -> resources/datasets/<name>/."""
-from pathlib import Path
-
-from peftgrid.data import stage_dataset
-from peftgrid.jobs import run_job
+"""Stage one dataset into resources/datasets/<name>/."""
+from peftgrid.jobs import stage
+from peftgrid.jobs.common import run_job
+from peftgrid.plan.specs import StageDatasetSpec
 
 
 def main(smk):
-    meta = stage_dataset(smk.wildcards.dataset, smk.params.spec, Path(smk.output[0]).parent)
-    print(f"staged {meta['name']}: " + ", ".join(f"{s} {n}" for s, n in meta["splits"].items()))
+    print(stage.dataset(StageDatasetSpec.from_params(smk.params.spec), smk.output[0]))
 
 
 run_job(main, snakemake, offline=False)  # noqa: F821

@@ -1,13 +1,11 @@
-"""Stage one model: snakemake.params.spec -> resources/models/<name>/."""
-from pathlib import Path
-
-from peftgrid.jobs import run_job
-from peftgrid.models import stage_model
+"""Stage one model into resources/models/<name>/."""
+from peftgrid.jobs import stage
+from peftgrid.jobs.common import run_job
+from peftgrid.plan.specs import StageModelSpec
 
 
 def main(smk):
-    staged = stage_model(smk.wildcards.model, smk.params.spec, Path(smk.output[0]).parent)
-    print(f"staged {staged['name']} from {staged['resolved']} ({staged['kind']})")
+    print(stage.model(StageModelSpec.from_params(smk.params.spec), smk.output[0]))
 
 
 run_job(main, snakemake, offline=False)  # noqa: F821

@@ -1,10 +1,11 @@
 """Collect every cell's metrics and costs into results/summary.tsv."""
-from peftgrid.jobs import run_job
-from peftgrid.summary import write_summary
+from peftgrid.jobs.common import run_job
+from peftgrid.jobs.summary import write_summary
 
 
 def main(smk):
-    rows = write_summary(smk.input.metrics, smk.output[0])
+    comet = dict(zip(smk.params.comet_for, smk.input.comet))
+    rows = write_summary(smk.input.metrics, smk.input.stats, smk.input.runs, comet, smk.output[0])
     failed = [r for r in rows if r["status"] != "ok"]
     print(f"{len(rows)} rows, {len(failed)} failed")
 

@@ -31,7 +31,7 @@ EMOTION_FILES = {"train": "train.txt", "validation": "val.txt", "test": "test.tx
 
 def stage_emotion(out_dir: Path, *splits: str) -> Path:
     """Stage the real emotion files (the named splits) as a dataset folder; returns it."""
-    from peftgrid.data import stage_dataset
+    from peftgrid.staging.datasets import stage_dataset
 
     spec = {**EMOTION, "splits": {s: str(shared("emotion", EMOTION_FILES[s])) for s in splits}}
     stage_dataset(out_dir.name, spec, out_dir)

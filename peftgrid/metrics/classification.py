@@ -13,10 +13,10 @@ def confusion(gold, pred, num_labels: int) -> np.ndarray:
     return cm
 
 
-def _prf(cm: np.ndarray):
+def _prf(cm: np.ndarray, missed: np.ndarray | None = None):
     tp = np.diag(cm).astype(float)
     pred_pos = cm.sum(axis=0).astype(float)
-    gold_pos = cm.sum(axis=1).astype(float)
+    gold_pos = cm.sum(axis=1).astype(float) + (0 if missed is None else missed)
     precision = np.divide(tp, pred_pos, out=np.zeros_like(tp), where=pred_pos > 0)
     recall = np.divide(tp, gold_pos, out=np.zeros_like(tp), where=gold_pos > 0)
     denom = precision + recall
@@ -39,18 +39,22 @@ def matthews(cm: np.ndarray) -> float:
 
 
 def classification_metrics(gold, pred, num_labels: int, names: list[str], positive_label: int = 1) -> dict:
-    """Every metric a classification task may ask for, by its config name."""
-    cm = confusion(gold, pred, num_labels)
-    precision, recall, f1, gold_pos, pred_pos = _prf(cm)
+    """Every metric a classification task may ask for, by its config name. A predicted id of
+    `num_labels` means "no prediction" (a word the model had no position for): it counts as wrong
+    and adds no class of its own to the macro averages."""
+    full = confusion(gold, pred, num_labels + 1)
+    missed = full[:num_labels, num_labels]  # gold label -> no prediction
+    cm = full[:num_labels, :num_labels]
+    precision, recall, f1, gold_pos, pred_pos = _prf(cm, missed)
     present = (gold_pos + pred_pos) > 0
-    n = cm.sum()
+    n = cm.sum() + missed.sum()
     out = {
         "accuracy": float(np.trace(cm) / n) if n else 0.0,
         "precision_macro": float(precision[present].mean()) if present.any() else 0.0,
         "recall_macro": float(recall[present].mean()) if present.any() else 0.0,
         "f1_macro": float(f1[present].mean()) if present.any() else 0.0,
         "f1_weighted": float((f1 * gold_pos).sum() / gold_pos.sum()) if gold_pos.sum() else 0.0,
-        "mcc": matthews(cm),
+        "mcc": matthews(full),
     }
     if num_labels == 2:
         out.update(precision=float(precision[positive_label]), recall=float(recall[positive_label]),
@@ -62,7 +66,7 @@ def classification_metrics(gold, pred, num_labels: int, names: list[str], positi
 
 def per_label_table(gold, pred, labels: list[str]) -> list[dict]:
     """Precision, recall, F1 and support of every label (the per-tag table of token tasks)."""
-    cm = confusion(gold, pred, len(labels))
-    precision, recall, f1, gold_pos, _ = _prf(cm)
+    full = confusion(gold, pred, len(labels) + 1)
+    precision, recall, f1, gold_pos, _ = _prf(full[:len(labels), :len(labels)], full[:len(labels), len(labels)])
     return [{"label": name, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
              "support": int(gold_pos[i])} for i, name in enumerate(labels)]

@@ -11,15 +11,12 @@ import os
 import shutil
 from pathlib import Path
 
-from .records import write_json
+from ..errors import ModelError
+from ..records import write_json
 
 # what a model folder needs; pickled weights only when the config allows them
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "tokenizer*"]
 PICKLE_PATTERNS = ["*.bin"]
-
-
-class ModelError(ValueError):
-    """A one-line, user-facing model problem naming the path or id."""
 
 
 def resolve_local_source(source: str, base_dir: Path) -> Path | None:

@@ -13,11 +13,9 @@ import os
 import random
 from pathlib import Path
 
-from .records import atomic_write_text, write_json
-
-
-class DataError(ValueError):
-    """A one-line, user-facing data problem naming the file or column."""
+from ..errors import DataError
+from ..records import atomic_write_text, write_json
+from ..staged import read_jsonl
 
 
 # --------------------------------------------------------------------------- local formats
@@ -49,25 +47,6 @@ def read_delimited(path: str | Path, sep: str, header: bool, column_names: list[
             raise DataError(f"{path} line {i + first_line}: expected {len(names)} fields ({', '.join(names)}) "
                             f"separated by {sep!r}, found {len(row)}")
         records.append(dict(zip(names, row)))
-    return records
-
-
-def read_jsonl(path: str | Path, encoding: str = "utf-8") -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    records = []
-    with open(path, encoding=encoding) as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path} line {i}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path} line {i}: expected a JSON object per line")
-            records.append(rec)
     return records
 
 
@@ -240,45 +219,3 @@ def stage_dataset(name: str, spec: dict, out_dir: str | Path, base_dir: str | Pa
         meta["columns"][split] = sorted({k for r in rows for k in r})
     write_json(out_dir / "meta.json", meta)
     return meta
-
-
-# --------------------------------------------------------------------------- staged data
-
-def staged_meta(data_dir: str | Path) -> dict:
-    with open(Path(data_dir) / "meta.json") as fh:
-        return json.load(fh)
-
-
-def load_split(data_dir: str | Path, split: str, dataset_name: str | None = None) -> list[dict]:
-    data_dir = Path(data_dir)
-    meta = staged_meta(data_dir)
-    if split not in meta["splits"]:
-        raise DataError(f"dataset {dataset_name or meta['name']!r} has no split {split!r} "
-                        f"(splits: {', '.join(meta['splits'])})")
-    return read_jsonl(data_dir / f"{split}.jsonl")
-
-
-def subsample(rows: list[dict], n: int | None) -> list[dict]:
-    """The first n after a fixed shuffle: every cell of a study sees the same examples."""
-    if n is None or n >= len(rows):
-        return rows
-    order = list(range(len(rows)))
-    random.Random(0).shuffle(order)
-    return [rows[i] for i in sorted(order[:n])]
-
-
-def check_columns(rows: list[dict], columns: dict[str, str], where: str) -> None:
-    present = set(rows[0]) if rows else set()
-    for role, col in columns.items():
-        if col not in present:
-            raise DataError(f"{where}: no column {col!r} (columns.{role}); columns are {', '.join(sorted(present))}")
-    for i, r in enumerate(rows):
-        for role, col in columns.items():
-            if r.get(col) is None:
-                raise DataError(f"{where} row {i + 1}: column {col!r} (columns.{role}) is empty")
-    if "tokens" in columns:  # token tasks: one tag per word
-        for i, r in enumerate(rows):
-            words, tags = r[columns["tokens"]], r[columns["tags"]]
-            if not isinstance(words, list) or not isinstance(tags, list) or len(words) != len(tags):
-                raise DataError(f"{where} row {i + 1}: columns {columns['tokens']!r} and {columns['tags']!r} must be "
-                                f"lists of the same length")

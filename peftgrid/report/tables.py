@@ -9,7 +9,7 @@ import pandas as pd
 from . import plots
 from .analysis import (COST_COLUMNS, aggregate_seeds, cell_label, load_summary, primary_eval, primary_metric,
                        recommendations)
-from .records import atomic_write_text
+from ..records import atomic_write_text
 
 
 def fmt(value, digits: int = 4) -> str:

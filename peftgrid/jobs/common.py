@@ -7,14 +7,7 @@ import os
 import sys
 import traceback
 
-def _user_errors():
-    """Imported when needed: importing them at module level would slow every script's start."""
-    from .config import ConfigError
-    from .data import DataError
-    from .methods import MethodError
-    from .models import ModelError
-
-    return (ConfigError, DataError, MethodError, ModelError)
+from ..errors import Preempted, UserError
 
 
 def run_job(main, snakemake, offline: bool = True) -> None:
@@ -30,8 +23,6 @@ def run_job(main, snakemake, offline: bool = True) -> None:
     if log_file:
         sys.stdout = sys.stderr = log_file
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s", force=True)
-    from .checkpoint import Preempted
-
     try:
         main(snakemake)
     except Preempted as e:
@@ -39,7 +30,7 @@ def run_job(main, snakemake, offline: bool = True) -> None:
         if log_file:
             print(f"[{snakemake.rule}] Preempted: {e}", file=console)
         sys.exit(143)  # 128 + SIGTERM: the scheduler sees a terminated job and may requeue it
-    except _user_errors() as e:
+    except UserError as e:
         line = f"{type(e).__name__}: {e}"
         print(line, file=sys.stderr)
         if log_file:

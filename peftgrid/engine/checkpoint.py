@@ -19,12 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import Preempted  # noqa: F401  (raised by the loop when SIGTERM arrives)
+
 # Fault injection for tests: "kill:7" sends SIGKILL, "term:7" SIGTERM, to this process right after step 7.
 FAULT_ENV = "PEFTGRID_FAULT"
-
-
-class Preempted(RuntimeError):
-    """SIGTERM arrived; a checkpoint was saved and the next run resumes from it."""
 
 
 def fingerprint(hparams: dict) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .records import read_json, write_json, write_tsv
+from ..records import read_json, write_json, write_tsv
 
 
 def find_checkpoint(path: Path) -> Path | None:

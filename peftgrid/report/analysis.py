@@ -107,3 +107,8 @@ def primary_eval(task_cfg: dict, report_cfg: dict, task: str) -> str:
 
 def primary_metric(task_cfg: dict, report_cfg: dict, task: str) -> str:
     return report_cfg.get("quality_metric", {}).get(task) or task_cfg["metrics"][0]
+
+
+def seed_label(cell: dict) -> str:
+    """One run's label: method, variant (unless default) and seed."""
+    return f"{cell_label(cell)} {cell['seed']}"

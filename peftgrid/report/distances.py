@@ -2,24 +2,21 @@
 and the fine-tuned parameters, per tensor and per component (embeddings, first / middle / last
 layer, head).
 
-Adapters (LoRA, AdaLoRA, IA3) are merged into the base first, so a LoRA layer's distance is
-exactly ||B·A·scaling||. Prompt and prefix tuning leave the base weights untouched (distance 0);
-their learned prompt's norm is reported instead. A head that did not exist before fine-tuning is
-compared with its initial (seeded) weights.
+Each method says how its trained weights merge (peftgrid.methods: adapters are merged, so a
+LoRA layer's distance is exactly ||B·A·scaling||; prompt and prefix tuning leave the base
+untouched and report their learned prompt's norm); this module only measures. Torch-free: the
+tensors it receives may be torch tensors, compared through their own methods.
 """
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
-import torch
 
 LAYER_RE = re.compile(r"\.(?:layer|layers|h|block)\.(\d+)\.")
 HEAD_PREFIXES = ("classifier", "score", "head", "pre_classifier", "lm_head", "qa_outputs")
 COMPONENTS = ["embeddings", "layer_first", "layer_middle", "layer_last", "pooler", "head", "prompt"]
 
 
-def _state(obj) -> dict[str, torch.Tensor]:
+def _state(obj) -> dict:
     return obj.state_dict() if hasattr(obj, "state_dict") else obj
 
 
@@ -56,7 +53,7 @@ def tensor_distances(base, tuned) -> list[dict]:
     rows = []
     for name, t in tuned.items():
         b = base.get(name)
-        if b is None or not torch.is_floating_point(t) or b.shape != t.shape:
+        if b is None or not t.is_floating_point() or b.shape != t.shape:
             continue
         diff = (t.detach().float().cpu() - b.detach().float().cpu())
         base_norm = float(b.detach().float().norm())
@@ -91,56 +88,3 @@ def component_distances(rows: list[dict]) -> dict[str, float]:
     for r in rows:
         acc[r["component"]] = acc.get(r["component"], 0.0) + r["distance"] ** 2
     return {k: v ** 0.5 for k, v in acc.items()}
-
-
-def merged_state(model) -> dict[str, torch.Tensor]:
-    """A trained model's weights under the base model's names, any adapter folded in (peft's
-    merge_and_unload). Prompt learning has nothing to merge: its base model is taken as it is,
-    with the trained copy of each `modules_to_save` module (the head) in place of the original."""
-    config = getattr(model, "peft_config", {}).get("default")
-    if config is not None and config.is_prompt_learning:
-        state = {}
-        for name, tensor in model.base_model.state_dict().items():
-            if ".original_module." in name:
-                continue
-            state[name.replace(".modules_to_save.default.", ".")] = tensor
-        return state
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    return dict(model.state_dict())
-
-
-def prompt_norm(trained_dir: str | Path) -> float | None:
-    """Norm of a prompt/prefix tuning cell's learned virtual tokens, from its adapter file."""
-    path = Path(trained_dir) / "adapter_model.safetensors"
-    if not path.is_file():
-        return None
-    from safetensors.torch import load_file
-
-    tensors = [v for k, v in load_file(path).items() if "prompt" in k]
-    return float(torch.sqrt(sum((t.float() ** 2).sum() for t in tensors))) if tensors else None
-
-
-def cell_distances(params: dict, model_dir: Path, trained_dir: Path, run: dict) -> list[dict]:
-    """Per-tensor distances of one finished cell, on the CPU.
-
-    The reference is the model the cell started from: the pretrained weights and, for a head
-    created for the task, its initial weights (the same seeded initialisation as in training).
-    QLoRA adapters are merged into the full-precision base (the dequantized weights)."""
-    from . import methods
-    from .training import set_seed
-
-    hp, task = params["hparams"], params["task"]
-    cpu = torch.device("cpu")
-    allow_pickle = params["model"].get("allow_pickle", False)
-    ref_hp = {**hp, "kind": "linear_probe" if hp["kind"] == "linear_probe" else "none"}
-    set_seed(hp["seed"])
-    reference, _ = methods.load_base(model_dir, task["type"], run["labels"], ref_hp, cpu, allow_pickle)
-    load_hp = {**hp, "kind": "lora"} if hp["kind"] == "qlora" else hp
-    tuned = methods.load_trained(model_dir, trained_dir, task["type"], run["labels"], load_hp, cpu, allow_pickle)
-    rows = tensor_distances(reference, merged_state(tuned))
-    norm = prompt_norm(trained_dir) if hp["kind"] in ("prompt_tuning", "prefix_tuning") else None
-    if norm is not None:
-        rows.append({"name": "prompt_encoder (learned virtual tokens)", "component": "prompt", "layer": "",
-                     "numel": "", "distance": norm, "base_norm": 0.0, "relative": ""})
-    return rows

@@ -1,0 +1,173 @@
+"""The training loop: AdamW (from the method), linear warmup + decay, gradient clipping,
+validation loss every `eval_every_steps`, fixed seeds, one host sync per logging step, and
+exact resume from the cell's checkpoint.
+
+Checkpoint policy: `checkpoint: last` (default) keeps the weights after the final step;
+`checkpoint: best` keeps the trainable weights from the logged step with the lowest validation
+loss (needs a validation eval set that is not reported).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import numpy as np
+import torch
+
+from ..errors import CellFailure, Preempted
+from .batching import batch_order, collate, to_device
+from .checkpoint import Checkpointer, python_rng_from_tensor, python_rng_to_tensor
+from .device import autocast
+
+
+class NonFiniteLoss(CellFailure):
+    """The loss became NaN or infinite (a recorded cell failure)."""
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def mean_loss(model, examples: list[dict], batch_size: int, pad_id: int, device, precision: str) -> float:
+    was_training = model.training
+    model.eval()
+    lengths = [len(e["input_ids"]) for e in examples]
+    total, count = torch.zeros((), device=device), 0
+    for idx in batch_order(lengths, batch_size, None, True):
+        batch = to_device(collate([examples[i] for i in idx], pad_id), device)
+        with autocast(device, precision):
+            loss = model(**batch).loss
+        total += loss.float() * len(idx)
+        count += len(idx)
+    model.train(was_training)
+    return float(total) / max(count, 1)
+
+
+def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps, steps_per_epoch, log_rows,
+               ckpt: Checkpointer | None = None) -> dict:
+    """Train `model` for `total_steps`; append the loss curve to `log_rows`; return the final state."""
+    precision = hp["precision"]
+    lengths = [len(e["input_ids"]) for e in train_ex]
+    rng = random.Random(hp["seed"])  # batch order
+    step, examples, prior_seconds, prior_peak = 0, 0, 0.0, 0.0
+    best = {"val_loss": math.inf, "state": None}
+    last_train_loss, val = None, None
+    scheduler = None
+
+    def log(train_loss, with_val: bool):
+        v = mean_loss(model, val_ex, hp["eval_batch_size"], pad_id, device, precision) if (with_val and val_ex) else None
+        log_rows.append({"step": step, "epoch": round(step / steps_per_epoch, 4) if steps_per_epoch else 0,
+                         "train_loss": None if train_loss is None else round(train_loss, 6),
+                         "val_loss": None if v is None else round(v, 6),
+                         "lr": scheduler.get_last_lr()[0] if scheduler else 0.0,
+                         "elapsed_s": round(prior_seconds + time.perf_counter() - t0, 3)})
+        if v is not None and hp["checkpoint"] == "best" and v < best["val_loss"]:
+            best["val_loss"] = v
+            best["state"] = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+        return v
+
+    t0 = time.perf_counter()
+    if total_steps == 0:
+        val = log(None, True)
+        return {"step": 0, "examples": 0, "train_loss": None, "val_loss": val, "prior_seconds": 0.0, "prior_peak": 0.0}
+
+    optimizer = method.make_optimizer(model, hp)
+    scheduler = linear_schedule(optimizer, int(hp["warmup_ratio"] * total_steps), total_steps)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    loss_sum, loss_count = torch.zeros((), device=device), 0
+    resume_batch = 0
+    state = ckpt.load() if ckpt else None
+    if state:  # go on exactly where the last run stopped
+        ckpt.restore(state, model, optimizer, scheduler)
+        loop = state["loop"]
+        step, examples, loss_count = loop["step"], loop["examples"], loop["loss_count"]
+        loss_sum += loop["loss_sum"]
+        log_rows[:] = loop["log_rows"]
+        last_train_loss, val = loop["last_train_loss"], loop["val"]
+        prior_seconds, prior_peak = loop["seconds"], loop["peak_mem_mb"]
+        best["val_loss"] = loop["best_val_loss"]
+        best["state"] = state.get("best_state") or None
+        rng.setstate(python_rng_from_tensor(loop["epoch_rng"]))
+        resume_batch = loop["batch_pos"]
+    else:
+        val = log(None, True)  # the starting point of the learning curve
+    model.train()
+
+    def loop_state(epoch_rng, batch_pos) -> dict:
+        return {"step": step, "examples": examples, "loss_sum": loss_sum.detach().cpu(), "loss_count": loss_count,
+                "log_rows": list(log_rows), "last_train_loss": last_train_loss, "val": val,
+                "seconds": prior_seconds + time.perf_counter() - t0, "peak_mem_mb": prior_peak,
+                "best_val_loss": best["val_loss"], "epoch_rng": epoch_rng, "batch_pos": batch_pos}
+
+    while step < total_steps:
+        epoch_rng = python_rng_to_tensor(rng)
+        batches = batch_order(lengths, hp["batch_size"], rng, hp["group_by_length"])
+        start, resume_batch = resume_batch, 0
+        for pos in range(start, len(batches)):
+            idx = batches[pos]
+            batch = to_device(collate([train_ex[i] for i in idx], pad_id), device)
+            with autocast(device, precision):
+                loss = model(**batch).loss
+            if scaler:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if hp["max_grad_norm"]:
+                torch.nn.utils.clip_grad_norm_(trainable, hp["max_grad_norm"])
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            step += 1
+            examples += len(idx)
+            method.after_step(model, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach().float()  # stays on the device: no host sync per step
+            loss_count += 1
+            at_eval = step % hp["eval_every_steps"] == 0 or step == total_steps
+            if step % hp["log_every_steps"] == 0 or at_eval:
+                mean = float(loss_sum) / loss_count  # the only host sync, at logging steps
+                if not math.isfinite(mean):
+                    raise NonFiniteLoss(f"loss became {mean} by step {step} (lr {hp['lr']:g}); "
+                                        f"lower lr or use precision fp32")
+                last_train_loss = round(mean, 6)
+                val = log(mean, at_eval)
+                loss_sum.zero_()
+                loss_count = 0
+            if ckpt and step < total_steps and (ckpt.due(step) or ckpt.stop_requested):
+                extra = {"best_state": best["state"]} if best["state"] is not None else {}
+                ckpt.save(model, optimizer, scheduler, {**loop_state(epoch_rng, pos + 1)}, **extra)
+                if ckpt.stop_requested:
+                    raise Preempted(f"SIGTERM at step {step}: checkpoint saved, the next run resumes from it")
+            if ckpt:
+                ckpt.after_step(step)
+            if step >= total_steps:
+                break
+    if best["state"] is not None:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in best["state"]:
+                    p.copy_(best["state"][n])
+        val = best["val_loss"]
+    return {"step": step, "examples": examples, "train_loss": last_train_loss,
+            "val_loss": None if val is None else round(val, 6), "prior_seconds": prior_seconds,
+            "prior_peak": prior_peak}

@@ -1,0 +1,49 @@
+"""The errors a user sees, each a single line naming the key, file or cell.
+
+Two families, because they end a job differently:
+- `UserError` subclasses (config, data, model, method) are mistakes to fix: the job stops with
+  one line and exit status 1, before any expensive work where possible.
+- `CellFailure` subclasses are findings of the study (a 4-bit method without CUDA, a NaN loss,
+  out of memory, a tokenizer that cannot write the target language): the cell is recorded as
+  `failed` with the reason and the job succeeds, so the summary lists it.
+"""
+
+
+class UserError(Exception):
+    """A one-line, user-facing problem naming what to fix."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config problem naming the offending key."""
+
+
+class DataError(UserError, ValueError):
+    """A data problem naming the file, split or column."""
+
+
+class ModelError(UserError, ValueError):
+    """A model problem naming the path or hub id."""
+
+
+class MethodError(UserError, RuntimeError):
+    """A method that cannot be applied as configured (peft refuses the model, a bad field value)."""
+
+
+class CellFailure(RuntimeError):
+    """A recorded finding: the cell is marked failed with this one-line reason."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived; a checkpoint was saved and the next run resumes from it."""
+
+
+def did_you_mean(name: str, known) -> str:
+    """' — did you mean 'lora'?' for a near miss, else the list of known names."""
+    import difflib
+
+    known = sorted(map(str, known))
+    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+    if close:
+        return f" — did you mean {close[0]!r}?"
+    shown = ", ".join(known[:30]) + (", ..." if len(known) > 30 else "")
+    return f" (known: {shown})"

@@ -1,0 +1,100 @@
+"""One cell on one eval set (generation: and one decoding strategy): predictions, quality
+metrics, a per-label table (label tasks) and inference cost."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..engine.device import pick_device
+from ..methods import method_of
+from ..metrics import compute
+from ..metrics.classification import per_label_table
+from ..plan.specs import EvalSpec
+from ..records import atomic_write_text, device_description, read_json, write_tsv
+from ..tasks import task_type
+from ..tasks.generation import references, source_text
+
+PER_LABEL_COLUMNS = ["label", "precision", "recall", "f1", "support"]
+
+
+def metrics_row(spec: EvalSpec, **values) -> dict:
+    cell = spec.cell
+    return {"task": cell["task"], "method": cell["method"], "variant": cell["variant"], "seed": cell["seed"],
+            "eval": spec.eval["name"], "decoding": (spec.decoding or {}).get("name", ""), **values}
+
+
+def write_failed(spec: EvalSpec, run: dict, metrics_path: Path, predictions_path: Path,
+                 per_label_path: Path | None = None) -> dict:
+    """A cell whose training failed: its eval outputs carry the failure and its reason."""
+    row = metrics_row(spec, status="failed", error=run["error"], device=run["device"])
+    atomic_write_text(predictions_path, "")
+    write_tsv(metrics_path, [row])
+    if per_label_path:
+        write_tsv(per_label_path, [], PER_LABEL_COLUMNS)
+    return row
+
+
+def load_eval_model(spec: EvalSpec, model_dir: Path, trained_dir: Path, labels: list[str], device):
+    from transformers import AutoTokenizer
+
+    hp, ttype, method = spec.hparams, task_type(spec.task["type"]), method_of(spec.hparams["kind"])
+    method.check_device(hp, device)
+    tokenizer = ttype.prepare_tokenizer(AutoTokenizer.from_pretrained(Path(trained_dir) / "tokenizer"))
+    model = method.load(model_dir, trained_dir, ttype, labels, hp, device, spec.model.get("allow_pickle", False))
+    model = method.place(model, device)
+    model.eval()
+    return model, tokenizer
+
+
+def evaluate_cell(spec: EvalSpec, model_dir: Path, trained_dir: Path, data_dir: Path, run_json: Path,
+                  metrics_path: Path, predictions_path: Path, per_label_path: Path | None = None) -> dict:
+    run = read_json(run_json)
+    if run["status"] != "ok":
+        return write_failed(spec, run, metrics_path, predictions_path, per_label_path)
+    task, hp, ev = spec.task, spec.hparams, spec.eval
+    ttype = task_type(task["type"])
+    labels = run.get("labels", [])
+    rows = ttype.load_rows(task, data_dir, ev["split"], ev.get("max_examples"), ev["dataset"])
+    ttype.check_labels(task, rows, labels, f"eval set {ev['name']!r}")
+    device = pick_device()
+    model, tokenizer = load_eval_model(spec, model_dir, trained_dir, labels, device)
+    if ttype.generates:
+        row, lines = _generation(spec, ttype, model, tokenizer, rows, device)
+    else:
+        row, lines = _labels(spec, ttype, model, tokenizer, rows, labels, device, per_label_path)
+    atomic_write_text(predictions_path, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
+    row["device"] = device_description(device)
+    write_tsv(metrics_path, [row])
+    return row
+
+
+def _labels(spec, ttype, model, tokenizer, rows, labels, device, per_label_path):
+    out = ttype.evaluate(spec.task, model, tokenizer, rows, labels, spec.hparams, device)
+    scores, _ = compute(spec.task["metrics"], "label", gold=out["gold"], pred=out["pred"], num_labels=len(labels))
+    if per_label_path:
+        write_tsv(per_label_path, per_label_table(out["gold"], out["pred"], labels), PER_LABEL_COLUMNS)
+    meter = out["meter"]
+    row = metrics_row(spec, status="ok", error=None, n_examples=len(rows), n_scored=len(out["gold"]), **scores,
+                      infer_throughput=round(len(rows) / meter.seconds, 2), infer_time_s=round(meter.seconds, 3),
+                      peak_infer_mem_mb=round(meter.peak_mem_mb, 1), **out.get("extra", {}))
+    if ttype.per_token:
+        row["infer_words_per_s"] = round(out["units"] / meter.seconds, 2)
+    return row, out["predictions"]
+
+
+def _generation(spec, ttype, model, tokenizer, rows, device):
+    task = spec.task
+    out = ttype.evaluate(task, model, tokenizer, rows, [], spec.hparams, device, spec.decoding["settings"],
+                         task.get("max_new_tokens", 64))
+    hyps, meter = out["hypotheses"], out["meter"]
+    refs = [references(r[task["columns"]["target"]]) for r in rows]
+    scores, per_sentence = compute(task["metrics"], "text", hypotheses=hyps, references=refs)
+    src_col = task["columns"]["source"]
+    lines = [{"source": source_text(r[src_col]), "references": ref, "hypothesis": h,
+              **{k: round(v, 3) for k, v in s.items()}} for r, ref, h, s in zip(rows, refs, hyps, per_sentence)]
+    row = metrics_row(spec, status="ok", error=None, n_examples=len(rows), **scores,
+                      infer_throughput=round(out["generated_tokens"] / meter.seconds, 2),
+                      infer_examples_per_s=round(len(rows) / meter.seconds, 3),
+                      generated_tokens=out["generated_tokens"], infer_time_s=round(meter.seconds, 3),
+                      peak_infer_mem_mb=round(meter.peak_mem_mb, 1))
+    return row, lines

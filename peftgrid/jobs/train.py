@@ -1,0 +1,143 @@
+"""One cell's training job: staged model + data -> the cell's model/, train_log.tsv,
+train_stats.tsv and run.json (written last: its presence means the cell's files are complete).
+
+Findings (a 4-bit method without CUDA, a NaN loss, out of memory, a tokenizer that cannot write
+the target) are recorded as a failed cell and the job succeeds, so the summary lists them.
+Mistakes (a bad column, an unseen label, settings peft refuses) stop the job with one line.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from ..engine.checkpoint import Checkpointer
+from ..engine.device import PhaseMeter, pick_device, resolve_dtype
+from ..engine.loop import set_seed, train_loop
+from ..errors import CellFailure
+from ..methods import method_of
+from ..plan.specs import TrainSpec
+from ..records import device_description, git_commit, package_versions, write_json, write_tsv
+from ..staged import staged_meta
+from ..tasks import task_type
+
+LOG_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "lr", "elapsed_s"]
+STATS_COLUMNS = ["status", "error", "device", "trainable_params", "total_params", "trainable_pct",
+                 "train_time_s", "time_per_epoch_s", "peak_train_mem_mb", "train_examples_per_s", "steps",
+                 "epochs", "load_time_s", "n_train", "truncated_train", "final_train_loss", "final_val_loss"]
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def run_record(spec: TrainSpec, device) -> dict:
+    return {
+        "cell": spec.cell, "hparams": spec.hparams, "task": spec.task, "model": spec.model,
+        "status": "running", "error": None, "device": device_description(device),
+        "versions": package_versions(), "git_commit": git_commit(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def load_training_data(spec: TrainSpec, data_dirs: dict[str, Path]):
+    """(train rows, validation rows or None, label list) — cheap, before any model is loaded."""
+    task, ttype = spec.task, task_type(spec.task["type"])
+    train_rows = ttype.load_rows(task, data_dirs[task["dataset"]], task["train_split"], task.get("train_max_examples"),
+                                 task["dataset"])
+    labels = ttype.label_list(task, train_rows, staged_meta(data_dirs[task["dataset"]]))
+    val_rows = None
+    if task.get("validation"):
+        v = task["validation"]
+        val_rows = ttype.load_rows(task, data_dirs[v["dataset"]], v["split"], v.get("max_examples"), v["dataset"])
+        ttype.check_labels(task, val_rows, labels, f"eval set {v['name']!r}")
+    return train_rows, val_rows, labels
+
+
+def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out_dir: Path) -> dict:
+    out_dir = Path(out_dir)
+    hp, task = spec.hparams, spec.task
+    ttype, method = task_type(task["type"]), method_of(hp["kind"])
+    device = pick_device()
+    record = run_record(spec, device)
+    stats = {"status": "running", "device": record["device"]}
+    log_rows: list[dict] = []
+    tmp_model = out_dir / "model.tmp"
+    shutil.rmtree(tmp_model, ignore_errors=True)
+    try:
+        method.check_device(hp, device)
+        resolve_dtype(device, hp["precision"])
+        train_rows, val_rows, labels = load_training_data(spec, data_dirs)
+        record["labels"] = labels
+
+        # ---- model: always a fresh copy of the staged pretrained weights
+        from transformers import AutoTokenizer
+
+        t_load = time.perf_counter()
+        tokenizer = ttype.prepare_tokenizer(AutoTokenizer.from_pretrained(model_dir))
+        record.update(ttype.check_training_data(task, tokenizer, train_rows, spec.model["name"]))
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        train_ex = ttype.encode(task, train_rows, tokenizer, labels, hp["max_length"])
+        val_ex = ttype.encode(task, val_rows, tokenizer, labels, hp["max_length"]) if val_rows else None
+        steps_per_epoch = math.ceil(len(train_ex) / hp["batch_size"])
+        total_steps = math.ceil(steps_per_epoch * hp["epochs"])
+        if hp["max_steps"] is not None:
+            total_steps = min(total_steps, hp["max_steps"])
+        if not method.trains(hp):
+            total_steps = 0
+        set_seed(hp["seed"])
+        model, new_weights = method.load_base(model_dir, ttype, labels, hp, device, spec.model.get("allow_pickle", False))
+        model = method.place(method.prepare(model, hp, ttype, total_steps, new_weights), device)
+        trainable, total = method.count_parameters(model)
+        load_time = time.perf_counter() - t_load
+        stats.update(trainable_params=trainable, total_params=total,
+                     trainable_pct=round(100.0 * trainable / total, 6), load_time_s=round(load_time, 3),
+                     n_train=len(train_ex), truncated_train=ttype.truncated(train_ex, hp["max_length"]))
+
+        # ---- train
+        ckpt = Checkpointer(out_dir / "checkpoint", hp, hp["checkpoint_every_steps"])
+        meter = PhaseMeter(device)
+        ckpt.install_sigterm()
+        try:
+            with meter:
+                final = train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps, steps_per_epoch,
+                                   log_rows, ckpt)
+        finally:
+            ckpt.restore_sigterm()
+        seconds = final["prior_seconds"] + meter.seconds  # a resumed run adds up its segments
+        epochs_done = final["step"] / steps_per_epoch if steps_per_epoch else 0.0
+        stats.update(
+            status="ok", error=None,
+            train_time_s=round(seconds, 3),
+            time_per_epoch_s=round(seconds / epochs_done, 3) if epochs_done else 0.0,
+            peak_train_mem_mb=round(max(meter.peak_mem_mb, final["prior_peak"]), 1),
+            train_examples_per_s=round(final["examples"] / seconds, 2) if final["examples"] else 0.0,
+            steps=final["step"], epochs=round(epochs_done, 4),
+            final_train_loss=final["train_loss"], final_val_loss=final["val_loss"])
+        record["resumed"] = final["prior_seconds"] > 0
+        method.save(model, hp, tmp_model, new_weights)
+        tokenizer.save_pretrained(tmp_model / "tokenizer")
+    except CellFailure as e:
+        stats.update(status="failed", error=first_line(e))
+    except torch.OutOfMemoryError as e:
+        stats.update(status="failed", error=f"out of memory ({first_line(e)[:120]}); try a smaller batch_size")
+    record["status"], record["error"] = stats["status"], stats.get("error")
+    record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record["stats"] = stats
+    if stats["status"] != "ok":
+        shutil.rmtree(tmp_model, ignore_errors=True)
+        tmp_model.mkdir(parents=True)
+        write_json(tmp_model / "FAILED.json", {"error": stats["error"]})
+    write_tsv(out_dir / "train_log.tsv", log_rows, LOG_COLUMNS)
+    write_tsv(out_dir / "train_stats.tsv", [stats], STATS_COLUMNS)
+    final_model = out_dir / "model"
+    shutil.rmtree(final_model, ignore_errors=True)
+    tmp_model.rename(final_model)
+    write_json(out_dir / "run.json", record)  # last: a run.json means the cell's files are complete
+    shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
+    return record

@@ -1,0 +1,31 @@
+"""The Method registry: every preset name -> (its family, its defaults).
+
+Built-in presets are usable by name; a config's `methods:` entry overrides a preset
+(`lora: {r: 16}`), or names a new variant of one (`dora_r4: {kind: dora, r: 4}`), or any peft
+method (`my_loha: {kind: peft, peft_type: LOHA, r: 8}`). Adding a family is one module here plus
+its entry in FAMILIES; adding a peft preset is one line in peft_family.PeftMethod.presets.
+"""
+from __future__ import annotations
+
+from ..errors import ConfigError, did_you_mean
+from .base import Method
+from .native import BitFit, FullFineTuning, LinearProbe, NoTraining
+from .peft_family import PeftMethod, QuantizedPeft
+
+FAMILIES: tuple[Method, ...] = (NoTraining(), FullFineTuning(), LinearProbe(), BitFit(), PeftMethod(), QuantizedPeft())
+PRESETS: dict[str, tuple[Method, dict]] = {name: (family, defaults) for family in FAMILIES
+                                           for name, defaults in family.presets.items()}
+
+
+def method_of(kind: str) -> Method:
+    """The family that owns a preset (or `peft`)."""
+    if kind not in PRESETS:
+        raise ConfigError(f"unknown method kind {kind!r}{did_you_mean(kind, PRESETS)}")
+    return PRESETS[kind][0]
+
+
+def preset_defaults(kind: str) -> dict:
+    method_of(kind)
+    import copy
+
+    return copy.deepcopy(PRESETS[kind][1])

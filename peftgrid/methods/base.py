@@ -1,0 +1,133 @@
+"""What every fine-tuning method provides, and the default of each part.
+
+A `Method` is one family (native: none, full, linear_probe, bitfit; peft: any PeftConfig) and
+owns everything that differs between methods: its presets and their defaults, the checks of its
+settings, which task types it can train, how it builds the model it trains from a freshly loaded
+pretrained model, its optimizer, a per-step hook, save / load, device placement and how its
+weights merge for weight distances. Nothing outside `peftgrid/methods/` compares method names.
+
+Import cost: this module and the family modules import no torch at module level, so the
+planning layer (run when Snakemake parses the workflow) can read presets and validate settings
+without loading torch; torch, transformers and peft are imported inside the functions that build,
+train or load models.
+
+`hp` everywhere is a cell's resolved hyperparameters: one flat dict of training keys (lr, epochs,
+...), the method's own settings, and `kind` (the preset or family name the settings resolve to).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import CellFailure, ConfigError, did_you_mean
+
+
+class Method:
+    family: str = ""
+    presets: dict[str, dict] = {}      # preset name -> its defaults (learning rate included)
+    lr_sources: dict[str, str] = {}   # preset name -> where its default learning rate comes from
+
+    # ------------------------------------------------------------------ planning (no torch)
+    def allowed_keys(self, settings: dict) -> set[str]:
+        """The method settings this family accepts for these settings (training keys excluded)."""
+        return set()
+
+    def validate(self, where: str, settings: dict) -> None:
+        """Raise ConfigError (one line naming the key) for settings this family cannot use."""
+
+    def refusal(self, settings: dict, task_type: str) -> str | None:
+        """Why this method cannot train this task type, or None."""
+        return None
+
+    def needs_cuda(self, settings: dict) -> bool:
+        return False
+
+    def trains(self, settings: dict) -> bool:
+        """False for the untrained baseline: its cells run no optimizer step."""
+        return True
+
+    def describe(self, settings: dict) -> str:
+        """One phrase: what this method trains (README table, report)."""
+        return ""
+
+    # ------------------------------------------------------------------ building (torch)
+    def check_device(self, settings: dict, device) -> None:
+        if self.needs_cuda(settings) and device.type != "cuda":
+            raise CellFailure(f"{settings['kind']} needs a CUDA GPU: bitsandbytes 4-bit layers have no working forward "
+                              f"pass on {device.type} (this cell is skipped; run it on a GPU node)")
+
+    def load_base(self, model_dir: Path, task_type, labels: list[str], hp: dict, device, allow_pickle: bool):
+        """The pretrained model for the task type and the names of freshly initialised weights."""
+        return task_type.load_pretrained(model_dir, labels, allow_pickle)
+
+    def prepare(self, model, hp: dict, task_type, total_steps: int, new_weights: list[str]):
+        """Set what trains; return the model the loop trains."""
+        return model
+
+    def place(self, model, device):
+        return model.to(device)
+
+    def make_optimizer(self, model, hp: dict):
+        return adamw(model, hp["lr"], hp["weight_decay"])
+
+    def after_step(self, model, step: int) -> None:
+        """Called after each optimizer step (AdaLoRA reallocates its ranks here)."""
+
+    def save(self, model, hp: dict, out_dir: Path, new_weights: list[str]) -> None:
+        raise NotImplementedError
+
+    def load(self, model_dir: Path, trained_dir: Path, task_type, labels: list[str], hp: dict, device,
+             allow_pickle: bool):
+        raise NotImplementedError
+
+    def distance_models(self, model_dir: Path, trained_dir: Path, task_type, labels: list[str], hp: dict,
+                        allow_pickle: bool):
+        """(the model the cell started from, the trained model), on the CPU, for weight distances.
+        Call after seeding as in training, so a new head's reference is its initial value."""
+        import torch
+
+        cpu = torch.device("cpu")
+        reference, _ = self.load_base(model_dir, task_type, labels, hp, cpu, allow_pickle)
+        return reference, self.load(model_dir, trained_dir, task_type, labels, hp, cpu, allow_pickle)
+
+    def merged_state(self, model) -> dict:
+        """The trained weights under the base model's names, anything adapter-like folded in."""
+        return dict(model.state_dict())
+
+    def extra_distances(self, trained_dir: Path) -> list[dict]:
+        """Rows for weights with no counterpart in the base (e.g. a learned prompt)."""
+        return []
+
+    def count_parameters(self, model) -> tuple[int, int]:
+        """(trainable, total), counted from the model's parameters (4-bit weights unpacked)."""
+        trainable = total = 0
+        for p in model.parameters():
+            n = real_numel(p)
+            total += n
+            trainable += n if p.requires_grad else 0
+        return trainable, total
+
+
+def real_numel(p) -> int:
+    """Parameters a tensor stands for: bitsandbytes packs two 4-bit values per uint8 element."""
+    if p.__class__.__name__ == "Params4bit":
+        return p.numel() * 2
+    return p.numel()
+
+
+def adamw(model, lr: float, weight_decay: float):
+    """AdamW over the trainable parameters; no weight decay on biases and norm weights (the BERT recipe)."""
+    import torch
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def check_keys(where: str, settings: dict, allowed: set[str], family: str) -> None:
+    """Unknown keys are one line naming the key and suggesting the closest allowed one."""
+    for key in settings:
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key}: unknown setting for {family}{did_you_mean(key, allowed)}")

@@ -1,0 +1,268 @@
+"""Any peft method, from YAML: a preset (lora, dora, vera, ...) or `kind: peft, peft_type: X`.
+
+A method entry's settings are its PeftConfig's fields, passed through as written and checked
+against peft's own dataclass (peft_fields.py): `{kind: lora, use_dora: true}` is DoRA,
+`{kind: peft, peft_type: LOHA, r: 8, alpha: 16}` is LoHa. Three names are ours, not peft's:
+`alpha` / `dropout` for LoRA-style configs (peft's `lora_alpha` / `lora_dropout`), `target_modules:
+auto` (peft's per-architecture default) and, for LoRA, `loraplus_lr_ratio` (LoRA+, through
+peft.optimizers). QLoRA is the same over a 4-bit base (`quant_type`, `double_quant`).
+
+Weights created for the task (a classification head, a freshly initialised pooler) are added to
+`modules_to_save`, so they train and are saved with the adapter.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import CellFailure, ConfigError, MethodError, did_you_mean
+from .base import Method, check_keys
+from .peft_fields import RESERVED, peft_config_fields
+
+# our names -> peft's, used only where the config class lacks our name and has peft's
+ALIASES = {"alpha": "lora_alpha", "dropout": "lora_dropout", "delta_t": "deltaT"}
+LORA_EXTRAS = {"loraplus_lr_ratio", "loraplus_lr_embedding"}  # LoRA+ optimizer settings
+QUANT_KEYS = {"quant_type", "double_quant"}                     # bitsandbytes 4-bit settings
+PROMPT_LEARNING = {"PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "MULTITASK_PROMPT_TUNING", "CPT"}
+# prompt methods that prepend virtual tokens to the input: the labels of a token task are not
+# shifted past them (measured: "Expected input batch_size (24) to match target (14)")
+INPUT_PROMPTS = {"PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING", "CPT"}
+PEFT_TASK_TYPES = {"sequence_classification": "SEQ_CLS", "token_classification": "TOKEN_CLS",
+                   "seq2seq": "SEQ_2_SEQ_LM", "causal_lm": "CAUSAL_LM"}
+
+LORA = {"peft_type": "LORA", "r": 8, "alpha": 16, "dropout": 0.1, "target_modules": "auto"}
+
+
+class PeftMethod(Method):
+    family = "peft"
+    presets = {
+        "peft": {},  # the generic entry: `kind: peft, peft_type: X, <fields>`
+        "lora": {**LORA, "lr": 5.0e-4},
+        "dora": {**LORA, "use_dora": True, "lr": 5.0e-4},
+        "rslora": {**LORA, "use_rslora": True, "lr": 5.0e-4},
+        "pissa": {**LORA, "init_lora_weights": "pissa", "dropout": 0.0, "lr": 5.0e-4},
+        "lora_plus": {**LORA, "loraplus_lr_ratio": 16, "lr": 2.0e-4},
+        "adalora": {"peft_type": "ADALORA", "init_r": 12, "target_r": 8, "alpha": 16, "dropout": 0.1,
+                    "target_modules": "auto", "tinit": 0, "tfinal": 0, "deltaT": 1, "lr": 5.0e-4},
+        "ia3": {"peft_type": "IA3", "target_modules": "auto", "feedforward_modules": "auto", "lr": 3.0e-3},
+        "vera": {"peft_type": "VERA", "r": 256, "target_modules": "auto", "lr": 5.0e-3},
+        "loha": {"peft_type": "LOHA", "r": 8, "alpha": 16, "target_modules": "auto", "lr": 5.0e-4},
+        "lokr": {"peft_type": "LOKR", "r": 8, "alpha": 16, "target_modules": "auto", "lr": 5.0e-4},
+        "oft": {"peft_type": "OFT", "r": 0, "oft_block_size": 16, "target_modules": "auto", "lr": 5.0e-4},
+        "boft": {"peft_type": "BOFT", "boft_block_size": 4, "boft_n_butterfly_factor": 1,
+                 "target_modules": "auto", "lr": 5.0e-4},
+        "fourierft": {"peft_type": "FOURIERFT", "n_frequency": 1000, "scaling": 150.0, "target_modules": "auto",
+                      "lr": 5.0e-3},
+        "ln_tuning": {"peft_type": "LN_TUNING", "lr": 1.0e-3},
+        "prompt_tuning": {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 20, "lr": 3.0e-2},
+        "p_tuning": {"peft_type": "P_TUNING", "num_virtual_tokens": 20, "encoder_hidden_size": 128, "lr": 1.0e-2},
+        "prefix_tuning": {"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 20, "prefix_projection": False,
+                          "lr": 1.0e-2},
+    }
+    lr_sources = {}
+
+    # ------------------------------------------------------------------ planning (no torch)
+    def peft_type(self, where: str, settings: dict) -> str:
+        peft_type = settings.get("peft_type")
+        types = peft_config_fields()
+        if peft_type is None:
+            raise ConfigError(f"{where}.peft_type: required with kind: peft (one of {', '.join(sorted(types))})")
+        if peft_type not in types:
+            raise ConfigError(f"{where}.peft_type: peft has no method {peft_type!r}{did_you_mean(peft_type, types)}")
+        return peft_type
+
+    def config_fields(self, peft_type: str) -> set[str]:
+        return set(peft_config_fields()[peft_type][1]) - RESERVED
+
+    def allowed_keys(self, settings):
+        peft_type = settings.get("peft_type")
+        if peft_type not in peft_config_fields():
+            return {"peft_type"}
+        fields = self.config_fields(peft_type)
+        aliases = {ours for ours, theirs in ALIASES.items() if theirs in fields and ours not in fields}
+        extras = LORA_EXTRAS if peft_type == "LORA" else set()
+        return fields | aliases | extras | {"peft_type"}
+
+    def validate(self, where, settings):
+        peft_type = self.peft_type(where, settings)
+        cls = peft_config_fields()[peft_type][0]
+        allowed = self.allowed_keys(settings)
+        for key in settings:
+            if key in RESERVED - {"peft_type"}:
+                raise ConfigError(f"{where}.{key}: set by peftgrid from the task and the method; leave it out")
+            if key not in allowed:
+                raise ConfigError(f"{where}.{key}: {cls} has no field {key!r}{did_you_mean(key, allowed - {'peft_type'})}")
+        for key in ("r", "init_r", "target_r", "num_virtual_tokens"):
+            value = settings.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ConfigError(f"{where}.{key}: must be a non-negative integer, got {value!r}")
+        for key in ("target_modules", "feedforward_modules", "modules_to_save"):
+            value = settings.get(key)
+            if value is not None and value != "auto" and not (
+                    isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ConfigError(f"{where}.{key}: must be 'auto' or a list of module names")
+
+    def refusal(self, settings, task_type):
+        if settings.get("peft_type") in INPUT_PROMPTS and task_type == "token_classification":
+            return ("peft's prompt tuning prepends virtual tokens but does not shift token labels past them; "
+                    "use prefix_tuning (P-tuning v2)")
+        return None
+
+    def describe(self, settings):
+        return {"PROMPT_TUNING": "virtual input tokens", "P_TUNING": "virtual tokens from a prompt encoder",
+                "PREFIX_TUNING": "key/value prefixes in every layer", "LN_TUNING": "LayerNorm weights",
+                "IA3": "scaling vectors"}.get(settings.get("peft_type"), "adapter weights")
+
+    # ------------------------------------------------------------------ building (torch)
+    def peft_config(self, hp: dict, task_type, total_steps: int, new_modules: list[str]):
+        """The PeftConfig of this cell; peft's own checks of the values become one-line errors."""
+        import peft
+
+        peft_type = hp["peft_type"]
+        fields = self.config_fields(peft_type)
+        kwargs = {}
+        for key, value in hp.items():
+            name = ALIASES.get(key, key) if key not in fields else key
+            if name in fields:
+                kwargs[name] = None if value == "auto" else value
+        if peft_type == "IA3" and kwargs.get("target_modules") is not None and kwargs.get("feedforward_modules") is None:
+            kwargs["feedforward_modules"] = []  # explicit targets: none of them is a feed-forward layer unless named
+        if peft_type == "ADALORA":
+            kwargs["total_step"] = max(total_steps, 1)
+        if new_modules:
+            kwargs["modules_to_save"] = sorted(set(kwargs.get("modules_to_save") or []) | set(new_modules))
+        config_cls = peft.PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]
+        try:
+            return config_cls(task_type=PEFT_TASK_TYPES[task_type.name], **kwargs)
+        except (ValueError, TypeError) as e:
+            raise MethodError(f"methods.{hp['kind']}: {config_cls.__name__} refuses these settings: {_first_line(e)}") from None
+
+    def prepare(self, model, hp, task_type, total_steps, new_weights):
+        import peft
+
+        new_modules = sorted({n.rsplit(".", 1)[0] for n in new_weights})
+        if hp["peft_type"] == "LN_TUNING" and hp.get("target_modules", "auto") == "auto":
+            hp = {**hp, "target_modules": norm_layers(model)}  # peft maps LN targets for few architectures
+        config = self.peft_config(hp, task_type, total_steps, new_modules)
+        try:
+            return peft.get_peft_model(model, config)
+        except (ValueError, TypeError, NotImplementedError, AttributeError, RuntimeError) as e:
+            raise MethodError(f"peft cannot apply {hp['kind']} to {type(model).__name__}: {_first_line(e)}") from None
+
+    def make_optimizer(self, model, hp):
+        if hp.get("loraplus_lr_ratio") is None:
+            return super().make_optimizer(model, hp)
+        import torch
+        from peft.optimizers import create_loraplus_optimizer
+
+        extra = {"loraplus_lr_embedding": hp["loraplus_lr_embedding"]} if hp.get("loraplus_lr_embedding") else {}
+        return create_loraplus_optimizer(model, optimizer_cls=torch.optim.AdamW, lr=hp["lr"],
+                                         loraplus_lr_ratio=hp["loraplus_lr_ratio"], weight_decay=hp["weight_decay"],
+                                         **extra)
+
+    def after_step(self, model, step):
+        if hasattr(model.base_model, "update_and_allocate"):
+            model.base_model.update_and_allocate(step)  # AdaLoRA's rank reallocation (needs total_step)
+
+    def save(self, model, hp, out_dir, new_weights):
+        model.save_pretrained(out_dir, safe_serialization=True)
+        (Path(out_dir) / "method.json").write_text(json.dumps({"kind": hp["kind"]}, indent=2) + "\n")
+
+    def load(self, model_dir, trained_dir, task_type, labels, hp, device, allow_pickle):
+        import peft
+
+        model, _ = self.load_base(model_dir, task_type, labels, hp, device, allow_pickle)
+        return peft.PeftModel.from_pretrained(self._ready(model), trained_dir)
+
+    def _ready(self, model):
+        return model
+
+    def merged_state(self, model):
+        """Prompt learning has nothing to merge: the base is taken as it is, with the trained copy of
+        each `modules_to_save` module (the head) in place of the original. Adapters are merged."""
+        config = model.peft_config["default"]
+        if config.is_prompt_learning:
+            return {name.replace(".modules_to_save.default.", "."): t
+                    for name, t in model.base_model.state_dict().items() if ".original_module." not in name}
+        return dict(model.merge_and_unload().state_dict())
+
+    def extra_distances(self, trained_dir):
+        """Prompt and prefix tuning: the norm of the learned virtual tokens (no base counterpart)."""
+        path = Path(trained_dir) / "adapter_model.safetensors"
+        if not path.is_file():
+            return []
+        import torch
+        from safetensors.torch import load_file
+
+        tensors = [v for k, v in load_file(path).items() if "prompt" in k]
+        if not tensors:
+            return []
+        norm = float(torch.sqrt(sum((t.float() ** 2).sum() for t in tensors)))
+        return [{"name": "prompt_encoder (learned virtual tokens)", "component": "prompt", "layer": "", "numel": "",
+                 "distance": norm, "base_norm": 0.0, "relative": ""}]
+
+
+class QuantizedPeft(PeftMethod):
+    """A peft adapter over a 4-bit (bitsandbytes NF4/FP4) base: QLoRA and its variants
+    (`{kind: qlora, use_dora: true}` is QDoRA). Needs CUDA: bitsandbytes 4-bit layers have no
+    working CPU forward pass."""
+    family = "qlora"
+    presets = {"qlora": {**LORA, "quant_type": "nf4", "double_quant": True, "lr": 2.0e-4}}
+
+    def allowed_keys(self, settings):
+        return super().allowed_keys(settings) | QUANT_KEYS
+
+    def validate(self, where, settings):
+        super().validate(where, {k: v for k, v in settings.items() if k not in QUANT_KEYS})
+        if settings.get("quant_type", "nf4") not in ("nf4", "fp4"):
+            raise ConfigError(f"{where}.quant_type: must be 'nf4' or 'fp4'")
+        if not isinstance(settings.get("double_quant", True), bool):
+            raise ConfigError(f"{where}.double_quant: must be true or false")
+
+    def needs_cuda(self, settings):
+        return True
+
+    def describe(self, settings):
+        return "adapter weights over a 4-bit base"
+
+    def load_base(self, model_dir, task_type, labels, hp, device, allow_pickle):
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=hp["quant_type"],
+                                   bnb_4bit_use_double_quant=hp["double_quant"], bnb_4bit_compute_dtype=compute)
+        return task_type.load_pretrained(model_dir, labels, allow_pickle, quantization_config=quant,
+                                         device_map={"": device.index or 0})
+
+    def _ready(self, model):
+        import peft
+
+        return peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+    def prepare(self, model, hp, task_type, total_steps, new_weights):
+        return super().prepare(self._ready(model), hp, task_type, total_steps, new_weights)
+
+    def place(self, model, device):
+        return model  # placed by device_map when loaded
+
+    def distance_models(self, model_dir, trained_dir, task_type, labels, hp, allow_pickle):
+        """On the CPU (no 4-bit kernels): the adapter over the full-precision base, against that base."""
+        import peft
+        import torch
+
+        cpu = torch.device("cpu")
+        reference, _ = Method.load_base(self, model_dir, task_type, labels, hp, cpu, allow_pickle)
+        base, _ = Method.load_base(self, model_dir, task_type, labels, hp, cpu, allow_pickle)
+        return reference, peft.PeftModel.from_pretrained(base, trained_dir)
+
+
+def norm_layers(model) -> list[str]:
+    """The leaf names of a model's normalisation layers (BERT: LayerNorm; GPT-2: ln_1, ln_2, ln_f)."""
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if name and "norm" in type(module).__name__.lower()})
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,77 @@
+"""The Metric registry: every quality metric a task may ask for, with what a reader needs to
+compare it — which tasks it applies to, whether higher is better, its scale (0-1 or 0-100),
+the columns it writes and whether per-example scores are kept (for significance tests).
+
+Computation lives beside it (classification.py, text.py, comet.py) and imports its libraries
+only when called, so the planning layer can read this registry without them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: str                         # "label" (classification, tagging) or "text" (generation)
+    scale: float = 1.0                # 1.0: a 0-1 score; 100.0: a 0-100 score
+    higher_is_better: bool = True
+    columns: tuple[str, ...] = ()     # summary columns it fills (default: its name)
+    per_example: str | None = None    # per-example score kept in predictions.jsonl
+    own_rule: bool = False            # scored by its own rule (COMET: one model load per task)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.columns or (self.name,)
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("accuracy", "label", per_example="correct"),
+    Metric("f1_macro", "label"), Metric("precision_macro", "label"), Metric("recall_macro", "label"),
+    Metric("f1_weighted", "label"),
+    Metric("f1", "label"), Metric("precision", "label"), Metric("recall", "label"),  # binary: the positive label
+    Metric("mcc", "label"),
+    Metric("bleu", "text", scale=100.0, per_example="sentence_bleu"),
+    Metric("sentence_bleu", "text", scale=100.0, per_example="sentence_bleu"),
+    Metric("chrf", "text", scale=100.0, per_example="sentence_chrf"),
+    Metric("rouge", "text", scale=100.0, columns=("rouge1", "rouge2", "rougeL"), per_example="rougeL"),
+    Metric("comet", "text", scale=100.0, own_rule=True),
+)}
+
+
+def metric(name: str) -> Metric:
+    if name not in METRICS:
+        raise ConfigError(f"unknown metric {name!r}{did_you_mean(name, METRICS)}")
+    return METRICS[name]
+
+
+def metrics_of_kind(kind: str) -> list[str]:
+    return sorted(n for n, m in METRICS.items() if m.kind == kind)
+
+
+def check_metrics(where: str, names: list[str], kind: str, task_type: str) -> None:
+    allowed = metrics_of_kind(kind)
+    for name in names:
+        if name not in allowed:
+            raise ConfigError(f"{where}: unknown metric {name!r} for {task_type}{did_you_mean(name, allowed)}")
+
+
+def scale_of(column: str) -> float:
+    """The scale of a summary column (rouge1 -> rouge's 100)."""
+    for m in METRICS.values():
+        if column in m.outputs:
+            return m.scale
+    return 1.0
+
+
+def compute(names: list[str], kind: str, **data) -> tuple[dict, list[dict]]:
+    """(scores by column, per-example scores) of the in-job metrics (not COMET)."""
+    names = [n for n in names if not METRICS[n].own_rule]
+    if kind == "label":
+        from .classification import classification_metrics
+
+        return classification_metrics(data["gold"], data["pred"], data["num_labels"], names), []
+    from .text import generation_metrics
+
+    return generation_metrics(data["hypotheses"], data["references"], names)

@@ -1,0 +1,164 @@
+"""Typed job specs: what each rule passes its script, built here and only here.
+
+Every rule's `params:` is one spec's `to_params()` — a canonical (key-sorted, JSON-plain) dict
+holding exactly what the job reads — so Snakemake re-runs a job precisely when its inputs in the
+config change, and never because YAML keys were reordered. Scripts rebuild the spec with
+`<Spec>.from_params(snakemake.params.spec)`; tests and benchmarks build the same specs from a
+config with the same functions, so all three run jobs the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from .config import canonical
+from .runs import Cell
+
+# What training reads from a task entry (eval sets excluded: they are evaluation's, and adding
+# one must not retrain; the data-check job reads them before any training).
+TASK_TRAIN_KEYS = ("type", "dataset", "train_split", "train_max_examples", "columns", "labels", "unseen_labels",
+                   "prompt", "coverage_threshold", "max_new_tokens")
+TASK_EVAL_KEYS = ("type", "dataset", "train_split", "columns", "labels", "unseen_labels", "prompt", "metrics",
+                  "max_new_tokens")
+
+
+@dataclass(frozen=True)
+class Spec:
+    def to_params(self) -> dict:
+        return canonical(asdict(self))
+
+    @classmethod
+    def from_params(cls, params):
+        params = dict(params)
+        return cls(**{f.name: params[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class StageDatasetSpec(Spec):
+    name: str
+    source: dict
+
+
+@dataclass(frozen=True)
+class StageModelSpec(Spec):
+    name: str
+    source: dict
+
+
+@dataclass(frozen=True)
+class StageCometSpec(Spec):
+    source: dict | None
+
+
+@dataclass(frozen=True)
+class CheckDataSpec(Spec):
+    """A task's data, every eval set included, checked before any cell trains."""
+    task: str
+    data: dict
+
+
+@dataclass(frozen=True)
+class TrainSpec(Spec):
+    cell: dict
+    hparams: dict
+    task: dict
+    model: dict
+
+
+@dataclass(frozen=True)
+class EvalSpec(Spec):
+    cell: dict
+    hparams: dict
+    task: dict
+    model: dict
+    eval: dict
+    decoding: dict | None
+
+
+@dataclass(frozen=True)
+class CometSpec(Spec):
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class TaskReportSpec(Spec):
+    task: str
+    evals: list
+    metrics: list
+    transfer: dict | None
+    report: dict
+    cells: list
+
+
+@dataclass(frozen=True)
+class ReportSpec(Spec):
+    tasks: dict
+    report: dict
+
+
+# --------------------------------------------------------------------------- builders
+
+def _pick(entry: dict, keys) -> dict:
+    return {k: entry[k] for k in keys if k in entry}
+
+
+def _model(config: dict, task: str) -> dict:
+    name = config["tasks"][task]["model"]
+    return {"name": name, "allow_pickle": config["models"][name]["allow_pickle"]}
+
+
+def stage_dataset_spec(config: dict, name: str) -> StageDatasetSpec:
+    return StageDatasetSpec(name=name, source=config["datasets"][name])
+
+
+def stage_model_spec(config: dict, name: str) -> StageModelSpec:
+    return StageModelSpec(name=name, source=config["models"][name])
+
+
+def stage_comet_spec(config: dict) -> StageCometSpec:
+    return StageCometSpec(source=config.get("comet"))
+
+
+def check_data_spec(config: dict, task: str) -> CheckDataSpec:
+    t = config["tasks"][task]
+    data = {**_pick(t, TASK_TRAIN_KEYS), "eval": t["eval"]}
+    return CheckDataSpec(task=task, data=data)
+
+
+def train_spec(config: dict, cell: Cell) -> TrainSpec:
+    t = config["tasks"][cell.task]
+    view = _pick(t, TASK_TRAIN_KEYS)
+    if t["validation"] is not None:
+        view["validation"] = {"name": t["validation"], **t["eval"][t["validation"]]}
+    return TrainSpec(cell=cell.ident, hparams=cell.hparams, task=view, model=_model(config, cell.task))
+
+
+def eval_spec(config: dict, cell: Cell, eval_name: str, decoding: str | None = None) -> EvalSpec:
+    t = config["tasks"][cell.task]
+    view = _pick(t, TASK_EVAL_KEYS)
+    view["metrics"] = list(t["metrics"])
+    dec = None if decoding is None else {"name": decoding, "settings": t["decoding"][decoding]}
+    return EvalSpec(cell=cell.ident, hparams=cell.hparams, task=view, model=_model(config, cell.task),
+                    eval={"name": eval_name, **t["eval"][eval_name]}, decoding=dec)
+
+
+def comet_spec(config: dict) -> CometSpec:
+    return CometSpec(batch_size=config["comet"]["batch_size"])
+
+
+def task_report_spec(config: dict, task: str, cells: list[Cell]) -> TaskReportSpec:
+    t = config["tasks"][task]
+    return TaskReportSpec(task=task, evals=list(t["eval"]), metrics=list(t["metrics"]), transfer=t.get("transfer"),
+                          report=config["report"], cells=[c.ident for c in cells if c.task == task])
+
+
+def report_spec(config: dict, tasks: list[str]) -> ReportSpec:
+    return ReportSpec(tasks={t: {"evals": list(config["tasks"][t]["eval"]), "metrics": config["tasks"][t]["metrics"],
+                                 "transfer": config["tasks"][t].get("transfer"),
+                                 "generates": config["tasks"][t]["type"] in GENERATING}
+                             for t in tasks},
+                      report=config["report"])
+
+
+from ..tasks import TASK_TYPES  # noqa: E402  (registry, torch-free)
+
+GENERATING = {name for name, t in TASK_TYPES.items() if t.generates}

@@ -1,0 +1,18 @@
+"""The TaskType registry: task type name -> the object that knows its columns, metrics, model
+class, encoding and evaluation. Nothing outside `peftgrid/tasks/` compares task-type names."""
+from __future__ import annotations
+
+from ..errors import ConfigError, did_you_mean
+from .base import TaskType
+from .classification import SequenceClassification
+from .generation import CausalLM, Seq2Seq
+from .tokens import TokenClassification
+
+TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (SequenceClassification(), TokenClassification(), Seq2Seq(),
+                                                       CausalLM())}
+
+
+def task_type(name: str) -> TaskType:
+    if name not in TASK_TYPES:
+        raise ConfigError(f"unknown task type {name!r}{did_you_mean(name, TASK_TYPES)}")
+    return TASK_TYPES[name]

@@ -1,0 +1,95 @@
+"""What every task type provides: its columns, metrics and config keys (read by the planning
+layer, no torch), and how it loads its model, encodes rows, and evaluates one eval set.
+
+Heavy libraries (torch, transformers) are imported inside the functions that need them, so the
+planning layer can read the declarations while Snakemake parses the workflow.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError, DataError, did_you_mean
+from ..staged import check_columns, load_split, subsample
+
+
+class TaskType:
+    name: str = ""
+    required_columns: frozenset[str] = frozenset()
+    optional_columns: frozenset[str] = frozenset()
+    metric_kind: str = ""                  # which metrics apply: "label" or "text" (see peftgrid.metrics)
+    default_metrics: tuple[str, ...] = ()
+    generates: bool = False               # generation tasks: evaluation runs per decoding strategy
+    per_token: bool = False
+    auto_class: str = ""                  # the transformers Auto class of the model
+    own_keys: frozenset[str] = frozenset()  # task keys only this type accepts (prompt, decoding, ...)
+    peft_task_type: str = ""
+
+    # ------------------------------------------------------------------ planning (no torch)
+    def validate(self, where: str, task: dict) -> None:
+        """Columns and type-specific keys; fills type-specific defaults into `task`."""
+        roles = self.required_columns | self.optional_columns
+        missing = self.required_columns - set(task["columns"])
+        unknown = set(task["columns"]) - roles
+        if missing:
+            raise ConfigError(f"{where}.columns: missing {', '.join(sorted(missing))} "
+                              f"(a {self.name} task maps {', '.join(sorted(roles))})")
+        if unknown:
+            role = sorted(unknown)[0]
+            raise ConfigError(f"{where}.columns.{role}: unknown role{did_you_mean(role, roles)}")
+        for key in task:
+            if key in ALL_OWN_KEYS and key not in self.own_keys:
+                raise ConfigError(f"{where}.{key}: only for {', '.join(OWN_KEY_TYPES[key])} tasks, not {self.name}")
+
+    # ------------------------------------------------------------------ data
+    def load_rows(self, task: dict, data_dir: Path, split: str, limit: int | None, dataset: str) -> list[dict]:
+        rows = subsample(load_split(data_dir, split, dataset), limit)
+        where = f"dataset {dataset!r} split {split!r}"
+        if not rows:
+            raise DataError(f"{where}: no examples")
+        check_columns(rows, task["columns"], where)
+        self.check_rows(task, rows, where)
+        return rows
+
+    def check_rows(self, task: dict, rows: list[dict], where: str) -> None:
+        """Type-specific shape checks of the rows (token tasks: one tag per word)."""
+
+    def label_list(self, task: dict, train_rows: list[dict], meta: dict) -> list[str]:
+        return []
+
+    def check_labels(self, task: dict, rows: list[dict], labels: list[str], where: str) -> None:
+        """Eval labels the model never saw are an error (or left out, with unseen_labels: ignore)."""
+
+    # ------------------------------------------------------------------ model
+    def load_pretrained(self, model_dir: Path, labels: list[str], allow_pickle: bool, **kwargs):
+        """(model, names of weights the checkpoint did not have: a new head, a new pooler)."""
+        import transformers
+
+        auto = getattr(transformers, self.auto_class)
+        kwargs.setdefault("use_safetensors", None if allow_pickle else True)
+        kwargs.update(self.head_kwargs(labels))
+        model, info = auto.from_pretrained(model_dir, output_loading_info=True, **kwargs)
+        return model, sorted(info["missing_keys"])
+
+    def head_kwargs(self, labels: list[str]) -> dict:
+        return {}
+
+    def prepare_tokenizer(self, tokenizer):
+        return tokenizer
+
+    def check_training_data(self, task: dict, tokenizer, rows: list[dict], model_name: str) -> dict:
+        """Checks that need the tokenizer (generation: can it write the target?); returns record fields."""
+        return {}
+
+    def encode(self, task: dict, rows: list[dict], tokenizer, labels: list[str], max_length: int) -> list[dict]:
+        raise NotImplementedError
+
+    def truncated(self, examples: list[dict], max_length: int) -> int:
+        return sum(len(e["input_ids"]) >= max_length for e in examples)
+
+
+# keys of a task entry that belong to one task type; checked in TaskType.validate
+OWN_KEY_TYPES = {"prompt": ("seq2seq", "causal_lm"), "decoding": ("seq2seq", "causal_lm"),
+                 "max_new_tokens": ("seq2seq", "causal_lm"), "coverage_threshold": ("seq2seq", "causal_lm"),
+                 "unseen_labels": ("sequence_classification", "token_classification"),
+                 "labels": ("sequence_classification", "token_classification")}
+ALL_OWN_KEYS = frozenset(OWN_KEY_TYPES)

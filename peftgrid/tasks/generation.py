@@ -1,0 +1,205 @@
+"""Generation task types: seq2seq and causal_lm. Prompts, labels, the tokenizer coverage check
+and decoding.
+
+Seq2seq: the encoder reads the prompt (a task prefix such as "translate English to Russian:
+{source}"), the labels are the target's tokens. Causal LM: one sequence prompt + target + EOS,
+the loss only on the target tokens; batched generation pads on the left and the prompt is cut
+from the output. A long source is cut inside the template — the instruction around `{source}`
+is always kept — so that the prompt leaves `max_new_tokens` of room for the answer.
+"""
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+
+from ..errors import CellFailure, ConfigError
+from .base import TaskType
+
+IGNORE = -100
+DECODING_KEYS = {"num_beams", "do_sample", "top_p", "top_k", "temperature", "repetition_penalty",
+                 "no_repeat_ngram_size", "length_penalty", "seed"}
+
+
+class CoverageError(CellFailure):
+    """The tokenizer cannot write the target language (a recorded cell failure)."""
+
+
+def source_text(value) -> str:
+    """A list-valued source (e.g. the sentences of an abstract) is joined with spaces."""
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def references(value) -> list[str]:
+    """A list-valued target holds several references for one source."""
+    refs = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    return refs or [""]
+
+
+def coverage(tokenizer, texts: list[str]) -> tuple[float, list[str]]:
+    """Share of the target characters (whitespace excluded) the tokenizer cannot represent —
+    mapped to the unknown token or lost in a round trip — and the commonest such characters."""
+    counts = Counter(c for t in texts for c in t if not c.isspace())
+    total = sum(counts.values())
+    if not total:
+        return 0.0, []
+    unk = tokenizer.unk_token_id
+    lost = {}
+    for char, n in counts.items():
+        ids = tokenizer.encode(char, add_special_tokens=False)
+        decoded = tokenizer.decode(ids, skip_special_tokens=True).strip()
+        if not ids or (unk is not None and unk in ids) or unicodedata.normalize("NFKC", decoded) != unicodedata.normalize("NFKC", char):
+            lost[char] = n
+    worst = [c for c, _ in Counter(lost).most_common(8)]
+    return sum(lost.values()) / total, worst
+
+
+class GenerationTask(TaskType):
+    required_columns = frozenset({"source", "target"})
+    metric_kind = "text"
+    default_metrics = ("bleu", "sentence_bleu", "chrf", "rouge")
+    generates = True
+    own_keys = frozenset({"prompt", "decoding", "max_new_tokens", "coverage_threshold"})
+
+    def validate(self, where, task):
+        super().validate(where, task)
+        task.setdefault("prompt", "{source}")
+        if "{source}" not in task["prompt"]:
+            raise ConfigError(f"{where}.prompt: must contain {{source}}, where the source text goes")
+        try:
+            task["prompt"].format(source="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(f"{where}.prompt: only {{source}} may appear in braces (found {e}); write {{{{ }}}} for a brace")
+        task.setdefault("max_new_tokens", 64)
+        task.setdefault("coverage_threshold", 0.02)
+        task.setdefault("decoding", {"greedy": {}})
+        if not isinstance(task["decoding"], dict) or not task["decoding"]:
+            raise ConfigError(f"{where}.decoding: expected name -> mapping of generate() settings")
+        for name, settings in task["decoding"].items():
+            if not isinstance(settings, dict):
+                raise ConfigError(f"{where}.decoding.{name}: expected a mapping of generate() settings")
+            bad = sorted(set(settings) - DECODING_KEYS)
+            if bad:
+                raise ConfigError(f"{where}.decoding.{name}.{bad[0]}: unknown setting "
+                                  f"(allowed: {', '.join(sorted(DECODING_KEYS))})")
+
+    def prepare_tokenizer(self, tokenizer):
+        """Decoder-only tokenizers often have no pad token: pad with EOS (masked anyway)."""
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    def check_training_data(self, task, tokenizer, rows, model_name):
+        share, worst = coverage(tokenizer, [t for r in rows for t in references(r[task["columns"]["target"]])])
+        if share > task.get("coverage_threshold", 0.02):
+            raise CoverageError(f"the tokenizer of model {model_name!r} cannot write {share:.0%} of the target "
+                                f"characters (e.g. {' '.join(worst)}); use a model whose vocabulary covers the "
+                                f"target language")
+        return {"target_coverage_loss": share}
+
+    @staticmethod
+    def prompt_ids(tokenizer, task: dict, rows: list[dict], budget: int) -> list[list[int]]:
+        """Token ids of each prompt, at most `budget` long: the template's text before and after
+        `{source}` is always kept; the source is cut at its end when it does not fit."""
+        before, _, after = task["prompt"].partition("{source}")
+        head = tokenizer(before, add_special_tokens=False)["input_ids"] if before else []
+        tail = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+        sources = tokenizer([source_text(r[task["columns"]["source"]]) for r in rows],
+                            add_special_tokens=False)["input_ids"]
+        room = max(budget - len(head) - len(tail), 1)
+        return [head + s[:room] + tail for s in sources]
+
+    def prompt_budget(self, task: dict, max_length: int) -> int:
+        return max(max_length - task.get("max_new_tokens", 64), max_length // 4)
+
+    def settings(self, decoding: dict) -> dict:
+        return {k: v for k, v in decoding.items() if k != "seed"}
+
+    def evaluate(self, task, model, tokenizer, rows, labels, hp, device, decoding: dict, max_new_tokens: int):
+        """Hypotheses for every row, generated tokens, and the inference meter."""
+        import torch
+
+        from ..engine.device import PhaseMeter, autocast
+
+        ids = self.inference_ids(tokenizer, task, rows, hp["max_length"])
+        settings = self.settings(decoding)
+        if decoding.get("seed") is not None or settings.get("do_sample"):
+            torch.manual_seed(decoding.get("seed", 0))
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        hyps, new_tokens = [None] * len(ids), 0
+        meter = PhaseMeter(device)
+        batch_size = hp["eval_batch_size"]
+        with meter, torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                batch = pad_prompts([ids[i] for i in idx], tokenizer.pad_token_id, left=self.pad_left)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with autocast(device, hp["precision"]):
+                    out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                         eos_token_id=tokenizer.eos_token_id, **settings)
+                if self.pad_left:
+                    out = out[:, batch["input_ids"].shape[1]:]  # the prompt is not part of the answer
+                texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+                for i, text, seq in zip(idx, texts, out):
+                    hyps[i] = text.strip()
+                    new_tokens += int((seq != tokenizer.pad_token_id).sum())
+        return {"hypotheses": hyps, "generated_tokens": new_tokens, "meter": meter}
+
+
+def pad_prompts(prompts: list[list[int]], pad_id: int, left: bool):
+    """Pad to the longest prompt; decoder-only models generate after the last token, so they pad left."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    pads = [width - len(p) for p in prompts]
+    if left:
+        return {"input_ids": torch.tensor([[pad_id] * n + p for p, n in zip(prompts, pads)]),
+                "attention_mask": torch.tensor([[0] * n + [1] * len(p) for p, n in zip(prompts, pads)])}
+    return {"input_ids": torch.tensor([p + [pad_id] * n for p, n in zip(prompts, pads)]),
+            "attention_mask": torch.tensor([[1] * len(p) + [0] * n for p, n in zip(prompts, pads)])}
+
+
+class Seq2Seq(GenerationTask):
+    name = "seq2seq"
+    auto_class = "AutoModelForSeq2SeqLM"
+    pad_left = False
+
+    def inference_ids(self, tokenizer, task, rows, max_length):
+        """The encoder input: the prompt with the tokenizer's own special tokens (T5: a final </s>)."""
+        special = tokenizer.num_special_tokens_to_add()
+        return [tokenizer.build_inputs_with_special_tokens(p)
+                for p in self.prompt_ids(tokenizer, task, rows, max_length - special)]
+
+    def encode(self, task, rows, tokenizer, labels, max_length):
+        prompts = self.inference_ids(tokenizer, task, rows, max_length)
+        targets = [references(r[task["columns"]["target"]])[0] for r in rows]  # training uses the first reference
+        lab = tokenizer(text_target=targets, truncation=True, max_length=max_length)["input_ids"]
+        return [{"input_ids": p, "attention_mask": [1] * len(p), "labels": t, "row": i}
+                for i, (p, t) in enumerate(zip(prompts, lab))]
+
+
+class CausalLM(GenerationTask):
+    name = "causal_lm"
+    auto_class = "AutoModelForCausalLM"
+    pad_left = True
+
+    @staticmethod
+    def bos(tokenizer) -> list[int]:
+        if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
+            return [tokenizer.bos_token_id]
+        return []
+
+    def inference_ids(self, tokenizer, task, rows, max_length):
+        """The same prompt ids in training and generation: BOS where the tokenizer adds one."""
+        bos = self.bos(tokenizer)
+        return [bos + p for p in self.prompt_ids(tokenizer, task, rows, self.prompt_budget(task, max_length) - len(bos))]
+
+    def encode(self, task, rows, tokenizer, labels, max_length):
+        p_ids = self.inference_ids(tokenizer, task, rows, max_length)
+        targets = [references(r[task["columns"]["target"]])[0] for r in rows]
+        t_ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
+        out = []
+        for i, (p, t) in enumerate(zip(p_ids, t_ids)):
+            t = (t + [tokenizer.eos_token_id])[: max_length - len(p)]
+            out.append({"input_ids": p + t, "attention_mask": [1] * (len(p) + len(t)),
+                        "labels": [IGNORE] * len(p) + t, "row": i})
+        return out
