@@ -10,6 +10,7 @@ from ..methods import method_of
 from ..metrics import compute
 from ..metrics.classification import per_label_table
 from ..plan.specs import EvalSpec
+from ..staging.models import verify_staged
 from ..records import atomic_write_text, device_description, read_json, write_tsv
 from ..tasks import task_type
 from ..tasks.generation import references, source_text
@@ -56,6 +57,7 @@ def evaluate_cell(spec: EvalSpec, model_dir: Path, trained_dir: Path, data_dir: 
     labels = run.get("labels", [])
     rows = ttype.load_rows(task, data_dir, ev["split"], ev.get("max_examples"), ev["dataset"])
     ttype.check_labels(task, rows, labels, f"eval set {ev['name']!r}")
+    verify_staged(model_dir)
     device = pick_device()
     model, tokenizer = load_eval_model(spec, model_dir, trained_dir, labels, device)
     if ttype.generates:

@@ -23,6 +23,7 @@ from ..methods import method_of
 from ..plan.specs import TrainSpec
 from ..records import device_description, git_commit, package_versions, write_json, write_tsv
 from ..staged import staged_meta
+from ..staging.models import verify_staged
 from ..tasks import task_type
 
 LOG_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "lr", "elapsed_s"]
@@ -69,6 +70,7 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
     log_rows: list[dict] = []
     tmp_model = out_dir / "model.tmp"
     shutil.rmtree(tmp_model, ignore_errors=True)
+    verify_staged(model_dir)
     try:
         method.check_device(hp, device)
         resolve_dtype(device, hp["precision"])

@@ -153,11 +153,22 @@ def flatten(record: dict, prefix: str = "") -> dict:
     return out
 
 
-def read_hub(spec: dict) -> tuple[dict[str, list[dict]], dict[str, list[str]]]:
+def read_hub(spec: dict, name: str = "") -> tuple[dict[str, list[dict]], dict[str, list[str]]]:
     """All splits of a hub dataset, ClassLabel columns turned into their names."""
     import datasets  # slow import: only staging needs it
+    from huggingface_hub import HfApi
 
-    ds = datasets.load_dataset(spec["source"], spec.get("subset"), revision=spec.get("revision"))
+    offline = ("without the Hub, give local files: datasets.{0}: {{format: csv|tsv|jsonl|conllu|parallel, "
+               "splits: {{train: path, ...}}}}").format(name or "<name>")
+    try:  # one quick probe: datasets.load_dataset would retry for half a minute before failing
+        HfApi().dataset_info(spec["source"], revision=spec.get("revision"), timeout=15)
+    except Exception as e:
+        raise DataError(f"datasets.{name}.source: cannot reach {spec['source']!r} on the Hugging Face Hub "
+                        f"({type(e).__name__}); {offline}") from None
+    try:
+        ds = datasets.load_dataset(spec["source"], spec.get("subset"), revision=spec.get("revision"))
+    except (ConnectionError, OSError) as e:
+        raise DataError(f"datasets.{name}.source: cannot download {spec['source']!r} ({type(e).__name__}); {offline}") from None
     splits, class_names = {}, {}
     for split, d in ds.items():
         sequences = {}
@@ -202,7 +213,7 @@ def stage_dataset(name: str, spec: dict, out_dir: str | Path, base_dir: str | Pa
     out_dir, base_dir = Path(out_dir), Path(base_dir)
     class_names: dict[str, list[str]] = {}
     if spec["format"] == "hub":
-        splits, class_names = read_hub(spec)
+        splits, class_names = read_hub(spec, name)
     else:
         cache = out_dir.parent.parent / "downloads"  # resources/downloads
         splits = {split: read_local_split(spec, path, base_dir, cache) for split, path in spec["splits"].items()}

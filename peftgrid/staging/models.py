@@ -6,9 +6,12 @@ staged.json is written last: it is the staging rule's output and marks the folde
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from ..errors import ModelError
@@ -42,11 +45,39 @@ def resolve_local_source(source: str, base_dir: Path) -> Path | None:
     return None
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def copy_file(src: Path, dst: Path) -> None:
+    """A copy that never shares storage with the user's file: a reflink where the filesystem can
+    (copy-on-write, instant), else a full copy. Never a hard link: writing a staged file in place
+    would write the original too."""
     try:
-        os.link(src, dst)
-    except OSError:
+        subprocess.run(["cp", "--reflink=auto", "--preserve=mode,timestamps", str(src), str(dst)], check=True,
+                       capture_output=True, timeout=3600)
+    except (OSError, subprocess.SubprocessError):
         shutil.copy2(src, dst)
+
+
+def file_record(path: Path) -> dict:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def verify_staged(model_dir: str | Path) -> None:
+    """Stop with one line when a staged file is missing or no longer has its staged size (a
+    truncated copy); cheap enough for every job (sizes only; staged.json keeps sha256 too)."""
+    model_dir = Path(model_dir)
+    staged = json.loads((model_dir / "staged.json").read_text())
+    files = staged.get("files")
+    if not isinstance(files, dict):
+        return  # staged before sizes were recorded
+    for name, rec in files.items():
+        path = model_dir / name
+        size = path.stat().st_size if path.is_file() else None
+        if not isinstance(rec, dict) or size != rec["size"]:
+            raise ModelError(f"{path}: staged file is {'missing' if size is None else f'{size} bytes, staged as ' + str(rec['size'])}"
+                             f" (truncated or corrupt); delete {model_dir} and run the workflow again to re-stage it")
 
 
 def _check_model_folder(path: Path, allow_pickle: bool, shown: str) -> None:
@@ -75,8 +106,14 @@ def stage_model(name: str, spec: dict, out_dir: str | Path, base_dir: str | Path
     if local is None:
         from huggingface_hub import snapshot_download
 
-        snapshot_download(repo_id=source, revision=spec.get("revision"), local_dir=tmp,
-                          allow_patterns=WEIGHT_PATTERNS + (PICKLE_PATTERNS if allow_pickle else []))
+        try:
+            snapshot_download(repo_id=source, revision=spec.get("revision"), local_dir=tmp,
+                              allow_patterns=WEIGHT_PATTERNS + (PICKLE_PATTERNS if allow_pickle else []))
+        except Exception as e:  # no network, unknown or gated repo: one line with the local route
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ModelError(f"models.{name}.source: cannot download {source!r} from the Hugging Face Hub "
+                             f"({type(e).__name__}); without the Hub, point models.{name}.source at a local folder "
+                             f"(config.json + *.safetensors) or a .gguf file") from None
         kind = "hub"
     elif local.is_file() and local.suffix == ".gguf":
         _dequantize_gguf(local, tmp)
@@ -84,13 +121,13 @@ def stage_model(name: str, spec: dict, out_dir: str | Path, base_dir: str | Path
     elif local.is_dir():
         for f in local.iterdir():
             if f.is_file() and (allow_pickle or f.suffix != ".bin"):
-                _link_or_copy(f, tmp / f.name)
+                copy_file(f, tmp / f.name)
         kind = "local"
     else:
         raise ModelError(f"{source}: expected a model folder or a .gguf file")
     _check_model_folder(tmp, allow_pickle, source)
     staged = {"name": name, "source": source, "kind": kind, "resolved": str(local) if local else source,
-              "files": sorted(p.name for p in tmp.iterdir())}
+              "files": {p.name: file_record(p) for p in sorted(tmp.iterdir()) if p.is_file()}}
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
