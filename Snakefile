@@ -5,6 +5,7 @@ sys.path.insert(0, workflow.basedir)  # the peftgrid package lives beside this f
 
 from peftgrid.errors import ConfigError
 from peftgrid.plan import build_run_table, validate_config
+from peftgrid.plan.paths import check_local_paths
 
 # `--configfile other.yaml` replaces config.yaml instead of being merged into it
 if not workflow.overwrite_configfiles:
@@ -14,6 +15,7 @@ if not workflow.overwrite_configfiles:
 
 try:
     config = validate_config(config)
+    check_local_paths(config)
     CELLS = build_run_table(config)
 except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None

@@ -168,19 +168,19 @@ def test_bad_config_stops_at_parse_time_with_one_line(tiny_bert, tmp_path):
     proc = run_snakemake(tmp_path, check=False)
     assert proc.returncode != 0
     lines = [l for l in (proc.stdout + proc.stderr).splitlines() if "config error" in l]
-    assert lines and "methods.lora.rank: unknown key for method kind 'lora'" in lines[0]
+    assert lines and "methods.lora.rank: LoraConfig has no field 'rank'" in lines[0]
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
 
 
-def test_missing_data_file_fails_staging_with_one_line(tiny_bert, tmp_path):
+def test_missing_data_file_is_a_config_error_at_parse_time(tiny_bert, tmp_path):
     config = study(tiny_bert)
     config["datasets"]["cola"]["splits"]["train"] = str(tmp_path / "nope.tsv")
-    config["experiments"] = [{"tasks": ["cola"], "methods": ["none"]}]
     write_config(tmp_path / "config.yaml", config)
     proc = run_snakemake(tmp_path, check=False)
     assert proc.returncode != 0
-    assert f"DataError: {tmp_path / 'nope.tsv'}: file not found" in proc.stdout + proc.stderr
-    assert not (tmp_path / "results" / "runs").exists()
+    lines = [l for l in (proc.stdout + proc.stderr).splitlines() if "config error" in l]
+    assert lines and f"datasets.cola.splits.train: {tmp_path / 'nope.tsv'}: no such file" in lines[0]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
 
 
 def test_report_has_every_figure_and_table(finished_study):
@@ -194,7 +194,7 @@ def test_report_has_every_figure_and_table(finished_study):
             assert f"figures/{task}/{name}.png" in md
         assert (report_dir / "tables" / f"{task}.tsv").is_file()
         assert f"## {task}" in md
-    assert "**best quality**" in md and "MethodError: qlora needs a CUDA GPU" in md
+    assert "**best quality**" in md and "CellFailure: qlora needs a CUDA GPU" in md
     lora = finished_study / "results" / "runs" / "emotion" / "lora" / "r=2" / "seed42" / "weight_distances.tsv"
     rows = list(csv.DictReader(open(lora), delimiter="\t"))
     moved = {r["component"] for r in rows if float(r["distance"]) > 0}

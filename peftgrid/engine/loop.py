@@ -42,6 +42,21 @@ def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def progress_line(row: dict, total_steps: int, examples: int) -> str:
+    """One line of the job log: step/total, epoch, losses, lr, examples/s, elapsed and ETA."""
+    step, elapsed = row["step"], row["elapsed_s"]
+    rate = examples / elapsed if elapsed > 0 else 0.0
+    eta = elapsed / step * (total_steps - step) if step else float("nan")
+    parts = [f"step {step}/{total_steps}", f"epoch {row['epoch']:.2f}"]
+    if row["train_loss"] is not None:
+        parts.append(f"train_loss {row['train_loss']:.4f}")
+    if row["val_loss"] is not None:
+        parts.append(f"val_loss {row['val_loss']:.4f}")
+    parts += [f"lr {row['lr']:.2e}", f"{rate:.1f} ex/s", f"elapsed {elapsed:.0f}s",
+              f"ETA {eta:.0f}s" if eta == eta else "ETA -"]
+    return " | ".join(parts)
+
+
 @torch.no_grad()
 def mean_loss(model, examples: list[dict], batch_size: int, pad_id: int, device, precision: str) -> float:
     was_training = model.training
@@ -76,6 +91,7 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
                          "val_loss": None if v is None else round(v, 6),
                          "lr": scheduler.get_last_lr()[0] if scheduler else 0.0,
                          "elapsed_s": round(prior_seconds + time.perf_counter() - t0, 3)})
+        print(progress_line(log_rows[-1], total_steps, examples), flush=True)
         if v is not None and hp["checkpoint"] == "best" and v < best["val_loss"]:
             best["val_loss"] = v
             best["state"] = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}

@@ -17,6 +17,8 @@ def run_job(main, snakemake, offline: bool = True) -> None:
         os.environ["HF_DATASETS_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # our records say which weights are new; transformers' notices would only bury the progress lines
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     console = sys.stderr
     log_path = snakemake.log[0] if snakemake.log else None
     log_file = open(log_path, "w", buffering=1) if log_path else None
