@@ -25,6 +25,7 @@ rule summary:
         "results/summary.tsv",
     params:
         comet_for=[m for m, _, _, c in SUMMARY_ROWS if c],
+        spec=specs.summary_spec(config, TASKS_IN_STUDY).to_params(),
     log:
         "logs/summary.log",
     conda:

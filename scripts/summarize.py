@@ -1,6 +1,9 @@
-"""Collect every cell's metrics and costs into results/summary.tsv."""
+"""Collect every cell's metrics and costs into results/summary.tsv; print each task's comparison."""
+import sys
+
 from peftgrid.jobs.common import run_job
-from peftgrid.jobs.summary import write_summary
+from peftgrid.jobs.summary import console_tables, write_summary
+from peftgrid.plan.specs import SummarySpec
 
 
 def main(smk):
@@ -8,6 +11,9 @@ def main(smk):
     rows = write_summary(smk.input.metrics, smk.input.stats, smk.input.runs, comet, smk.output[0])
     failed = [r for r in rows if r["status"] != "ok"]
     print(f"{len(rows)} rows, {len(failed)} failed")
+    table = console_tables(rows, SummarySpec.from_params(smk.params.spec).tasks)
+    print(table)
+    print(f"\n{table}\n\n(results/summary.tsv; the report: results/report/report.md)\n", file=sys.__stderr__)
 
 
 run_job(main, snakemake, offline=False)  # noqa: F821

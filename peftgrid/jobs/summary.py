@@ -51,3 +51,32 @@ def write_summary(metrics_files, stats_files, run_files, comet_files, out) -> li
     rows = build_summary(metrics_files, stats_files, run_files, comet_files)
     write_tsv(out, rows, summary_columns(rows))
     return rows
+
+
+def console_tables(rows: list[dict], tasks: dict) -> str:
+    """Each task's comparison at a glance: method, variant, main metric, trainable %, training time,
+    peak training memory (mean over seeds; failed cells with their reason). `tasks`: task ->
+    {"metric": name, "eval": eval set}."""
+    out = []
+    for task, what in tasks.items():
+        metric, ev = what["metric"], what["eval"]
+        mine = [r for r in rows if r["task"] == task and r["eval"] == ev and r.get("decoding", "") in ("", what.get("decoding", ""))]
+        groups: dict[tuple, list[dict]] = {}
+        for r in mine:
+            groups.setdefault((r["method"], r["variant"]), []).append(r)
+        lines = [f"{task} — {metric} on {ev}" + (f" ({what['decoding']})" if what.get("decoding") else ""),
+                 f"  {'method':<16}{'variant':<18}{metric:>12}{'trainable %':>13}{'train s':>10}{'peak MB':>10}  seeds"]
+        ranked = []
+        for (method, variant), rs in groups.items():
+            ok = [r for r in rs if r["status"] == "ok" and r.get(metric, "") != ""]
+            score = sum(float(r[metric]) for r in ok) / len(ok) if ok else float("-inf")
+            ranked.append((score, method, variant, rs, ok))
+        for score, method, variant, rs, ok in sorted(ranked, key=lambda x: -x[0]):
+            if not ok:
+                lines.append(f"  {method:<16}{variant:<18}  failed: {rs[0].get('error', '')[:70]}")
+                continue
+            mean = lambda col: sum(float(r[col]) for r in ok if r.get(col, "") != "") / max(1, len([r for r in ok if r.get(col, "") != ""]))
+            lines.append(f"  {method:<16}{variant:<18}{score:>12.4f}{mean('trainable_pct'):>13.3f}"
+                         f"{mean('train_time_s'):>10.1f}{mean('peak_train_mem_mb'):>10.0f}  {len(ok)}/{len(rs)}")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)

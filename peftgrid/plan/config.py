@@ -19,6 +19,7 @@ import yaml
 from ..errors import ConfigError, did_you_mean
 from ..methods import PRESETS, method_of, preset_defaults
 from ..metrics import check_metrics
+from ..staging.datasets import conllu_column
 from ..tasks import TASK_TYPES, task_type
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
@@ -127,6 +128,8 @@ def _check_task(where: str, task: dict, config: dict) -> None:
     if task["type"] not in TASK_TYPES:
         raise ConfigError(f"{where}.type: unknown task type {task['type']!r}{did_you_mean(task['type'], TASK_TYPES)}")
     ttype = task_type(task["type"])
+    if datasets[task["dataset"]].get("format") == "conllu":
+        _conllu_columns(where, task)
     ttype.validate(where, task)
     task.setdefault("eval", {"validation": {"split": "validation"}})
     for ename, ev in task["eval"].items():
@@ -145,6 +148,16 @@ def _check_task(where: str, task: dict, config: dict) -> None:
             if task["transfer"][role] not in task["eval"]:
                 raise ConfigError(f"{where}.transfer.{role}: {task['transfer'][role]!r} is not an eval set of this task")
     _resolve_max_examples(where, task)
+
+
+def _conllu_columns(where: str, task: dict) -> None:
+    """CoNLL-U's own field names (form, lemma, upos, xpos, feats, head, deprel) name our columns."""
+    for role, column in task["columns"].items():
+        ours = conllu_column(str(column))
+        if ours is None:
+            raise ConfigError(f"{where}.columns.{role}: CoNLL-U has no field {column!r} "
+                              f"(fields: form, lemma, upos, xpos, feats, head, deprel)")
+        task["columns"][role] = ours
 
 
 def _resolve_max_examples(where: str, task: dict) -> None:

@@ -80,6 +80,12 @@ class CometSpec(Spec):
 
 
 @dataclass(frozen=True)
+class SummarySpec(Spec):
+    """What the console table shows per task: its first metric on its main eval set."""
+    tasks: dict
+
+
+@dataclass(frozen=True)
 class TaskReportSpec(Spec):
     task: str
     evals: list
@@ -143,6 +149,17 @@ def eval_spec(config: dict, cell: Cell, eval_name: str, decoding: str | None = N
 
 def comet_spec(config: dict) -> CometSpec:
     return CometSpec(batch_size=config["comet"]["batch_size"])
+
+
+def summary_spec(config: dict, tasks: list[str]) -> SummarySpec:
+    shown = {}
+    for t in tasks:
+        entry = config["tasks"][t]
+        ev = "test" if "test" in entry["eval"] else next(iter(entry["eval"]))
+        first = entry["metrics"][0]
+        shown[t] = {"metric": {"rouge": "rougeL"}.get(first, first), "eval": ev,
+                    "decoding": next(iter(entry["decoding"])) if "decoding" in entry else ""}
+    return SummarySpec(tasks=shown)
 
 
 def task_report_spec(config: dict, task: str, cells: list[Cell]) -> TaskReportSpec:

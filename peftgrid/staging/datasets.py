@@ -50,8 +50,19 @@ def read_delimited(path: str | Path, sep: str, header: bool, column_names: list[
     return records
 
 
+# The columns a CoNLL-U sentence record has, and CoNLL-U's own field names for them
+CONLLU_COLUMNS = ("sent_id", "text", "tokens", "lemmas", "upos", "xpos", "feats", "head", "deprel")
+CONLLU_FIELDS = {"form": "tokens", "lemma": "lemmas", "id": "sent_id"}
+
+
+def conllu_column(name: str) -> str | None:
+    """Our column for a CoNLL-U field name or column name (form -> tokens), or None."""
+    name = CONLLU_FIELDS.get(name.lower(), name.lower())
+    return name if name in CONLLU_COLUMNS else None
+
+
 def read_conllu(path: str | Path, encoding: str = "utf-8") -> list[dict]:
-    """One record per sentence: sent_id, text, tokens (FORM), upos, xpos, lemmas.
+    """One record per sentence: sent_id, text, tokens (FORM), lemmas, upos, xpos, feats, head, deprel.
 
     Multi-word token ranges (`1-2`) and empty nodes (`8.1`) are skipped: their words appear as
     ordinary integer-id lines, which is what a tagger labels."""
@@ -76,6 +87,9 @@ def read_conllu(path: str | Path, encoding: str = "utf-8") -> list[dict]:
                     "upos": [t["upos"] for t in words],
                     "xpos": [t["xpos"] if t["xpos"] is not None else "_" for t in words],
                     "lemmas": [t["lemma"] for t in words],
+                    "feats": ["|".join(f"{k}={v}" for k, v in t["feats"].items()) if t["feats"] else "_" for t in words],
+                    "head": [str(t["head"]) if t["head"] is not None else "_" for t in words],
+                    "deprel": [t["deprel"] or "_" for t in words],
                 })
         except conllu.exceptions.ParseException as e:
             raise DataError(f"{path}: not valid CoNLL-U ({str(e).splitlines()[0]})") from None
