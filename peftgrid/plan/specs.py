@@ -16,9 +16,9 @@ from .runs import Cell
 # What training reads from a task entry (eval sets excluded: they are evaluation's, and adding
 # one must not retrain; the data-check job reads them before any training).
 TASK_TRAIN_KEYS = ("type", "dataset", "train_split", "train_max_examples", "columns", "labels", "unseen_labels",
-                   "prompt", "coverage_threshold", "max_new_tokens")
+                   "prompt", "coverage_threshold", "max_new_tokens", "chat_template")
 TASK_EVAL_KEYS = ("type", "dataset", "train_split", "columns", "labels", "unseen_labels", "prompt", "metrics",
-                  "max_new_tokens")
+                  "max_new_tokens", "chat_template")
 
 
 @dataclass(frozen=True)

@@ -96,13 +96,15 @@ class GenerationTask(TaskType):
                                 f"target language")
         return {"target_coverage_loss": share}
 
-    @staticmethod
-    def prompt_ids(tokenizer, task: dict, rows: list[dict], budget: int) -> list[list[int]]:
-        """Token ids of each prompt, at most `budget` long: the template's text before and after
-        `{source}` is always kept; the source is cut at its end when it does not fit."""
+    def prompt_parts(self, tokenizer, task: dict) -> tuple[list[int], list[int]]:
+        """Token ids of the template's text before and after `{source}`."""
         before, _, after = task["prompt"].partition("{source}")
-        head = tokenizer(before, add_special_tokens=False)["input_ids"] if before else []
-        tail = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+        return _ids(tokenizer, before), _ids(tokenizer, after)
+
+    def prompt_ids(self, tokenizer, task: dict, rows: list[dict], budget: int) -> list[list[int]]:
+        """Token ids of each prompt, at most `budget` long: the template around `{source}` is always
+        kept; the source is cut at its end when it does not fit."""
+        head, tail = self.prompt_parts(tokenizer, task)
         sources = tokenizer([source_text(r[task["columns"]["source"]]) for r in rows],
                             add_special_tokens=False)["input_ids"]
         room = max(budget - len(head) - len(tail), 1)
@@ -110,6 +112,9 @@ class GenerationTask(TaskType):
 
     def prompt_budget(self, task: dict, max_length: int) -> int:
         return max(max_length - task.get("max_new_tokens", 64), max_length // 4)
+
+    def stop_ids(self, tokenizer) -> list[int]:
+        return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
     def settings(self, decoding: dict) -> dict:
         return {k: v for k, v in decoding.items() if k != "seed"}
@@ -135,7 +140,7 @@ class GenerationTask(TaskType):
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with autocast(device, hp["precision"]):
                     out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                         eos_token_id=tokenizer.eos_token_id, **settings)
+                                         eos_token_id=self.stop_ids(tokenizer), **settings)
                 if self.pad_left:
                     out = out[:, batch["input_ids"].shape[1]:]  # the prompt is not part of the answer
                 texts = tokenizer.batch_decode(out, skip_special_tokens=True)
@@ -177,29 +182,77 @@ class Seq2Seq(GenerationTask):
                 for i, (p, t) in enumerate(zip(prompts, lab))]
 
 
+SENTINEL = "\x00SOURCE\x00"
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+
+def _render(tokenizer, messages: list[dict], **kwargs) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+
+
 class CausalLM(GenerationTask):
+    """A decoder-only model: prompt + answer + end token, the loss on the answer only.
+
+    Special tokens come from what the model really uses, which its chat template knows: an answer
+    ends with the token the template puts after an assistant turn (SmolLM2: <|im_end|>; its GGUF
+    tokenizer reports <|im_start|> as both BOS and EOS), and BOS is prepended only when it is a
+    true begin-of-sequence token (once per conversation), not a turn marker. With
+    `chat_template: true` the prompt is the user turn and the answer the assistant turn."""
     name = "causal_lm"
     auto_class = "AutoModelForCausalLM"
     pad_left = True
+    own_keys = GenerationTask.own_keys | {"chat_template"}
+
+    @staticmethod
+    def answer_end(tokenizer) -> list[int]:
+        """The token that ends an answer: the chat template's end of an assistant turn, else EOS."""
+        if getattr(tokenizer, "chat_template", None):
+            text = _render(tokenizer, [{"role": "user", "content": "u"}, {"role": "assistant", "content": SENTINEL}])
+            tail = _ids(tokenizer, text.split(SENTINEL, 1)[1])
+            if tail:
+                return tail[:1]
+        return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
     @staticmethod
     def bos(tokenizer) -> list[int]:
-        if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
-            return [tokenizer.bos_token_id]
-        return []
+        if tokenizer.bos_token_id is None or not getattr(tokenizer, "add_bos_token", False):
+            return []
+        if getattr(tokenizer, "chat_template", None):
+            chat = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                    {"role": "user", "content": "c"}]
+            if _render(tokenizer, chat).count(tokenizer.bos_token) != 1:
+                return []  # it starts every turn: a turn marker, not a sequence start
+        return [tokenizer.bos_token_id]
+
+    def prompt_parts(self, tokenizer, task):
+        if not task.get("chat_template"):
+            head, tail = super().prompt_parts(tokenizer, task)
+            return self.bos(tokenizer) + head, tail
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(f"chat_template: true, but the tokenizer of this model has no chat template")
+        text = _render(tokenizer, [{"role": "user", "content": task["prompt"].replace("{source}", SENTINEL)}],
+                       add_generation_prompt=True)
+        before, _, after = text.partition(SENTINEL)
+        return _ids(tokenizer, before), _ids(tokenizer, after)
+
+    def stop_ids(self, tokenizer):
+        return sorted(set(self.answer_end(tokenizer)) | set(super().stop_ids(tokenizer)))
 
     def inference_ids(self, tokenizer, task, rows, max_length):
-        """The same prompt ids in training and generation: BOS where the tokenizer adds one."""
-        bos = self.bos(tokenizer)
-        return [bos + p for p in self.prompt_ids(tokenizer, task, rows, self.prompt_budget(task, max_length) - len(bos))]
+        """The same prompt ids in training and generation."""
+        return self.prompt_ids(tokenizer, task, rows, self.prompt_budget(task, max_length))
 
     def encode(self, task, rows, tokenizer, labels, max_length):
         p_ids = self.inference_ids(tokenizer, task, rows, max_length)
         targets = [references(r[task["columns"]["target"]])[0] for r in rows]
         t_ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
+        end = self.answer_end(tokenizer)
         out = []
         for i, (p, t) in enumerate(zip(p_ids, t_ids)):
-            t = (t + [tokenizer.eos_token_id])[: max_length - len(p)]
+            t = (t + end)[: max_length - len(p)]
             out.append({"input_ids": p + t, "attention_mask": [1] * (len(p) + len(t)),
                         "labels": [IGNORE] * len(p) + t, "row": i})
         return out
