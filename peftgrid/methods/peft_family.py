@@ -109,9 +109,28 @@ class PeftMethod(Method):
         return None
 
     def describe(self, settings):
-        return {"PROMPT_TUNING": "virtual input tokens", "P_TUNING": "virtual tokens from a prompt encoder",
-                "PREFIX_TUNING": "key/value prefixes in every layer", "LN_TUNING": "LayerNorm weights",
-                "IA3": "scaling vectors"}.get(settings.get("peft_type"), "adapter weights")
+        peft_type = settings.get("peft_type")
+        if peft_type == "LORA":
+            text = "low-rank updates BA of the target weights"
+            if settings.get("use_dora"):
+                text += ", split into magnitude and direction (DoRA)"
+            if settings.get("use_rslora"):
+                text += ", rank-stabilised scaling alpha/sqrt(r)"
+            if str(settings.get("init_lora_weights", "")).startswith("pissa"):
+                text += ", initialised from the weights' principal components (PiSSA)"
+            if settings.get("loraplus_lr_ratio"):
+                text += f"; B learns {settings['loraplus_lr_ratio']:g}x faster than A (LoRA+)"
+            return text
+        return {"PROMPT_TUNING": "virtual input tokens", "P_TUNING": "virtual tokens from a small prompt encoder",
+                "PREFIX_TUNING": "key/value prefixes in every layer (P-tuning v2)", "LN_TUNING": "the LayerNorm weights",
+                "IA3": "scaling vectors on keys, values and feed-forward activations",
+                "ADALORA": "SVD-form low-rank updates whose ranks are reallocated while training",
+                "VERA": "scaling vectors on shared frozen random low-rank matrices",
+                "LOHA": "low-rank Hadamard-product updates", "LOKR": "low-rank Kronecker-product updates",
+                "OFT": "block-diagonal orthogonal rotations of the target weights",
+                "BOFT": "butterfly-factorised orthogonal rotations of the target weights",
+                "FOURIERFT": "a few learned spectral coefficients per target weight",
+                }.get(peft_type, f"{peft_type} adapter weights")
 
     # ------------------------------------------------------------------ building (torch)
     def peft_config(self, hp: dict, task_type, total_steps: int, new_modules: list[str]):
@@ -223,7 +242,7 @@ class QuantizedPeft(PeftMethod):
         return True
 
     def describe(self, settings):
-        return "adapter weights over a 4-bit base"
+        return super().describe(settings) + ", over a 4-bit NF4 base"
 
     def load_base(self, model_dir, task_type, labels, hp, device, allow_pickle):
         import torch
