@@ -90,7 +90,7 @@ def _generation(spec, ttype, model, tokenizer, rows, device):
                          task.get("max_new_tokens", 64))
     hyps, meter = out["hypotheses"], out["meter"]
     refs = [references(r[task["columns"]["target"]]) for r in rows]
-    scores, per_sentence = compute(task["metrics"], "text", hypotheses=hyps, references=refs)
+    scores, per_sentence = compute(task["metrics"], "text", hypotheses=hyps, references=refs, rouge=task.get("rouge"))
     src_col = task["columns"]["source"]
     lines = [{"source": source_text(r[src_col]), "references": ref, "hypothesis": h,
               **{k: round(v, 3) for k, v in s.items()}} for r, ref, h, s in zip(rows, refs, hyps, per_sentence)]
@@ -98,5 +98,7 @@ def _generation(spec, ttype, model, tokenizer, rows, device):
                       infer_throughput=round(out["generated_tokens"] / meter.seconds, 2),
                       infer_examples_per_s=round(len(rows) / meter.seconds, 3),
                       generated_tokens=out["generated_tokens"], infer_time_s=round(meter.seconds, 3),
-                      peak_infer_mem_mb=round(meter.peak_mem_mb, 1))
+                      peak_infer_mem_mb=round(meter.peak_mem_mb, 1), gen_len_mean=round(out["gen_len_mean"], 2),
+                      gen_len_max=out["gen_len_max"], hit_max_new_tokens=round(out["hit_max_new_tokens"], 4),
+                      decoding_settings=json.dumps(out["settings"], sort_keys=True))
     return row, lines

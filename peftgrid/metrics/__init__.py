@@ -35,7 +35,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("bleu", "text", scale=100.0, per_example="sentence_bleu"),
     Metric("sentence_bleu", "text", scale=100.0, per_example="sentence_bleu"),
     Metric("chrf", "text", scale=100.0, per_example="sentence_chrf"),
-    Metric("rouge", "text", scale=100.0, columns=("rouge1", "rouge2", "rougeL"), per_example="rougeL"),
+    Metric("rouge", "text", scale=100.0, columns=("rouge1", "rouge2", "rougeL", "rougeLsum"), per_example="rougeL"),
     Metric("comet", "text", scale=100.0, own_rule=True),
 )}
 
@@ -74,4 +74,4 @@ def compute(names: list[str], kind: str, **data) -> tuple[dict, list[dict]]:
         return classification_metrics(data["gold"], data["pred"], data["num_labels"], names), []
     from .text import generation_metrics
 
-    return generation_metrics(data["hypotheses"], data["references"], names)
+    return generation_metrics(data["hypotheses"], data["references"], names, data.get("rouge"))

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+NAN = float("nan")  # nothing was scored: no number, never a silent 0
+
 
 def confusion(gold, pred, num_labels: int) -> np.ndarray:
     cm = np.zeros((num_labels, num_labels), dtype=np.int64)
@@ -49,12 +51,12 @@ def classification_metrics(gold, pred, num_labels: int, names: list[str], positi
     present = (gold_pos + pred_pos) > 0
     n = cm.sum() + missed.sum()
     out = {
-        "accuracy": float(np.trace(cm) / n) if n else 0.0,
-        "precision_macro": float(precision[present].mean()) if present.any() else 0.0,
-        "recall_macro": float(recall[present].mean()) if present.any() else 0.0,
-        "f1_macro": float(f1[present].mean()) if present.any() else 0.0,
-        "f1_weighted": float((f1 * gold_pos).sum() / gold_pos.sum()) if gold_pos.sum() else 0.0,
-        "mcc": matthews(full),
+        "accuracy": float(np.trace(cm) / n) if n else NAN,
+        "precision_macro": float(precision[present].mean()) if present.any() else NAN,
+        "recall_macro": float(recall[present].mean()) if present.any() else NAN,
+        "f1_macro": float(f1[present].mean()) if present.any() else NAN,
+        "f1_weighted": float((f1 * gold_pos).sum() / gold_pos.sum()) if gold_pos.sum() else NAN,
+        "mcc": matthews(full) if n else NAN,
     }
     if num_labels == 2:
         out.update(precision=float(precision[positive_label]), recall=float(recall[positive_label]),

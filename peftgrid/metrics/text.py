@@ -11,11 +11,30 @@ from rouge_score import rouge_scorer
 WORD = re.compile(r"\w+", re.UNICODE)
 
 
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
 class UnicodeTokenizer:
-    """Lower-cased word characters of any script (Cyrillic included)."""
+    """Lower-cased word characters of any script (Cyrillic included); with `stem`, English words
+    of more than 3 letters are Porter-stemmed, as rouge-score's own tokenizer does."""
+
+    def __init__(self, stem: bool = False):
+        self.stemmer = None
+        if stem:
+            from nltk.stem import porter
+
+            self.stemmer = porter.PorterStemmer()
 
     def tokenize(self, text: str) -> list[str]:
-        return WORD.findall(text.lower())
+        words = WORD.findall(text.lower())
+        if self.stemmer is None:
+            return words
+        return [self.stemmer.stem(w) if len(w) > 3 else w for w in words]
+
+
+def sentences(text: str) -> str:
+    """One sentence per line, what ROUGE-Lsum reads (a summary-level LCS over sentences)."""
+    return "\n".join(s for s in SENTENCE_END.split(text.strip()) if s)
 
 
 def reference_streams(references: list[list[str]]) -> list[list[str]]:
@@ -25,8 +44,14 @@ def reference_streams(references: list[list[str]]) -> list[list[str]]:
     return [[refs[i] if i < len(refs) else refs[0] for refs in references] for i in range(width)]
 
 
-def generation_metrics(hypotheses: list[str], references: list[list[str]], names: list[str]) -> tuple[dict, list[dict]]:
-    """(corpus scores by metric name, per-sentence scores) for the metrics asked for."""
+def generation_metrics(hypotheses: list[str], references: list[list[str]], names: list[str],
+                       rouge: dict | None = None) -> tuple[dict, list[dict]]:
+    """(corpus scores by metric name, per-sentence scores) for the metrics asked for. Nothing to
+    score (no hypotheses) gives NaN, never 0. `rouge`: {stem: true} stems English words."""
+    if not hypotheses:
+        nan = float("nan")
+        columns = [c for n in names for c in ({"rouge": ("rouge1", "rouge2", "rougeL", "rougeLsum")}.get(n, (n,)))]
+        return {c: nan for c in columns}, []
     streams = reference_streams(references)
     out: dict[str, float] = {}
     per_sentence = [{} for _ in hypotheses]
@@ -37,19 +62,20 @@ def generation_metrics(hypotheses: list[str], references: list[list[str]], names
         for row, s in zip(per_sentence, scores):
             row["sentence_bleu"] = s
         if "sentence_bleu" in names:
-            out["sentence_bleu"] = sum(scores) / len(scores) if scores else 0.0
+            out["sentence_bleu"] = sum(scores) / len(scores)
     if "chrf" in names:
         out["chrf"] = sacrebleu.corpus_chrf(hypotheses, streams).score
         for row, h, refs in zip(per_sentence, hypotheses, references):
             row["sentence_chrf"] = sacrebleu.sentence_chrf(h, refs).score
     if "rouge" in names:
-        scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=UnicodeTokenizer())
-        totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+        keys = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+        scorer = rouge_scorer.RougeScorer(keys, tokenizer=UnicodeTokenizer(stem=(rouge or {}).get("stem", False)))
+        totals = dict.fromkeys(keys, 0.0)
         for row, h, refs in zip(per_sentence, hypotheses, references):
-            best = scorer.score_multi(refs, h)
+            best = scorer.score_multi([sentences(r) for r in refs], sentences(h))
             for key in totals:
                 totals[key] += best[key].fmeasure
                 row[key] = 100 * best[key].fmeasure
-        n = max(len(hypotheses), 1)
+        n = len(hypotheses)
         out.update({key: 100 * value / n for key, value in totals.items()})
     return out, per_sentence

@@ -18,7 +18,7 @@ from .runs import Cell
 TASK_TRAIN_KEYS = ("type", "dataset", "train_split", "train_max_examples", "columns", "labels", "unseen_labels",
                    "prompt", "coverage_threshold", "max_new_tokens", "chat_template")
 TASK_EVAL_KEYS = ("type", "dataset", "train_split", "columns", "labels", "unseen_labels", "prompt", "metrics",
-                  "max_new_tokens", "chat_template")
+                  "max_new_tokens", "chat_template", "rouge")
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ class TaskType:
 # keys of a task entry that belong to one task type; checked in TaskType.validate
 OWN_KEY_TYPES = {"prompt": ("seq2seq", "causal_lm"), "decoding": ("seq2seq", "causal_lm"),
                  "max_new_tokens": ("seq2seq", "causal_lm"), "coverage_threshold": ("seq2seq", "causal_lm"),
-                 "chat_template": ("causal_lm",),
+                 "chat_template": ("causal_lm",), "rouge": ("seq2seq", "causal_lm"),
                  "unseen_labels": ("sequence_classification", "token_classification"),
                  "labels": ("sequence_classification", "token_classification")}
 ALL_OWN_KEYS = frozenset(OWN_KEY_TYPES)

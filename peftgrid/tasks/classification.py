@@ -54,6 +54,7 @@ class LabelTask(TaskType):
         order = batch_order([len(e["input_ids"]) for e in examples], batch_size, None, True)
         meter = PhaseMeter(device)
         outputs = []
+        done = 0
         with meter, torch.no_grad():
             for idx in order:
                 batch = to_device(collate([examples[i] for i in idx], pad_id), device)
@@ -61,6 +62,9 @@ class LabelTask(TaskType):
                 with autocast(device, precision):
                     logits = model(**batch).logits
                 outputs.append((idx, logits.float().softmax(-1).max(-1)))  # stays on the device until the end
+                done += len(idx)
+                if len(outputs) % 20 == 0 or done == len(examples):
+                    print(f"predicted {done}/{len(examples)} examples", flush=True)
         for idx, (p, i_max) in outputs:
             p, i_max = p.cpu(), i_max.cpu()
             for j, i in enumerate(idx):

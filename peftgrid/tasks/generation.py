@@ -58,7 +58,7 @@ class GenerationTask(TaskType):
     metric_kind = "text"
     default_metrics = ("bleu", "sentence_bleu", "chrf", "rouge")
     generates = True
-    own_keys = frozenset({"prompt", "decoding", "max_new_tokens", "coverage_threshold"})
+    own_keys = frozenset({"prompt", "decoding", "max_new_tokens", "coverage_threshold", "rouge"})
 
     def validate(self, where, task):
         super().validate(where, task)
@@ -116,8 +116,15 @@ class GenerationTask(TaskType):
     def stop_ids(self, tokenizer) -> list[int]:
         return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
-    def settings(self, decoding: dict) -> dict:
-        return {k: v for k, v in decoding.items() if k != "seed"}
+    @staticmethod
+    def settings(decoding: dict) -> dict:
+        """generate() settings, explicit: greedy is do_sample=False, num_beams=1 whatever the model's
+        generation_config says (instruct models ship do_sample=True); beams never sample unless asked."""
+        explicit = {"do_sample": False, "num_beams": 1}
+        explicit.update({k: v for k, v in decoding.items() if k != "seed"})
+        if not explicit["do_sample"]:
+            explicit.update(temperature=None, top_p=None, top_k=None)  # sampling knobs off, so no warning
+        return explicit
 
     def evaluate(self, task, model, tokenizer, rows, labels, hp, device, decoding: dict, max_new_tokens: int):
         """Hypotheses for every row, generated tokens, and the inference meter."""
@@ -130,7 +137,8 @@ class GenerationTask(TaskType):
         if decoding.get("seed") is not None or settings.get("do_sample"):
             torch.manual_seed(decoding.get("seed", 0))
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        hyps, new_tokens = [None] * len(ids), 0
+        hyps, lengths = [None] * len(ids), [0] * len(ids)
+        eos = set(self.stop_ids(tokenizer))
         meter = PhaseMeter(device)
         batch_size = hp["eval_batch_size"]
         with meter, torch.no_grad():
@@ -146,8 +154,21 @@ class GenerationTask(TaskType):
                 texts = tokenizer.batch_decode(out, skip_special_tokens=True)
                 for i, text, seq in zip(idx, texts, out):
                     hyps[i] = text.strip()
-                    new_tokens += int((seq != tokenizer.pad_token_id).sum())
-        return {"hypotheses": hyps, "generated_tokens": new_tokens, "meter": meter}
+                    lengths[i] = generated_length(seq.tolist(), eos, tokenizer.pad_token_id)
+                print(f"generated {min(start + batch_size, len(order))}/{len(order)} examples", flush=True)
+        hit = sum(n >= max_new_tokens for n in lengths)
+        return {"hypotheses": hyps, "generated_tokens": sum(lengths), "meter": meter, "settings": settings,
+                "gen_len_mean": sum(lengths) / max(len(lengths), 1), "gen_len_max": max(lengths, default=0),
+                "hit_max_new_tokens": hit / max(len(lengths), 1)}
+
+
+def generated_length(seq: list[int], stop: set[int], pad_id) -> int:
+    """Tokens generated up to and including the first stop token (padding after it not counted)."""
+    seq = seq[1:] if seq and seq[0] == pad_id and pad_id not in stop else seq  # seq2seq: decoder start
+    for n, token in enumerate(seq, 1):
+        if token in stop:
+            return n
+    return len([t for t in seq if t != pad_id]) if pad_id not in stop else len(seq)
 
 
 def pad_prompts(prompts: list[list[int]], pad_id: int, left: bool):
