@@ -1,0 +1,127 @@
+"""Studies written the way a new user writes them from the README: each either plans (and one
+runs end to end), or stops at parse time with one line naming the key — and no job starts."""
+import copy
+
+import pytest
+
+from conftest import run_snakemake, shared, write_config
+
+pytestmark = pytest.mark.slow
+
+EMOTION_COLUMNS = {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"]}
+
+
+def base(tiny_bert, workdir):
+    """A small emotion study with relative paths, as a user in their own project folder writes it."""
+    data = workdir / "data"
+    data.mkdir(exist_ok=True)
+    for name in ("train.txt", "val.txt", "test.txt"):
+        lines = shared("emotion", name).read_text().splitlines()[:200]
+        (data / name).write_text("\n".join(lines) + "\n")
+    return {
+        "models": {"tiny": {"source": str(tiny_bert)}},
+        "datasets": {"emotion": {**EMOTION_COLUMNS, "splits": {"train": "data/train.txt", "validation": "data/val.txt",
+                                                               "test": "data/test.txt"}}},
+        "tasks": {"emotion": {"type": "sequence_classification", "model": "tiny", "dataset": "emotion",
+                              "columns": {"text": "text", "label": "label"},
+                              "labels": ["sadness", "joy", "love", "anger", "fear", "surprise"],
+                              "eval": {"dev": {"split": "validation"}, "test": {"split": "test"}},
+                              "validation": "dev",
+                              "max_examples": {"train": 64, "validation": 32, "test": 32}}},
+        "training": {"epochs": 1, "batch_size": 16, "eval_every_steps": 2},
+        "experiments": [{"tasks": ["emotion"], "methods": ["none", "full", "linear_probe", "lora"]}],
+    }
+
+
+def pos_task(c):
+    c["datasets"]["ewt"] = {"format": "conllu", "splits": {"train": str(shared("ud_english_ewt", "en_ewt-ud-train.conllu")),
+                                                           "validation": str(shared("ud_english_ewt", "en_ewt-ud-dev.conllu"))}}
+    c["tasks"]["pos"] = {"type": "token_classification", "model": "tiny", "dataset": "ewt",
+                         "columns": {"tokens": "form", "tags": "upos"},
+                         "eval": {"en_dev": {"split": "validation"}}, "max_examples": {"train": 32, "validation": 16}}
+    c["experiments"] = [{"tasks": ["pos"], "methods": ["none", "lora"]}]
+
+
+def edit(**changes):
+    def apply(c):
+        for path, value in changes.items():
+            node = c
+            *head, last = path.split("__")
+            for key in head:
+                node = node[key] if not key.isdigit() else node[int(key)]
+            if value is DELETE:
+                del node[last]
+            else:
+                node[last] = value
+    return apply
+
+
+DELETE = object()
+
+# (id, edit of the base config, None when it must plan, else the key the one error line names)
+CASES = [
+    ("no methods section", lambda c: None, None),
+    ("partial methods section", edit(methods={"lora": {"r": 4}, "full": {"lr": 1.0e-4}}), None),
+    ("new named variant", edit(methods={"dora_qv": {"kind": "dora", "target_modules": ["query", "value"]}},
+                               experiments=[{"tasks": ["emotion"], "methods": ["lora", "dora_qv", "vera"]}]), None),
+    ("any peft method", edit(methods={"my_loha": {"kind": "peft", "peft_type": "LOHA", "r": 4, "alpha": 8,
+                                                  "target_modules": ["query", "value"]}},
+                             experiments=[{"tasks": ["emotion"], "methods": ["my_loha"]}]), None),
+    ("max_examples by split names", edit(tasks__emotion__max_examples={"train": 64, "validation": 16, "test": 16}), None),
+    ("CoNLL-U field names", pos_task, None),
+    ("typo in a method name", edit(experiments=[{"tasks": ["emotion"], "methods": ["none", "lorra"]}]),
+     "unknown method 'lorra' — did you mean 'lora'?"),
+    ("typo in a peft field", edit(methods={"lora": {"rank": 4}}), "methods.lora.rank: LoraConfig has no field 'rank'"),
+    ("missing local file", edit(datasets__emotion__splits__test="data/tset.txt"),
+     "datasets.emotion.splits.test: data/tset.txt: no such file"),
+    ("missing model folder", edit(models={"tiny": {"source": "./models/bert"}}), "models.tiny.source"),
+    ("unknown max_examples key", edit(tasks__emotion__max_examples={"training": 64}),
+     "tasks.emotion.max_examples.training: neither a split this task reads nor an eval set"),
+    ("prompt tuning on a token task", lambda c: (pos_task(c), c["experiments"][0].update(methods=["prompt_tuning"])),
+     "method 'prompt_tuning' cannot train task 'pos'"),
+    ("exponent without a dot", edit(methods={"lora": {"lr": "1e-4"}}), "is a string, not a number"),
+]
+
+
+@pytest.mark.parametrize("name,change,error", CASES, ids=[c[0] for c in CASES])
+def test_newcomer_config(tiny_bert, tmp_path, name, change, error):
+    config = base(tiny_bert, tmp_path)
+    change(config)
+    write_config(tmp_path / "config.yaml", config)
+    proc = run_snakemake(tmp_path, "-n", check=False)
+    output = proc.stdout + proc.stderr
+    if error is None:
+        assert proc.returncode == 0, output[-3000:]
+        assert "train" in output and "check_data" in output
+    else:
+        assert proc.returncode != 0
+        lines = [l for l in output.splitlines() if "config error" in l]
+        assert len(lines) == 1 and error in lines[0], output[-3000:]
+        assert "Traceback" not in output
+    assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
+
+
+def test_hub_id_offline_stops_at_staging_with_one_line_and_nothing_trains(tiny_bert, tmp_path):
+    config = base(tiny_bert, tmp_path)
+    config["models"]["tiny"] = {"source": "google-bert/bert-base-uncased"}
+    write_config(tmp_path / "config.yaml", config)
+    proc = run_snakemake(tmp_path, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert ("ModelError: models.tiny.source: cannot download 'google-bert/bert-base-uncased' from the Hugging Face "
+            "Hub") in output
+    assert "models.tiny.source at a local folder" in output
+    assert not (tmp_path / "results" / "runs").exists()
+
+
+def test_newcomer_study_runs_end_to_end(tiny_bert, tmp_path):
+    config = base(tiny_bert, tmp_path)
+    config["methods"] = {"lora": {"r": 4}}
+    write_config(tmp_path / "config.yaml", config)
+    proc = run_snakemake(tmp_path)
+    summary = (tmp_path / "results" / "summary.tsv").read_text().splitlines()
+    assert len(summary) == 1 + 4 * 2  # 4 methods x 2 eval sets
+    # the comparison table is printed to the console when the run ends
+    assert "emotion — accuracy on test" in proc.stderr + proc.stdout
+    train_log = (tmp_path / "logs" / "results" / "runs" / "emotion" / "lora" / "default" / "seed42" / "train.log").read_text()
+    assert "step 4/4" in train_log and "ex/s" in train_log and "ETA" in train_log
