@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from peftgrid.analysis import aggregate_seeds, pareto_front, recommendations
-from peftgrid.distances import component, merged_state, tensor_distances, weight_distance
+from peftgrid.methods import method_of
+from peftgrid.report.analysis import aggregate_seeds, pareto_front, recommendations
+from peftgrid.report.distances import component, tensor_distances, weight_distance
 
 
 def test_weight_distance_on_known_tensors():
@@ -49,7 +50,7 @@ def test_merged_lora_distance_is_the_norm_of_its_update(tiny_bert):
     with torch.no_grad():
         layer.lora_B["default"].weight.normal_()  # B starts at zero: give the adapter an update
         update = (layer.lora_B["default"].weight @ layer.lora_A["default"].weight) * layer.scaling["default"]
-    rows = {r["name"]: r["distance"] for r in tensor_distances(reference, merged_state(model))}
+    rows = {r["name"]: r["distance"] for r in tensor_distances(reference, method_of("lora").merged_state(model))}
     assert rows["bert.encoder.layer.1.attention.self.query.weight"] == pytest.approx(float(update.norm()), rel=1e-5)
     assert rows["bert.encoder.layer.0.attention.self.query.weight"] == 0.0
     assert rows["bert.encoder.layer.1.attention.self.key.weight"] == 0.0
@@ -78,7 +79,7 @@ def summary_rows():
                          "trainable_pct": pct, "train_time_s": secs, "time_per_epoch_s": secs / 3,
                          "peak_train_mem_mb": 1000.0, "peak_infer_mem_mb": 500.0, "infer_throughput": 100.0})
     rows.append({**rows[0], "method": "qlora", "variant": "default", "status": "failed",
-                 "error": "MethodError: qlora needs a CUDA GPU", "accuracy": None})
+                 "error": "CellFailure: qlora needs a CUDA GPU", "accuracy": None})
     return pd.DataFrame(rows)
 
 

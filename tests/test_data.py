@@ -5,8 +5,12 @@ from collections import Counter
 import pytest
 
 from conftest import EMOTION, shared
-from peftgrid.data import DataError, carve_splits, load_split, read_delimited, read_jsonl, stage_dataset, subsample
-from peftgrid.tasks import check_labels, label_list, load_task_rows
+from peftgrid.errors import DataError
+from peftgrid.plan import build_run_table, validate_config
+from peftgrid.plan.specs import train_spec
+from peftgrid.staged import load_split, read_jsonl, subsample
+from peftgrid.staging.datasets import carve_splits, read_delimited, stage_dataset
+from peftgrid.tasks import task_type
 
 COLA = {"format": "tsv", "header": False, "column_names": ["source", "label", "mark", "sentence"]}
 
@@ -99,18 +103,26 @@ def test_subsample_is_the_same_for_every_cell():
 def test_labels_wrong_column_and_unseen_eval_labels(tmp_path):
     spec = {**EMOTION, "splits": {"train": str(shared("emotion", "train.txt"))}}
     stage_dataset("emotion", spec, tmp_path / "emotion")
-    task = {"type": "sequence_classification", "columns": {"text": "text", "label": "label"},
-            "max_examples": {"train": 300}}
-    rows = load_task_rows(task, tmp_path / "emotion", "train", "train", "emotion")
+    config = validate_config({
+        "models": {"m": {"source": "/m"}}, "datasets": {"emotion": {"format": "csv", "splits": {"train": "x"}}},
+        "tasks": {"emo": {"type": "sequence_classification", "model": "m", "dataset": "emotion",
+                          "columns": {"text": "text", "label": "label"}, "eval": {"train": {"split": "train"}},
+                          "validation": None, "max_examples": {"train": 300}}},
+        "experiments": [{"tasks": ["emo"], "methods": ["full"]}]})
+    (cell,) = build_run_table(config)
+    task = train_spec(config, cell).task
+    assert task["train_max_examples"] == 300
+    ttype = task_type(task["type"])
+    rows = ttype.load_rows(task, tmp_path / "emotion", task["train_split"], task["train_max_examples"], "emotion")
     assert len(rows) == 300
-    assert label_list(task, rows, {"class_names": {}}) == sorted({r["label"] for r in rows})
-    assert label_list({**task, "labels": ["sadness", "joy", "love", "anger", "fear", "surprise"]}, rows, {})[0] == "sadness"
+    assert ttype.label_list(task, rows, {"class_names": {}}) == sorted({r["label"] for r in rows})
+    ordered = {**task, "labels": ["sadness", "joy", "love", "anger", "fear", "surprise"]}
+    assert ttype.label_list(ordered, rows, {})[0] == "sadness"
     with pytest.raises(DataError, match="labels 'neutral' never occur in training"):
-        check_labels({**task, "type": "sequence_classification"}, [{"label": "neutral"}], ["joy", "sadness"],
-                     "eval set 'test'")
+        ttype.check_labels(task, [{"label": "neutral"}], ["joy", "sadness"], "eval set 'test'")
     with pytest.raises(DataError, match="no column 'sentence' \\(columns.text\\); columns are label, text"):
-        load_task_rows({**task, "columns": {"text": "sentence", "label": "label"}}, tmp_path / "emotion", "train",
-                       "train", "emotion")
+        ttype.load_rows({**task, "columns": {"text": "sentence", "label": "label"}}, tmp_path / "emotion", "train",
+                        300, "emotion")
 
 
 def test_hub_datasets_turn_class_labels_into_names(monkeypatch, tmp_path):
@@ -126,6 +138,9 @@ def test_hub_datasets_turn_class_labels_into_names(monkeypatch, tmp_path):
     fake = datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features)})
     calls = []
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or fake)
+    import huggingface_hub  # staging probes the hub first: answer the probe here too
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", lambda self, *a, **k: None)
     meta = stage_dataset("emo", {"format": "hub", "source": "dair-ai/emotion", "subset": "split"}, tmp_path / "emo")
     assert calls[0][0] == ("dair-ai/emotion", "split")
     assert meta["class_names"] == {"label": ["sadness", "joy"], "tags": ["NOUN", "VERB"]}

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from peftgrid.metrics import classification_metrics
+from peftgrid.metrics.classification import classification_metrics
 
 ALL = ["accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted", "f1", "precision", "recall", "mcc"]
 
