@@ -1,5 +1,6 @@
 # The run table, wildcard constraints and input functions shared by all rules. Every rule's
 # params is one spec from peftgrid.plan.specs (a canonical, sorted dict of what the job reads).
+import os
 import re
 
 from peftgrid.plan import RUN_DIR
@@ -43,15 +44,16 @@ def train_datasets(task):
     """The datasets training reads: the task's own and its validation set's."""
     t = config["tasks"][task]
     names = [t["dataset"]]
-    if t["validation"] is not None:
-        names.append(t["eval"][t["validation"]]["dataset"])
+    if t["selection"] is not None:
+        names.append(t["selection"]["dataset"])
     return sorted(set(names))
 
 
 def task_datasets(task):
     """Every dataset a task reads: training, validation and all eval sets."""
     t = config["tasks"][task]
-    return sorted({t["dataset"]} | {ev["dataset"] for ev in t["eval"].values()})
+    selection = [t["selection"]["dataset"]] if t["selection"] else []
+    return sorted({t["dataset"], *selection} | {ev["dataset"] for ev in t["eval"].values()})
 
 
 def generates(task):
@@ -68,6 +70,11 @@ def cell_eval_outputs(cell):
         return [f"{cell.dir}/eval/{e}/{d}/metrics.tsv" for e in t["eval"] for d in t["decoding"]]
     return [f"{cell.dir}/eval/{name}/metrics.tsv" for name in t["eval"]]
 
+
+# Training and evaluation take every core of the job's share (they run one per GPU, so the rest of
+# the machine would idle); Snakemake sets OMP_NUM_THREADS to it, which torch follows. Override per
+# rule with --set-threads train=4; under SLURM, cpus_per_task in the profile sets the share.
+JOB_THREADS = max(1, min(workflow.cores or 1, os.cpu_count() or 1))
 
 TASKS_IN_STUDY = sorted({c.task for c in CELLS})
 # report file names end in the task name (<task>.md, <task>_qualitative.md): only a real task matches

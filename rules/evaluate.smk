@@ -16,6 +16,7 @@ rule evaluate:
         spec=lambda w: specs.eval_spec(config, cell_of(w), w.eval).to_params(),
     log:
         f"logs/{RUN_DIR}/eval_{{eval}}.log",
+    threads: JOB_THREADS
     resources:
         gpu=1,
     conda:
@@ -37,6 +38,7 @@ rule generate:
         spec=lambda w: specs.eval_spec(config, cell_of(w), w.eval, w.decoding).to_params(),
     log:
         f"logs/{RUN_DIR}/generate_{{eval}}_{{decoding}}.log",
+    threads: JOB_THREADS
     resources:
         gpu=1,
     conda:
@@ -55,6 +57,7 @@ rule comet:
         spec=lambda w: specs.comet_spec(config).to_params(),
     log:
         f"logs/{RUN_DIR}/comet_{{eval}}_{{decoding}}.log",
+    threads: JOB_THREADS
     resources:
         gpu=1,
     conda:

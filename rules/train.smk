@@ -17,6 +17,7 @@ rule train:
         spec=lambda w: specs.train_spec(config, cell_of(w)).to_params(),
     log:
         f"logs/{RUN_DIR}/train.log",
+    threads: JOB_THREADS
     resources:
         gpu=1,
     conda:

@@ -59,18 +59,37 @@ def progress_line(row: dict, total_steps: int, examples: int) -> str:
 
 @torch.no_grad()
 def mean_loss(model, examples: list[dict], batch_size: int, pad_id: int, device, precision: str) -> float:
+    """The validation loss: the mean over every scored unit — examples for sequence classification,
+    labelled tokens for token and generation tasks (a token-weighted mean, not a mean of batch
+    means, so a short last batch weighs what its tokens weigh)."""
     was_training = model.training
     model.eval()
     lengths = [len(e["input_ids"]) for e in examples]
-    total, count = torch.zeros((), device=device), 0
+    total, count = torch.zeros((), device=device), torch.zeros((), device=device)
     for idx in batch_order(lengths, batch_size, None, True):
         batch = to_device(collate([examples[i] for i in idx], pad_id), device)
         with autocast(device, precision):
             loss = model(**batch).loss
-        total += loss.float() * len(idx)
-        count += len(idx)
+        units = scored_units(batch["labels"], model)
+        total += loss.float() * units
+        count += units
     model.train(was_training)
-    return float(total) / max(count, 1)
+    return float(total / count.clamp(min=1))
+
+
+def scored_units(labels: torch.Tensor, model) -> torch.Tensor:
+    """How many units a batch's mean loss averages over: its examples, or its labelled tokens (a
+    causal LM predicts token t+1 from t, so its first label is never scored)."""
+    if labels.dim() == 1:
+        return torch.tensor(float(labels.shape[0]), device=labels.device)
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False) or not _is_causal(model):
+        return (labels != -100).sum().float()
+    return (labels[:, 1:] != -100).sum().float()
+
+
+def _is_causal(model) -> bool:
+    names = getattr(getattr(model, "config", None), "architectures", None) or [type(model).__name__]
+    return any("CausalLM" in n or "LMHead" in n for n in names) or "CausalLM" in type(model).__name__
 
 
 def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps, steps_per_epoch, log_rows,

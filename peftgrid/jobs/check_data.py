@@ -23,6 +23,12 @@ def check_task_data(spec: CheckDataSpec, data_dirs: dict[str, Path], out: Path) 
         rows = ttype.load_rows(task, data_dirs[ev["dataset"]], ev["split"], ev.get("max_examples"), ev["dataset"])
         ttype.check_labels(task, rows, labels, f"tasks.{spec.task}.eval.{name}")
         counts[name] = len(rows)
+    selection = task.get("selection")
+    if selection and not selection["reported"]:
+        rows = ttype.load_rows(task, data_dirs[selection["dataset"]], selection["split"], selection.get("max_examples"),
+                               selection["dataset"])
+        ttype.check_labels(task, rows, labels, f"tasks.{spec.task}.validation")
+        counts["selection"] = len(rows)
     summary = {"task": spec.task, "examples": counts, "labels": labels}
     write_json(out, summary)
     return summary

@@ -138,9 +138,16 @@ def _check_task(where: str, task: dict, config: dict) -> None:
             raise ConfigError(f"{where}.eval.{ename}.dataset: unknown dataset {ev['dataset']!r}{did_you_mean(ev['dataset'], datasets)}")
     if "validation" not in task:
         task["validation"] = "validation" if "validation" in task["eval"] else None
-    if task["validation"] is not None and task["validation"] not in task["eval"]:
-        raise ConfigError(f"{where}.validation: {task['validation']!r} is not an eval set of this task "
-                          f"(eval sets: {', '.join(task['eval'])})")
+    validation = task["validation"]
+    if isinstance(validation, dict):  # a selection split that is not reported
+        validation.setdefault("dataset", task["dataset"])
+        if validation["dataset"] not in datasets:
+            raise ConfigError(f"{where}.validation.dataset: unknown dataset {validation['dataset']!r}"
+                              f"{did_you_mean(validation['dataset'], datasets)}")
+    elif validation is not None and validation not in task["eval"]:
+        raise ConfigError(f"{where}.validation: {validation!r} is not an eval set of this task "
+                          f"(eval sets: {', '.join(task['eval'])}); for a split that is not reported write "
+                          f"validation: {{split: <name>}}")
     task.setdefault("metrics", list(ttype.default_metrics))
     check_metrics(f"{where}.metrics", task["metrics"], ttype.metric_kind, ttype.name)
     if "transfer" in task:
@@ -178,6 +185,14 @@ def _resolve_max_examples(where: str, task: dict) -> None:
                 raise ConfigError(f"{where}.max_examples.{key}: ambiguous — {key!r} is an eval set and the split of "
                                   f"eval set {others[0]!r}; set that one with eval.{others[0]}.max_examples")
     task["train_max_examples"] = limits.get(task["train_split"])
+    validation = task["validation"]
+    if isinstance(validation, dict):
+        task["selection"] = {"name": "selection", "reported": False, **validation}
+        task["selection"].setdefault("max_examples", limits.get(validation["split"]))
+    elif validation is not None:
+        task["selection"] = {"name": validation, "reported": True, **task["eval"][validation]}
+    else:
+        task["selection"] = None
     for name, ev in evals.items():
         if "max_examples" not in ev:
             ev["max_examples"] = limits.get(name, limits.get(ev["split"]))

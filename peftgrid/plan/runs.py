@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..methods import method_of
 from .config import canonical
 
 RUN_DIR = "results/runs/{task}/{method}/{variant}/seed{seed}"
@@ -68,6 +69,19 @@ def resolve_hparams(config: dict, task: str, method: str, sweep_cell: dict) -> d
     return canonical(hp)
 
 
+def _check_selection(config: dict, task: str, method: str, hp: dict) -> None:
+    """checkpoint: best never selects on a set whose score is reported as the result."""
+    if hp["checkpoint"] != "best" or not method_of(hp["kind"]).trains(hp):
+        return
+    selection = config["tasks"][task]["selection"]
+    if selection is None:
+        raise ConfigError(f"tasks.{task}.validation: {method} uses checkpoint: best, which needs a validation set")
+    if selection["reported"]:
+        raise ConfigError(f"tasks.{task}.validation: {selection['name']!r} is a reported eval set, and {method} uses "
+                          f"checkpoint: best, which would select on it; give an unreported selection split, e.g. "
+                          f"validation: {{split: selection}} carved from train with the dataset's split_ratio")
+
+
 def build_run_table(config: dict) -> list[Cell]:
     cells: dict[tuple, Cell] = {}
     for i, exp in enumerate(config["experiments"]):
@@ -78,6 +92,7 @@ def build_run_table(config: dict) -> list[Cell]:
                 sweep_cell = dict(zip(keys, values))
                 hp = resolve_hparams(config, task, method, sweep_cell)
                 hp["seed"] = seed
+                _check_selection(config, task, method, hp)
                 cell = Cell(task, method, variant_name(sweep_cell), seed, hp["kind"], hp)
                 if cell.key in cells and cells[cell.key].hparams != hp:
                     raise ConfigError(f"experiments[{i}]: cell {cell.dir} is defined twice with different settings")

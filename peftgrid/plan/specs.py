@@ -126,15 +126,15 @@ def stage_comet_spec(config: dict) -> StageCometSpec:
 
 def check_data_spec(config: dict, task: str) -> CheckDataSpec:
     t = config["tasks"][task]
-    data = {**_pick(t, TASK_TRAIN_KEYS), "eval": t["eval"]}
+    data = {**_pick(t, TASK_TRAIN_KEYS), "eval": t["eval"], "selection": t["selection"]}
     return CheckDataSpec(task=task, data=data)
 
 
 def train_spec(config: dict, cell: Cell) -> TrainSpec:
     t = config["tasks"][cell.task]
     view = _pick(t, TASK_TRAIN_KEYS)
-    if t["validation"] is not None:
-        view["validation"] = {"name": t["validation"], **t["eval"][t["validation"]]}
+    if t["selection"] is not None:
+        view["validation"] = {k: v for k, v in t["selection"].items() if k != "reported"}
     return TrainSpec(cell=cell.ident, hparams=cell.hparams, task=view, model=_model(config, cell.task))
 
 

@@ -208,13 +208,22 @@ def read_hub(spec: dict, name: str = "") -> tuple[dict[str, list[dict]], dict[st
 # --------------------------------------------------------------------------- staging
 
 def carve_splits(splits: dict[str, list[dict]], ratio: dict[str, float], seed: int) -> dict[str, list[dict]]:
-    """Split the one source split into the named fractions (a fixed shuffle)."""
-    if len(splits) != 1:
-        raise DataError(f"split_ratio needs exactly one source split, found {', '.join(splits)}")
-    (rows,) = splits.values()
+    """Split one source split into the named fractions (a fixed shuffle): the only split, or
+    `train` when there are several (the others are kept as they are) — e.g. CoLA's train carved
+    into train + selection, its one labelled dev set kept for reporting."""
+    if len(splits) == 1:
+        (source,) = splits
+    elif "train" in splits:
+        source = "train"
+    else:
+        raise DataError(f"split_ratio carves one split: the only one, or 'train'; found {', '.join(splits)}")
+    clash = sorted(set(ratio) & (set(splits) - {source}))
+    if clash:
+        raise DataError(f"split_ratio: {clash[0]!r} is already a split of this dataset")
+    rows = splits[source]
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
-    out, start = {}, 0
+    out, start = {k: v for k, v in splits.items() if k != source}, 0
     names = list(ratio)
     for i, name in enumerate(names):
         end = len(rows) if i == len(names) - 1 else start + round(ratio[name] * len(rows))
