@@ -185,6 +185,9 @@ def _resolve_max_examples(where: str, task: dict) -> None:
                 raise ConfigError(f"{where}.max_examples.{key}: ambiguous — {key!r} is an eval set and the split of "
                                   f"eval set {others[0]!r}; set that one with eval.{others[0]}.max_examples")
     task["train_max_examples"] = limits.get(task["train_split"])
+    for name, ev in evals.items():  # before the selection copies its eval set
+        if "max_examples" not in ev:
+            ev["max_examples"] = limits.get(name, limits.get(ev["split"]))
     validation = task["validation"]
     if isinstance(validation, dict):
         task["selection"] = {"name": "selection", "reported": False, **validation}
@@ -193,9 +196,6 @@ def _resolve_max_examples(where: str, task: dict) -> None:
         task["selection"] = {"name": validation, "reported": True, **task["eval"][validation]}
     else:
         task["selection"] = None
-    for name, ev in evals.items():
-        if "max_examples" not in ev:
-            ev["max_examples"] = limits.get(name, limits.get(ev["split"]))
 
 
 def _resolve_methods(config: dict) -> dict:
