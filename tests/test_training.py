@@ -1,98 +1,130 @@
 """train_cell / evaluate_cell on a tiny BERT and real emotion rows: outputs, recorded failures,
-checkpoint policy, length-grouped batches."""
+checkpoint policy, the data check before training, length-grouped batches."""
 import json
 import random
 
 import pytest
 
 from conftest import stage_emotion
-from peftgrid.config import build_run_table, task_params, validate_config
-from peftgrid.data import DataError
-from peftgrid.evaluation import evaluate_cell
+from peftgrid.engine.batching import batch_order
+from peftgrid.errors import DataError
+from peftgrid.jobs.check_data import check_task_data
+from peftgrid.jobs.evaluate import evaluate_cell
+from peftgrid.jobs.train import LOG_COLUMNS, train_cell
+from peftgrid.plan import build_run_table, validate_config
+from peftgrid.plan.specs import check_data_spec, eval_spec, train_spec
 from peftgrid.records import read_tsv
-from peftgrid.training import LOG_COLUMNS, batch_order, train_cell
+from peftgrid.staging.models import stage_model
 
 
 @pytest.fixture(scope="module")
-def staged(tmp_path_factory):
+def staged(tmp_path_factory, tiny_bert):
+    """What the staging rules leave: the emotion data in emo/ and the tiny BERT in tiny/."""
     root = tmp_path_factory.mktemp("staged")
-    stage_emotion(root / "emo", "train", "validation")
+    stage_emotion(root / "emo", "train", "validation", "test")
+    stage_model("tiny", {"source": str(tiny_bert)}, root / "tiny")
     return root
 
 
-def cell_params(tiny_bert, method, **overrides):
+def study(tiny_bert, method, task_extra=None, datasets_extra=None, **overrides):
+    """A validated one-cell config (emotion, tiny BERT, `method` with `overrides`) and its cell."""
+    task = {"type": "sequence_classification", "model": "tiny", "dataset": "emo",
+            "columns": {"text": "text", "label": "label"}, "metrics": ["accuracy", "f1_macro"],
+            "max_examples": {"train": 128, "validation": 32}, **(task_extra or {})}
     config = validate_config({
         "models": {"tiny": {"source": str(tiny_bert)}},
-        "datasets": {"emo": {"format": "csv", "splits": {"train": "x"}}},
-        "tasks": {"emotion": {"type": "sequence_classification", "model": "tiny", "dataset": "emo",
-                              "columns": {"text": "text", "label": "label"},
-                              "max_examples": {"train": 128, "validation": 32}}},
+        "datasets": {"emo": {"format": "csv", "splits": {"train": "x"}}, **(datasets_extra or {})},
+        "tasks": {"emotion": task},
         "training": {"epochs": 1, "batch_size": 16, "eval_every_steps": 4, "log_every_steps": 2},
         "methods": {method: overrides},
         "experiments": [{"tasks": ["emotion"], "methods": [method]}],
     })
     (cell,) = build_run_table(config)
-    return {"cell": {"task": cell.task, "method": cell.method, "variant": cell.variant, "seed": cell.seed},
-            "hparams": cell.hparams, "model": {"name": "tiny", "allow_pickle": False},
-            "task": task_params(config, "emotion")}
+    return config, cell
+
+
+def cell_spec(tiny_bert, method, **overrides):
+    """The TrainSpec of that cell, built as the workflow builds it."""
+    return train_spec(*study(tiny_bert, method, **overrides))
 
 
 def test_lora_cell_writes_every_output(tiny_bert, staged, tmp_path):
-    params = cell_params(tiny_bert, "lora", lr=5.0e-3)
-    record = train_cell(params, tiny_bert, {"emo": staged / "emo"}, tmp_path)
+    config, cell = study(tiny_bert, "lora", lr=5.0e-3)
+    record = train_cell(train_spec(config, cell), staged / "tiny", {"emo": staged / "emo"}, tmp_path)
     assert record["status"] == "ok" and record["error"] is None
     assert record["labels"] == ["anger", "fear", "joy", "love", "sadness", "surprise"]
-    assert record["versions"]["peft"] and record["hparams"]["r"] == 8
+    assert record["versions"]["peft"] and record["hparams"]["r"] == 8 and record["hparams"]["lr"] == 5.0e-3
     log = read_tsv(tmp_path / "train_log.tsv")
     assert list(log[0]) == LOG_COLUMNS
     assert [int(r["step"]) for r in log] == [0, 2, 4, 6, 8]  # 128 examples / 16 = 8 steps
     assert all(r["val_loss"] for r in log if int(r["step"]) % 4 == 0)
     stats = read_tsv(tmp_path / "train_stats.tsv")[0]
     assert stats["status"] == "ok" and int(stats["steps"]) == 8 and float(stats["epochs"]) == 1.0
+    assert int(stats["n_train"]) == 128
     assert 0 < float(stats["trainable_pct"]) < 100 and float(stats["peak_train_mem_mb"]) > 0
     assert (tmp_path / "model" / "adapter_model.safetensors").is_file()
     assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "model.tmp").exists()
     json.loads((tmp_path / "run.json").read_text())
 
-    eval_params = {**params, "eval": {"name": "validation", "dataset": "emo", "split": "validation"},
-                   "task": {**params["task"], "metrics": ["accuracy", "f1_macro"], "max_examples": {"validation": 40}}}
-    row = evaluate_cell(eval_params, tiny_bert, tmp_path / "model", staged / "emo", tmp_path / "run.json",
+    spec = eval_spec(config, cell, "validation")
+    assert spec.eval["max_examples"] == 32 and spec.task["metrics"] == ["accuracy", "f1_macro"]
+    row = evaluate_cell(spec, staged / "tiny", tmp_path / "model", staged / "emo", tmp_path / "run.json",
                         tmp_path / "m.tsv", tmp_path / "p.jsonl")
-    assert row["status"] == "ok" and row["n_examples"] == 40 and 0 <= row["accuracy"] <= 1
+    assert row["status"] == "ok" and row["n_examples"] == 32 and 0 <= row["accuracy"] <= 1
+    assert {"accuracy", "f1_macro"} <= set(row) and "precision_macro" not in row
     preds = [json.loads(l) for l in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert len(preds) == 40 and {"text", "label", "prediction", "confidence"} <= set(preds[0])
-    assert row["accuracy"] == pytest.approx(sum(p["label"] == p["prediction"] for p in preds) / 40)
+    assert len(preds) == 32 and {"text", "label", "prediction", "confidence"} <= set(preds[0])
+    assert row["accuracy"] == pytest.approx(sum(p["label"] == p["prediction"] for p in preds) / 32)
 
 
 def test_qlora_on_cpu_is_recorded_as_failed(tiny_bert, staged, tmp_path):
-    record = train_cell(cell_params(tiny_bert, "qlora"), tiny_bert, {"emo": staged / "emo"}, tmp_path)
+    record = train_cell(cell_spec(tiny_bert, "qlora"), staged / "tiny", {"emo": staged / "emo"}, tmp_path)
     assert record["status"] == "failed" and "CUDA" in record["error"]
+    assert record["error"].startswith("CellFailure:")  # a recorded finding, not a mistake that stops the job
     assert read_tsv(tmp_path / "train_stats.tsv")[0]["status"] == "failed"
     assert (tmp_path / "model" / "FAILED.json").is_file()
 
 
 def test_nan_loss_stops_the_cell_with_a_reason(tiny_bert, staged, tmp_path):
-    record = train_cell(cell_params(tiny_bert, "full", lr=1.0e30, max_grad_norm=None), tiny_bert,
+    record = train_cell(cell_spec(tiny_bert, "full", lr=1.0e30, max_grad_norm=None), staged / "tiny",
                         {"emo": staged / "emo"}, tmp_path)
     assert record["status"] == "failed" and "NonFiniteLoss" in record["error"] and "lower lr" in record["error"]
 
 
 def test_unseen_eval_label_stops_before_training(tiny_bert, staged, tmp_path):
-    params = cell_params(tiny_bert, "full")
-    params["task"]["labels"] = ["anger", "fear", "joy", "love", "sadness", "surprise", "x"]
+    """Eval sets are checked by the data-check job, before any cell trains (not by train_cell), and
+    adding an eval set does not change what training reads."""
     (tmp_path / "bad").mkdir()
-    rows = [{"text": "a", "label": "calm"}]
-    (tmp_path / "bad" / "test.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    (tmp_path / "bad" / "test.jsonl").write_text(json.dumps({"text": "a", "label": "calm"}) + "\n")
     (tmp_path / "bad" / "meta.json").write_text(json.dumps({"name": "bad", "splits": {"test": 1}}))
-    with pytest.raises(DataError, match="labels 'calm' never occur in training"):
-        train_cell(params, tiny_bert, {"emo": staged / "emo", "bad": tmp_path / "bad"}, tmp_path / "out",
-                   eval_checks={"zero_shot": {"dataset": "bad", "split": "test"}})
-    assert not (tmp_path / "out" / "run.json").exists()
+    labels = ["anger", "fear", "joy", "love", "sadness", "surprise", "x"]
+    config, cell = study(tiny_bert, "full", task_extra={
+        "labels": labels, "eval": {"validation": {"split": "validation"},
+                                   "zero_shot": {"dataset": "bad", "split": "test"}}},
+        datasets_extra={"bad": {"format": "jsonl", "splits": {"test": "x"}}})
+    data_dirs = {"emo": staged / "emo", "bad": tmp_path / "bad"}
+    with pytest.raises(DataError, match="zero_shot: labels 'calm' never occur in training"):
+        check_task_data(check_data_spec(config, "emotion"), data_dirs, tmp_path / "checked.json")
+    assert not (tmp_path / "checked.json").exists()
+
+    plain_config, plain_cell = study(tiny_bert, "full", task_extra={"labels": labels})
+    assert train_spec(config, cell).to_params() == train_spec(plain_config, plain_cell).to_params()
+    assert "zero_shot" not in json.dumps(train_spec(config, cell).to_params())
+    # without the bad eval set the check passes and records what it read
+    summary = check_task_data(check_data_spec(plain_config, "emotion"), data_dirs, tmp_path / "ok.json")
+    assert summary["examples"] == {"train": 128, "validation": 32} and summary["labels"] == labels
+    assert json.loads((tmp_path / "ok.json").read_text()) == summary
 
 
 def test_best_checkpoint_keeps_the_lowest_validation_loss(tiny_bert, staged, tmp_path):
-    record = train_cell(cell_params(tiny_bert, "full", lr=5.0e-3, checkpoint="best"), tiny_bert,
-                        {"emo": staged / "emo"}, tmp_path)
+    # checkpoint: best selects on an unreported split; the reported eval set is another one
+    config, cell = study(tiny_bert, "full", lr=5.0e-3, checkpoint="best",
+                         task_extra={"validation": {"split": "validation", "max_examples": 32},
+                                     "eval": {"test": {"split": "test"}}, "max_examples": {"train": 128}})
+    spec = train_spec(config, cell)
+    assert spec.task["validation"]["split"] == "validation" and spec.task["validation"]["max_examples"] == 32
+    record = train_cell(spec, staged / "tiny", {"emo": staged / "emo"}, tmp_path)
+    assert record["status"] == "ok"
     vals = [float(r["val_loss"]) for r in read_tsv(tmp_path / "train_log.tsv") if r["val_loss"]]
     assert record["stats"]["final_val_loss"] == pytest.approx(min(vals), abs=1e-6)  # step 0 is a candidate too
 
@@ -112,12 +144,12 @@ def test_length_grouped_batches_cover_everything_once():
 def test_out_of_memory_is_recorded_with_a_hint(tiny_bert, staged, tmp_path, monkeypatch):
     import torch
 
-    from peftgrid import training
+    from peftgrid.jobs import train
 
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(training, "_train_loop", no_memory)
-    record = train_cell(cell_params(tiny_bert, "full"), tiny_bert, {"emo": staged / "emo"}, tmp_path)
+    monkeypatch.setattr(train, "train_loop", no_memory)
+    record = train_cell(cell_spec(tiny_bert, "full"), staged / "tiny", {"emo": staged / "emo"}, tmp_path)
     assert record["status"] == "failed" and "out of memory" in record["error"] and "smaller batch_size" in record["error"]
     assert "\n" not in record["error"] and (tmp_path / "run.json").is_file()
