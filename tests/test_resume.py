@@ -10,27 +10,29 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from peftgrid.jobs.train import train_cell
 from peftgrid.records import read_tsv
-from peftgrid.training import train_cell
-from test_training import cell_params, staged  # noqa: F401  (fixture)
+from test_training import cell_spec, staged  # noqa: F401  (fixture)
 
+# what scripts/train.py does: the spec travels as its canonical params and is rebuilt from them
 RUNNER = """
 import json, sys
 from pathlib import Path
-from peftgrid.checkpoint import Preempted
-from peftgrid.training import train_cell
+from peftgrid.errors import Preempted
+from peftgrid.jobs.train import train_cell
+from peftgrid.plan.specs import TrainSpec
 args = json.loads(Path(sys.argv[1]).read_text())
 try:
-    train_cell(args["params"], Path(args["model"]), {"emo": Path(args["data"])}, Path(args["out"]))
+    train_cell(TrainSpec.from_params(args["spec"]), Path(args["model"]), {"emo": Path(args["data"])}, Path(args["out"]))
 except Preempted as e:
     print(e)
     sys.exit(143)
 """
 
 
-def run_in_subprocess(tmp_path, params, tiny_bert, data, out, fault):
+def run_in_subprocess(tmp_path, spec, model_dir, data, out, fault):
     args = tmp_path / "args.json"
-    args.write_text(json.dumps({"params": params, "model": str(tiny_bert), "data": str(data), "out": str(out)}))
+    args.write_text(json.dumps({"spec": spec.to_params(), "model": str(model_dir), "data": str(data), "out": str(out)}))
     env = {**os.environ, "PEFTGRID_FAULT": fault, "PEFTGRID_DEVICE": "cpu"}
     return subprocess.run([sys.executable, "-c", RUNNER, str(args)], env=env, capture_output=True, text=True,
                           timeout=300)
@@ -51,17 +53,18 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_bert, staged, tmp_path,
     overrides = {"lr": 5.0e-3, "checkpoint_every_steps": 3, "epochs": 2}
     if method == "adalora":
         overrides.update(init_r=6, target_r=4)
-    params = cell_params(tiny_bert, method, **overrides)
-    reference = train_cell(params, tiny_bert, {"emo": staged / "emo"}, tmp_path / "reference")
+    spec = cell_spec(tiny_bert, method, **overrides)
+    model_dir = staged / "tiny"
+    reference = train_cell(spec, model_dir, {"emo": staged / "emo"}, tmp_path / "reference")
     assert reference["status"] == "ok" and not (tmp_path / "reference" / "checkpoint").exists()
 
     out = tmp_path / "interrupted"
-    proc = run_in_subprocess(tmp_path, params, tiny_bert, staged / "emo", out, fault)
+    proc = run_in_subprocess(tmp_path, spec, model_dir, staged / "emo", out, fault)
     assert proc.returncode == signal_code, proc.stderr[-2000:]
     assert (out / "checkpoint" / "state.pt").is_file()
     assert not (out / "run.json").exists() and not (out / "model").exists()  # nothing looks finished
 
-    resumed = train_cell(params, tiny_bert, {"emo": staged / "emo"}, out)
+    resumed = train_cell(spec, model_dir, {"emo": staged / "emo"}, out)
     assert resumed["status"] == "ok" and resumed["resumed"] is True
     assert not (out / "checkpoint").exists()
     for key in ("final_train_loss", "final_val_loss", "steps"):
@@ -75,10 +78,10 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_bert, staged, tmp_path,
 
 
 def test_a_checkpoint_of_other_hyperparameters_is_not_resumed(tiny_bert, staged, tmp_path):  # noqa: F811
-    params = cell_params(tiny_bert, "lora", lr=5.0e-3, checkpoint_every_steps=2)
+    spec = cell_spec(tiny_bert, "lora", lr=5.0e-3, checkpoint_every_steps=2)
     out = tmp_path / "cell"
-    proc = run_in_subprocess(tmp_path, params, tiny_bert, staged / "emo", out, "kill:3")
+    proc = run_in_subprocess(tmp_path, spec, staged / "tiny", staged / "emo", out, "kill:3")
     assert proc.returncode == -signal.SIGKILL and (out / "checkpoint" / "state.pt").is_file()
-    edited = cell_params(tiny_bert, "lora", lr=1.0e-3, checkpoint_every_steps=2)  # the user edited the cell
-    record = train_cell(edited, tiny_bert, {"emo": staged / "emo"}, out)
+    edited = cell_spec(tiny_bert, "lora", lr=1.0e-3, checkpoint_every_steps=2)  # the user edited the cell
+    record = train_cell(edited, staged / "tiny", {"emo": staged / "emo"}, out)
     assert record["resumed"] is False and record["hparams"]["lr"] == 1.0e-3
