@@ -51,12 +51,19 @@ def _schema_error_line(err: jsonschema.ValidationError) -> str:
     if err.validator == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         return f"{where}: {missing!r} is required"
-    if err.validator == "type" and isinstance(err.instance, str) and re.fullmatch(r"[0-9.]+e[+-]?[0-9]+", err.instance):
-        return (f"{where}: {err.instance!r} is a string, not a number "
-                f"(YAML reads exponents without a dot as text: write e.g. 1.0e-4)")
+    if _is_exponent_text(err):
+        return f"{where}: {_exponent_message(err)}"
     if err.validator in ("pattern", "not"):  # only names carry a pattern in the schema
         return f"{where}: name {err.instance!r} is not allowed (letters, digits, _ . + - only; no '/', ',' or '..')"
     return f"{where}: {err.message}"
+
+
+def _is_exponent_text(err: jsonschema.ValidationError) -> bool:
+    return err.validator == "type" and isinstance(err.instance, str) and bool(re.fullmatch(r"[0-9.]+e[+-]?[0-9]+", err.instance))
+
+
+def _exponent_message(err: jsonschema.ValidationError) -> str:
+    return f"{err.instance!r} is a string, not a number (YAML reads exponents without a dot as text: write e.g. 1.0e-4)"
 
 
 def _fill_defaults(instance: dict, schema: dict) -> None:
@@ -236,7 +243,7 @@ def _check_training_keys(where: str, settings: dict, tkeys: set[str]) -> None:
             try:
                 jsonschema.validate(value, props[key])
             except jsonschema.ValidationError as e:
-                raise ConfigError(f"{where}.{key}: {e.message}") from None
+                raise ConfigError(f"{where}.{key}: {_exponent_message(e) if _is_exponent_text(e) else e.message}") from None
 
 
 def _check_experiments(config: dict) -> None:
