@@ -121,7 +121,8 @@ def stage_model_spec(config: dict, name: str) -> StageModelSpec:
 
 
 def stage_comet_spec(config: dict) -> StageCometSpec:
-    return StageCometSpec(source=config.get("comet"))
+    comet = config.get("comet")  # staging reads the source only; batch_size is the scoring job's
+    return StageCometSpec(source=None if comet is None else {"source": comet["source"]})
 
 
 def check_data_spec(config: dict, task: str) -> CheckDataSpec:
