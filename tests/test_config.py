@@ -55,6 +55,8 @@ def test_defaults_are_filled():
 @pytest.mark.parametrize("changes, fragment", [
     ({"trainin": {}}, "trainin: unknown key — did you mean 'training'?"),
     ({"training__lr": "1e-4"}, "training.lr: '1e-4' is a string"),
+    ({"methods__lora__lr": "5e-4"}, "methods.lora.lr: '5e-4' is a string"),
+    ({"experiments__0__sweep": {"lora": {"lr": ["1e-4"]}}}, "experiments[0].sweep.lora.lr: '1e-4' is a string"),
     ({"training__batch_size": 0}, "training.batch_size"),
     ({"training__precision": "fp8"}, "training.precision"),
     ({"tasks__emotion__model": "bert"}, "tasks.emotion.model: unknown model 'bert'"),
