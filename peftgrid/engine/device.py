@@ -1,8 +1,10 @@
 """Cost measurement: device choice, peak memory per phase, wall time.
 
-Peak memory: on CUDA `torch.cuda.max_memory_allocated` after a reset at the start of the phase;
-on CPU the process's peak RSS (VmHWM), reset at the start of the phase through
-/proc/self/clear_refs where Linux allows it (else the peak since process start).
+Peak memory means what the phase itself needed, on every device: on CUDA
+`torch.cuda.max_memory_allocated` after a reset at the start of the phase (reserved memory in its
+own figure); on CPU the peak RSS (VmHWM, reset through /proc/self/clear_refs) minus the RSS just
+before the phase started — the interpreter, libraries and the loaded model are not the phase's.
+`PhaseMeter.measure` names which one a figure is.
 """
 from __future__ import annotations
 
@@ -31,6 +33,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def _rss_peak_mb() -> float:
     try:
         with open("/proc/self/status") as fh:
@@ -57,13 +70,17 @@ class PhaseMeter:
         self.device = device
         self.seconds = 0.0
         self.peak_mem_mb = 0.0
+        self.peak_reserved_mb = None  # CUDA only
+        self.measure = "cuda_max_allocated" if device.type == "cuda" else "cpu_peak_rss_above_phase_start"
 
     def __enter__(self):
         synchronize(self.device)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = 0.0  # max_memory_allocated counts what is allocated, the model included
         else:
             _reset_rss_peak()
+            self._base = _rss_mb()
         self._t0 = time.perf_counter()
         return self
 
@@ -72,8 +89,9 @@ class PhaseMeter:
         self.seconds = time.perf_counter() - self._t0
         if self.device.type == "cuda":
             self.peak_mem_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+            self.peak_reserved_mb = torch.cuda.max_memory_reserved(self.device) / 2**20
         else:
-            self.peak_mem_mb = _rss_peak_mb()
+            self.peak_mem_mb = max(_rss_peak_mb() - self._base, 0.0)
         return False
 
 

@@ -99,12 +99,16 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
     lengths = [len(e["input_ids"]) for e in train_ex]
     rng = random.Random(hp["seed"])  # batch order
     step, examples, prior_seconds, prior_peak = 0, 0, 0.0, 0.0
+    # wall time spent on validation passes and checkpoint writes: reported apart, not as training
+    side = {"val_seconds": 0.0, "checkpoint_seconds": 0.0}
     best = {"val_loss": math.inf, "state": None}
     last_train_loss, val = None, None
     scheduler = None
 
     def log(train_loss, with_val: bool):
+        t_val = time.perf_counter()
         v = mean_loss(model, val_ex, hp["eval_batch_size"], pad_id, device, precision) if (with_val and val_ex) else None
+        side["val_seconds"] += time.perf_counter() - t_val
         log_rows.append({"step": step, "epoch": round(step / steps_per_epoch, 4) if steps_per_epoch else 0,
                          "train_loss": None if train_loss is None else round(train_loss, 6),
                          "val_loss": None if v is None else round(v, 6),
@@ -119,7 +123,8 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
     t0 = time.perf_counter()
     if total_steps == 0:
         val = log(None, True)
-        return {"step": 0, "examples": 0, "train_loss": None, "val_loss": val, "prior_seconds": 0.0, "prior_peak": 0.0}
+        return {"step": 0, "examples": 0, "train_loss": None, "val_loss": val, "prior_seconds": 0.0, "prior_peak": 0.0,
+                **side}
 
     optimizer = method.make_optimizer(model, hp)
     scheduler = linear_schedule(optimizer, int(hp["warmup_ratio"] * total_steps), total_steps)
@@ -136,6 +141,7 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
         log_rows[:] = loop["log_rows"]
         last_train_loss, val = loop["last_train_loss"], loop["val"]
         prior_seconds, prior_peak = loop["seconds"], loop["peak_mem_mb"]
+        side.update({k: loop.get(k, 0.0) for k in side})
         best["val_loss"] = loop["best_val_loss"]
         best["state"] = state.get("best_state") or None
         rng.setstate(python_rng_from_tensor(loop["epoch_rng"]))
@@ -147,7 +153,7 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
     def loop_state(epoch_rng, batch_pos) -> dict:
         return {"step": step, "examples": examples, "loss_sum": loss_sum.detach().cpu(), "loss_count": loss_count,
                 "log_rows": list(log_rows), "last_train_loss": last_train_loss, "val": val,
-                "seconds": prior_seconds + time.perf_counter() - t0, "peak_mem_mb": prior_peak,
+                "seconds": prior_seconds + time.perf_counter() - t0, "peak_mem_mb": prior_peak, **side,
                 "best_val_loss": best["val_loss"], "epoch_rng": epoch_rng, "batch_pos": batch_pos}
 
     while step < total_steps:
@@ -190,7 +196,9 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
                 loss_count = 0
             if ckpt and step < total_steps and (ckpt.due(step) or ckpt.stop_requested):
                 extra = {"best_state": best["state"]} if best["state"] is not None else {}
+                t_ckpt = time.perf_counter()
                 ckpt.save(model, optimizer, scheduler, {**loop_state(epoch_rng, pos + 1)}, **extra)
+                side["checkpoint_seconds"] += time.perf_counter() - t_ckpt
                 if ckpt.stop_requested:
                     raise Preempted(f"SIGTERM at step {step}: checkpoint saved, the next run resumes from it")
             if ckpt:
@@ -204,5 +212,5 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
                     p.copy_(best["state"][n])
         val = best["val_loss"]
     return {"step": step, "examples": examples, "train_loss": last_train_loss,
-            "val_loss": None if val is None else round(val, 6), "prior_seconds": prior_seconds,
+            "val_loss": None if val is None else round(val, 6), "prior_seconds": prior_seconds, **side,
             "prior_peak": prior_peak}

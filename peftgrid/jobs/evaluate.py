@@ -61,44 +61,66 @@ def evaluate_cell(spec: EvalSpec, model_dir: Path, trained_dir: Path, data_dir: 
     device = pick_device()
     model, tokenizer = load_eval_model(spec, model_dir, trained_dir, labels, device)
     if ttype.generates:
-        row, lines = _generation(spec, ttype, model, tokenizer, rows, device)
+        def run(m):
+            return ttype.evaluate(task, m, tokenizer, rows, [], hp, device, spec.decoding["settings"],
+                                  task.get("max_new_tokens", 64))
     else:
-        row, lines = _labels(spec, ttype, model, tokenizer, rows, labels, device, per_label_path)
+        def run(m):
+            return ttype.evaluate(task, m, tokenizer, rows, labels, hp, device)
+    out = run(model)  # quality: the trained model exactly as saved
+    merged = method_of(hp["kind"]).merged_for_inference(model)
+    cost = run(merged.eval()) if merged is not None else out  # cost: what one deploys
+    if ttype.generates:
+        row, lines = _generation(spec, rows, out, cost)
+    else:
+        row, lines = _labels(spec, ttype, rows, labels, out, cost, per_label_path)
+    row.update(inference_merged=merged is not None, peak_infer_mem_reserved_mb=_mb(cost["meter"].peak_reserved_mb))
+    if merged is not None:
+        row.update(infer_throughput_unmerged=_throughput(ttype, rows, out),
+                   peak_infer_mem_unmerged_mb=_mb(out["meter"].peak_mem_mb))
     atomic_write_text(predictions_path, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
     row["device"] = device_description(device)
     write_tsv(metrics_path, [row])
     return row
 
 
-def _labels(spec, ttype, model, tokenizer, rows, labels, device, per_label_path):
-    out = ttype.evaluate(spec.task, model, tokenizer, rows, labels, spec.hparams, device)
+def _mb(value):
+    return None if value is None else round(value, 1)
+
+
+def _throughput(ttype, rows, out) -> float:
+    """Examples/s (label tasks) or generated tokens/s (generation) of one pass."""
+    seconds = out["meter"].seconds
+    return round((out["generated_tokens"] if ttype.generates else len(rows)) / seconds, 2)
+
+
+def _labels(spec, ttype, rows, labels, out, cost, per_label_path):
     scores, _ = compute(spec.task["metrics"], "label", gold=out["gold"], pred=out["pred"], num_labels=len(labels))
     if per_label_path:
         write_tsv(per_label_path, per_label_table(out["gold"], out["pred"], labels), PER_LABEL_COLUMNS)
-    meter = out["meter"]
+    meter = cost["meter"]
     row = metrics_row(spec, status="ok", error=None, n_examples=len(rows), n_scored=len(out["gold"]), **scores,
-                      infer_throughput=round(len(rows) / meter.seconds, 2), infer_time_s=round(meter.seconds, 3),
-                      peak_infer_mem_mb=round(meter.peak_mem_mb, 1), **out.get("extra", {}))
+                      infer_throughput=_throughput(ttype, rows, cost), infer_time_s=round(meter.seconds, 3),
+                      peak_infer_mem_mb=round(meter.peak_mem_mb, 1), mem_measure=meter.measure, **out.get("extra", {}))
     if ttype.per_token:
         row["infer_words_per_s"] = round(out["units"] / meter.seconds, 2)
     return row, out["predictions"]
 
 
-def _generation(spec, ttype, model, tokenizer, rows, device):
+def _generation(spec, rows, out, cost):
     task = spec.task
-    out = ttype.evaluate(task, model, tokenizer, rows, [], spec.hparams, device, spec.decoding["settings"],
-                         task.get("max_new_tokens", 64))
-    hyps, meter = out["hypotheses"], out["meter"]
+    hyps, meter = out["hypotheses"], cost["meter"]
     refs = [references(r[task["columns"]["target"]]) for r in rows]
     scores, per_sentence = compute(task["metrics"], "text", hypotheses=hyps, references=refs, rouge=task.get("rouge"))
     src_col = task["columns"]["source"]
     lines = [{"source": source_text(r[src_col]), "references": ref, "hypothesis": h,
               **{k: round(v, 3) for k, v in s.items()}} for r, ref, h, s in zip(rows, refs, hyps, per_sentence)]
     row = metrics_row(spec, status="ok", error=None, n_examples=len(rows), **scores,
-                      infer_throughput=round(out["generated_tokens"] / meter.seconds, 2),
+                      infer_throughput=round(cost["generated_tokens"] / meter.seconds, 2),
                       infer_examples_per_s=round(len(rows) / meter.seconds, 3),
                       generated_tokens=out["generated_tokens"], infer_time_s=round(meter.seconds, 3),
-                      peak_infer_mem_mb=round(meter.peak_mem_mb, 1), gen_len_mean=round(out["gen_len_mean"], 2),
-                      gen_len_max=out["gen_len_max"], hit_max_new_tokens=round(out["hit_max_new_tokens"], 4),
+                      peak_infer_mem_mb=round(meter.peak_mem_mb, 1), mem_measure=meter.measure,
+                      gen_len_mean=round(out["gen_len_mean"], 2), gen_len_max=out["gen_len_max"],
+                      hit_max_new_tokens=round(out["hit_max_new_tokens"], 4),
                       decoding_settings=json.dumps(out["settings"], sort_keys=True))
     return row, lines

@@ -28,7 +28,8 @@ from ..tasks import task_type
 
 LOG_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "lr", "elapsed_s"]
 STATS_COLUMNS = ["status", "error", "device", "trainable_params", "total_params", "trainable_pct",
-                 "train_time_s", "time_per_epoch_s", "peak_train_mem_mb", "train_examples_per_s", "steps",
+                 "train_time_s", "time_per_epoch_s", "val_time_s", "checkpoint_time_s", "peak_train_mem_mb",
+                 "peak_train_mem_reserved_mb", "mem_measure", "train_examples_per_s", "steps",
                  "epochs", "load_time_s", "n_train", "truncated_train", "final_train_loss", "final_val_loss"]
 
 
@@ -111,14 +112,20 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
                                    log_rows, ckpt)
         finally:
             ckpt.restore_sigterm()
-        seconds = final["prior_seconds"] + meter.seconds  # a resumed run adds up its segments
+        wall = final["prior_seconds"] + meter.seconds  # a resumed run adds up its segments
+        # training time is the optimizer steps only: validation passes and checkpoint writes have
+        # their own columns (a full fine-tuning checkpoint is far bigger than a LoRA one)
+        seconds = max(wall - final["val_seconds"] - final["checkpoint_seconds"], 0.0)
         epochs_done = final["step"] / steps_per_epoch if steps_per_epoch else 0.0
         stats.update(
             status="ok", error=None,
             train_time_s=round(seconds, 3),
             time_per_epoch_s=round(seconds / epochs_done, 3) if epochs_done else 0.0,
+            val_time_s=round(final["val_seconds"], 3), checkpoint_time_s=round(final["checkpoint_seconds"], 3),
             peak_train_mem_mb=round(max(meter.peak_mem_mb, final["prior_peak"]), 1),
-            train_examples_per_s=round(final["examples"] / seconds, 2) if final["examples"] else 0.0,
+            peak_train_mem_reserved_mb=None if meter.peak_reserved_mb is None else round(meter.peak_reserved_mb, 1),
+            mem_measure=meter.measure,
+            train_examples_per_s=round(final["examples"] / seconds, 2) if final["examples"] and seconds else 0.0,
             steps=final["step"], epochs=round(epochs_done, 4),
             final_train_loss=final["train_loss"], final_val_loss=final["val_loss"])
         record["resumed"] = final["prior_seconds"] > 0

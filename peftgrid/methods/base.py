@@ -89,6 +89,11 @@ class Method:
         reference, _ = self.load_base(model_dir, task_type, labels, hp, cpu, allow_pickle)
         return reference, self.load(model_dir, trained_dir, task_type, labels, hp, cpu, allow_pickle)
 
+    def merged_for_inference(self, model):
+        """The model one deploys when the method's weights can be folded into the base (adapters),
+        or None when there is nothing to merge or it cannot be merged."""
+        return None
+
     def merged_state(self, model) -> dict:
         """The trained weights under the base model's names, anything adapter-like folded in."""
         return dict(model.state_dict())

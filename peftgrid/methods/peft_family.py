@@ -196,6 +196,14 @@ class PeftMethod(Method):
     def _ready(self, model):
         return model
 
+    def merged_for_inference(self, model):
+        if model.peft_config["default"].is_prompt_learning:
+            return None
+        try:
+            return model.merge_and_unload()
+        except (NotImplementedError, ValueError, AttributeError, TypeError):
+            return None  # a peft method without a merge: measured as it is
+
     def merged_state(self, model):
         """Prompt learning has nothing to merge: the base is taken as it is, with the trained copy of
         each `modules_to_save` module (the head) in place of the original. Adapters are merged."""
@@ -264,6 +272,9 @@ class QuantizedPeft(PeftMethod):
 
     def place(self, model, device):
         return model  # placed by device_map when loaded
+
+    def merged_for_inference(self, model):
+        return None  # merging into a 4-bit base would dequantize it: deployed as it was trained
 
     def distance_models(self, model_dir, trained_dir, task_type, labels, hp, allow_pickle):
         """On the CPU (no 4-bit kernels): the adapter over the full-precision base, against that base."""
