@@ -71,10 +71,9 @@ def test_defaults_are_filled():
     # method keys are checked against peft's own config dataclass
     ({"methods__lora__rank": 4}, "methods.lora.rank: LoraConfig has no field 'rank'"),
     ({"methods__lora__num_virtual_tokens": 4}, "methods.lora.num_virtual_tokens: LoraConfig has no field"),
-    ({"methods__lora__r": -1}, "methods.lora.r: must be a non-negative integer"),
-    pytest.param({"methods__lora__r": 0}, "methods.lora.r", marks=pytest.mark.xfail(
-        strict=True, reason="regression: PeftMethod.validate accepts r: 0 for LoRA (peft refuses it only when "
-                            "the layers are built, i.e. inside the training job)")),
+    ({"methods__lora__r": -1}, "methods.lora.r: must be an integer of at least 1"),
+    ({"methods__lora__r": 0}, "methods.lora.r: must be an integer of at least 1"),
+    ({"methods__oft__r": -1}, "methods.oft.r: must be an integer of at least 0"),
     ({"methods__lora__lr": -1}, "methods.lora.lr"),
     ({"methods__magic": {}}, "methods.magic: unknown method 'magic'"),
     ({"methods__magic": {}}, "a new method name needs kind: <preset>"),

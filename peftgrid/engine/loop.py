@@ -17,7 +17,7 @@ import torch
 
 from ..errors import CellFailure, Preempted
 from .batching import batch_order, collate, to_device
-from .checkpoint import Checkpointer, python_rng_from_tensor, python_rng_to_tensor
+from .checkpoint import Checkpointer, python_rng_from_tensor, python_rng_to_tensor, trainable_state
 from .device import autocast
 
 
@@ -58,7 +58,8 @@ def progress_line(row: dict, total_steps: int, examples: int) -> str:
 
 
 @torch.no_grad()
-def mean_loss(model, examples: list[dict], batch_size: int, pad_id: int, device, precision: str) -> float:
+def mean_loss(model, examples: list[dict], batch_size: int, pad_id: int, device, precision: str,
+              method=None) -> float:
     """The validation loss: the mean over every scored unit — examples for sequence classification,
     labelled tokens for token and generation tasks (a token-weighted mean, not a mean of batch
     means, so a short last batch weighs what its tokens weigh)."""
@@ -70,6 +71,8 @@ def mean_loss(model, examples: list[dict], batch_size: int, pad_id: int, device,
         batch = to_device(collate([examples[i] for i in idx], pad_id), device)
         with autocast(device, precision):
             loss = model(**batch).loss
+        if method is not None:
+            loss, _ = method.split_loss(model, loss)  # the task's loss, without a method's regulariser
         units = scored_units(batch["labels"], model)
         total += loss.float() * units
         count += units
@@ -101,23 +104,26 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
     step, examples, prior_seconds, prior_peak = 0, 0, 0.0, 0.0
     # wall time spent on validation passes and checkpoint writes: reported apart, not as training
     side = {"val_seconds": 0.0, "checkpoint_seconds": 0.0}
-    best = {"val_loss": math.inf, "state": None}
+    best = {"val_loss": math.inf, "state": None, "snapshot": None}
     last_train_loss, val = None, None
     scheduler = None
 
-    def log(train_loss, with_val: bool):
+    def log(train_loss, with_val: bool, reg_loss=None):
         t_val = time.perf_counter()
-        v = mean_loss(model, val_ex, hp["eval_batch_size"], pad_id, device, precision) if (with_val and val_ex) else None
+        v = mean_loss(model, val_ex, hp["eval_batch_size"], pad_id, device, precision, method) if (with_val and val_ex) else None
         side["val_seconds"] += time.perf_counter() - t_val
         log_rows.append({"step": step, "epoch": round(step / steps_per_epoch, 4) if steps_per_epoch else 0,
                          "train_loss": None if train_loss is None else round(train_loss, 6),
                          "val_loss": None if v is None else round(v, 6),
+                         "reg_loss": None if reg_loss is None else round(reg_loss, 6),
                          "lr": scheduler.get_last_lr()[0] if scheduler else 0.0,
                          "elapsed_s": round(prior_seconds + time.perf_counter() - t0, 3)})
         print(progress_line(log_rows[-1], total_steps, examples), flush=True)
         if v is not None and hp["checkpoint"] == "best" and v < best["val_loss"]:
             best["val_loss"] = v
-            best["state"] = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+            # the trainable weights, AdaLoRA's rank buffers and what else the method needs (its rank pattern)
+            best["state"] = {n: t.clone() for n, t in trainable_state(model).items()}
+            best["snapshot"] = method.snapshot(model)
         return v
 
     t0 = time.perf_counter()
@@ -131,6 +137,7 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     loss_sum, loss_count = torch.zeros((), device=device), 0
+    reg_sum, has_reg = torch.zeros((), device=device), False  # a method's regulariser (AdaLoRA), logged apart
     resume_batch = 0
     state = ckpt.load() if ckpt else None
     if state:  # go on exactly where the last run stopped
@@ -144,6 +151,8 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
         side.update({k: loop.get(k, 0.0) for k in side})
         best["val_loss"] = loop["best_val_loss"]
         best["state"] = state.get("best_state") or None
+        best["snapshot"] = loop.get("best_snapshot")
+        reg_sum += loop.get("reg_sum", 0.0)
         rng.setstate(python_rng_from_tensor(loop["epoch_rng"]))
         resume_batch = loop["batch_pos"]
     else:
@@ -152,6 +161,7 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
 
     def loop_state(epoch_rng, batch_pos) -> dict:
         return {"step": step, "examples": examples, "loss_sum": loss_sum.detach().cpu(), "loss_count": loss_count,
+                "reg_sum": reg_sum.detach().cpu(), "best_snapshot": best["snapshot"],
                 "log_rows": list(log_rows), "last_train_loss": last_train_loss, "val": val,
                 "seconds": prior_seconds + time.perf_counter() - t0, "peak_mem_mb": prior_peak, **side,
                 "best_val_loss": best["val_loss"], "epoch_rng": epoch_rng, "batch_pos": batch_pos}
@@ -165,6 +175,7 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
             batch = to_device(collate([train_ex[i] for i in idx], pad_id), device)
             with autocast(device, precision):
                 loss = model(**batch).loss
+            task_loss, reg = method.split_loss(model, loss)
             if scaler:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
@@ -182,8 +193,11 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
             examples += len(idx)
             method.after_step(model, step)
             optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach().float()  # stays on the device: no host sync per step
+            loss_sum += task_loss.detach().float()  # stays on the device: no host sync per step
             loss_count += 1
+            if reg is not None:
+                reg_sum += reg.float()
+                has_reg = True
             at_eval = step % hp["eval_every_steps"] == 0 or step == total_steps
             if step % hp["log_every_steps"] == 0 or at_eval:
                 mean = float(loss_sum) / loss_count  # the only host sync, at logging steps
@@ -191,8 +205,9 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
                     raise NonFiniteLoss(f"loss became {mean} by step {step} (lr {hp['lr']:g}); "
                                         f"lower lr or use precision fp32")
                 last_train_loss = round(mean, 6)
-                val = log(mean, at_eval)
+                val = log(mean, at_eval, float(reg_sum) / loss_count if has_reg else None)
                 loss_sum.zero_()
+                reg_sum.zero_()
                 loss_count = 0
             if ckpt and step < total_steps and (ckpt.due(step) or ckpt.stop_requested):
                 extra = {"best_state": best["state"]} if best["state"] is not None else {}
@@ -206,10 +221,11 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
             if step >= total_steps:
                 break
     if best["state"] is not None:
+        tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         with torch.no_grad():
-            for n, p in model.named_parameters():
-                if n in best["state"]:
-                    p.copy_(best["state"][n])
+            for n, t in best["state"].items():
+                tensors[n].copy_(t.to(tensors[n].device))
+        method.restore_snapshot(model, best["snapshot"])
         val = best["val_loss"]
     return {"step": step, "examples": examples, "train_loss": last_train_loss,
             "val_loss": None if val is None else round(val, 6), "prior_seconds": prior_seconds, **side,

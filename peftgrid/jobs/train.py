@@ -26,7 +26,7 @@ from ..staged import staged_meta
 from ..staging.models import verify_staged
 from ..tasks import task_type
 
-LOG_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "lr", "elapsed_s"]
+LOG_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "reg_loss", "lr", "elapsed_s"]
 STATS_COLUMNS = ["status", "error", "device", "trainable_params", "total_params", "trainable_pct",
                  "train_time_s", "time_per_epoch_s", "val_time_s", "checkpoint_time_s", "peak_train_mem_mb",
                  "peak_train_mem_reserved_mb", "mem_measure", "train_examples_per_s", "steps",

@@ -72,6 +72,18 @@ class Method:
     def after_step(self, model, step: int) -> None:
         """Called after each optimizer step (AdaLoRA reallocates its ranks here)."""
 
+    def split_loss(self, model, loss):
+        """(the task's loss, a regulariser the method added to it, or None). The loop backpropagates
+        `loss` but logs the task loss, so curves and checkpoint selection compare methods fairly."""
+        return loss, None
+
+    def snapshot(self, model):
+        """State beyond the trainable weights that a best-checkpoint restore must bring back."""
+        return None
+
+    def restore_snapshot(self, model, snap) -> None:
+        """Bring back what `snapshot` captured."""
+
     def save(self, model, hp: dict, out_dir: Path, new_weights: list[str]) -> None:
         raise NotImplementedError
 

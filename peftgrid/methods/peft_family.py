@@ -94,8 +94,10 @@ class PeftMethod(Method):
                 raise ConfigError(f"{where}.{key}: {cls} has no field {key!r}{did_you_mean(key, allowed - {'peft_type'})}")
         for key in ("r", "init_r", "target_r", "num_virtual_tokens"):
             value = settings.get(key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise ConfigError(f"{where}.{key}: must be a non-negative integer, got {value!r}")
+            # OFT's r may be 0 (its block size then sets the rank); every other rank is at least 1
+            least = 0 if (key == "r" and peft_type in ("OFT", "BOFT")) else 1
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise ConfigError(f"{where}.{key}: must be an integer of at least {least}, got {value!r}")
         for key in ("target_modules", "feedforward_modules", "modules_to_save"):
             value = settings.get(key)
             if value is not None and value != "auto" and not (
@@ -182,6 +184,26 @@ class PeftMethod(Method):
     def after_step(self, model, step):
         if hasattr(model.base_model, "update_and_allocate"):
             model.base_model.update_and_allocate(step)  # AdaLoRA's rank reallocation (needs total_step)
+
+    def split_loss(self, model, loss):
+        """AdaLoRA adds orth_reg_weight x its orthogonality regulariser to the model's loss, in eval
+        mode too; the task loss is that sum minus the regulariser, recomputed as peft computes it."""
+        if model.peft_config["default"].peft_type != "ADALORA":
+            return loss, None
+        reg = adalora_regulariser(model) * model.peft_config["default"].orth_reg_weight
+        return loss - reg.detach(), reg.detach()
+
+    def snapshot(self, model):
+        """AdaLoRA: the rank pattern the weights were pruned to (None until its final phase)."""
+        import copy
+
+        config = model.peft_config["default"]
+        return copy.deepcopy(getattr(config, "rank_pattern", None)) if config.peft_type == "ADALORA" else None
+
+    def restore_snapshot(self, model, snap):
+        config = model.peft_config["default"]
+        if config.peft_type == "ADALORA":
+            config.rank_pattern = snap
 
     def save(self, model, hp, out_dir, new_weights):
         model.save_pretrained(out_dir, safe_serialization=True)
@@ -285,6 +307,20 @@ class QuantizedPeft(PeftMethod):
         reference, _ = Method.load_base(self, model_dir, task_type, labels, hp, cpu, allow_pickle)
         base, _ = Method.load_base(self, model_dir, task_type, labels, hp, cpu, allow_pickle)
         return reference, peft.PeftModel.from_pretrained(base, trained_dir)
+
+
+def adalora_regulariser(model):
+    """peft's AdaLoRA orthogonality regulariser: the mean of ||AA^T - I|| and ||B^TB - I|| (Frobenius)."""
+    import torch
+
+    total, count = None, 0
+    for name, p in model.named_parameters():
+        if ("lora_A" in name or "lora_B" in name) and "default" in name:
+            cov = p @ p.T if "lora_A" in name else p.T @ p
+            term = torch.norm(cov - torch.eye(*cov.shape, device=cov.device, dtype=cov.dtype), p="fro")
+            total = term if total is None else total + term
+            count += 1
+    return total / count if count else torch.zeros(())
 
 
 def norm_layers(model) -> list[str]:
