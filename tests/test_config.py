@@ -73,7 +73,7 @@ def test_defaults_are_filled():
     ({"methods__lora__num_virtual_tokens": 4}, "methods.lora.num_virtual_tokens: LoraConfig has no field"),
     ({"methods__lora__r": -1}, "methods.lora.r: must be an integer of at least 1"),
     ({"methods__lora__r": 0}, "methods.lora.r: must be an integer of at least 1"),
-    ({"methods__oft__r": -1}, "methods.oft.r: must be an integer of at least 0"),
+    ({"methods__oft": {"r": -1}}, "methods.oft.r: must be an integer of at least 0"),
     ({"methods__lora__lr": -1}, "methods.lora.lr"),
     ({"methods__magic": {}}, "methods.magic: unknown method 'magic'"),
     ({"methods__magic": {}}, "a new method name needs kind: <preset>"),
