@@ -33,26 +33,18 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS: now, VmHWM: peak), in MB."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
+    if field == "VmHWM":
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     return 0.0
-
-
-def _rss_peak_mb() -> float:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _reset_rss_peak() -> None:
@@ -80,7 +72,7 @@ class PhaseMeter:
             self._base = 0.0  # max_memory_allocated counts what is allocated, the model included
         else:
             _reset_rss_peak()
-            self._base = _rss_mb()
+            self._base = _status_mb("VmRSS")
         self._t0 = time.perf_counter()
         return self
 
@@ -91,7 +83,7 @@ class PhaseMeter:
             self.peak_mem_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
             self.peak_reserved_mb = torch.cuda.max_memory_reserved(self.device) / 2**20
         else:
-            self.peak_mem_mb = max(_rss_peak_mb() - self._base, 0.0)
+            self.peak_mem_mb = max(_status_mb("VmHWM") - self._base, 0.0)
         return False
 
 
