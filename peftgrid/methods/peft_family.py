@@ -281,8 +281,9 @@ class QuantizedPeft(PeftMethod):
         compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=hp["quant_type"],
                                    bnb_4bit_use_double_quant=hp["double_quant"], bnb_4bit_compute_dtype=compute)
+        placement = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
         return task_type.load_pretrained(model_dir, labels, allow_pickle, quantization_config=quant,
-                                         device_map={"": device.index or 0})
+                                         device_map=placement)
 
     def _ready(self, model):
         import peft
@@ -299,14 +300,31 @@ class QuantizedPeft(PeftMethod):
         return None  # merging into a 4-bit base would dequantize it: deployed as it was trained
 
     def distance_models(self, model_dir, trained_dir, task_type, labels, hp, allow_pickle):
-        """On the CPU (no 4-bit kernels): the adapter over the full-precision base, against that base."""
+        """Against the full-precision pretrained weights: the adapter merged into the dequantized
+        4-bit base it actually trained on, so the distances include what 4-bit quantization changed."""
         import peft
         import torch
 
         cpu = torch.device("cpu")
         reference, _ = Method.load_base(self, model_dir, task_type, labels, hp, cpu, allow_pickle)
-        base, _ = Method.load_base(self, model_dir, task_type, labels, hp, cpu, allow_pickle)
+        base = self.dequantized_base(model_dir, task_type, labels, hp, allow_pickle)
         return reference, peft.PeftModel.from_pretrained(base, trained_dir)
+
+    def dequantized_base(self, model_dir, task_type, labels, hp, allow_pickle):
+        """The pretrained model with every 4-bit weight replaced by its dequantized value (on the CPU:
+        bitsandbytes loads and dequantizes 4-bit there, it only cannot run the 4-bit forward)."""
+        import bitsandbytes as bnb
+        import torch
+
+        quantized, _ = self.load_base(model_dir, task_type, labels, hp, torch.device("cpu"), allow_pickle)
+        model, _ = Method.load_base(self, model_dir, task_type, labels, hp, torch.device("cpu"), allow_pickle)
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, module in quantized.named_modules():
+                if isinstance(module, bnb.nn.Linear4bit):
+                    w = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
+                    params[f"{name}.weight"].copy_(w.to(params[f"{name}.weight"].dtype))
+        return model
 
 
 def adalora_regulariser(model):
