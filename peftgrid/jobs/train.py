@@ -30,7 +30,8 @@ LOG_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "reg_loss", "lr", "ela
 STATS_COLUMNS = ["status", "error", "device", "trainable_params", "total_params", "trainable_pct",
                  "train_time_s", "time_per_epoch_s", "val_time_s", "checkpoint_time_s", "peak_train_mem_mb",
                  "peak_train_mem_reserved_mb", "mem_measure", "train_examples_per_s", "steps",
-                 "epochs", "load_time_s", "n_train", "truncated_train", "final_train_loss", "final_val_loss"]
+                 "epochs", "load_time_s", "n_train", "truncated_train", "final_train_loss", "final_val_loss",
+                 "encoder_time_s", "cached_examples"]
 
 
 def first_line(exc: BaseException) -> str:
@@ -127,7 +128,7 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
             mem_measure=meter.measure,
             train_examples_per_s=round(final["examples"] / seconds, 2) if final["examples"] and seconds else 0.0,
             steps=final["step"], epochs=round(epochs_done, 4),
-            final_train_loss=final["train_loss"], final_val_loss=final["val_loss"])
+            final_train_loss=final["train_loss"], final_val_loss=final["val_loss"], **method.extra_stats(model))
         record["resumed"] = final["prior_seconds"] > 0
         method.save(model, hp, tmp_model, new_weights)
         tokenizer.save_pretrained(tmp_model / "tokenizer")

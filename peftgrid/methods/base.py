@@ -72,6 +72,10 @@ class Method:
     def after_step(self, model, step: int) -> None:
         """Called after each optimizer step (AdaLoRA reallocates its ranks here)."""
 
+    def extra_stats(self, model) -> dict:
+        """Method-specific cost figures for train_stats.tsv (linear probing: time in the encoder)."""
+        return {}
+
     def split_loss(self, model, loss):
         """(the task's loss, a regulariser the method added to it, or None). The loop backpropagates
         `loss` but logs the task loss, so curves and checkpoint selection compare methods fairly."""

@@ -122,6 +122,10 @@ class LinearProbe(Method):
                       head["activation"], per_token=task_type.per_token)
         return model, [n for n, _ in model.head.named_parameters(prefix="head")]
 
+    def extra_stats(self, model):
+        """The frozen encoder runs once per example (features are cached), the head every step."""
+        return {"encoder_time_s": round(model.encoder_seconds, 3), "cached_examples": len(model.cache)}
+
     def save(self, model, hp, out_dir, new_weights):
         _save_tensors(model, [n for n in model.state_dict() if n.startswith("head.")], out_dir, hp["kind"])
 
