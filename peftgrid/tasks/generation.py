@@ -191,9 +191,9 @@ class Seq2Seq(GenerationTask):
 
     def inference_ids(self, tokenizer, task, rows, max_length):
         """The encoder input: the prompt with the tokenizer's own special tokens (T5: a final </s>)."""
-        special = tokenizer.num_special_tokens_to_add()
-        return [tokenizer.build_inputs_with_special_tokens(p)
-                for p in self.prompt_ids(tokenizer, task, rows, max_length - special)]
+        before, after = special_wrap(tokenizer)
+        return [before + p + after
+                for p in self.prompt_ids(tokenizer, task, rows, max_length - len(before) - len(after))]
 
     def encode(self, task, rows, tokenizer, labels, max_length):
         prompts = self.inference_ids(tokenizer, task, rows, max_length)
@@ -201,6 +201,18 @@ class Seq2Seq(GenerationTask):
         lab = tokenizer(text_target=targets, truncation=True, max_length=max_length)["input_ids"]
         return [{"input_ids": p, "attention_mask": [1] * len(p), "labels": t, "row": i}
                 for i, (p, t) in enumerate(zip(prompts, lab))]
+
+
+def special_wrap(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens tokenizer(text) puts before and after a text. Read from the tokenizer's
+    own output: build_inputs_with_special_tokens adds none for a generic PreTrainedTokenizerFast
+    (its template lives in the backend's post-processor), which would drop T5's final </s>."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i:i + len(plain)] == plain:
+            return full[:i], full[i + len(plain):]
+    return [], []
 
 
 SENTINEL = "\x00SOURCE\x00"
