@@ -4,8 +4,7 @@ import sys
 sys.path.insert(0, workflow.basedir)  # the peftgrid package lives beside this file
 
 from peftgrid.errors import ConfigError
-from peftgrid.plan import build_run_table, validate_config
-from peftgrid.plan.paths import check_local_paths
+from peftgrid.plan import plan_study
 
 # `--configfile other.yaml` replaces config.yaml instead of being merged into it
 if not workflow.overwrite_configfiles:
@@ -14,9 +13,7 @@ if not workflow.overwrite_configfiles:
 
 
 try:
-    config = validate_config(config)
-    check_local_paths(config)
-    CELLS = build_run_table(config)
+    config, CELLS = plan_study(config)
 except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None
 

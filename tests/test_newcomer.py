@@ -1,12 +1,16 @@
 """Studies written the way a new user writes them from the README: each either plans (and one
-runs end to end), or stops at parse time with one line naming the key — and no job starts."""
-import copy
+runs end to end), or stops at parse time with one line naming the key — and no job starts.
+
+The table runs what the Snakefile runs at parse time (peftgrid.plan.plan_study) in-process; real
+Snakemake runs check that the same line reaches the console, that a valid study plans, and that one
+runs end to end."""
+import os
 
 import pytest
 
 from conftest import run_snakemake, shared, write_config
-
-pytestmark = pytest.mark.slow
+from peftgrid.errors import ConfigError
+from peftgrid.plan import plan_study
 
 EMOTION_COLUMNS = {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"]}
 
@@ -84,7 +88,24 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,change,error", CASES, ids=[c[0] for c in CASES])
-def test_newcomer_config(tiny_bert, tmp_path, name, change, error):
+def test_newcomer_config(tiny_bert, tmp_path, monkeypatch, name, change, error):
+    config = base(tiny_bert, tmp_path)
+    change(config)
+    monkeypatch.chdir(tmp_path)  # relative paths start at the working directory, as under snakemake -d
+    if error is None:
+        _, cells = plan_study(config, ".")
+        assert cells and all(c.hparams["lr"] > 0 for c in cells)
+    else:
+        with pytest.raises(ConfigError) as err:
+            plan_study(config, ".")
+        assert error in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["partial methods section", "typo in a method name"])
+def test_snakemake_plans_or_prints_the_one_line(tiny_bert, tmp_path, name):
+    _, change, error = next(c for c in CASES if c[0] == name)
     config = base(tiny_bert, tmp_path)
     change(config)
     write_config(tmp_path / "config.yaml", config)
@@ -101,6 +122,7 @@ def test_newcomer_config(tiny_bert, tmp_path, name, change, error):
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
 
 
+@pytest.mark.slow
 def test_hub_id_offline_stops_at_staging_with_one_line_and_nothing_trains(tiny_bert, tmp_path):
     config = base(tiny_bert, tmp_path)
     config["models"]["tiny"] = {"source": "google-bert/bert-base-uncased"}
@@ -114,6 +136,7 @@ def test_hub_id_offline_stops_at_staging_with_one_line_and_nothing_trains(tiny_b
     assert not (tmp_path / "results" / "runs").exists()
 
 
+@pytest.mark.slow
 def test_newcomer_study_runs_end_to_end(tiny_bert, tmp_path):
     config = base(tiny_bert, tmp_path)
     config["methods"] = {"lora": {"r": 4}}

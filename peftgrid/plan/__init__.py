@@ -3,5 +3,15 @@ typed job specs. Imports no torch: the Snakefile and every rule import only this
 from .config import canonical, load_schema, training_defaults, training_keys, validate_config
 from .runs import RUN_DIR, Cell, build_run_table, variant_name
 
+
+def plan_study(raw: dict, base_dir=".") -> tuple[dict, list[Cell]]:
+    """What the Snakefile does at parse time: validate the config, check every local path it names
+    and expand the run table. Raises one ConfigError line naming the key."""
+    from .paths import check_local_paths
+
+    config = validate_config(raw)
+    check_local_paths(config, base_dir)
+    return config, build_run_table(config)
+
 __all__ = ["canonical", "load_schema", "training_defaults", "training_keys", "validate_config", "RUN_DIR", "Cell",
-           "build_run_table", "variant_name"]
+           "build_run_table", "variant_name", "plan_study"]
