@@ -129,9 +129,11 @@ class Method:
 
 
 def real_numel(p) -> int:
-    """Parameters a tensor stands for: bitsandbytes packs two 4-bit values per uint8 element."""
+    """Parameters a tensor stands for: bitsandbytes packs two 4-bit values per byte of its storage
+    (uint8 by default; a wider quant_storage, e.g. bf16 for FSDP, holds 2 x its itemsize)."""
     if p.__class__.__name__ == "Params4bit":
-        return p.numel() * 2
+        storage = getattr(p, "quant_storage", None)
+        return p.numel() * 2 * (storage.itemsize if storage is not None else 1)
     return p.numel()
 
 

@@ -4,8 +4,8 @@ A method entry's settings are its PeftConfig's fields, passed through as written
 against peft's own dataclass (peft_fields.py): `{kind: lora, use_dora: true}` is DoRA,
 `{kind: peft, peft_type: LOHA, r: 8, alpha: 16}` is LoHa. Three names are ours, not peft's:
 `alpha` / `dropout` for LoRA-style configs (peft's `lora_alpha` / `lora_dropout`), `target_modules:
-auto` (peft's per-architecture default) and, for LoRA, `loraplus_lr_ratio` (LoRA+, through
-peft.optimizers). QLoRA is the same over a 4-bit base (`quant_type`, `double_quant`).
+auto` (peft's per-architecture default) and, for LoRA, `loraplus_lr_ratio` (LoRA+: B
+learns that many times faster than A). QLoRA is the same over a 4-bit base (`quant_type`, `double_quant`).
 
 Weights created for the task (a classification head, a freshly initialised pooler) are added to
 `modules_to_save`, so they train and are saved with the adapter.
@@ -171,15 +171,36 @@ class PeftMethod(Method):
             raise MethodError(f"peft cannot apply {hp['kind']} to {type(model).__name__}: {_first_line(e)}") from None
 
     def make_optimizer(self, model, hp):
-        if hp.get("loraplus_lr_ratio") is None:
+        """LoRA+ (Hayou et al. 2024): the B matrices learn `loraplus_lr_ratio` times faster than A.
+        Groups built here, not by peft.optimizers.create_loraplus_optimizer: that gives a new task
+        head's weight A's rate and its bias B's, and on MiniLM emotion the preset then learned only
+        the class prior (0.30 test accuracy at lr 2e-4 to 2e-3). Weights that are not LoRA matrices
+        (the head, a new pooler) train at B's rate, the rate a plain LoRA run gives them (LoRA+
+        lowers A's lr, not the head's); weight_decay applies as under plain AdamW."""
+        ratio = hp.get("loraplus_lr_ratio")
+        if ratio is None:
             return super().make_optimizer(model, hp)
         import torch
-        from peft.optimizers import create_loraplus_optimizer
 
-        extra = {"loraplus_lr_embedding": hp["loraplus_lr_embedding"]} if hp.get("loraplus_lr_embedding") else {}
-        return create_loraplus_optimizer(model, optimizer_cls=torch.optim.AdamW, lr=hp["lr"],
-                                         loraplus_lr_ratio=hp["loraplus_lr_ratio"], weight_decay=hp["weight_decay"],
-                                         **extra)
+        lr, wd = hp["lr"], hp["weight_decay"]
+        groups = {"A": [], "B": [], "embedding_B": [], "decay": [], "no_decay": []}
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            if "lora_embedding_B" in name:
+                groups["embedding_B"].append(p)
+            elif "lora_B" in name:
+                groups["B"].append(p)
+            elif "lora_A" in name or "lora_embedding_A" in name:
+                groups["A"].append(p)
+            elif p.ndim < 2 or "norm" in name.lower():
+                groups["no_decay"].append(p)  # biases, norms, DoRA's magnitudes
+            else:
+                groups["decay"].append(p)
+        settings = {"A": (lr, wd), "B": (lr * ratio, wd), "embedding_B": (hp.get("loraplus_lr_embedding") or 1e-6, wd),
+                    "decay": (lr * ratio, wd), "no_decay": (lr * ratio, 0.0)}
+        return torch.optim.AdamW([{"params": ps, "lr": settings[k][0], "weight_decay": settings[k][1]}
+                                  for k, ps in groups.items() if ps], lr=lr)
 
     def after_step(self, model, step):
         if hasattr(model.base_model, "update_and_allocate"):
