@@ -1,0 +1,142 @@
+"""The CPU-sized study end to end: where the wall time of a whole Snakemake run goes.
+
+Runs, from the repository,
+
+    snakemake --snakefile Snakefile --configfile configs/cpu_small_local.yaml --cores 2 --resources gpu=1 \
+        --keep-going -d <tmp>/work
+
+with <tmp>/shared a link to ../shared, so the config's `../shared/data/...` paths resolve from the
+temporary working directory exactly as they do from the repository. Then it reports the wall
+time, the summed train_time_s / val_time_s / checkpoint_time_s / load_time_s of every cell's
+train_stats.tsv, the summed infer_time_s of results/summary.tsv (one row per cell and eval set), and
+the share of the wall time spent outside training and evaluation (staging, data checks, process
+and model start-up, distances, reports, Snakemake itself).
+
+About 30-45 minutes on 2 idle cores. It measures nothing useful on a busy machine, so it refuses
+to start when other processes use the CPU (--force runs anyway; the output then says BUSY).
+
+    python benchmarks/bench_workflow.py                  # the study, in a temporary folder
+    python benchmarks/bench_workflow.py --dry-run        # only check that the workflow plans from there
+    python benchmarks/bench_workflow.py --keep /tmp/wf   # keep the working folder (results/, logs/)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+
+from bench_train_loop import machine_load  # noqa: E402
+
+
+def fnum(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def collect(work: Path) -> dict:
+    from peftgrid.records import read_tsv
+
+    stats = [read_tsv(p)[0] for p in sorted((work / "results" / "runs").glob("**/train_stats.tsv"))]
+    summary_path = work / "results" / "summary.tsv"
+    summary = read_tsv(summary_path) if summary_path.is_file() else []
+    # one inference pass per (cell, eval set, decoding); the summary repeats the cell's training figures
+    evals = {(r.get("run_dir"), r.get("eval"), r.get("decoding", "")): r for r in summary}
+    out = {f"{k}_s": sum(fnum(s.get(f"{k}_s")) for s in stats)
+           for k in ("train_time", "val_time", "checkpoint_time", "load_time")}
+    out["infer_time_s"] = sum(fnum(r.get("infer_time_s")) for r in evals.values())
+    out["cells"] = len(stats)
+    out["failed_cells"] = sum(s.get("status") != "ok" for s in stats)
+    out["eval_rows"] = len(evals)
+    out["summary"] = summary_path.is_file()
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--configfile", type=Path, default=REPO / "configs" / "cpu_small_local.yaml")
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared",
+                        help="the folder the config's ../shared paths mean")
+    parser.add_argument("--keep", type=Path, help="run in this (new or empty) folder and keep it")
+    parser.add_argument("--dry-run", action="store_true", help="snakemake -n: plan only, report nothing")
+    parser.add_argument("--force", action="store_true", help="run even when the machine is busy")
+    args = parser.parse_args()
+
+    if not (args.shared / "data").is_dir():
+        raise SystemExit(f"{args.shared / 'data'} not found (pass --shared)")
+    load = machine_load(2.0)
+    busy = (load["others_cores"] or 0) >= 0.25
+    print(f"{datetime.now().isoformat(timespec='seconds')}  load1 {load['load1']}, other processes "
+          f"{load['others_cores']} cores of {os.cpu_count()}")
+    if busy and not (args.force or args.dry_run):
+        raise SystemExit("machine busy: the figures would be noise; run again when it is idle (or --force)")
+
+    root = Path(tempfile.mkdtemp(prefix="peftgrid-wf-")) if args.keep is None else args.keep.resolve()
+    work = root / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    link = root / "shared"  # <work>/../shared/data is what the config names
+    if not link.exists():
+        link.symlink_to(args.shared.resolve(), target_is_directory=True)
+    exe = shutil.which("snakemake")
+    cmd = ([exe] if exe else [sys.executable, "-m", "snakemake"]) + [
+        "--snakefile", str(REPO / "Snakefile"), "--configfile", str(args.configfile.resolve()),
+        "--cores", str(args.cores), "--resources", "gpu=1", "--keep-going", "-d", str(work)]
+    if args.dry_run:
+        cmd.append("-n")
+    print("$ " + " ".join(cmd))
+    log = root / "snakemake.log"
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        print(log.read_text()[-3000:])
+        print(f"snakemake exited {proc.returncode} after {wall:.0f} s (log: {log})")
+    if args.dry_run:
+        tail = [line for line in log.read_text().splitlines() if line.strip()][-3:]
+        print("\n".join(tail))
+        print(f"dry run ok in {wall:.1f} s; working folder {root}" if proc.returncode == 0 else "dry run failed")
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+        return proc.returncode
+
+    c = collect(work)
+    inside = c["train_time_s"] + c["val_time_s"] + c["infer_time_s"]
+    rows = [("wall time", wall), ("training steps (train_time_s)", c["train_time_s"]),
+            ("validation during training (val_time_s)", c["val_time_s"]),
+            ("evaluation / inference (infer_time_s)", c["infer_time_s"]),
+            ("checkpoint writes (checkpoint_time_s)", c["checkpoint_time_s"]),
+            ("model load + tokenisation in train jobs (load_time_s)", c["load_time_s"]),
+            ("outside training and evaluation", wall - inside)]
+    print()
+    print(f"{c['cells']} cells ({c['failed_cells']} recorded as failed), {c['eval_rows']} evaluated eval sets, "
+          f"--cores {args.cores}" + ("" if c["summary"] else "; NO results/summary.tsv"))
+    print("| part | seconds | share of wall |")
+    print("|---|---:|---:|")
+    for name, sec in rows:
+        print(f"| {name} | {sec:.0f} | {100 * sec / wall:.1f}% |")
+    print("(checkpoint and load time are outside training and evaluation; summed job times can exceed "
+          "the wall time where jobs overlapped)")
+    print("machine BUSY at the start: figures are noisy" if busy else "machine idle at the start")
+    print(f"working folder: {root}" if args.keep else f"log: {log}")
+    if args.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
