@@ -45,6 +45,14 @@ rule report_task:
         summary="results/summary.tsv",
         logs=lambda w: [f"{c.dir}/train_log.tsv" for c in task_cells(w.task)],
         distances=lambda w: [f"{c.dir}/weight_distances.tsv" for c in task_cells(w.task)],
+        # per-example predictions for the paired significance tests, in the order of spec.cells x
+        # eval sets x decodings (the script pairs them with the spec, never with the path)
+        predictions=lambda w: [
+            f"{c.dir}/eval/{e}/{d}/predictions.jsonl" if d else f"{c.dir}/eval/{e}/predictions.jsonl"
+            for c in task_cells(w.task)
+            for e in config["tasks"][w.task]["eval"]
+            for d in (config["tasks"][w.task]["decoding"] if generates(w.task) else [""])
+        ],
     output:
         table="results/report/tables/{task}.tsv",
         table_md="results/report/tables/{task}.md",

@@ -12,10 +12,14 @@ def main(smk):
     labels = [seed_label(c) for c in spec.cells]  # the rule lists inputs in the order of spec.cells
     logs = dict(zip(labels, map(Path, smk.input.logs)))
     distances = dict(zip(labels, map(Path, smk.input.distances)))
-    task_cfg = {"eval": {e: {} for e in spec.evals}, "metrics": spec.metrics, "transfer": spec.transfer}
+    keys = [(c["method"], c["variant"], c["seed"], e, d)
+            for c in spec.cells for e in spec.evals for d in (spec.decodings or [""])]  # the rule's order
+    predictions = dict(zip(keys, map(Path, smk.input.predictions), strict=True))
+    task_cfg = {"eval": {e: {} for e in spec.evals}, "metrics": spec.metrics, "transfer": spec.transfer,
+                "decoding": spec.decodings}
     out = {name: Path(getattr(smk.output, name)) for name in
            ("table", "table_md", "recommendations", "transfer", "learning_curves", "pareto", "distances", "sweep")}
-    build_task_report(spec.task, smk.input.summary, logs, distances, task_cfg, spec.report, out)
+    build_task_report(spec.task, smk.input.summary, logs, distances, task_cfg, spec.report, out, predictions)
 
 
 run_job(main, snakemake, offline=False)  # noqa: F821

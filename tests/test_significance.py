@@ -204,3 +204,88 @@ def test_sacrebleu_stats_bootstrap_over_seeds():
     assert fn(sa) == pytest.approx(sacrebleu.corpus_bleu(good, [[x[0] for x in refs]]).score)
     r = sig.paired_bootstrap(np.stack([sa, sa]), np.stack([sb, sb]), metric_fn=fn, n=200, seed=0)
     assert r.score_a == pytest.approx(fn(sa)) and r.ci_low <= r.diff <= r.ci_high
+
+
+# ------------------------------------------------------------------------------- in the report
+
+
+def write_study(tmp_path, systems, metric="mcc", evals=("validation", "test")):
+    """summary.tsv + predictions.jsonl per (method, variant, seed, eval) from per-example
+    predicted labels; gold is shared. `systems`: (method, variant, params, mem) -> {eval: [preds per seed]}."""
+    from peftgrid.metrics.classification import classification_metrics
+
+    rows, predictions = [], {}
+    for (method, variant, params, mem), by_eval in systems.items():
+        for ev, (gold, seeds) in by_eval.items():
+            for seed, pred in enumerate(seeds):
+                path = tmp_path / f"{method}_{variant}_{seed}_{ev}.jsonl"
+                path.write_text("".join(json.dumps({"label": str(g), "prediction": str(p), "confidence": 0.9,
+                                                    "correct": int(g == p)}) + "\n" for g, p in zip(gold, pred)))
+                predictions[(method, variant, seed, ev, "")] = path
+                score = classification_metrics(np.array(gold), np.array(pred), 2, [metric])[metric]
+                rows.append({"task": "cola", "method": method, "variant": variant, "seed": seed, "eval": ev,
+                             "decoding": "", "status": "ok", "error": "", metric: score, "trainable_params": params,
+                             "trainable_pct": 100 * params / 1e6, "train_time_s": 10.0, "time_per_epoch_s": 5.0,
+                             "peak_train_mem_mb": mem, "peak_infer_mem_mb": 100.0, "infer_throughput": 10.0})
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(tmp_path / "summary.tsv", sep="\t", index=False)
+    return predictions
+
+
+def run_report(tmp_path, predictions, metric="mcc", evals=("validation", "test")):
+    import pandas as pd
+
+    from peftgrid.report.tables import build_task_report
+
+    out = {n: tmp_path / f"{n}.{'png' if n in ('learning_curves', 'pareto', 'distances', 'sweep') else 'tsv'}"
+           for n in ("table", "table_md", "recommendations", "transfer", "learning_curves", "pareto", "distances",
+                     "sweep")}
+    task_cfg = {"eval": {e: {} for e in evals}, "metrics": [metric], "transfer": None, "decoding": []}
+    build_task_report("cola", tmp_path / "summary.tsv", {}, {}, task_cfg, {}, out, predictions)
+    return (pd.read_csv(out["recommendations"], sep="\t"), pd.read_csv(out["table"], sep="\t"),
+            out["table_md"].read_text())
+
+
+def test_report_says_no_method_beat_the_untrained_baseline(tmp_path):
+    # CoLA as it happened: full and LoRA predict the majority class (MCC 0), the random head of
+    # `none` scores a little above 0 by chance
+    rng = np.random.default_rng(0)
+    sets = {ev: (rng.integers(0, 2, 300) * (rng.random(300) < 0.7)).tolist() for ev in ("validation", "test")}
+    majority = {ev: (g, [[0] * len(g)]) for ev, g in sets.items()}
+    noisy = {ev: (g, [[int(x) if rng.random() < 0.53 else 1 - int(x) for x in g]]) for ev, g in sets.items()}
+    predictions = write_study(tmp_path, {("full", "default", 1e6, 900.0): majority,
+                                         ("lora", "r=8", 3e3, 400.0): majority,
+                                         ("none", "default", 0.0, 0.0): noisy})
+    recs, table, md = run_report(tmp_path, predictions)
+    words = " ".join(recs.loc[recs["recommendation"] == "in words", "statement"])
+    assert "No method beat the untrained baseline on cola" in words
+    assert "none" not in set(recs.loc[recs["recommendation"] == "best quality", "cell"])
+    assert "not worse than best (p>=0.05)" in table.columns and "Paired comparisons" in md
+
+
+def test_report_words_and_not_worse_column(tmp_path):
+    rng = np.random.default_rng(1)
+    systems = {}
+    sets = {ev: rng.integers(0, 2, 400).tolist() for ev in ("validation", "test")}
+
+    def noisy(gold, acc, n_seeds=2):
+        return [[g if rng.random() < acc else 1 - g for g in gold] for _ in range(n_seeds)]
+
+    systems[("full", "default", 1e6, 1000.0)] = {ev: (g, noisy(g, 0.90)) for ev, g in sets.items()}
+    systems[("lora", "r=8", 3e3, 380.0)] = {ev: (g, noisy(g, 0.895)) for ev, g in sets.items()}
+    # the better LoRA variant on validation is r=8; r=2 is worse there (and chosen against)
+    systems[("lora", "r=2", 1e3, 370.0)] = {ev: (g, noisy(g, 0.80)) for ev, g in sets.items()}
+    systems[("bitfit", "default", 1e2, 500.0)] = {ev: (g, noisy(g, 0.65)) for ev, g in sets.items()}
+    systems[("none", "default", 0.0, 0.0)] = {ev: (g, noisy(g, 0.5, 1)) for ev, g in sets.items()}
+    recs, table, md = run_report(tmp_path, write_study(tmp_path, systems, metric="accuracy"), metric="accuracy")
+    words = list(recs.loc[recs["recommendation"] == "in words", "statement"])
+    assert words[0].startswith("Best on `test`: `full`") and "chosen on `validation`" in words[0]
+    lora = next(w for w in words if w.startswith("`lora r=8`"))
+    assert "is within" in lora and "0.3% of its trainable parameters" in lora and "38% of its training memory" in lora
+    assert any(w.startswith("`bitfit` is significantly worse than") for w in words)
+    test_rows = table[table["eval"] == "test"].set_index("cell")
+    col = "not worse than best (p>=0.05)"
+    assert test_rows.loc["lora r=8", col] == True and test_rows.loc["bitfit", col] == False  # noqa: E712
+    assert np.isnan(test_rows.loc["lora r=2", col])  # not the chosen variant: not compared
+    assert test_rows.loc["bitfit", "p vs best (Holm)"] < 0.01

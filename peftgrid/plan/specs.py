@@ -93,6 +93,7 @@ class TaskReportSpec(Spec):
     transfer: dict | None
     report: dict
     cells: list
+    decodings: list  # generation: the decoding strategies (predictions under eval/<eval>/<decoding>/); else []
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,8 @@ def summary_spec(config: dict, tasks: list[str]) -> SummarySpec:
 def task_report_spec(config: dict, task: str, cells: list[Cell]) -> TaskReportSpec:
     t = config["tasks"][task]
     return TaskReportSpec(task=task, evals=list(t["eval"]), metrics=list(t["metrics"]), transfer=t.get("transfer"),
-                          report=config["report"], cells=[c.ident for c in cells if c.task == task])
+                          report=config["report"], cells=[c.ident for c in cells if c.task == task],
+                          decodings=list(t["decoding"]) if t["type"] in GENERATING else [])
 
 
 def report_spec(config: dict, tasks: list[str]) -> ReportSpec:

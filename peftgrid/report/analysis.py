@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 COSTS = {"trainable_params": "trainable parameters", "train_time_s": "training time (s)",
@@ -73,15 +74,14 @@ def cell_label(r) -> str:
 def recommendations(agg: pd.DataFrame, metric: str, within_points: float, budget_pct: float) -> list[dict]:
     """Best quality; cheapest within `within_points` of it; best under a trainable-parameter
     budget; fastest within `within_points`. Quality is in points (x100 for 0..1 metrics)."""
-    ok = agg[(agg["status"] == "ok") & agg[metric].notna()].copy()
+    ok = agg[(agg["status"] == "ok") & agg[metric].notna() & (agg["method"] != "none")].copy()  # none: a reference
     if ok.empty:
         return []
     scale = 100.0 if ok[metric].abs().max() <= 1.0 else 1.0
     ok["points"] = ok[metric] * scale
     best = ok.loc[ok["points"].idxmax()]
     near = ok[ok["points"] >= best["points"] - within_points]
-    trained = ok[ok["method"] != "none"]
-    under = trained[trained["trainable_pct"] <= budget_pct]
+    under = ok[ok["trainable_pct"] <= budget_pct]
     recs = [("best quality", best)]
     recs.append((f"fewest trainable parameters within {within_points:g} point(s) of the best",
                  near.loc[near["trainable_params"].idxmin()]))
@@ -112,3 +112,190 @@ def primary_metric(task_cfg: dict, report_cfg: dict, task: str) -> str:
 def seed_label(cell: dict) -> str:
     """One run's label: method, variant (unless default) and seed."""
     return f"{cell_label(cell)} {cell['seed']}"
+
+
+# ------------------------------------------------------------------------ paired significance
+# Per-example scores come from each cell's predictions.jsonl; rows of every file of one task and
+# eval set are the same examples in the same order, so systems are paired by line index.
+ALPHA = 0.05
+PER_SENTENCE = {"sentence_bleu": "sentence_bleu", "rouge": "rougeL", "rouge1": "rouge1", "rouge2": "rouge2",
+                "rougeL": "rougeL", "rougeLsum": "rougeLsum"}
+
+
+def read_predictions(path) -> list[dict]:
+    import json
+    from pathlib import Path
+
+    text = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _label_units(line: dict) -> tuple[list, list]:
+    """(gold, predicted) label strings of one example: one for classification, one per word for
+    token tasks (a "_" / missing prediction never equals a gold tag)."""
+    if "tags" in line:
+        preds = list(line.get("predictions") or [])
+        preds += [None] * (len(line["tags"]) - len(preds))
+        return [str(t) for t in line["tags"]], [None if p in (None, "_") else str(p) for p in preds]
+    return [str(line["label"])], [str(line["prediction"])]
+
+
+class Scorer:
+    """How one metric is resampled: `values(lines)` -> per-example array of one seed; `gold`
+    (or None) and `fn` are paired_bootstrap's `gold` and `metric_fn`."""
+
+    def __init__(self, metric: str, runs: list[list[dict]]):
+        from . import significance as sig
+
+        self.metric, self.gold, self.fn, self.sacrebleu = metric, None, None, False
+        first = runs[0][0]
+        if metric in ("bleu", "chrf"):
+            self.sacrebleu = True
+            self.refs = [line["references"] for line in runs[0]]
+            self.fn = sig.sacrebleu_score_fn(metric)
+            self.values = lambda lines: sig.sacrebleu_stats([x["hypothesis"] for x in lines], self.refs, metric)
+        elif "hypothesis" in first:
+            key = PER_SENTENCE.get(metric)
+            if key is None or key not in first:
+                raise KeyError(f"no per-example {metric!r} in the predictions")
+            self.values = lambda lines: np.array([float(x[key]) for x in lines])
+        elif metric == "accuracy" and "correct" in first:
+            self.values = lambda lines: np.array([float(x["correct"]) for x in lines])
+        else:
+            from ..metrics.classification import classification_metrics
+
+            units = [_label_units(x) for lines in runs for x in lines]
+            vocab = sorted({u for g, p in units for u in g + p if u is not None})
+            ids = {name: i for i, name in enumerate(vocab)}
+            n_labels = len(vocab)
+            single = all(len(_label_units(x)[0]) == 1 for x in runs[0])
+
+            def encode(labels):
+                return [ids.get(u, n_labels) if u is not None else n_labels for u in labels]
+
+            def column(lines, which):
+                rows = [encode(_label_units(x)[which]) for x in lines]
+                if single:
+                    return np.array([r[0] for r in rows])
+                out = np.empty(len(rows), dtype=object)
+                out[:] = [np.array(r, dtype=np.int64) for r in rows]
+                return out
+
+            self.gold = column(runs[0], 0)
+            self.values = lambda lines: column(lines, 1)
+
+            def fn(gold, pred):
+                if not single:
+                    gold, pred = np.concatenate(list(gold)), np.concatenate(list(pred))
+                return classification_metrics(gold, pred, n_labels, [metric])[metric]
+
+            self.fn = fn
+
+    def stack(self, lines_per_seed: list[list[dict]]) -> np.ndarray:
+        return np.stack([self.values(lines) for lines in lines_per_seed])
+
+
+def choose_variants(agg: pd.DataFrame, metric: str, selection_eval: str, decoding: str = "") -> dict[str, str]:
+    """method -> its variant with the best mean `metric` on `selection_eval` (finished cells)."""
+    sel = agg[(agg["eval"] == selection_eval) & (agg["status"] == "ok") & agg[metric].notna()]
+    if "decoding" in sel and decoding:
+        sel = sel[sel["decoding"] == decoding]
+    return {m: g.loc[g[metric].idxmax(), "variant"] for m, g in sel.groupby("method")}
+
+
+def compare_methods(systems: dict[str, list[list[dict]]], metric: str, n: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Each system (method -> predictions per seed) against the best trained one, by a paired
+    bootstrap (BLEU/chrF with one seed each: sacrebleu's own paired bootstrap), Holm-adjusted over
+    the comparisons; and each trained system against the untrained baseline `none` (if there),
+    Holm-adjusted over those. Score differences are system minus best, in the metric's units."""
+    from . import significance as sig
+
+    systems = {k: [r for r in v if r] for k, v in systems.items()}
+    systems = {k: v for k, v in systems.items() if v}
+    lengths = {len(r) for v in systems.values() for r in v}
+    columns = ["method", "seeds", "score", "ci_low", "ci_high", "best", "diff_vs_best", "diff_ci_low",
+               "diff_ci_high", "p_vs_best", "p_vs_best_holm", "not_worse_than_best", "diff_vs_none", "p_vs_none_holm"]
+    if not systems or len(lengths) != 1:
+        return pd.DataFrame(columns=columns)
+    scorer = Scorer(metric, [r for v in systems.values() for r in v])
+    data = {k: scorer.stack(v) for k, v in systems.items()}
+    kw = dict(metric_fn=scorer.fn, gold=scorer.gold, n=n, seed=seed)
+    rows = {}
+    for k, a in data.items():
+        score, low, high = sig.bootstrap_ci(a, **kw)
+        rows[k] = {"method": k, "seeds": len(a), "score": score, "ci_low": low, "ci_high": high}
+    trained = [k for k in data if k != "none"]
+    if not trained:
+        return pd.DataFrame(list(rows.values()), columns=columns)
+    best = max(trained, key=lambda k: rows[k]["score"])
+
+    def compare(x, y):
+        if scorer.sacrebleu and len(systems[x]) == 1 and len(systems[y]) == 1:
+            hyp = [[line["hypothesis"] for line in systems[k][0]] for k in (x, y)]
+            return sig.sacrebleu_paired(hyp[0], hyp[1], scorer.refs, metric=metric, n=n)
+        return sig.paired_bootstrap(data[x], data[y], **kw)
+
+    others = [k for k in data if k != best]
+    vs_best = {k: compare(k, best) for k in others}
+    adjusted = dict(zip(others, sig.holm([vs_best[k].p for k in others])))
+    rows[best].update(best=True, diff_vs_best=0.0, p_vs_best=1.0, p_vs_best_holm=1.0, not_worse_than_best=True)
+    for k in others:
+        c = vs_best[k]
+        rows[k].update(best=False, diff_vs_best=c.diff, diff_ci_low=c.ci_low, diff_ci_high=c.ci_high, p_vs_best=c.p,
+                       p_vs_best_holm=adjusted[k], not_worse_than_best=bool(adjusted[k] >= ALPHA))
+    if "none" in data:
+        vs_none = {k: compare(k, "none") for k in trained}
+        adj = dict(zip(trained, sig.holm([vs_none[k].p for k in trained])))
+        for k in trained:
+            rows[k].update(diff_vs_none=vs_none[k].diff, p_vs_none_holm=adj[k])
+    return pd.DataFrame(list(rows.values()), columns=columns)
+
+
+def _pct(part, whole) -> str:
+    if part is None or whole is None or not (whole > 0) or math.isnan(part):
+        return "?"
+    share = 100.0 * part / whole
+    return f"{share:.2g}%" if share < 10 else f"{share:.0f}%"
+
+
+def significance_statements(task: str, comp: pd.DataFrame, costs: pd.DataFrame, metric: str, eval_name: str,
+                            chosen_on: str, scale: float = 1.0) -> list[str]:
+    """Recommendations in words with their evidence. `costs`: one row per method (its chosen
+    variant) with variant, trainable_params, peak_train_mem_mb. `scale`: 100 for 0-1 metrics
+    (differences read as points). The untrained baseline is a reference, never recommended."""
+    if comp.empty or not comp["best"].fillna(False).any():
+        return [f"No paired comparison on `{eval_name}`: no finished trained method with per-example predictions."]
+    costs = costs.set_index("method")
+
+    def name(m):
+        v = costs.loc[m, "variant"] if m in costs.index else "default"
+        return m if v == "default" else f"{m} {v}"
+
+    def cost(m, col):
+        return costs.loc[m, col] if m in costs.index else float("nan")
+
+    out = []
+    trained = comp[comp["method"] != "none"]
+    if "none" in set(comp["method"]):
+        beat = trained[(trained["p_vs_none_holm"] < ALPHA) & (trained["diff_vs_none"] > 0)]
+        if beat.empty:
+            base = comp[comp["method"] == "none"].iloc[0]
+            return [f"No method beat the untrained baseline on {task} ({metric} on `{eval_name}`: `none` scores "
+                    f"{base['score'] * scale:.3g}; no trained method is significantly better after Holm correction, "
+                    f"p >= {ALPHA}). Nothing is recommended."]
+    best = comp[comp["best"].fillna(False)].iloc[0]
+    out.append(f"Best on `{eval_name}`: `{name(best['method'])}` with {metric} {best['score'] * scale:.3g} "
+               f"(95% CI {best['ci_low'] * scale:.3g} to {best['ci_high'] * scale:.3g}, {int(best['seeds'])} seed(s)); "
+               f"variants chosen on `{chosen_on}`"
+               + ("" if chosen_on != eval_name else " (the reported set itself: no separate selection set)") + ".")
+    unit = "points" if scale != 1.0 or metric in ("bleu", "chrf") else ""
+    for _, r in trained[~trained["best"].fillna(False)].sort_values("score", ascending=False).iterrows():
+        d = -r["diff_vs_best"] * scale
+        lo, hi = r["diff_ci_low"] * scale, r["diff_ci_high"] * scale
+        verdict = "is within" if r["not_worse_than_best"] else "is significantly worse than"
+        out.append(f"`{name(r['method'])}` {verdict} {abs(d):.2g} {unit} of `{name(best['method'])}` ".replace("  ", " ")
+                   + f"(difference 95% CI {lo:+.2g} to {hi:+.2g}, p = {r['p_vs_best_holm']:.2g} Holm-adjusted) "
+                   f"with {_pct(cost(r['method'], 'trainable_params'), cost(best['method'], 'trainable_params'))} of its "
+                   f"trainable parameters and {_pct(cost(r['method'], 'peak_train_mem_mb'), cost(best['method'], 'peak_train_mem_mb'))}"
+                   " of its training memory.")
+    return out

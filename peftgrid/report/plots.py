@@ -50,8 +50,9 @@ def learning_curves(logs: dict[str, pd.DataFrame], title: str, png) -> None:
     save(fig, png)
 
 
-def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png) -> None:
-    """Quality against each cost, one row per eval set; frontier points joined and labelled."""
+def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png, sig: pd.DataFrame | None = None) -> None:
+    """Quality against each cost, one row per eval set; frontier points joined and labelled. With
+    `sig` (tables.significance), each method's chosen variant carries its bootstrap 95% interval."""
     ok = agg[(agg["status"] == "ok") & agg[metric].notna()]
     if ok.empty:
         return empty(png, f"{title}: no finished cell to plot")
@@ -70,6 +71,14 @@ def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png) ->
             ax.scatter(pts.loc[~front, cost], pts.loc[~front, metric], color="0.6", s=28, label="dominated")
             fr = pts[front].sort_values(cost)
             ax.plot(fr[cost], fr[metric], "-o", color="tab:red", ms=6, label="Pareto front")
+            if sig is not None and not sig.empty and "ci_low" in sig:
+                s = sig[(sig["eval"] == ev) & sig["ci_low"].notna()]
+                if "decoding" in pts and len(s):
+                    s = s[s["decoding"] == s["decoding"].iloc[0]]
+                s = s.merge(pts.drop_duplicates(["method", "variant"]), on=["method", "variant"], suffixes=("", "_agg"))
+                if len(s):
+                    ax.errorbar(s[cost], s["score"], yerr=[s["score"] - s["ci_low"], s["ci_high"] - s["score"]],
+                                fmt="none", ecolor="0.3", elinewidth=1, capsize=3, label="95% CI (bootstrap)")
             for _, r in fr.iterrows():
                 ax.annotate(cell_label(r), (r[cost], r[metric]), textcoords="offset points", xytext=(4, 4), fontsize=8)
             if pts[cost].max() / max(pts[cost].min(), 1e-12) > 50:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import plots
-from .analysis import (COST_COLUMNS, aggregate_seeds, cell_label, load_summary, primary_eval, primary_metric,
-                       recommendations)
+from .analysis import (COST_COLUMNS, aggregate_seeds, cell_label, choose_variants, compare_methods, load_summary,
+                       primary_eval, primary_metric, read_predictions, recommendations, significance_statements)
 from ..records import atomic_write_text
 
 
@@ -69,9 +69,42 @@ def transfer_table(agg: pd.DataFrame, transfer: dict | None, metrics: list[str])
     return pd.DataFrame(rows, columns=columns)
 
 
+SIG_COLUMNS = {"p_vs_best_holm": "p vs best (Holm)", "not_worse_than_best": "not worse than best (p>=0.05)"}
+
+
+def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], decodings: list[str], metric: str,
+                 n: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per eval set (and decoding): each method at its variant chosen on `validation` (if the task
+    has it, else on the reported set) against the best, see analysis.compare_methods.
+    `predictions`: (method, variant, seed, eval, decoding) -> predictions.jsonl."""
+    from ..metrics import scale_of
+
+    column = {"rouge": "rougeL"}.get(metric, metric)
+    frames = []
+    for ev in evals:
+        chosen_on = "validation" if "validation" in evals else ev
+        for dec in decodings or [""]:
+            variants = choose_variants(agg, column, chosen_on, dec)
+            systems = {m: [read_predictions(p) for (pm, pv, _, pe, pd_), p in sorted(predictions.items(), key=str)
+                           if (pm, pv, pe, pd_) == (m, v, ev, dec)] for m, v in variants.items()}
+            try:
+                comp = compare_methods(systems, column, n=n, seed=seed)
+            except KeyError as e:  # e.g. COMET: no per-example scores
+                comp = pd.DataFrame({"method": list(variants), "note": str(e)})
+            comp.insert(0, "chosen_on", chosen_on)
+            comp.insert(0, "variant", comp["method"].map(variants))
+            comp.insert(0, "decoding", dec)
+            comp.insert(0, "eval", ev)
+            comp["points_scale"] = 100.0 / scale_of(column)
+            frames.append(comp)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def build_task_report(task: str, summary_path, logs: dict[str, Path], distances: dict[str, Path], task_cfg: dict,
-                      report_cfg: dict, out: dict[str, Path]) -> None:
-    """All of one task's report outputs (`out`: name -> path, see rules/report.smk)."""
+                      report_cfg: dict, out: dict[str, Path], predictions: dict | None = None) -> None:
+    """All of one task's report outputs (`out`: name -> path, see rules/report.smk). With
+    `predictions` ((method, variant, seed, eval, decoding) -> predictions.jsonl), the paired
+    significance tests: columns of the task table, a comparison table and recommendations in words."""
     df = load_summary(summary_path)
     df = df[df["task"] == task]
     metrics = task_cfg["metrics"]
@@ -79,12 +112,35 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
     ev = primary_eval(task_cfg, report_cfg, task)
     agg = aggregate_seeds(df, metrics)
     table = task_table(agg, metrics, metric)
+    sig = pd.DataFrame()
+    if predictions:
+        sig = significance(agg, predictions, list(task_cfg["eval"]), list(task_cfg.get("decoding") or []), metric)
+    md_extra = ""
+    if not sig.empty and "p_vs_best_holm" in sig:
+        keyed = sig.set_index(["method", "variant", "eval", "decoding"])
+        keys = list(zip(agg["method"], agg["variant"], agg["eval"], agg["decoding"].astype(str)))
+        for col, title in SIG_COLUMNS.items():
+            table[title] = [keyed.loc[k, col] if k in keyed.index else float("nan") for k in keys]
+        shown = sig.copy()
+        shown.insert(0, "cell", [cell_label(r) for _, r in shown.iterrows()])
+        shown = shown.drop(columns=["method", "variant", "points_scale"] + ([] if shown["decoding"].astype(bool).any()
+                                                                            else ["decoding"]))
+        md_extra = ("\n#### Paired comparisons with the best method (bootstrap over examples and seeds, 1,000 "
+                    "resamples, Holm-adjusted; BLEU/chrF: sacrebleu's paired bootstrap)\n\n" + markdown_table(shown))
     table.to_csv(out["table"], sep="\t", index=False)
-    atomic_write_text(out["table_md"], markdown_table(table))
+    atomic_write_text(out["table_md"], markdown_table(table) + md_extra)
     recs = pd.DataFrame(recommendations(agg[agg["eval"] == ev], metric, report_cfg.get("within_points", 1.0),
                                         report_cfg.get("param_budget_pct", 1.0)))
     if recs.empty:
         recs = pd.DataFrame(columns=["recommendation", "cell", metric])
+    if not sig.empty and "p_vs_best_holm" in sig:
+        dec = (list(task_cfg.get("decoding") or []) or [""])[0]
+        comp = sig[(sig["eval"] == ev) & (sig["decoding"] == dec)]
+        costs = agg[(agg["eval"] == ev) & (agg["decoding"].astype(str) == dec)].merge(
+            comp[["method", "variant"]], on=["method", "variant"])
+        words = significance_statements(task, comp, costs, metric, ev, comp["chosen_on"].iloc[0] if len(comp) else ev,
+                                        float(comp["points_scale"].iloc[0]) if len(comp) else 1.0)
+        recs = pd.concat([recs, pd.DataFrame({"recommendation": "in words", "statement": words})], ignore_index=True)
     recs.insert(0, "eval", ev)
     recs.insert(0, "task", task)
     recs.to_csv(out["recommendations"], sep="\t", index=False)
@@ -97,7 +153,7 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
             curves[label] = log
     plots.learning_curves(curves, f"{task}: loss curves", out["learning_curves"])
     plots.pareto(agg, metric, list(task_cfg["eval"]), f"{task}: {metric} against cost (Pareto front in red)",
-                 out["pareto"])
+                 out["pareto"], sig=sig)
     frames = []
     for label, path in distances.items():
         d = pd.read_csv(path, sep="\t")
@@ -122,10 +178,15 @@ def write_report(tasks: dict[str, dict], report_dir: Path, out_md: Path, report_
         parts.append(f"\n### Recommendations ({metric} on `{ev}`)\n\n")
         if recs.empty:
             parts.append("No finished cell: nothing to recommend.\n")
+        words = recs[recs["recommendation"] == "in words"] if "statement" in recs else recs.iloc[:0]
+        recs = recs[recs["recommendation"] != "in words"]
         for _, r in recs.iterrows():
             parts.append(f"- **{r['recommendation']}**: `{r['cell']}` — {metric} {fmt(r[metric])}, "
                          f"{fmt(r['trainable_params'])} trainable parameters ({fmt(r['trainable_pct'])}%), "
                          f"{fmt(r['train_time_s'])} s training, {fmt(r['peak_train_mem_mb'])} MB peak training memory\n")
+        if len(words):
+            parts.append(f"\n### What the significance tests say ({metric} on `{ev}`)\n\n")
+            parts.extend(f"- {w}\n" for w in words["statement"])
         parts.append("\n### All cells\n\n")
         parts.append((report_dir / "tables" / f"{task}.md").read_text())
         if cfg.get("transfer"):
