@@ -24,6 +24,7 @@ include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/analysis.smk"
 include: "rules/report.smk"
+include: "rules/track.smk"
 
 
 report: "report/workflow.rst"
@@ -33,4 +34,5 @@ rule all:
     input:
         "results/summary.tsv",
         "results/report/report.md",
+        specs.tracking_targets(config),  # results/tracking.json when `tracking:` is set
     default_target: True

@@ -102,6 +102,14 @@ class ReportSpec(Spec):
     report: dict
 
 
+@dataclass(frozen=True)
+class TrackSpec(Spec):
+    """The MLflow export: the `tracking` settings and every cell's identity, in the order of the
+    rule's run.json / train_log.tsv inputs (the job pairs them by position)."""
+    tracking: dict
+    cells: list
+
+
 # --------------------------------------------------------------------------- builders
 
 def _pick(entry: dict, keys) -> dict:
@@ -177,6 +185,18 @@ def report_spec(config: dict, tasks: list[str]) -> ReportSpec:
                                  "generates": config["tasks"][t]["type"] in GENERATING}
                              for t in tasks},
                       report=config["report"])
+
+
+TRACKING_RECORD = "results/tracking.json"
+
+
+def track_spec(config: dict, cells: list[Cell]) -> TrackSpec:
+    return TrackSpec(tracking=dict(config["tracking"]), cells=[c.ident for c in cells])
+
+
+def tracking_targets(config: dict) -> list[str]:
+    """What `rule all` adds for tracking: the export's record, only when `tracking:` is set."""
+    return [TRACKING_RECORD] if config.get("tracking") is not None else []
 
 
 from ..tasks import TASK_TYPES  # noqa: E402  (registry, torch-free)
