@@ -21,6 +21,7 @@ except ConfigError as err:
 include: "rules/common.smk"
 include: "rules/assets.smk"
 include: "rules/train.smk"
+include: "rules/tune.smk"
 include: "rules/evaluate.smk"
 include: "rules/analysis.smk"
 include: "rules/report.smk"

@@ -7,24 +7,27 @@ localrules:
     summary,
     report_task,
     report_generation,
+    report_tuning,
     report,
 
 
-# every (metrics file, its cell's train_stats.tsv, run.json), in one order
-SUMMARY_ROWS = [(m, f"{c.dir}/train_stats.tsv", f"{c.dir}/run.json", uses_comet(c.task))
-                for c in CELLS for m in cell_eval_outputs(c)]
+def summary_rows():
+    """Every (metrics file, its cell's train_stats.tsv, run.json, COMET?) of the reported cells (a
+    tuned group: its winner on every seed, read from the selection checkpoints), in one order."""
+    return [(m, f"{c.dir}/train_stats.tsv", f"{c.dir}/run.json", uses_comet(c.task))
+            for c in reported() for m in cell_eval_outputs(c)]
 
 
 rule summary:
     input:
-        metrics=[m for m, _, _, _ in SUMMARY_ROWS],
-        stats=[s for _, s, _, _ in SUMMARY_ROWS],
-        runs=[r for _, _, r, _ in SUMMARY_ROWS],
-        comet=[m.replace("metrics.tsv", "comet.tsv") for m, _, _, c in SUMMARY_ROWS if c],
+        metrics=lambda w: [m for m, _, _, _ in summary_rows()],
+        stats=lambda w: [s for _, s, _, _ in summary_rows()],
+        runs=lambda w: [r for _, _, r, _ in summary_rows()],
+        comet=lambda w: [m.replace("metrics.tsv", "comet.tsv") for m, _, _, c in summary_rows() if c],
     output:
         "results/summary.tsv",
     params:
-        comet_for=[m for m, _, _, c in SUMMARY_ROWS if c],
+        comet_for=lambda w: [m for m, _, _, c in summary_rows() if c],
         spec=specs.summary_spec(config, TASKS_IN_STUDY).to_params(),
     log:
         "logs/summary.log",
@@ -35,7 +38,7 @@ rule summary:
 
 
 def task_cells(task):
-    return [c for c in CELLS if c.task == task]
+    return reported(task)
 
 
 rule report_task:
@@ -53,6 +56,8 @@ rule report_task:
             for e in config["tasks"][w.task]["eval"]
             for d in (config["tasks"][w.task]["decoding"] if generates(w.task) else [""])
         ],
+        # tuned methods: the configuration selected on the selection set (significance compares those)
+        selections=lambda w: selection_files(w.task),
     output:
         table="results/report/tables/{task}.tsv",
         table_md="results/report/tables/{task}.md",
@@ -83,7 +88,7 @@ rule report_task:
             subcategory="Sweeps",
         ),
     params:
-        spec=lambda w: specs.task_report_spec(config, w.task, CELLS).to_params(),
+        spec=lambda w: specs.task_report_spec(config, w.task, reported(w.task)).to_params(),
     log:
         "logs/report/{task}.log",
     conda:
@@ -119,7 +124,7 @@ rule report_generation:
             subcategory="Sentence scores",
         ),
     params:
-        spec=lambda w: specs.task_report_spec(config, w.task, CELLS).to_params(),
+        spec=lambda w: specs.task_report_spec(config, w.task, reported(w.task)).to_params(),
         outputs=lambda w: [[c, e, d] for c, e, d, _ in generation_outputs(w.task)],
     log:
         "logs/report/{task}_generation.log",
@@ -129,9 +134,34 @@ rule report_generation:
         "../scripts/report_generation.py"
 
 
+rule report_tuning:
+    wildcard_constraints:
+        task=TASK_PATTERN,
+    input:
+        selections=lambda w: selection_files(w.task),
+    output:
+        table="results/report/tables/{task}_tuning.tsv",
+        table_md="results/report/tables/{task}_tuning.md",
+        figure=report(
+            "results/report/figures/{task}/tuning.png",
+            caption="../report/tuning.rst",
+            category="{task}",
+            subcategory="Tuning",
+        ),
+    params:
+        spec=lambda w: specs.tuning_report_spec(w.task, TUNE_GROUPS).to_params(),
+    log:
+        "logs/report/{task}_tuning.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/report_tuning.py"
+
+
 rule report:
     input:
         tables=expand("results/report/tables/{task}.md", task=TASKS_IN_STUDY),
+        tuning=expand("results/report/tables/{task}_tuning.md", task=TUNED_TASKS),
         qualitative=[f"results/report/tables/{t}_qualitative.md" for t in TASKS_IN_STUDY if generates(t)],
         recommendations=expand("results/report/tables/{task}_recommendations.tsv", task=TASKS_IN_STUDY),
     output:

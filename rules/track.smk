@@ -10,13 +10,13 @@ if config.get("tracking") is not None:
     rule track:
         input:
             summary="results/summary.tsv",
-            # in the order of spec.cells: the job pairs them by position, never by path
-            runs=[f"{c.dir}/run.json" for c in CELLS],
-            logs=[f"{c.dir}/train_log.tsv" for c in CELLS],
+            # in the order of spec.cells: the job pairs them by position, never by path (tuned: the reported cells)
+            runs=lambda w: [f"{c.dir}/run.json" for c in reported()],
+            logs=lambda w: [f"{c.dir}/train_log.tsv" for c in reported()],
         output:
             specs.TRACKING_RECORD,
         params:
-            spec=specs.track_spec(config, CELLS).to_params(),
+            spec=lambda w: specs.track_spec(config, reported()).to_params(),
         log:
             "logs/track.log",
         conda:

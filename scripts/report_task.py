@@ -5,6 +5,7 @@ from peftgrid.jobs.common import run_job
 from peftgrid.plan.specs import TaskReportSpec
 from peftgrid.report.analysis import seed_label
 from peftgrid.report.tables import build_task_report
+from peftgrid.report.tuning import selected_variants
 
 
 def main(smk):
@@ -19,7 +20,8 @@ def main(smk):
                 "decoding": spec.decodings}
     out = {name: Path(getattr(smk.output, name)) for name in
            ("table", "table_md", "recommendations", "transfer", "learning_curves", "pareto", "distances", "sweep")}
-    build_task_report(spec.task, smk.input.summary, logs, distances, task_cfg, spec.report, out, predictions)
+    selected = selected_variants(list(smk.input.selections)) if hasattr(smk.input, "selections") else {}
+    build_task_report(spec.task, smk.input.summary, logs, distances, task_cfg, spec.report, out, predictions, selected)
 
 
 run_job(main, snakemake, offline=False)  # noqa: F821

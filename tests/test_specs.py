@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from peftgrid.plan import build_run_table, validate_config
+from peftgrid.plan import build_run_table, build_tune_groups, validate_config
 from peftgrid.plan import specs
 from peftgrid.tasks import task_type
 
@@ -106,7 +106,29 @@ def all_specs(config: dict) -> dict:
     out["comet"] = specs.comet_spec(config)
     out["summary"] = specs.summary_spec(config, tasks)
     out["report"] = specs.report_spec(config, tasks)
+    groups = build_tune_groups(config)  # tuning: the grid's selection evaluations and checkpoints
+    by_key = {c.key: c for c in cells}
+    for g in groups:
+        out[f"select/{g.selection_file}"] = specs.select_spec(g)
+        for v in g.candidates:
+            cell = by_key[(g.task, g.method, v, g.first_seed)]
+            out[f"evaluate_selection/{cell.dir}"] = specs.selection_eval_spec(config, cell)
+    for t in sorted({g.task for g in groups}):
+        out[f"report_tuning/{t}"] = specs.tuning_report_spec(t, groups)
+    if config.get("tracking") is not None:
+        out["track"] = specs.track_spec(config, cells)
     return out
+
+
+def tuned_study() -> dict:
+    """raw_study with a tuned experiment (an unreported selection split) and tracking."""
+    raw = raw_study()
+    raw["tracking"] = {}
+    raw["tasks"]["emotion_local"]["eval"] = {"test": {"split": "test"}}
+    raw["tasks"]["emotion_local"]["validation"] = {"split": "validation"}
+    raw["experiments"][-1]["tune"] = {"lr": "auto", "lora": {"r": [4, 8]}}
+    raw["experiments"][-1]["select"] = {"on": "validation", "metric": "accuracy"}
+    return raw
 
 
 def all_params(raw: dict) -> dict:
@@ -252,7 +274,7 @@ def test_comet_and_report_edits(baseline):
 
 
 def test_every_spec_reads_back_from_its_params(baseline):
-    built = all_specs(validate_config(raw_study()))
+    built = {**all_specs(validate_config(raw_study())), **all_specs(validate_config(tuned_study()))}
     seen = set()
     for key, spec in built.items():
         cls = type(spec)

@@ -88,6 +88,7 @@ def validate_config(raw: dict) -> dict:
     if not isinstance(raw, dict) or not raw:
         raise ConfigError("config is empty: expected the keys models, datasets, tasks, experiments (and optionally methods)")
     config = copy.deepcopy(raw)
+    _unbool_select_on(config)
     schema = load_schema()
     errors = list(jsonschema.Draft7Validator(schema).iter_errors(config))
     if errors:
@@ -100,6 +101,14 @@ def validate_config(raw: dict) -> dict:
     config["methods"] = _resolve_methods(config)
     _check_experiments(config)
     return config
+
+
+def _unbool_select_on(config: dict) -> None:
+    """YAML 1.1 (PyYAML, hence Snakemake) reads the key `on` as the boolean true: give it its name back."""
+    for exp in config.get("experiments") or []:
+        select = exp.get("select") if isinstance(exp, dict) else None
+        if isinstance(select, dict) and True in select:
+            select["on"] = select.pop(True)
 
 
 def _check_datasets(datasets: dict) -> None:
@@ -181,6 +190,8 @@ def _resolve_max_examples(where: str, task: dict) -> None:
     limits = task["max_examples"]
     evals = task["eval"]
     splits_in_use = {task["train_split"]} | {ev["split"] for ev in evals.values()}
+    if isinstance(task["validation"], dict):  # an unreported selection split is read too
+        splits_in_use.add(task["validation"]["split"])
     for key in limits:
         if key not in evals and key not in splits_in_use:
             known = sorted(set(evals) | splits_in_use)
@@ -278,6 +289,86 @@ def _check_experiments(config: dict) -> None:
                 canon = [json.dumps(canonical(v), sort_keys=True) for v in values]
                 if len(set(canon)) != len(canon):
                     raise ConfigError(f"{where}.sweep.{m}.{k}: a value is listed twice")
+        _check_tune(where, exp, config)
+
+
+def _check_tune(where: str, exp: dict, config: dict) -> None:
+    """Normalise `tune` to {method: {key: [values] | 'auto'}} (trainable methods only) and
+    `select` to {on, metric}; refuse a key the method does not take, a selection on a reported
+    eval set and a metric the task does not compute. See plan/tune.py for what runs."""
+    tune, select = exp.get("tune"), exp.get("select")
+    if not tune:
+        if select is not None:
+            raise ConfigError(f"{where}.select: selects among tuned grid points; add tune: (e.g. tune: {{lr: auto}})")
+        exp["tune"], exp["select"] = {}, None
+        return
+    tasks, methods, tkeys = config["tasks"], config["methods"], training_keys()
+    shared = {k: v for k, v in tune.items() if k not in exp["methods"]}
+    for k in shared:
+        if k not in tkeys:
+            raise ConfigError(f"{where}.tune.{k}: neither a method of this experiment nor a training hyperparameter"
+                              f"{did_you_mean(k, set(exp['methods']) | tkeys)}")
+    resolved = {}
+    for m in exp["methods"]:
+        own = tune.get(m)
+        if own is not None and not isinstance(own, dict):
+            raise ConfigError(f"{where}.tune.{m}: expected {{<hyperparameter>: [values] or auto}}, e.g. {{lr: auto}}")
+        if not method_of(methods[m]["kind"]).trains(methods[m]):
+            if own:
+                raise ConfigError(f"{where}.tune.{m}: {m} does not train: it has nothing to tune")
+            continue
+        grid = {**shared, **(own or {})}
+        for k, values in grid.items():
+            at = f"{where}.tune.{m + '.' if own and k in own else ''}{k}"
+            if k in exp["sweep"].get(m, {}):
+                raise ConfigError(f"{at}: {k} is both swept and tuned for {m} (sweep reports every value, tune "
+                                  f"selects one): list it in one of them")
+            if values == "auto":
+                if k != "lr":
+                    raise ConfigError(f"{at}: auto is a grid for lr only; give a list of values")
+                continue
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{at}: expected a list of values" + (" or auto" if k == "lr" else ""))
+            for v in values:
+                cell = {**methods[m], k: v}
+                _check_training_keys(f"{where}.tune.{m}", {k: v}, tkeys)
+                method_of(cell["kind"]).validate(f"{where}.tune.{m}",
+                                                 {x: y for x, y in cell.items() if x not in tkeys | {"kind"}})
+            canon = [json.dumps(canonical(v), sort_keys=True) for v in values]
+            if len(set(canon)) != len(canon):
+                raise ConfigError(f"{at}: a value is listed twice")
+        if grid:
+            resolved[m] = grid
+    select = dict(select or {})
+    on, metric = select.get("on", "validation"), select.get("metric")
+    for t in exp["tasks"]:
+        _check_select_on(f"{where}.select.on", t, tasks[t], on)
+        if metric is not None and metric != "loss" and metric not in tasks[t]["metrics"]:
+            raise ConfigError(f"{where}.select.metric: {metric!r} is not a metric of task {t!r} (its metrics: "
+                              f"{', '.join(tasks[t]['metrics'])}; or loss){did_you_mean(metric, tasks[t]['metrics'] + ['loss'])}")
+        chosen = metric or tasks[t]["metrics"][0]
+        if chosen == "comet":
+            raise ConfigError(f"{where}.select.metric: comet is scored by its own rule after evaluation; select on "
+                              f"another metric of task {t!r} or on loss")
+    exp["tune"], exp["select"] = resolved, {"on": on, "metric": metric}
+
+
+def _check_select_on(where: str, name: str, task: dict, on: str) -> None:
+    """`select.on` names the task's selection set (`validation`, or that set's own name): never
+    a set whose score is reported."""
+    selection = task["selection"]
+    carve = (f"carve an unreported selection split: tasks.{name}.validation: {{split: <split>}} (e.g. from train with "
+             f"datasets.{task['dataset']}.split_ratio: {{train: 0.9, selection: 0.1}})")
+    if on != "validation" and on in task["eval"] and (selection is None or selection["name"] != on):
+        raise ConfigError(f"{where}: {on!r} is a reported eval set of task {name!r}; selecting on it would report a "
+                          f"selected score: {carve}")
+    if selection is None:
+        raise ConfigError(f"{where}: task {name!r} has no selection set: {carve}")
+    if on not in ("validation", selection["name"], selection["split"]):
+        raise ConfigError(f"{where}: {on!r} is not task {name!r}'s selection set (tasks.{name}.validation: "
+                          f"{selection['name'] if selection['reported'] else selection['split']!r})")
+    if selection["reported"]:
+        raise ConfigError(f"{where}: task {name!r} selects on {selection['name']!r}, a reported eval set: {carve}")
 
 
 def canonical(value):

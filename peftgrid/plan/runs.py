@@ -1,7 +1,12 @@
 """The run table: `experiments` expanded into cells, one per (task, method, variant, seed),
 each with its resolved hyperparameters in canonical form, and the one pattern that names a
 cell's directory. Precedence, lowest first: training < tasks.<t>.training < methods.<m> (the
-preset's defaults, then the config's entry) < the sweep cell."""
+preset's defaults, then the config's entry) < the sweep cell < the tuned grid point.
+
+An experiment with `tune:` adds, per (task, method, sweep variant), one cell per grid point and
+seed: the grid points run on the first seed, the winner on the others (see plan/tune.py). Which
+of them run is decided by the workflow's selection checkpoint; all are in the table so any of
+them can be planned."""
 from __future__ import annotations
 
 import itertools
@@ -11,6 +16,7 @@ from dataclasses import dataclass, field
 from ..errors import ConfigError
 from ..methods import method_of
 from .config import canonical
+from .tune import TuneGroup, grid_points
 
 RUN_DIR = "results/runs/{task}/{method}/{variant}/seed{seed}"
 
@@ -23,6 +29,7 @@ class Cell:
     seed: int
     kind: str
     hparams: dict = field(compare=False, hash=False)
+    tuned: bool = field(default=False, compare=False, hash=False)  # a grid point: runs only if selected (seeds > first)
 
     @property
     def dir(self) -> str:
@@ -83,18 +90,84 @@ def _check_selection(config: dict, task: str, method: str, hp: dict) -> None:
 
 
 def build_run_table(config: dict) -> list[Cell]:
+    return _expand(config)[0]
+
+
+def build_tune_groups(config: dict) -> list[TuneGroup]:
+    return _expand(config)[1]
+
+
+def _selection_target(config: dict, task: str, select: dict) -> tuple[str, str, str, bool]:
+    """(set name, split, metric column, higher is better) an experiment's `select` means for a task."""
+    from ..metrics import METRICS
+
+    t = config["tasks"][task]
+    metric = select.get("metric") or t["metrics"][0]
+    if metric == "loss":  # final_val_loss of training, logged on the selection set
+        return t["selection"]["name"], t["selection"]["split"], "loss", False
+    column = {"rouge": "rougeL"}.get(metric, metric)
+    return t["selection"]["name"], t["selection"]["split"], column, METRICS[metric].higher_is_better
+
+
+def _expand(config: dict) -> tuple[list[Cell], list[TuneGroup]]:
     cells: dict[tuple, Cell] = {}
+    groups: dict[tuple, TuneGroup] = {}
+
+    def add(i, cell):
+        old = cells.get(cell.key)
+        if old is not None and old.hparams != cell.hparams:
+            raise ConfigError(f"experiments[{i}]: cell {cell.dir} is defined twice with different settings")
+        if old is not None and not old.tuned:
+            return  # another experiment reports it for every seed: it runs anyway
+        cells[cell.key] = cell
+
     for i, exp in enumerate(config["experiments"]):
-        for task, method, seed in itertools.product(exp["tasks"], exp["methods"], exp["seeds"]):
+        tune = exp.get("tune") or {}
+        for task, method in itertools.product(exp["tasks"], exp["methods"]):
             sweep = exp["sweep"].get(method, {})
             keys = sorted(sweep)
             for values in itertools.product(*(sweep[k] for k in keys)):
                 sweep_cell = dict(zip(keys, values))
-                hp = resolve_hparams(config, task, method, sweep_cell)
-                hp["seed"] = seed
-                _check_selection(config, task, method, hp)
-                cell = Cell(task, method, variant_name(sweep_cell), seed, hp["kind"], hp)
-                if cell.key in cells and cells[cell.key].hparams != hp:
-                    raise ConfigError(f"experiments[{i}]: cell {cell.dir} is defined twice with different settings")
-                cells[cell.key] = cell
-    return sorted(cells.values(), key=lambda c: c.key)
+                base = resolve_hparams(config, task, method, sweep_cell)
+                points = grid_points(tune[method], base["lr"]) if method in tune else [{}]
+                variants = []
+                for point in points:
+                    hp0 = {**base, **canonical(point)}
+                    variant = variant_name({**sweep_cell, **point})
+                    variants.append(variant)
+                    for seed in exp["seeds"]:
+                        hp = {**hp0, "seed": seed}
+                        _check_selection(config, task, method, hp)
+                        add(i, Cell(task, method, variant, seed, hp["kind"], hp, tuned=method in tune))
+                if method not in tune:
+                    continue
+                on, split, metric, higher = _selection_target(config, task, exp["select"])
+                default = next((v for v, p in zip(variants, points)
+                                if all(canonical(p[k]) == canonical(base.get(k)) for k in p)), variants[0])
+                group = TuneGroup(task, method, variant_name(sweep_cell), tuple(exp["seeds"]), tuple(variants),
+                                  tuple(canonical(p) for p in points), on, split, metric, higher, default)
+                if group.key in groups and groups[group.key] != group:
+                    raise ConfigError(f"experiments[{i}].tune: {task}/{method}"
+                                      f"{'' if group.group == 'default' else '/' + group.group} is tuned by two "
+                                      f"experiments with different grids, seeds or selection")
+                groups[group.key] = group
+    return sorted(cells.values(), key=lambda c: c.key), sorted(groups.values(), key=lambda g: g.key)
+
+
+def stage_one_cells(cells: list[Cell], groups: list[TuneGroup]) -> list[Cell]:
+    """The grid: every tuned grid point on its group's first seed."""
+    by_key = {c.key: c for c in cells}
+    return [by_key[(g.task, g.method, v, g.first_seed)] for g in groups for v in g.candidates]
+
+
+def reported_cells(cells: list[Cell], groups: list[TuneGroup], winners: dict[tuple, tuple[str, int]]) -> list[Cell]:
+    """What the tables report: every untuned cell, and each group's winner on all its seeds
+    (`winners`: group key -> (variant, finished grid points); none finished: the first seed only,
+    which carries the failure)."""
+    by_key = {c.key: c for c in cells}
+    out = {c.key: c for c in cells if not c.tuned}
+    for g in groups:
+        variant, finished = winners[g.key]
+        for seed in (g.seeds if finished else g.seeds[:1]):
+            out[(g.task, g.method, variant, seed)] = by_key[(g.task, g.method, variant, seed)]
+    return sorted(out.values(), key=lambda c: c.key)

@@ -157,6 +157,41 @@ def eval_spec(config: dict, cell: Cell, eval_name: str, decoding: str | None = N
                     eval={"name": eval_name, **t["eval"][eval_name]}, decoding=dec)
 
 
+def selection_eval_spec(config: dict, cell: Cell) -> EvalSpec:
+    """A tuned grid point scored on the task's selection set (never a reported eval set);
+    generation: with the task's first decoding strategy."""
+    t = config["tasks"][cell.task]
+    view = _pick(t, TASK_EVAL_KEYS)
+    view["metrics"] = [m for m in t["metrics"] if m != "comet"]
+    first = next(iter(t["decoding"]), None) if t["type"] in GENERATING and t.get("decoding") else None
+    dec = None if first is None else {"name": first, "settings": t["decoding"][first]}
+    selection = {k: v for k, v in t["selection"].items() if k != "reported"}
+    return EvalSpec(cell=cell.ident, hparams=cell.hparams, task=view, model=_model(config, cell.task),
+                    eval=selection, decoding=dec)
+
+
+@dataclass(frozen=True)
+class SelectSpec(Spec):
+    """One tuned (task, method, sweep variant): its grid points in grid order and how to pick
+    (plan/tune.py). The job pairs the rule's score files with `group.candidates` by position."""
+    group: dict
+
+
+@dataclass(frozen=True)
+class TuningReportSpec(Spec):
+    """One task's tuned groups (their selection.tsv files in this order)."""
+    task: str
+    groups: list
+
+
+def select_spec(group) -> SelectSpec:
+    return SelectSpec(group=group.to_params())
+
+
+def tuning_report_spec(task: str, groups: list) -> TuningReportSpec:
+    return TuningReportSpec(task=task, groups=[g.to_params() for g in groups if g.task == task])
+
+
 def comet_spec(config: dict) -> CometSpec:
     return CometSpec(batch_size=config["comet"]["batch_size"])
 

@@ -163,3 +163,39 @@ def sentence_scores(scores: dict[str, list[float]], metric: str, title: str, png
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title)
     save(fig, png)
+
+
+def tuning(df: pd.DataFrame, title: str, png) -> None:
+    """One panel per tuned method: selection score of each grid point against its learning rate
+    (log x axis), one line per other tuned setting / sweep variant; the selected point circled."""
+    import json
+
+    if df.empty or df["score"].notna().sum() == 0:
+        return empty(png, f"{title}: no grid point finished")
+    methods = sorted(df["method"].unique())
+    fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 4), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        g = df[df["method"] == method].copy()
+        tuned = pd.DataFrame([json.loads(t) for t in g["tuned"]], index=g.index)
+        x = "lr" if "lr" in tuned else tuned.columns[0]
+        others = [k for k in tuned.columns if k != x]
+        g["_x"] = pd.to_numeric(tuned[x], errors="coerce")
+        g["_line"] = [" ".join(p for p in ([] if grp == "default" else [grp]) +
+                               [f"{k}={tuned.loc[i, k]}" for k in others]) or method
+                      for i, grp in zip(g.index, g["group"])]
+        for line, s in g.sort_values("_x").groupby("_line"):
+            ax.plot(s["_x"], s["score"], marker="o", label=line)
+        win = g[g["selected"] & g["score"].notna()]
+        ax.scatter(win["_x"], win["score"], s=160, facecolors="none", edgecolors="tab:red", linewidths=2,
+                   label="selected", zorder=3)
+        if g["_x"].notna().all() and (g["_x"] > 0).all():
+            ax.set_xscale("log")
+        metric = g["metric"].iloc[0]
+        ax.set_xlabel(x)
+        ax.set_ylabel(f"{metric} on {g['on'].iloc[0]} ({'lower' if metric == 'loss' else 'higher'} is better)")
+        ax.set_title(method)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    save(fig, png)

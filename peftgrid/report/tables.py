@@ -69,14 +69,18 @@ def transfer_table(agg: pd.DataFrame, transfer: dict | None, metrics: list[str])
     return pd.DataFrame(rows, columns=columns)
 
 
+SELECTION_SET = "the selection set (tuned)"
 SIG_COLUMNS = {"p_vs_best_holm": "p vs best (Holm)", "not_worse_than_best": "not worse than best (p>=0.05)"}
 
 
 def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], decodings: list[str], metric: str,
-                 n: int = 1000, seed: int = 0) -> pd.DataFrame:
+                 n: int = 1000, seed: int = 0, selected: dict | None = None) -> pd.DataFrame:
     """Per eval set (and decoding): each method at its variant chosen on `validation` (if the task
-    has it, else on the reported set) against the best, see analysis.compare_methods.
-    `predictions`: (method, variant, seed, eval, decoding) -> predictions.jsonl."""
+    has it, else on the reported set) against the best, see analysis.compare_methods. A tuned
+    method is compared at its configuration selected on the selection set (`selected`: method ->
+    variant, from the tuning checkpoints). `predictions`: (method, variant, seed, eval, decoding)
+    -> predictions.jsonl."""
+    selected = selected or {}
     from ..metrics import scale_of
 
     column = {"rouge": "rougeL"}.get(metric, metric)
@@ -84,14 +88,14 @@ def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], decodin
     for ev in evals:
         chosen_on = "validation" if "validation" in evals else ev
         for dec in decodings or [""]:
-            variants = choose_variants(agg, column, chosen_on, dec)
+            variants = {**choose_variants(agg, column, chosen_on, dec), **selected}
             systems = {m: [read_predictions(p) for (pm, pv, _, pe, pd_), p in sorted(predictions.items(), key=str)
                            if (pm, pv, pe, pd_) == (m, v, ev, dec)] for m, v in variants.items()}
             try:
                 comp = compare_methods(systems, column, n=n, seed=seed)
             except KeyError as e:  # e.g. COMET: no per-example scores
                 comp = pd.DataFrame({"method": list(variants), "note": str(e)})
-            comp.insert(0, "chosen_on", chosen_on)
+            comp.insert(0, "chosen_on", [SELECTION_SET if m in selected else chosen_on for m in comp["method"]])
             comp.insert(0, "variant", comp["method"].map(variants))
             comp.insert(0, "decoding", dec)
             comp.insert(0, "eval", ev)
@@ -101,7 +105,8 @@ def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], decodin
 
 
 def build_task_report(task: str, summary_path, logs: dict[str, Path], distances: dict[str, Path], task_cfg: dict,
-                      report_cfg: dict, out: dict[str, Path], predictions: dict | None = None) -> None:
+                      report_cfg: dict, out: dict[str, Path], predictions: dict | None = None,
+                      selected: dict | None = None) -> None:
     """All of one task's report outputs (`out`: name -> path, see rules/report.smk). With
     `predictions` ((method, variant, seed, eval, decoding) -> predictions.jsonl), the paired
     significance tests: columns of the task table, a comparison table and recommendations in words."""
@@ -114,7 +119,8 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
     table = task_table(agg, metrics, metric)
     sig = pd.DataFrame()
     if predictions:
-        sig = significance(agg, predictions, list(task_cfg["eval"]), list(task_cfg.get("decoding") or []), metric)
+        sig = significance(agg, predictions, list(task_cfg["eval"]), list(task_cfg.get("decoding") or []), metric,
+                           selected=selected)
     md_extra = ""
     if not sig.empty and "p_vs_best_holm" in sig:
         keyed = sig.set_index(["method", "variant", "eval", "decoding"])
@@ -138,7 +144,7 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
         comp = sig[(sig["eval"] == ev) & (sig["decoding"] == dec)]
         costs = agg[(agg["eval"] == ev) & (agg["decoding"].astype(str) == dec)].merge(
             comp[["method", "variant"]], on=["method", "variant"])
-        words = significance_statements(task, comp, costs, metric, ev, comp["chosen_on"].iloc[0] if len(comp) else ev,
+        words = significance_statements(task, comp, costs, metric, ev, " / ".join(dict.fromkeys(comp["chosen_on"])) if len(comp) else ev,
                                         float(comp["points_scale"].iloc[0]) if len(comp) else 1.0)
         recs = pd.concat([recs, pd.DataFrame({"recommendation": "in words", "statement": words})], ignore_index=True)
     recs.insert(0, "eval", ev)
@@ -189,6 +195,11 @@ def write_report(tasks: dict[str, dict], report_dir: Path, out_md: Path, report_
             parts.extend(f"- {w}\n" for w in words["statement"])
         parts.append("\n### All cells\n\n")
         parts.append((report_dir / "tables" / f"{task}.md").read_text())
+        tuning = report_dir / "tables" / f"{task}_tuning.md"
+        if tuning.is_file():
+            parts.append("\n### Tuning: the grid searched and what each point scored on the selection set\n\n")
+            parts.append(tuning.read_text())
+            parts.append(f"\n![Selection score per grid point](figures/{task}/tuning.png)\n")
         if cfg.get("transfer"):
             gap = pd.read_csv(report_dir / "tables" / f"{task}_transfer.tsv", sep="\t")
             parts.append(f"\n### Transfer gap: `{cfg['transfer']['source']}` minus `{cfg['transfer']['target']}`\n\n")

@@ -1,0 +1,101 @@
+"""The tuning section of a task's report: the grid each tuned method searched, what every grid
+point scored on the selection set (first seed), which one was selected, and a figure of
+selection score against the learning rate (log axis), one panel per method."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ..records import atomic_write_text
+
+COLUMNS = ["method", "group", "variant", "tuned", "seed", "on", "split", "metric", "score", "rank", "selected",
+           "status", "error", "edge"]
+
+
+def load_selections(paths) -> pd.DataFrame:
+    frames = [pd.read_csv(p, sep="\t", dtype={"variant": str, "group": str, "error": str, "edge": str})
+              for p in paths]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    df = pd.concat(frames, ignore_index=True)
+    df["selected"] = df["selected"].astype(str) == "True"
+    for col in ("error", "edge"):
+        df[col] = df[col].fillna("")
+    return df
+
+
+def selected_variants(paths) -> dict[str, str]:
+    """method -> its selected configuration; a method tuned within several sweep variants: the
+    selected point that scored best on the selection set (every grid ran on the same first seed)."""
+    df = load_selections(paths)
+    out = {}
+    for method, g in df[df["selected"]].groupby("method"):
+        higher = not (g["metric"] == "loss").all()
+        scored = g[g["score"].notna()]
+        pick = scored if len(scored) else g
+        pick = pick.sort_values(["score", "group"], ascending=[not higher, True]) if len(scored) else pick
+        out[method] = pick.iloc[0]["variant"]
+    return out
+
+
+def _tuned_columns(df: pd.DataFrame) -> pd.DataFrame:
+    tuned = pd.DataFrame([json.loads(t) for t in df["tuned"]], index=df.index)
+    return tuned
+
+
+def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    tuned = _tuned_columns(df)
+    out = df[["method", "group"]].copy()
+    for k in tuned.columns:
+        out[k] = tuned[k]
+    out["seed"] = df["seed"]
+    out[f"score on selection set"] = df["score"]
+    for col in ("metric", "on", "split", "rank"):
+        out[col] = df[col]
+    out["selected"] = ["✓" if s else "" for s in df["selected"]]
+    out["status"] = df["status"]
+    out["note"] = [e or (f"winner at the grid's edge: {edge}" if edge else "") for e, edge in zip(df["error"], df["edge"])]
+    return out
+
+
+def grid_lines(df: pd.DataFrame) -> list[str]:
+    """One sentence per tuned group: the grid searched and the point selected."""
+    lines = []
+    for (method, group), g in df.groupby(["method", "group"], sort=True):
+        tuned = _tuned_columns(g)
+        grid = "; ".join(f"{k} ∈ {{{', '.join(format(v, 'g') if isinstance(v, float) else str(v) for v in sorted(set(tuned[k]), key=lambda x: (str(type(x)), x)))}}}"
+                         for k in tuned.columns)
+        win = g[g["selected"]].iloc[0]
+        where = f"`{win['on']}` (split `{win['split']}`, not reported)"
+        if int(win["finished"]) == 0:
+            lines.append(f"- `{method}`{'' if group == 'default' else f' ({group})'}: grid {grid} on seed {win['seed']}; "
+                         f"no grid point finished, so `{win['variant']}` stands in and its failure is reported.")
+            continue
+        edge = f" — at the edge of the grid ({win['edge']}): the optimum may lie outside it" if win["edge"] else ""
+        lines.append(f"- `{method}`{'' if group == 'default' else f' ({group})'}: grid {grid} on seed {win['seed']}; "
+                     f"selected `{win['variant']}` ({win['metric']} {win['score']:.4g} on {where}; "
+                     f"{int(win['finished'])}/{len(g)} points finished){edge}.")
+    return lines
+
+
+def build_tuning_report(task: str, selection_paths, out: dict[str, Path]) -> None:
+    from . import plots
+    from .tables import markdown_table
+
+    df = load_selections(selection_paths)
+    table = tuning_table(df)
+    table.to_csv(out["table"], sep="\t", index=False)
+    if df.empty:
+        md = "No tuned method.\n"
+    else:
+        metric = ", ".join(sorted(set(df["metric"])))
+        md = (f"Each method's grid ran on the first seed; every point was scored on the selection set by {metric}; "
+              "only the selected point ran the remaining seeds, and only it is in the tables above.\n\n"
+              + "\n".join(grid_lines(df)) + "\n\n" + markdown_table(table))
+    atomic_write_text(out["table_md"], md)
+    plots.tuning(df, f"{task}: selection score per grid point (first seed)", out["figure"])

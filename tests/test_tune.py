@@ -1,0 +1,225 @@
+"""Tuning fairly: `tune:` grids on the first seed, selection on the unreported selection set, the
+winner on the remaining seeds. Planning and selection in-process; one small workflow run (slow)
+checks the two stages, and that editing one grid value re-runs only that point."""
+import copy
+import json
+import re
+
+import pytest
+import yaml
+
+from conftest import run_snakemake, shared, write_config
+from peftgrid.errors import ConfigError
+from peftgrid.jobs.select import select
+from peftgrid.plan import (auto_lr_grid, build_run_table, build_tune_groups, choose_best, read_selection,
+                           reported_cells, stage_one_cells, validate_config)
+from peftgrid.plan.tune import AUTO_LR_FACTORS
+
+EMOTION = {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"],
+           "splits": {"train": "train.txt", "validation": "val.txt", "test": "test.txt"}}
+
+
+def study(**experiment) -> dict:
+    return {
+        "models": {"tiny": {"source": "/models/tiny"}},
+        "datasets": {"emotion": EMOTION,
+                     "cola": {"format": "tsv", "header": False, "column_names": ["source", "label", "mark", "sentence"],
+                              "splits": {"train": "cola_train.tsv", "validation": "cola_dev.tsv"},
+                              "split_ratio": {"train": 0.9, "selection": 0.1}}},
+        "tasks": {
+            "emotion": {"type": "sequence_classification", "model": "tiny", "dataset": "emotion",
+                        "columns": {"text": "text", "label": "label"}, "eval": {"test": {"split": "test"}},
+                        "validation": {"split": "validation"}},
+            "cola": {"type": "sequence_classification", "model": "tiny", "dataset": "cola",
+                     "columns": {"text": "sentence", "label": "label"}, "metrics": ["mcc", "accuracy"],
+                     "eval": {"validation": {"split": "validation"}}, "validation": {"split": "selection"}},
+        },
+        "experiments": [{"tasks": ["emotion", "cola"], "methods": ["none", "full", "lora"], "seeds": [1, 2, 3],
+                         **experiment}],
+    }
+
+
+def plan(config):
+    config = validate_config(config)
+    return config, build_run_table(config), build_tune_groups(config)
+
+
+# ------------------------------------------------------------------------------ planning
+
+def test_auto_grid_is_five_log_spaced_points_around_the_methods_lr():
+    assert AUTO_LR_FACTORS == (0.25, 0.5, 1.0, 2.0, 4.0)
+    assert auto_lr_grid(5.0e-4) == [1.25e-4, 2.5e-4, 5.0e-4, 1.0e-3, 2.0e-3]
+    assert auto_lr_grid(3.0e-3) == [7.5e-4, 1.5e-3, 3.0e-3, 6.0e-3, 1.2e-2]  # 3 significant digits, no float dust
+
+
+def test_lr_auto_plans_the_grid_on_the_first_seed_and_the_winner_later():
+    config, cells, groups = plan(study(tune={"lr": "auto"}, select={"on": "validation", "metric": "accuracy"}))
+    assert {(g.task, g.method) for g in groups} == {("emotion", "full"), ("emotion", "lora"), ("cola", "full"),
+                                                     ("cola", "lora")}  # none does not train: not tuned
+    lora = next(g for g in groups if g.key == ("emotion", "lora", "default"))
+    lr = config["methods"]["lora"]["lr"]
+    assert [t["lr"] for t in lora.tuned] == auto_lr_grid(lr)
+    assert lora.default == f"lr={lr:g}" and lora.first_seed == 1 and lora.seeds == (1, 2, 3)
+    assert (lora.on, lora.split, lora.metric, lora.higher_is_better) == ("selection", "validation", "accuracy", True)
+    cola = next(g for g in groups if g.key == ("cola", "full", "default"))
+    assert (cola.on, cola.split) == ("selection", "selection")
+    # first stage: 5 grid points x 4 groups on seed 1 only
+    first = stage_one_cells(cells, groups)
+    assert len(first) == 20 and {c.seed for c in first} == {1}
+    assert {c.dir for c in first if c.task == "emotion" and c.method == "lora"} == {
+        f"results/runs/emotion/lora/lr={v:g}/seed1" for v in auto_lr_grid(lr)}
+    cell = next(c for c in first if c.variant == f"lr={auto_lr_grid(lr)[0]:g}" and c.method == "lora")
+    assert cell.hparams["lr"] == auto_lr_grid(lr)[0] and cell.tuned
+    # second stage: the winner on every seed, the untrained baseline as it is, nothing else
+    winners = {g.key: (g.candidates[-1], 5) for g in groups}
+    reported = reported_cells(cells, groups, winners)
+    assert len(reported) == 2 * 3 + 4 * 3
+    assert {c.variant for c in reported if c.method == "none"} == {"default"}
+    assert {(c.variant, c.seed) for c in reported if c.key[:2] == ("emotion", "lora")} == {
+        (lora.candidates[-1], s) for s in (1, 2, 3)}
+    # no grid point finished: the stand-in runs its first seed only, which carries the failure
+    failed = reported_cells(cells, groups, {**winners, lora.key: (lora.default, 0)})
+    assert {(c.variant, c.seed) for c in failed if c.key[:2] == ("emotion", "lora")} == {(lora.default, 1)}
+
+
+def test_explicit_grids_per_method_and_shared_keys():
+    _, cells, groups = plan(study(tasks=["emotion"], tune={"lr": [1.0e-3, 1.0e-2], "lora": {"r": [4, 8]}}))
+    lora = next(g for g in groups if g.method == "lora")
+    assert lora.candidates == ("lr=0.001_r=4", "lr=0.001_r=8", "lr=0.01_r=4", "lr=0.01_r=8")
+    full = next(g for g in groups if g.method == "full")
+    assert full.candidates == ("lr=0.001", "lr=0.01")
+    # a method's own entry replaces a shared key
+    _, _, groups = plan(study(tasks=["emotion"], tune={"lr": [1.0e-3], "lora": {"lr": [2.0e-3, 4.0e-3]}}))
+    assert next(g for g in groups if g.method == "lora").candidates == ("lr=0.002", "lr=0.004")
+
+
+def test_tune_within_each_sweep_variant():
+    _, cells, groups = plan(study(tasks=["emotion"], methods=["lora"], tune={"lora": {"lr": [1.0e-3, 1.0e-2]}},
+                                  sweep={"lora": {"r": [4, 8]}}))
+    assert [(g.group, g.candidates) for g in groups] == [("r=4", ("lr=0.001_r=4", "lr=0.01_r=4")),
+                                                         ("r=8", ("lr=0.001_r=8", "lr=0.01_r=8"))]
+    winners = {groups[0].key: ("lr=0.01_r=4", 2), groups[1].key: ("lr=0.001_r=8", 2)}
+    assert {(c.variant, c.seed) for c in reported_cells(cells, groups, winners)} == {
+        (v, s) for v in ("lr=0.01_r=4", "lr=0.001_r=8") for s in (1, 2, 3)}
+
+
+def test_untuned_experiments_plan_as_before():
+    _, cells, groups = plan(study())
+    assert groups == [] and len(cells) == 2 * 3 * 3 and not any(c.tuned for c in cells)
+    assert reported_cells(cells, groups, {}) == cells
+
+
+def test_a_cell_another_experiment_reports_stays_reported():
+    config = study(tasks=["emotion"], methods=["lora"], tune={"lora": {"lr": [5.0e-4, 1.0e-2]}})
+    config["experiments"].append({"tasks": ["emotion"], "methods": ["lora"], "sweep": {"lora": {"lr": [5.0e-4]}},
+                                  "seeds": [1]})
+    _, cells, groups = plan(config)
+    reported = reported_cells(cells, groups, {groups[0].key: ("lr=0.01", 2)})
+    assert ("emotion", "lora", "lr=0.0005", 1) in {c.key for c in reported}
+
+
+@pytest.mark.parametrize("experiment, message", [
+    ({"tune": {"lorra": {"lr": [1.0e-3]}}},
+     "experiments[0].tune.lorra: neither a method of this experiment nor a training hyperparameter — did you mean 'lora'?"),
+    ({"tune": {"lora": {"rank": [4, 8]}}}, "experiments[0].tune.lora.rank: LoraConfig has no field 'rank'"),
+    ({"tune": {"full": {"r": [4]}}}, "experiments[0].tune.full.r:"),
+    ({"tune": {"none": {"lr": [1.0e-3]}}}, "experiments[0].tune.none: none does not train: it has nothing to tune"),
+    ({"tune": {"lora": {"r": "auto"}}}, "experiments[0].tune.lora.r: auto is a grid for lr only"),
+    ({"tune": {"lr": [1.0e-3, 1.0e-3]}}, "experiments[0].tune.lr: a value is listed twice"),
+    ({"tune": {"lr": ["1e-3"]}}, "experiments[0].tune.full.lr: '1e-3' is a string, not a number"),
+    ({"tune": {"lora": {"r": [4, 8]}}, "sweep": {"lora": {"r": [2]}}},
+     "experiments[0].tune.lora.r: r is both swept and tuned for lora"),
+    ({"select": {"metric": "accuracy"}}, "experiments[0].select: selects among tuned grid points; add tune:"),
+    ({"tune": {"lr": "auto"}, "select": {"on": "test"}},
+     "experiments[0].select.on: 'test' is a reported eval set of task 'emotion'; selecting on it would report a selected score"),
+    ({"tune": {"lr": "auto"}, "select": {"on": "dev"}}, "experiments[0].select.on: 'dev' is not task 'emotion''s selection set"),
+    ({"tune": {"lr": "auto"}, "select": {"metric": "f1_macro"}},
+     "experiments[0].select.metric: 'f1_macro' is not a metric of task 'cola'"),
+    ({"tune": {"lr": "auto"}, "select": {"metric": "acuracy"}}, "— did you mean 'accuracy'?"),
+    ({"tune": {"lr": "auto"}, "select": {"on": "validation", "by": "accuracy"}}, "experiments[0].select.by: unknown key"),
+])
+def test_bad_tune_or_select_is_one_line_naming_the_key(experiment, message):
+    config = study(**experiment)
+    if "select" in experiment and experiment["select"].get("metric") == "f1_macro":
+        config["tasks"]["emotion"]["metrics"] = ["accuracy", "f1_macro"]
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_selecting_on_a_reported_validation_set_is_refused_with_the_way_out():
+    config = study(tune={"lr": "auto"}, select={"on": "validation", "metric": "accuracy"})
+    config["tasks"]["emotion"]["eval"] = {"validation": {"split": "validation"}, "test": {"split": "test"}}
+    del config["tasks"]["emotion"]["validation"]  # defaults to the reported eval set `validation`
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    msg = str(err.value)
+    assert msg.startswith("experiments[0].select.on: task 'emotion' selects on 'validation', a reported eval set")
+    assert "carve an unreported selection split: tasks.emotion.validation: {split: <split>}" in msg
+
+
+def test_yaml_on_key_survives_pyyaml():
+    """PyYAML (and Snakemake) read the key `on` as true; the config check gives it its name back."""
+    raw = yaml.safe_load("tune: {lr: auto}\nselect: {on: validation, metric: loss}\n")
+    config, _, groups = plan(study(**raw))
+    assert config["experiments"][0]["select"] == {"on": "validation", "metric": "loss"}
+    assert {(g.metric, g.higher_is_better) for g in groups} == {("loss", False)}
+
+
+# ------------------------------------------------------------------------------ selection
+
+def test_choose_best_ties_and_failures():
+    pts = [{"status": "ok", "score": 0.5}, {"status": "ok", "score": 0.7}, {"status": "ok", "score": 0.7},
+           {"status": "failed", "score": None}]
+    assert choose_best(pts, True) == (1, 3)  # a tie keeps the earlier grid point (the smaller lr)
+    assert choose_best(pts, False) == (0, 3)  # loss: lower is better
+    assert choose_best([{"status": "failed", "score": None}] * 3, True, default=1) == (1, 0)
+    assert choose_best([{"status": "ok", "score": float("nan")}, {"status": "ok", "score": 0.1}], True) == (1, 1)
+
+
+def _metrics(path, status="ok", **scores):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = ["status", "error", *scores]
+    path.write_text("\t".join(cols) + "\n" + "\t".join([status, ""] + [str(v) for v in scores.values()]) + "\n")
+    return path
+
+
+def test_selection_picks_on_the_selection_set_never_the_reported_one(tmp_path):
+    """Grid point lr=0.01 is best on the reported test set, lr=0.001 on the selection set: the
+    selection job reads only the selection scores, so lr=0.001 wins."""
+    _, cells, groups = plan(study(tasks=["emotion"], methods=["lora"], tune={"lora": {"lr": [1.0e-3, 1.0e-2]}}))
+    g = groups[0]
+    select_files, test_files = [], []
+    for variant, sel, test in zip(g.candidates, (0.80, 0.60), (0.50, 0.90)):
+        run = tmp_path / variant
+        select_files.append(_metrics(run / "select" / "metrics.tsv", accuracy=sel))
+        test_files.append(_metrics(run / "eval" / "test" / "metrics.tsv", accuracy=test))
+    out = tmp_path / "selection.tsv"
+    row = select(g.to_params(), select_files, out)
+    assert row["variant"] == "lr=0.001" and read_selection(out) == ("lr=0.001", 2)
+    lines = out.read_text().splitlines()
+    assert len(lines) == 3 and all("\tselection\tvalidation\taccuracy\t" in line for line in lines[1:])
+    # the same files in the other role would have picked the other point
+    select(g.to_params(), test_files, out)
+    assert read_selection(out) == ("lr=0.01", 2)
+
+
+def test_selection_on_loss_reads_the_final_validation_loss(tmp_path):
+    _, _, groups = plan(study(tasks=["emotion"], methods=["lora"], tune={"lora": {"lr": [1.0e-3, 1.0e-2, 1.0e-1]}},
+                              select={"metric": "loss"}))
+    stats = [_metrics(tmp_path / f"{i}.tsv", final_val_loss=v) for i, v in enumerate((0.9, 0.4, 0.7))]
+    stats.append(_metrics(tmp_path / "failed.tsv", status="failed"))
+    g = groups[0].to_params()
+    row = select(g, stats[:3], tmp_path / "selection.tsv")
+    assert row["variant"] == "lr=0.01" and row["edge"] == ""
+    # every point failed: the method's own setting stands in, flagged as not finished
+    g["default"] = "lr=0.001"
+    select(g, [stats[3]] * 3, tmp_path / "selection.tsv")
+    assert read_selection(tmp_path / "selection.tsv") == ("lr=0.001", 0)
+
+
+def test_a_winner_at_the_grid_edge_is_flagged(tmp_path):
+    _, _, groups = plan(study(tasks=["emotion"], methods=["lora"], tune={"lora": {"lr": "auto"}}))
+    files = [_metrics(tmp_path / f"{i}.tsv", accuracy=0.1 * i) for i in range(5)]
+    row = select(groups[0].to_params(), files, tmp_path / "selection.tsv")
+    assert row["variant"] == groups[0].candidates[-1] and row["edge"] == "lr (highest)"
