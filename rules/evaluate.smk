@@ -1,5 +1,5 @@
 # One job per (cell, eval set): predictions, quality metrics and inference cost. Generation
-# tasks: one job per (cell, eval set, decoding strategy), then COMET in its own rule.
+# tasks: one job per (cell, eval set, decoding strategy), then COMET in one job per task.
 
 
 rule evaluate:
@@ -47,16 +47,23 @@ rule generate:
         "../scripts/evaluate.py"
 
 
+# One job per task: the COMET model is loaded once and scores every cell x eval set x decoding of
+# the task (results/comet/<task>/scores.tsv, per example in examples.tsv). Unchanged predictions
+# are never scored twice (segment scores cached by content under results/comet/cache/). It scores
+# the cells the task reports (task_cells, rules/report.smk), the ones the summary shows.
 rule comet:
+    wildcard_constraints:
+        task=TASK_PATTERN,
     input:
         comet="resources/comet/staged.json",
-        predictions=f"{RUN_DIR}/eval/{{eval}}/{{decoding}}/predictions.jsonl",
+        predictions=lambda w: specs.comet_predictions(specs.comet_spec(config, w.task, task_cells(w.task))),
     output:
-        f"{RUN_DIR}/eval/{{eval}}/{{decoding}}/comet.tsv",
+        scores="results/comet/{task}/scores.tsv",
+        examples="results/comet/{task}/examples.tsv",
     params:
-        spec=lambda w: specs.comet_spec(config).to_params(),
+        spec=lambda w: specs.comet_spec(config, w.task, task_cells(w.task)).to_params(),
     log:
-        f"logs/{RUN_DIR}/comet_{{eval}}_{{decoding}}.log",
+        "logs/comet/{task}.log",
     threads: JOB_THREADS
     resources:
         gpu=1,

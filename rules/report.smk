@@ -12,22 +12,20 @@ localrules:
 
 
 def summary_rows():
-    """Every (metrics file, its cell's train_stats.tsv, run.json, COMET?) of the reported cells (a
-    tuned group: its winner on every seed, read from the selection checkpoints), in one order."""
-    return [(m, f"{c.dir}/train_stats.tsv", f"{c.dir}/run.json", uses_comet(c.task))
-            for c in reported() for m in cell_eval_outputs(c)]
+    """Every (metrics file, its cell's train_stats.tsv, run.json) of the reported cells (a tuned
+    group: its winner on every seed, read from the selection checkpoints), in one order."""
+    return [(m, f"{c.dir}/train_stats.tsv", f"{c.dir}/run.json") for c in reported() for m in cell_eval_outputs(c)]
 
 
 rule summary:
     input:
-        metrics=lambda w: [m for m, _, _, _ in summary_rows()],
-        stats=lambda w: [s for _, s, _, _ in summary_rows()],
-        runs=lambda w: [r for _, _, r, _ in summary_rows()],
-        comet=lambda w: [m.replace("metrics.tsv", "comet.tsv") for m, _, _, c in summary_rows() if c],
+        metrics=lambda w: [m for m, _, _ in summary_rows()],
+        stats=lambda w: [s for _, s, _ in summary_rows()],
+        runs=lambda w: [r for _, _, r in summary_rows()],
+        comet=[f"results/comet/{t}/scores.tsv" for t in TASKS_IN_STUDY if uses_comet(t)],  # rows keyed by cell
     output:
         "results/summary.tsv",
     params:
-        comet_for=lambda w: [m for m, _, _, c in summary_rows() if c],
         spec=specs.summary_spec(config, TASKS_IN_STUDY).to_params(),
     log:
         "logs/summary.log",

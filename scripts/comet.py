@@ -1,14 +1,15 @@
-"""COMET score of one cell's predictions (one eval set, one decoding strategy) -> comet.tsv."""
+"""COMET for one task: every cell's predictions scored with one model load -> scores.tsv + examples.tsv."""
 from pathlib import Path
 
 from peftgrid.jobs.common import run_job
-from peftgrid.metrics.comet import score_file
+from peftgrid.jobs.comet import score_task
 from peftgrid.plan.specs import CometSpec
 
 
 def main(smk):
-    spec = CometSpec.from_params(smk.params.spec)
-    print(score_file(Path(smk.input.comet).parent, Path(smk.input.predictions), Path(smk.output[0]), spec.batch_size))
+    scores = Path(smk.output.scores)
+    print(score_task(CometSpec.from_params(smk.params.spec), Path(smk.input.comet), [Path(p) for p in smk.input.predictions],
+                     scores, Path(smk.output.examples), cache_dir=scores.parent.parent / "cache"))
 
 
 run_job(main, snakemake)  # noqa: F821

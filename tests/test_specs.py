@@ -103,7 +103,9 @@ def all_specs(config: dict) -> dict:
                     out[f"generate/{c.dir}/{ev}/{dec}"] = specs.eval_spec(config, c, ev, dec)
             else:
                 out[f"evaluate/{c.dir}/{ev}"] = specs.eval_spec(config, c, ev)
-    out["comet"] = specs.comet_spec(config)
+    for t in tasks:
+        if "comet" in config["tasks"][t]["metrics"] and config.get("comet") is not None:
+            out[f"comet/{t}"] = specs.comet_spec(config, t, cells)  # one COMET job per task
     out["summary"] = specs.summary_spec(config, tasks)
     out["report"] = specs.report_spec(config, tasks)
     groups = build_tune_groups(config)  # tuning: the grid's selection evaluations and checkpoints
@@ -264,13 +266,29 @@ def test_training_default_edit_changes_every_trained_cell(baseline):
 
 
 def test_comet_and_report_edits(baseline):
-    assert changed_by(baseline, lambda r: r["comet"].update(batch_size=4)) == {"comet"}  # COMET is not re-staged
+    assert changed_by(baseline, lambda r: r["comet"].update(batch_size=4)) == {"comet/translate"}  # not re-staged
     assert changed_by(baseline, lambda r: r["comet"].update(source="/models/comet")) == {"stage_comet"}
     raw = raw_study()
     raw["comet"] = None
     assert specs.stage_comet_spec(validate_config(raw)).to_params() == {"source": None}  # COMET switched off
     changed = changed_by(baseline, lambda r: r["report"].update(within_points=0.5))
     assert changed == {"report"} | {k for k in baseline if k.startswith("report_task/")}
+
+
+def test_one_comet_job_per_task_reads_every_cell_eval_set_and_decoding(baseline):
+    config = validate_config(raw_study())
+    cells = build_run_table(config)
+    spec = specs.comet_spec(config, "translate", cells)
+    assert [k for k in baseline if k.startswith("comet/")] == ["comet/translate"]
+    paths = specs.comet_predictions(spec)
+    assert len(paths) == len(set(paths)) == 22 * 2 * 3 == len(spec.files())
+    assert paths[0] == "results/runs/translate/lora/alpha=16_lr=0.001_r=4/seed1/eval/dev/beam2/predictions.jsonl"
+    # adding a seed re-scores the task; its order in the config does not matter
+    more = raw_study()
+    more["experiments"][-2]["seeds"] = [2, 1, 3]
+    assert changed_by(baseline, lambda r: r["experiments"][-2].update(seeds=[2, 1])) == set()
+    config = validate_config(more)
+    assert len(specs.comet_spec(config, "translate", build_run_table(config)).cells) == 33
 
 
 def test_every_spec_reads_back_from_its_params(baseline):

@@ -1,8 +1,8 @@
 """results/summary.tsv: one row per (cell, eval set, decoding), quality next to cost.
 
 The rule passes, for every metrics file, the cell's train_stats.tsv and run.json in the same
-position of its own list (and COMET's file, where the task uses COMET); a row's identity comes
-from the metrics row itself, never from a path."""
+position of its own list (and the COMET table of each task that uses COMET); a row's identity
+comes from the metrics row itself, never from a path."""
 from __future__ import annotations
 
 import json
@@ -22,16 +22,20 @@ TAIL_COLUMNS = ["mem_measure", "peak_train_mem_reserved_mb", "peak_infer_mem_res
                 "hparams"]
 
 
-def build_summary(metrics_files: list, stats_files: list, run_files: list, comet_files: dict | None = None) -> list[dict]:
-    """comet_files: metrics file -> its comet.tsv, for the cells whose task is scored by COMET."""
+COMET_KEY = ("task", "method", "variant", "seed", "eval", "decoding")
+
+
+def build_summary(metrics_files: list, stats_files: list, run_files: list, comet_files: list | None = None) -> list[dict]:
+    """comet_files: the COMET tables of the tasks scored by COMET (results/comet/<task>/scores.tsv,
+    one row per cell x eval set x decoding), joined on those identity columns."""
     rows = []
-    comet_files = comet_files or {}
+    comet = {tuple(str(r[k]) for k in COMET_KEY): {"comet": r["comet"], "comet_status": r["comet_status"]}
+             for path in comet_files or [] for r in read_tsv(path)}
     for path, stats_path, run_path in zip(metrics_files, stats_files, run_files):
         stats = read_tsv(stats_path)[0]
         run = read_json(run_path)
-        comet = comet_files.get(str(path))
-        extra = read_tsv(comet)[0] if comet else {}
         for m in read_tsv(path):
+            extra = comet.get(tuple(str(m.get(k, "")) for k in COMET_KEY), {})
             row = {**{k: v for k, v in stats.items() if v != ""}, **{k: v for k, v in m.items() if v != ""}}
             if stats.get("status") != "ok":
                 row["status"], row["error"] = stats["status"], stats["error"]

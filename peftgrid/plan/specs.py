@@ -76,7 +76,16 @@ class EvalSpec(Spec):
 
 @dataclass(frozen=True)
 class CometSpec(Spec):
+    """One task's COMET job: every cell x eval set x decoding, scored with one model load."""
+    task: str
     batch_size: int
+    cells: list      # cell identities, sorted by method, variant, seed
+    evals: list      # sorted: the job's inputs do not depend on the order the config writes them
+    decodings: list  # sorted, as evals
+
+    def files(self) -> list[tuple[dict, str, str]]:
+        """(cell, eval set, decoding) of each predictions file, in the order the rule lists them."""
+        return [(c, e, d) for c in self.cells for e in self.evals for d in self.decodings]
 
 
 @dataclass(frozen=True)
@@ -192,8 +201,18 @@ def tuning_report_spec(task: str, groups: list) -> TuningReportSpec:
     return TuningReportSpec(task=task, groups=[g.to_params() for g in groups if g.task == task])
 
 
-def comet_spec(config: dict) -> CometSpec:
-    return CometSpec(batch_size=config["comet"]["batch_size"])
+def comet_spec(config: dict, task: str, cells: list[Cell]) -> CometSpec:
+    mine = sorted((c for c in cells if c.task == task), key=lambda c: (c.method, c.variant, c.seed))
+    t = config["tasks"][task]
+    return CometSpec(task=task, batch_size=config["comet"]["batch_size"], cells=[c.ident for c in mine],
+                     evals=sorted(t["eval"]), decodings=sorted(t["decoding"]))
+
+
+def comet_predictions(spec: CometSpec) -> list[str]:
+    """The predictions files the task's COMET job reads, in the order of spec.files()."""
+    from .runs import RUN_DIR
+
+    return [f"{RUN_DIR.format(**c)}/eval/{e}/{d}/predictions.jsonl" for c, e, d in spec.files()]
 
 
 def summary_spec(config: dict, tasks: list[str]) -> SummarySpec:
