@@ -19,6 +19,7 @@ rule evaluate:
     threads: JOB_THREADS
     resources:
         gpu=1,
+        gpu_slots_per_device=config["gpu_slots_per_device"],  # the job claims a free slot itself
     conda:
         "../envs/train.yaml"
     script:
@@ -41,6 +42,7 @@ rule generate:
     threads: JOB_THREADS
     resources:
         gpu=1,
+        gpu_slots_per_device=config["gpu_slots_per_device"],  # the job claims a free slot itself
     conda:
         "../envs/train.yaml"
     script:

@@ -20,6 +20,8 @@ rule train:
     threads: JOB_THREADS
     resources:
         gpu=1,
+        # jobs per GPU (the job claims a free slot itself); a resource, not a param: changing it re-runs nothing
+        gpu_slots_per_device=config["gpu_slots_per_device"],
     conda:
         "../envs/train.yaml"
     script:

@@ -1,16 +1,20 @@
 """Evaluate one cell on one eval set (generation: with one decoding strategy) -> metrics.tsv + predictions.jsonl."""
 from pathlib import Path
 
+from peftgrid.engine.gpus import claim_gpu
 from peftgrid.jobs.common import run_job
-from peftgrid.jobs.evaluate import evaluate_cell
-from peftgrid.plan.specs import EvalSpec
 
 
 def main(smk):
+    # a GPU slot of our own, before torch is imported (CUDA reads CUDA_VISIBLE_DEVICES once, at its start)
+    gpu = claim_gpu(smk.resources.get("gpu_slots_per_device", 1))
+    from peftgrid.jobs.evaluate import evaluate_cell
+    from peftgrid.plan.specs import EvalSpec
+
     per_label = Path(smk.output.per_label) if hasattr(smk.output, "per_label") else None
     row = evaluate_cell(EvalSpec.from_params(smk.params.spec), Path(smk.input.model).parent, Path(smk.input.trained),
                         Path(smk.input.dataset).parent, Path(smk.input.run), Path(smk.output.metrics),
-                        Path(smk.output.predictions), per_label)
+                        Path(smk.output.predictions), per_label, gpu=gpu)
     print({k: v for k, v in row.items() if k not in ("task", "method", "variant", "seed")})
 
 

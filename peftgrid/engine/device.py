@@ -112,3 +112,20 @@ def resolve_dtype(device: torch.device, precision: str):
             raise RuntimeError("precision fp16 needs a CUDA device; use auto or bf16")
         return torch.float16
     raise ValueError(precision)
+
+
+def precision_name(device: torch.device, precision: str) -> str:
+    """What `precision` means on this device, for run.json: 'bf16 autocast', 'fp16 autocast', 'fp32'."""
+    dtype = resolve_dtype(device, precision)
+    return "fp32" if dtype is None else f"{str(dtype).removeprefix('torch.').replace('bfloat16', 'bf16').replace('float16', 'fp16')} autocast"
+
+
+def attention_implementation(model) -> str | None:
+    """The attention kernel transformers chose when loading (`sdpa` — torch's fused
+    scaled_dot_product_attention — where the architecture has it, else `eager`); None for a
+    model without a transformers config."""
+    for module in model.modules():
+        impl = getattr(getattr(module, "config", None), "_attn_implementation", None)
+        if impl:
+            return impl
+    return None

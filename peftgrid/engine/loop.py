@@ -1,6 +1,6 @@
-"""The training loop: AdamW (from the method), linear warmup + decay, gradient clipping,
-validation loss every `eval_every_steps`, fixed seeds, one host sync per logging step, and
-exact resume from the cell's checkpoint.
+"""The training loop: AdamW (from the method; torch's fused kernel where it has one), linear
+warmup + decay, gradient clipping, validation loss every `eval_every_steps`, fixed seeds, one host
+sync per logging step, and exact resume from the cell's checkpoint.
 
 Checkpoint policy: `checkpoint: last` (default) keeps the weights after the final step;
 `checkpoint: best` keeps the trainable weights from the logged step with the lowest validation
@@ -31,6 +31,17 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+def optimizer_name(optimizer) -> str:
+    """'AdamW (fused)', 'AdamW (foreach)', 'PagedAdamW32bit (bitsandbytes)': what stepped the
+    weights (a resumed run keeps the implementation its checkpoint was written with)."""
+    cls = type(optimizer).__name__
+    if type(optimizer).__module__.startswith("bitsandbytes"):
+        return f"{cls} (bitsandbytes)"
+    group = optimizer.param_groups[0] if optimizer.param_groups else {}
+    impl = "fused" if group.get("fused") else "foreach" if group.get("foreach") else "for-loop"
+    return f"{cls} ({impl})"
 
 
 def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
@@ -130,7 +141,7 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
     if total_steps == 0:
         val = log(None, True)
         return {"step": 0, "examples": 0, "train_loss": None, "val_loss": val, "prior_seconds": 0.0, "prior_peak": 0.0,
-                **side}
+                "optimizer": None, **side}
 
     optimizer = method.make_optimizer(model, hp)
     scheduler = linear_schedule(optimizer, int(hp["warmup_ratio"] * total_steps), total_steps)
@@ -229,4 +240,4 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
         val = best["val_loss"]
     return {"step": step, "examples": examples, "train_loss": last_train_loss,
             "val_loss": None if val is None else round(val, 6), "prior_seconds": prior_seconds, **side,
-            "prior_peak": prior_peak}
+            "prior_peak": prior_peak, "optimizer": optimizer_name(optimizer)}

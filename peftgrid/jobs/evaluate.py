@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..engine.device import pick_device
+from ..engine.gpus import GpuClaim
 from ..methods import method_of
 from ..metrics import compute
 from ..metrics.classification import per_label_table
@@ -48,7 +49,9 @@ def load_eval_model(spec: EvalSpec, model_dir: Path, trained_dir: Path, labels: 
 
 
 def evaluate_cell(spec: EvalSpec, model_dir: Path, trained_dir: Path, data_dir: Path, run_json: Path,
-                  metrics_path: Path, predictions_path: Path, per_label_path: Path | None = None) -> dict:
+                  metrics_path: Path, predictions_path: Path, per_label_path: Path | None = None,
+                  gpu: GpuClaim | None = None) -> dict:
+    """`gpu`: the slot scripts/evaluate.py claimed (peftgrid.engine.gpus); the `device` column names it."""
     run = read_json(run_json)
     if run["status"] != "ok":
         return write_failed(spec, run, metrics_path, predictions_path, per_label_path)
@@ -79,7 +82,7 @@ def evaluate_cell(spec: EvalSpec, model_dir: Path, trained_dir: Path, data_dir: 
         row.update(infer_throughput_unmerged=_throughput(ttype, rows, out),
                    peak_infer_mem_unmerged_mb=_mb(out["meter"].peak_mem_mb))
     atomic_write_text(predictions_path, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
-    row["device"] = device_description(device)
+    row["device"] = device_description(device) + (gpu.describe() if gpu else "")
     write_tsv(metrics_path, [row])
     return row
 

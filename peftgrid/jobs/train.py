@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from ..engine.checkpoint import Checkpointer
-from ..engine.device import PhaseMeter, pick_device, resolve_dtype
+from ..engine.device import PhaseMeter, attention_implementation, pick_device, precision_name, resolve_dtype
+from ..engine.gpus import GpuClaim
 from ..engine.loop import set_seed, train_loop
 from ..errors import CellFailure
 from ..methods import method_of
@@ -39,10 +40,11 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def run_record(spec: TrainSpec, device) -> dict:
+def run_record(spec: TrainSpec, device, gpu: GpuClaim | None = None) -> dict:
     return {
         "cell": spec.cell, "hparams": spec.hparams, "task": spec.task, "model": spec.model,
-        "status": "running", "error": None, "device": device_description(device),
+        "status": "running", "error": None, "device": device_description(device) + (gpu.describe() if gpu else ""),
+        "gpu": gpu.record() if gpu else None,
         "versions": package_versions(), "git_commit": git_commit(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -62,12 +64,14 @@ def load_training_data(spec: TrainSpec, data_dirs: dict[str, Path]):
     return train_rows, val_rows, labels
 
 
-def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out_dir: Path) -> dict:
+def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out_dir: Path,
+               gpu: GpuClaim | None = None) -> dict:
+    """`gpu`: the slot scripts/train.py claimed (peftgrid.engine.gpus), recorded in run.json."""
     out_dir = Path(out_dir)
     hp, task = spec.hparams, spec.task
     ttype, method = task_type(task["type"]), method_of(hp["kind"])
     device = pick_device()
-    record = run_record(spec, device)
+    record = run_record(spec, device, gpu)
     stats = {"status": "running", "device": record["device"]}
     log_rows: list[dict] = []
     tmp_model = out_dir / "model.tmp"
@@ -98,6 +102,13 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
         model, new_weights = method.load_base(model_dir, ttype, labels, hp, device, spec.model.get("allow_pickle", False))
         model = method.place(method.prepare(model, hp, ttype, total_steps, new_weights), device)
         trainable, total = method.count_parameters(model)
+        # how the steps run, for run.json: the precision setting on this device, attention kernel, compile, optimizer
+        runtime = record["runtime"] = {
+            "precision": precision_name(device, hp["precision"]), "attention": attention_implementation(model),
+            "compiled": bool(hp.get("compile")) and total_steps > 0, "pinned_batches": device.type == "cuda",
+            "optimizer": None}
+        if runtime["compiled"]:
+            model.compile()  # in place: the module, its parameter names and its saving stay as they are
         load_time = time.perf_counter() - t_load
         stats.update(trainable_params=trainable, total_params=total,
                      trainable_pct=round(100.0 * trainable / total, 6), load_time_s=round(load_time, 3),
@@ -130,6 +141,7 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
             steps=final["step"], epochs=round(epochs_done, 4),
             final_train_loss=final["train_loss"], final_val_loss=final["val_loss"], **method.extra_stats(model))
         record["resumed"] = final["prior_seconds"] > 0
+        runtime["optimizer"] = final["optimizer"]
         method.save(model, hp, tmp_model, new_weights)
         tokenizer.save_pretrained(tmp_model / "tokenizer")
     except CellFailure as e:

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from ..errors import CellFailure, ConfigError, MethodError, did_you_mean
-from .base import Method, check_keys
+from .base import Method, check_keys, make_adamw
 from .peft_fields import RESERVED, peft_config_fields
 
 # our names -> peft's, used only where the config class lacks our name and has peft's
@@ -180,8 +180,6 @@ class PeftMethod(Method):
         ratio = hp.get("loraplus_lr_ratio")
         if ratio is None:
             return super().make_optimizer(model, hp)
-        import torch
-
         lr, wd = hp["lr"], hp["weight_decay"]
         groups = {"A": [], "B": [], "embedding_B": [], "decay": [], "no_decay": []}
         for name, p in model.named_parameters():
@@ -199,8 +197,8 @@ class PeftMethod(Method):
                 groups["decay"].append(p)
         settings = {"A": (lr, wd), "B": (lr * ratio, wd), "embedding_B": (hp.get("loraplus_lr_embedding") or 1e-6, wd),
                     "decay": (lr * ratio, wd), "no_decay": (lr * ratio, 0.0)}
-        return torch.optim.AdamW([{"params": ps, "lr": settings[k][0], "weight_decay": settings[k][1]}
-                                  for k, ps in groups.items() if ps], lr=lr)
+        return make_adamw([{"params": ps, "lr": settings[k][0], "weight_decay": settings[k][1]}
+                           for k, ps in groups.items() if ps], lr, self.paged_optimizer(hp))
 
     def after_step(self, model, step):
         if hasattr(model.base_model, "update_and_allocate"):
