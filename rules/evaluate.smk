@@ -69,6 +69,7 @@ rule comet:
     threads: JOB_THREADS
     resources:
         gpu=1,
+        gpu_slots_per_device=config["gpu_slots_per_device"],  # the job claims a free slot itself
     conda:
         "../envs/train.yaml"
     script:
