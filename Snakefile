@@ -36,4 +36,5 @@ rule all:
         "results/summary.tsv",
         "results/report/report.md",
         specs.tracking_targets(config),  # results/tracking.json when `tracking:` is set
+        untuned_outputs(),  # with tune: the untuned cells start beside the grids (rules/tune.smk)
     default_target: True

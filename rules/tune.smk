@@ -51,6 +51,7 @@ rule evaluate_selection:
     threads: JOB_THREADS
     resources:
         gpu=1,
+        gpu_slots_per_device=config.get("gpu_slots_per_device", 1),  # as rule evaluate: the job claims a slot
     conda:
         "../envs/train.yaml"
     script:
@@ -87,3 +88,9 @@ def selection_files(task):
     """Every tuned group's selection.tsv of a task, as plain paths: listing them as ordinary inputs
     schedules all first stages at once (the checkpoints are then resolved one by one)."""
     return [g.selection_file for g in TUNE_GROUPS if g.task == task]
+
+
+def untuned_outputs():
+    """With tuning, the untuned cells' evaluations as plain targets of `rule all`: they run beside the
+    first stage instead of waiting for the aggregates to see past the selection checkpoints."""
+    return [m for c in CELLS if not c.tuned for m in cell_eval_outputs(c)] if TUNE_GROUPS else []

@@ -1,7 +1,6 @@
 """Tuning fairly: `tune:` grids on the first seed, selection on the unreported selection set, the
 winner on the remaining seeds. Planning and selection in-process; one small workflow run (slow)
 checks the two stages, and that editing one grid value re-runs only that point."""
-import copy
 import json
 import re
 
@@ -223,3 +222,112 @@ def test_a_winner_at_the_grid_edge_is_flagged(tmp_path):
     files = [_metrics(tmp_path / f"{i}.tsv", accuracy=0.1 * i) for i in range(5)]
     row = select(groups[0].to_params(), files, tmp_path / "selection.tsv")
     assert row["variant"] == groups[0].candidates[-1] and row["edge"] == "lr (highest)"
+
+
+# ------------------------------------------------------------------------------ the workflow
+
+def planned_jobs(workdir) -> dict[str, int]:
+    """rule -> job count of a dry run (empty when there is nothing to do)."""
+    out = run_snakemake(workdir, "-n").stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def tiny_tuned_study(tiny_bert, lrs) -> dict:
+    data = {s: str(shared("emotion", f)) for s, f in (("train", "train.txt"), ("validation", "val.txt"),
+                                                       ("test", "test.txt"))}
+    return {
+        "models": {"tiny": {"source": str(tiny_bert)}},
+        "datasets": {"emotion": {**EMOTION, "splits": data}},
+        "tasks": {"emotion": {"type": "sequence_classification", "model": "tiny", "dataset": "emotion",
+                              "columns": {"text": "text", "label": "label"},
+                              "labels": ["sadness", "joy", "love", "anger", "fear", "surprise"],
+                              "eval": {"test": {"split": "test"}}, "validation": {"split": "validation"},
+                              "max_examples": {"train": 64, "validation": 32, "test": 32}}},
+        "training": {"epochs": 1, "batch_size": 32, "eval_every_steps": 2, "log_every_steps": 1},
+        "experiments": [{"tasks": ["emotion"], "methods": ["lora"], "tune": {"lora": {"lr": lrs}},
+                         "select": {"on": "validation", "metric": "accuracy"}, "seeds": [1, 2]}],
+    }
+
+
+def cells_on_disk(workdir) -> set[str]:
+    runs = workdir / "results" / "runs" / "emotion" / "lora"
+    return {str(p.relative_to(runs)) for p in runs.glob("*/seed*")}
+
+
+@pytest.mark.slow
+def test_grid_on_the_first_seed_then_the_winner_and_an_edit_reruns_one_point(tiny_bert, tmp_path):
+    write_config(tmp_path / "config.yaml", tiny_tuned_study(tiny_bert, [1.0e-3, 1.0e-2]))
+    first = planned_jobs(tmp_path)  # before any selection: the grid on seed 1 and its scoring only
+    assert (first["train"], first["evaluate_selection"], first["select"]) == (2, 2, 1)
+    assert "evaluate" not in first and "weight_distances" not in first
+    run_snakemake(tmp_path)
+
+    selection = tmp_path / "results" / "tune" / "emotion" / "lora" / "default" / "selection.tsv"
+    winner, finished = read_selection(selection)
+    loser = ({"lr=0.001", "lr=0.01"} - {winner}).pop()
+    assert finished == 2
+    assert cells_on_disk(tmp_path) == {f"{winner}/seed1", f"{winner}/seed2", f"{loser}/seed1"}
+    runs = tmp_path / "results" / "runs" / "emotion" / "lora"
+    assert (runs / loser / "seed1" / "select" / "metrics.tsv").is_file()
+    assert not (runs / loser / "seed1" / "eval").exists()  # a losing grid point is never scored on a reported set
+    assert not (runs / winner / "seed2" / "select").exists()
+    summary = (tmp_path / "results" / "summary.tsv").read_text().splitlines()
+    header = summary[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"))) for line in summary[1:]]
+    assert {(r["variant"], r["seed"], r["eval"]) for r in rows} == {(winner, "1", "test"), (winner, "2", "test")}
+    report = tmp_path / "results" / "report"
+    assert "Tuning" in (report / "report.md").read_text() and (report / "figures" / "emotion" / "tuning.png").is_file()
+    tuning = (report / "tables" / "emotion_tuning.tsv").read_text()
+    lines = tuning.splitlines()
+    assert len(lines) == 3 and sum("✓" in line for line in lines) == 1 and f"\t{winner}\t" in tuning
+    assert planned_jobs(tmp_path) == {}
+
+    # edit the losing grid value: only the new point trains and is scored, then selection again
+    new = 3.0e-2
+    keep = 1.0e-3 if winner == "lr=0.001" else 1.0e-2
+    stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/seed*/train_stats.tsv")}
+    write_config(tmp_path / "config.yaml", tiny_tuned_study(tiny_bert, [keep, new]))
+    edited = planned_jobs(tmp_path)
+    assert (edited["train"], edited["evaluate_selection"], edited["select"]) == (1, 1, 1)
+    assert "evaluate" not in edited and "weight_distances" not in edited
+    run_snakemake(tmp_path)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # nothing that existed retrained
+    now, _ = read_selection(selection)
+    expected = {f"{winner}/seed1", f"{winner}/seed2", f"{loser}/seed1", "lr=0.03/seed1"}
+    if now == "lr=0.03":  # a new winner runs its remaining seed
+        expected.add("lr=0.03/seed2")
+    assert cells_on_disk(tmp_path) == expected
+    rows = (tmp_path / "results" / "summary.tsv").read_text()
+    assert f"\t{now}\t" in rows and (now == winner or f"\t{winner}\t" not in rows)
+    assert planned_jobs(tmp_path) == {}
+
+
+def test_significance_compares_a_tuned_method_at_its_selected_configuration(tmp_path):
+    """lora lr=0.01 scores best on the reported `validation` set, but lr=0.001 was selected on the
+    selection set: the paired comparison uses lr=0.001 (and says where it was chosen)."""
+    import pandas as pd
+
+    from peftgrid.report.tables import SELECTION_SET, significance
+
+    def preds(name, correct):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"label": "a", "prediction": "a" if c else "b", "correct": c}) + "\n"
+                                for c in correct))
+        return path
+
+    n = 40
+    files = {("lora", "lr=0.001", 1, "validation", ""): preds("low", [i % 2 == 0 for i in range(n)]),
+             ("lora", "lr=0.01", 1, "validation", ""): preds("high", [i % 5 != 0 for i in range(n)]),
+             ("full", "default", 1, "validation", ""): preds("full", [i % 3 != 0 for i in range(n)])}
+    agg = pd.DataFrame([{"task": "t", "method": m, "variant": v, "eval": e, "decoding": d, "status": "ok",
+                         "accuracy": sum(json.loads(l)["correct"] for l in p.read_text().splitlines()) / n}
+                        for (m, v, _, e, d), p in files.items()])
+    plain = significance(agg, files, ["validation"], [], "accuracy", n=200)
+    assert dict(zip(plain["method"], plain["variant"]))["lora"] == "lr=0.01"  # chosen on the reported set
+    tuned = significance(agg, files, ["validation"], [], "accuracy", n=200, selected={"lora": "lr=0.001"})
+    row = tuned.set_index("method").loc["lora"]
+    assert row["variant"] == "lr=0.001" and row["chosen_on"] == SELECTION_SET and row["score"] == 0.5
+    assert tuned.set_index("method").loc["full", "chosen_on"] == "validation"

@@ -167,7 +167,10 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
             frames.append(d.assign(cell=label))
     plots.distance_bars(pd.concat(frames) if frames else pd.DataFrame(), f"{task}: how far each method moved the weights",
                         out["distances"])
-    plots.sweep(agg, metric, ev, f"{task}: hyperparameter sweeps ({metric} on {ev})", out["sweep"])
+    # a tuned method that is not also swept has one (selected) variant: its grid is in the tuning figure
+    tuned_only = {m for m, v in (selected or {}).items() if set(agg.loc[agg["method"] == m, "variant"]) == {v}}
+    plots.sweep(agg[~agg["method"].isin(tuned_only)], metric, ev, f"{task}: hyperparameter sweeps ({metric} on {ev})",
+                out["sweep"])
 
 
 def write_report(tasks: dict[str, dict], report_dir: Path, out_md: Path, report_cfg: dict) -> None:

@@ -10,8 +10,8 @@ import pandas as pd
 
 from ..records import atomic_write_text
 
-COLUMNS = ["method", "group", "variant", "tuned", "seed", "on", "split", "metric", "score", "rank", "selected",
-           "status", "error", "edge"]
+COLUMNS = ["method", "group", "variant", "seed", "score on selection set", "metric", "on", "split", "rank", "selected",
+           "status", "note"]
 
 
 def load_selections(paths) -> pd.DataFrame:
@@ -19,7 +19,9 @@ def load_selections(paths) -> pd.DataFrame:
               for p in paths]
     frames = [f for f in frames if len(f)]
     if not frames:
-        return pd.DataFrame(columns=COLUMNS)
+        from ..plan.tune import SELECTION_COLUMNS
+
+        return pd.DataFrame(columns=SELECTION_COLUMNS)
     df = pd.concat(frames, ignore_index=True)
     df["selected"] = df["selected"].astype(str) == "True"
     for col in ("error", "edge"):
@@ -50,11 +52,11 @@ def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=COLUMNS)
     tuned = _tuned_columns(df)
-    out = df[["method", "group"]].copy()
+    out = df[["method", "group", "variant"]].copy()
     for k in tuned.columns:
         out[k] = tuned[k]
     out["seed"] = df["seed"]
-    out[f"score on selection set"] = df["score"]
+    out["score on selection set"] = df["score"]
     for col in ("metric", "on", "split", "rank"):
         out[col] = df[col]
     out["selected"] = ["✓" if s else "" for s in df["selected"]]
