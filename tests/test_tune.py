@@ -331,3 +331,25 @@ def test_significance_compares_a_tuned_method_at_its_selected_configuration(tmp_
     row = tuned.set_index("method").loc["lora"]
     assert row["variant"] == "lr=0.001" and row["chosen_on"] == SELECTION_SET and row["score"] == 0.5
     assert tuned.set_index("method").loc["full", "chosen_on"] == "validation"
+
+
+def test_tuning_report_lists_the_grid_and_the_selected_points(tmp_path):
+    """Two sweep variants of lora, each tuned: the table has every grid point, the figure is
+    written, and the method's selected configuration is the better of the two winners."""
+    from peftgrid.report.tuning import build_tuning_report, selected_variants
+
+    _, _, groups = plan(study(tasks=["emotion"], methods=["lora"], tune={"lora": {"lr": [1.0e-3, 1.0e-2, 1.0e-1]}},
+                              sweep={"lora": {"r": [4, 8]}}))
+    paths = []
+    for g, scores in zip(groups, ((0.5, 0.6, 0.2), (0.7, 0.7, 0.1))):
+        files = [_metrics(tmp_path / g.group / f"{i}.tsv", accuracy=s) for i, s in enumerate(scores)]
+        paths.append(tmp_path / g.group / "selection.tsv")
+        select(g.to_params(), files, paths[-1])
+    assert [read_selection(p)[0] for p in paths] == ["lr=0.01_r=4", "lr=0.001_r=8"]  # r=8: a tie, the smaller lr
+    assert selected_variants(paths) == {"lora": "lr=0.001_r=8"}
+    out = {"table": tmp_path / "t.tsv", "table_md": tmp_path / "t.md", "figure": tmp_path / "f.png"}
+    build_tuning_report("emotion", paths, out)
+    md = out["table_md"].read_text()
+    assert "grid lr ∈ {0.001, 0.01, 0.1} on seed 1; selected `lr=0.01_r=4`" in md
+    assert md.count("✓") == 2 and "tied with the selected point" in md
+    assert len(out["table"].read_text().splitlines()) == 7 and out["figure"].stat().st_size > 5000

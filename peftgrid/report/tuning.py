@@ -61,7 +61,12 @@ def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
         out[col] = df[col]
     out["selected"] = ["✓" if s else "" for s in df["selected"]]
     out["status"] = df["status"]
-    out["note"] = [e or (f"winner at the grid's edge: {edge}" if edge else "") for e, edge in zip(df["error"], df["edge"])]
+    best = df[df["selected"]].set_index(["method", "group"])["score"]
+    tied = [not sel and pd.notna(sc) and best.get((m, g)) == sc
+            for m, g, sc, sel in zip(df["method"], df["group"], df["score"], df["selected"])]
+    out["note"] = [e or (f"winner at the grid's edge: {edge}" if edge else "") or
+                   ("tied with the selected point (a tie goes to the earlier grid point)" if t else "")
+                   for e, edge, t in zip(df["error"], df["edge"], tied)]
     return out
 
 
