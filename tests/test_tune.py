@@ -157,6 +157,14 @@ def test_selecting_on_a_reported_validation_set_is_refused_with_the_way_out():
     assert "carve an unreported selection split: tasks.emotion.validation: {split: <split>}" in msg
 
 
+def test_a_selection_split_that_a_reported_eval_set_also_reads_is_refused():
+    config = study(tune={"lr": "auto"})
+    config["tasks"]["emotion"]["eval"]["dev"] = {"split": "validation"}  # reported, and the selection split
+    with pytest.raises(ConfigError, match=r"^experiments\[0\]\.select\.on: task 'emotion''s selection split "
+                                          r"'validation' is also read by its reported eval set 'dev'"):
+        validate_config(config)
+
+
 def test_yaml_on_key_survives_pyyaml():
     """PyYAML (and Snakemake) read the key `on` as true; the config check gives it its name back."""
     raw = yaml.safe_load("tune: {lr: auto}\nselect: {on: validation, metric: loss}\n")

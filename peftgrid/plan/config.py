@@ -369,6 +369,11 @@ def _check_select_on(where: str, name: str, task: dict, on: str) -> None:
                           f"{selection['name'] if selection['reported'] else selection['split']!r})")
     if selection["reported"]:
         raise ConfigError(f"{where}: task {name!r} selects on {selection['name']!r}, a reported eval set: {carve}")
+    same = [e for e, ev in task["eval"].items()
+            if (ev["dataset"], ev["split"]) == (selection["dataset"], selection["split"])]
+    if same:
+        raise ConfigError(f"{where}: task {name!r}'s selection split {selection['split']!r} is also read by its reported "
+                          f"eval set {same[0]!r}: {carve}")
 
 
 def canonical(value):
