@@ -323,6 +323,47 @@ def test_lora_plus_learning_rates(tiny_bert):
             assert "classifier" in n and lr_of[id(p)] == (1e-3 * 16, 0.01 if n.endswith("weight") else 0.0), n
 
 
+def test_ia3_vectors_move_at_the_preset_learning_rate(tiny_llama):
+    """IA3's scaling vectors start at exactly 1.0 and, under Adam, move by about lr per step. At the
+    preset's own lr (not this file's LR table) they must leave 1.0 by a clear margin in STEPS steps
+    (3e-3 x 20 steps allows up to 0.06); at lr 1e-6 they would stay within 2e-5 of it, and a
+    trained cell would generate exactly what the untrained model does."""
+    hp = hparams("ia3")
+    hp["lr"] = preset_defaults("ia3")["lr"]
+    method, model, _ = build(tiny_llama, "causal_lm", hp)
+    vectors = {n: p for n, p in model.named_parameters() if "ia3_l" in n}
+    assert vectors and all(p.requires_grad and torch.all(p == 1.0) for p in vectors.values())
+    losses = train(method, model, hp, make_batch(tiny_llama, "causal_lm"))
+    moved = {n: float((p.detach() - 1.0).abs().max()) for n, p in vectors.items()}
+    assert max(moved.values()) >= 0.02, moved
+    assert sum(m >= 0.01 for m in moved.values()) >= len(moved) / 2, moved  # most vectors, not one
+    assert losses[-1] < losses[0], losses
+
+
+def test_adalora_schedule_is_a_share_of_the_cell_steps(tiny_bert):
+    """The preset's tinit / tfinal are shares of the cell's total steps (peft wants step counts): a
+    warm-up before any rank is pruned and a final phase with the ranks fixed, whatever the cell's length.
+    A step count in the entry wins over the share."""
+    from peftgrid.errors import ConfigError
+    from peftgrid.tasks import task_type as tt
+
+    method = method_of("adalora")
+    defaults = preset_defaults("adalora")
+    config = method.peft_config({**defaults, "kind": "adalora"}, tt("sequence_classification"), 141, [])
+    assert (config.total_step, config.tinit, config.tfinal) == (141, int(141 * defaults["tinit_ratio"]),
+                                                                int(141 * defaults["tfinal_ratio"]))
+    assert 0 < config.tinit < config.total_step - config.tfinal < config.total_step
+    config = method.peft_config({**defaults, "kind": "adalora", "tinit": 5}, tt("sequence_classification"), 141, [])
+    assert config.tinit == 5
+    for steps in (1, 2, 3, 7):  # tiny cells still leave peft a budgeting phase
+        config = method.peft_config({**defaults, "kind": "adalora"}, tt("sequence_classification"), steps, [])
+        assert config.tinit < config.total_step - config.tfinal
+    for bad in ({"tinit_ratio": 1.0}, {"tfinal_ratio": -0.1}, {"tinit_ratio": 0.5, "tfinal_ratio": 0.5},
+                {"tinit_ratio": "10%"}):
+        with pytest.raises(ConfigError, match="ratio"):
+            method.validate("methods.adalora", {**settings_of(defaults), **bad})
+
+
 @pytest.mark.parametrize("kind", ["prompt_tuning", "p_tuning", "prefix_tuning"])
 def test_the_prompt_itself_learns(tiny_bert, kind):
     """Control: with the classification head frozen, only the prompt trains, and the loss still falls."""
