@@ -117,16 +117,71 @@ def test_unseen_eval_label_stops_before_training(tiny_bert, staged, tmp_path):
 
 
 def test_best_checkpoint_keeps_the_lowest_validation_loss(tiny_bert, staged, tmp_path):
+    """The saved model is the one with the lowest validation loss: reloaded from the run folder as
+    evaluate loads it, its loss on the selection split is the lowest logged one — not the last
+    one (a small training set, many epochs: the validation loss rises again by the end)."""
+    import torch
+
+    from peftgrid.engine.loop import mean_loss
+    from peftgrid.jobs.evaluate import load_eval_model
+    from peftgrid.jobs.train import load_training_data
+    from peftgrid.tasks import task_type
+
     # checkpoint: best selects on an unreported split; the reported eval set is another one
-    config, cell = study(tiny_bert, "full", lr=5.0e-3, checkpoint="best",
+    # 48 training examples, 15 epochs at lr 1e-2: it overfits, and the validation loss, lowest
+    # near step 18, ends far above it (measured: about 1.6 at step 0, 1.45-1.5 near step 18, 2.2 at step 45)
+    config, cell = study(tiny_bert, "full", lr=1.0e-2, checkpoint="best", epochs=15, eval_every_steps=6,
                          task_extra={"validation": {"split": "validation", "max_examples": 32},
-                                     "eval": {"test": {"split": "test"}}, "max_examples": {"train": 128}})
+                                     "eval": {"test": {"split": "test"}}, "max_examples": {"train": 48},
+                                     "unseen_labels": "ignore"})
     spec = train_spec(config, cell)
     assert spec.task["validation"]["split"] == "validation" and spec.task["validation"]["max_examples"] == 32
     record = train_cell(spec, staged / "tiny", {"emo": staged / "emo"}, tmp_path)
     assert record["status"] == "ok"
     vals = [float(r["val_loss"]) for r in read_tsv(tmp_path / "train_log.tsv") if r["val_loss"]]
     assert record["stats"]["final_val_loss"] == pytest.approx(min(vals), abs=1e-6)  # step 0 is a candidate too
+    assert vals.index(min(vals)) not in (0, len(vals) - 1) and vals[-1] > min(vals) + 0.2  # it rose by the end
+
+    # the weights on disk, loaded as evaluate loads them, scored on the selection split
+    torch.manual_seed(0)
+    model, tokenizer = load_eval_model(eval_spec(config, cell, "test"), staged / "tiny", tmp_path / "model",
+                                       record["labels"], torch.device("cpu"))
+    _, val_rows, labels = load_training_data(spec, {"emo": staged / "emo"})
+    ttype = task_type(spec.task["type"])
+    examples = ttype.encode(spec.task, val_rows, tokenizer, labels, spec.hparams["max_length"])
+    saved = mean_loss(model, examples, 8, tokenizer.pad_token_id, torch.device("cpu"), spec.hparams["precision"])
+    assert saved == pytest.approx(min(vals), abs=1e-4)
+    assert abs(saved - vals[-1]) > 0.2  # the final weights were not what was saved
+
+
+def test_validation_loss_leaves_out_ignored_labels_whatever_the_batch_size(tiny_bert, staged):
+    """An unseen label (unseen_labels: ignore) is -100: the loss's mean leaves it out, so the
+    validation loss weighs each batch by its labelled examples — the same at any batch size,
+    and the mean cross-entropy over the labelled examples alone."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from peftgrid.engine.loop import mean_loss
+    from peftgrid.tasks import task_type
+
+    tok = AutoTokenizer.from_pretrained(staged / "tiny")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(staged / "tiny", num_labels=3).eval()
+    texts = ["i feel happy today", "this is awful", "i am so scared of the dark night", "ok",
+             "what a lovely surprise", "i feel nothing at all", "the cat sat on the mat", "never again"]
+    gold = ["a", "unseen", "c", "unseen", "unseen", "b", "a", "c"]
+    task = {"columns": {"text": "text", "label": "label"}}
+    examples = task_type("sequence_classification").encode(
+        task, [{"text": t, "label": g} for t, g in zip(texts, gold)], tok, ["a", "b", "c"], 64)
+    labels = [e["labels"] for e in examples]
+    assert labels == [0, -100, 2, -100, -100, 1, 0, 2]
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        logits = torch.cat([model(**{k: torch.tensor([e[k]]) for k in ("input_ids", "attention_mask")}).logits
+                            for e in examples])
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor(labels)).item()  # -100 ignored
+    for batch_size in (1, 2, 3, 8):
+        assert mean_loss(model, examples, batch_size, tok.pad_token_id, cpu, "fp32") == pytest.approx(expected, abs=1e-5)
 
 
 def test_length_grouped_batches_cover_everything_once():

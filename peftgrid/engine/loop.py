@@ -85,17 +85,19 @@ def mean_loss(model, examples: list[dict], batch_size: int, pad_id: int, device,
         if method is not None:
             loss, _ = method.split_loss(model, loss)  # the task's loss, without a method's regulariser
         units = scored_units(batch["labels"], model)
-        total += loss.float() * units
+        # a batch with nothing to score (every label ignored) has a NaN mean: it adds nothing
+        total += torch.where(units > 0, loss.float() * units, torch.zeros_like(total))
         count += units
     model.train(was_training)
     return float(total / count.clamp(min=1))
 
 
 def scored_units(labels: torch.Tensor, model) -> torch.Tensor:
-    """How many units a batch's mean loss averages over: its examples, or its labelled tokens (a
-    causal LM predicts token t+1 from t, so its first label is never scored)."""
+    """How many units a batch's mean loss averages over: its labelled examples (an unseen label,
+    kept out with unseen_labels: ignore, is -100 and not in the loss's mean), or its labelled tokens
+    (a causal LM predicts token t+1 from t, so its first label is never scored)."""
     if labels.dim() == 1:
-        return torch.tensor(float(labels.shape[0]), device=labels.device)
+        return (labels != -100).sum().float()
     if getattr(getattr(model, "config", None), "is_encoder_decoder", False) or not _is_causal(model):
         return (labels != -100).sum().float()
     return (labels[:, 1:] != -100).sum().float()
