@@ -56,6 +56,8 @@ rule report_task:
         ],
         # tuned methods: the configuration selected on the selection set (significance compares those)
         selections=lambda w: selection_files(w.task),
+        # COMET's segment scores (line-aligned with predictions.jsonl) for its paired comparisons
+        comet_examples=lambda w: [f"results/comet/{w.task}/examples.tsv"] if uses_comet(w.task) else [],
     output:
         table="results/report/tables/{task}.tsv",
         table_md="results/report/tables/{task}.md",

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from peftgrid.jobs.common import run_job
 from peftgrid.plan.specs import TaskReportSpec
-from peftgrid.report.analysis import seed_label
+from peftgrid.report.analysis import comet_segment_scores, seed_label
 from peftgrid.report.tables import build_task_report
 from peftgrid.report.tuning import selected_variants
 
@@ -16,12 +16,14 @@ def main(smk):
     keys = [(c["method"], c["variant"], c["seed"], e, d)
             for c in spec.cells for e in spec.evals for d in (spec.decodings or [""])]  # the rule's order
     predictions = dict(zip(keys, map(Path, smk.input.predictions), strict=True))
+    comet = comet_segment_scores(Path(smk.input.comet_examples[0])) if smk.input.comet_examples else {}
     task_cfg = {"eval": {e: {} for e in spec.evals}, "metrics": spec.metrics, "transfer": spec.transfer,
                 "decoding": spec.decodings}
     out = {name: Path(getattr(smk.output, name)) for name in
            ("table", "table_md", "recommendations", "transfer", "learning_curves", "pareto", "distances", "sweep")}
     selected = selected_variants(list(smk.input.selections)) if hasattr(smk.input, "selections") else {}
-    build_task_report(spec.task, smk.input.summary, logs, distances, task_cfg, spec.report, out, predictions, selected)
+    build_task_report(spec.task, smk.input.summary, logs, distances, task_cfg, spec.report, out, predictions, selected,
+                      comet)
 
 
 run_job(main, snakemake, offline=False)  # noqa: F821

@@ -289,3 +289,41 @@ def test_report_words_and_not_worse_column(tmp_path):
     assert test_rows.loc["lora r=8", col] == True and test_rows.loc["bitfit", col] == False  # noqa: E712
     assert np.isnan(test_rows.loc["lora r=2", col])  # not the chosen variant: not compared
     assert test_rows.loc["bitfit", "p vs best (Holm)"] < 0.01
+
+
+def test_comet_is_compared_from_its_segment_scores(tmp_path):
+    """COMET's per-example scores come from the task's COMET job (examples.tsv), not from
+    predictions.jsonl: a clearly better system by COMET is found significantly better, and two
+    systems with the same segment scores are not."""
+    import pandas as pd
+
+    from peftgrid.records import write_tsv
+    from peftgrid.report.analysis import comet_segment_scores
+    from peftgrid.report.tables import significance
+
+    rng = np.random.default_rng(3)
+    n = 200
+    base = rng.normal(60, 10, n)
+    systems = {"full": base + rng.normal(8, 3, n), "lora": base + rng.normal(7.9, 3, n), "bitfit": base}
+    predictions, rows, summary = {}, [], []
+    for method, scores in systems.items():
+        path = tmp_path / f"{method}.jsonl"
+        path.write_text("".join(json.dumps({"source": "s", "references": ["r"], "hypothesis": "h"}) + "\n"
+                                for _ in range(n)))
+        predictions[(method, "default", 1, "test", "greedy")] = path
+        rows += [{"task": "mt", "method": method, "variant": "default", "seed": 1, "eval": "test",
+                  "decoding": "greedy", "example": i, "comet": float(s)} for i, s in enumerate(scores)]
+        summary.append({"method": method, "variant": "default", "seed": 1, "eval": "test", "decoding": "greedy",
+                        "status": "ok", "comet": float(np.mean(scores))})
+    write_tsv(tmp_path / "examples.tsv", rows, ["task", "method", "variant", "seed", "eval", "decoding", "example",
+                                                "comet"])
+    comet = comet_segment_scores(tmp_path / "examples.tsv")
+    assert comet[("bitfit", "default", 1, "test", "greedy")] == pytest.approx(list(base))
+    agg = pd.DataFrame(summary).assign(comet_mean=lambda d: d["comet"])
+    comp = significance(agg, predictions, ["test"], ["greedy"], "comet", comet=comet)
+    assert "note" not in comp or comp["note"].isna().all()
+    by = comp.set_index("method")
+    assert by.loc["bitfit", "p_vs_best_holm"] < 0.01
+    assert by.loc["lora", "p_vs_best_holm"] > 0.05
+    without = significance(agg, predictions, ["test"], ["greedy"], "comet")  # no segment scores: said so
+    assert "no per-example 'comet'" in without["note"].iloc[0]

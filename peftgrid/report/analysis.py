@@ -118,16 +118,36 @@ def seed_label(cell: dict) -> str:
 # Per-example scores come from each cell's predictions.jsonl; rows of every file of one task and
 # eval set are the same examples in the same order, so systems are paired by line index.
 ALPHA = 0.05
-PER_SENTENCE = {"sentence_bleu": "sentence_bleu", "rouge": "rougeL", "rouge1": "rouge1", "rouge2": "rouge2",
+PER_SENTENCE = {"comet": "comet", "sentence_bleu": "sentence_bleu", "rouge": "rougeL", "rouge1": "rouge1", "rouge2": "rouge2",
                 "rougeL": "rougeL", "rougeLsum": "rougeLsum"}
 
 
-def read_predictions(path) -> list[dict]:
+def read_predictions(path, comet: list[float] | None = None) -> list[dict]:
+    """A predictions.jsonl as dicts; `comet` (the file's segment scores from the task's COMET job,
+    line-aligned) is attached to each line as its `comet` score."""
     import json
     from pathlib import Path
 
     text = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else ""
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if comet is not None and len(comet) == len(lines):
+        for line, score in zip(lines, comet):
+            line["comet"] = score
+    return lines
+
+
+def comet_segment_scores(examples_tsv) -> dict[tuple, list[float]]:
+    """(method, variant, seed, eval, decoding) -> segment scores in line order, from
+    results/comet/<task>/examples.tsv."""
+    from ..records import read_tsv
+
+    out: dict[tuple, list[tuple[int, float]]] = {}
+    for r in read_tsv(examples_tsv):
+        if r["comet"] in ("", "nan", "None"):
+            continue
+        key = (r["method"], r["variant"], int(r["seed"]), r["eval"], r["decoding"])
+        out.setdefault(key, []).append((int(r["example"]), float(r["comet"])))
+    return {k: [score for _, score in sorted(v)] for k, v in out.items()}
 
 
 def _label_units(line: dict) -> tuple[list, list]:

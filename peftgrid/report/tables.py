@@ -74,13 +74,13 @@ SIG_COLUMNS = {"p_vs_best_holm": "p vs best (Holm)", "not_worse_than_best": "not
 
 
 def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], decodings: list[str], metric: str,
-                 n: int = 1000, seed: int = 0, selected: dict | None = None) -> pd.DataFrame:
+                 n: int = 1000, seed: int = 0, selected: dict | None = None, comet: dict | None = None) -> pd.DataFrame:
     """Per eval set (and decoding): each method at its variant chosen on `validation` (if the task
     has it, else on the reported set) against the best, see analysis.compare_methods. A tuned
     method is compared at its configuration selected on the selection set (`selected`: method ->
     variant, from the tuning checkpoints). `predictions`: (method, variant, seed, eval, decoding)
-    -> predictions.jsonl."""
-    selected = selected or {}
+    -> predictions.jsonl; `comet`: the same keys -> COMET segment scores (line-aligned)."""
+    selected, comet = selected or {}, comet or {}
     from ..metrics import scale_of
 
     column = {"rouge": "rougeL"}.get(metric, metric)
@@ -89,8 +89,8 @@ def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], decodin
         chosen_on = "validation" if "validation" in evals else ev
         for dec in decodings or [""]:
             variants = {**choose_variants(agg, column, chosen_on, dec), **selected}
-            systems = {m: [read_predictions(p) for (pm, pv, _, pe, pd_), p in sorted(predictions.items(), key=str)
-                           if (pm, pv, pe, pd_) == (m, v, ev, dec)] for m, v in variants.items()}
+            systems = {m: [read_predictions(p, comet.get(key)) for key, p in sorted(predictions.items(), key=str)
+                           if (key[0], key[1], key[3], key[4]) == (m, v, ev, dec)] for m, v in variants.items()}
             try:
                 comp = compare_methods(systems, column, n=n, seed=seed)
             except KeyError as e:  # e.g. COMET: no per-example scores
@@ -106,7 +106,7 @@ def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], decodin
 
 def build_task_report(task: str, summary_path, logs: dict[str, Path], distances: dict[str, Path], task_cfg: dict,
                       report_cfg: dict, out: dict[str, Path], predictions: dict | None = None,
-                      selected: dict | None = None) -> None:
+                      selected: dict | None = None, comet: dict | None = None) -> None:
     """All of one task's report outputs (`out`: name -> path, see rules/report.smk). With
     `predictions` ((method, variant, seed, eval, decoding) -> predictions.jsonl), the paired
     significance tests: columns of the task table, a comparison table and recommendations in words."""
@@ -120,7 +120,7 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
     sig = pd.DataFrame()
     if predictions:
         sig = significance(agg, predictions, list(task_cfg["eval"]), list(task_cfg.get("decoding") or []), metric,
-                           selected=selected)
+                           selected=selected, comet=comet)
     md_extra = ""
     if not sig.empty and "p_vs_best_holm" in sig:
         keyed = sig.set_index(["method", "variant", "eval", "decoding"])
