@@ -189,3 +189,11 @@ def test_a_methods_entry_overrides_only_its_keys():
     c["experiments"][0]["sweep"] = {}
     lora = validate_config(c)["methods"]["lora"]
     assert lora == {**{"kind": "lora"}, **preset_defaults("lora"), "r": 4}
+
+
+def test_a_bare_tracking_key_turns_tracking_on():
+    # YAML `tracking:` with nothing after it is null: a newcomer means "on, with the defaults"
+    assert validate_config(BASE)["tracking"] is None
+    assert validate_config({**BASE, "tracking": None})["tracking"] == {"uri": "mlruns", "experiment": "peftgrid"}
+    assert validate_config({**BASE, "tracking": False})["tracking"] is None
+    assert validate_config({**BASE, "tracking": {"experiment": "x"}})["tracking"]["experiment"] == "x"

@@ -89,6 +89,7 @@ def validate_config(raw: dict) -> dict:
         raise ConfigError("config is empty: expected the keys models, datasets, tasks, experiments (and optionally methods)")
     config = copy.deepcopy(raw)
     _unbool_select_on(config)
+    _switch_tracking(config)
     schema = load_schema()
     errors = list(jsonschema.Draft7Validator(schema).iter_errors(config))
     if errors:
@@ -101,6 +102,14 @@ def validate_config(raw: dict) -> dict:
     config["methods"] = _resolve_methods(config)
     _check_experiments(config)
     return config
+
+
+def _switch_tracking(config: dict) -> None:
+    """A bare `tracking:` (YAML null) asks for tracking with the defaults; `tracking: false` is off."""
+    if "tracking" in config and config["tracking"] is None:
+        config["tracking"] = {}
+    elif config.get("tracking") is False:
+        config["tracking"] = None
 
 
 def _unbool_select_on(config: dict) -> None:
