@@ -84,7 +84,8 @@ class PeftMethod(Method):
                    "paper's DeBERTaV3 GLUE scripts: 5e-4 to 1.2e-3 over thousands of steps",
         "ia3": "T-Few (Liu et al. 2022; r-three/t-few configs/ia3.json): 3e-3 for 1,000 steps; peft "
                "method_comparison: 1e-3 and 5e-3 (at its default 1e-4 IA3 scored 0.31, at 1e-3 0.40); measured "
-               "here: 6 steps on SmolLM2 move the vectors up to 1.1% from 1.0 (3e-2: 10.6%)",
+               "here: 6 steps on SmolLM2 move the vectors up to 1.1% from 1.0 (3e-2: 10.6%); MiniLM emotion, 141 "
+               "steps: 0.51 accuracy at 3e-3, 0.73 at 1e-2",
         "vera": "peft method_comparison: 1e-3 with r=256; 5e-3 here, not measured",
         "loha": "lora's; peft method_comparison runs LoHa at its default 1e-4; not measured here",
         "lokr": "lora's; peft method_comparison: 3e-3 (r=32, factor 4); not measured here",
