@@ -327,3 +327,36 @@ def test_comet_is_compared_from_its_segment_scores(tmp_path):
     assert by.loc["lora", "p_vs_best_holm"] > 0.05
     without = significance(agg, predictions, ["test"], ["greedy"], "comet")  # no segment scores: said so
     assert "no per-example 'comet'" in without["note"].iloc[0]
+
+
+def test_pareto_front_drops_only_methods_significantly_beaten_at_no_more_cost(tmp_path):
+    """Front by trainable parameters: `tiny` (cheapest, poor) and `big` (best) are on any front;
+    `mid` costs more than `small` and scores a little less, not significantly: the plain mean front
+    drops it, the significance-aware one keeps it; `fat` costs more than `small` and is far worse:
+    dropped by both."""
+    import pandas as pd
+
+    from peftgrid.report.analysis import aggregate_seeds, pareto_front
+    from peftgrid.report.tables import significance
+
+    rng = np.random.default_rng(4)
+    gold = rng.integers(0, 2, 600).tolist()
+
+    def noisy(acc):
+        return [[g if rng.random() < acc else 1 - g for g in gold] for _ in range(2)]
+
+    small = noisy(0.85)
+    mid = [[p if rng.random() < 0.99 else 1 - p for p in seed] for seed in small]  # ~1 point below, paired
+    systems = {("tiny", "default", 1e2, 100.0): {"test": (gold, noisy(0.60))},
+               ("small", "default", 1e3, 200.0): {"test": (gold, small)},
+               ("mid", "default", 5e3, 300.0): {"test": (gold, mid)},
+               ("fat", "default", 1e4, 400.0): {"test": (gold, noisy(0.70))},
+               ("big", "default", 1e6, 900.0): {"test": (gold, noisy(0.95))}}
+    predictions = write_study(tmp_path, systems, metric="accuracy", evals=("test",))
+    agg = aggregate_seeds(pd.read_csv(tmp_path / "summary.tsv", sep="\t").fillna({"decoding": ""}), ["accuracy"])
+    agg["decoding"] = ""
+    comp = significance(agg, predictions, ["test"], [], "accuracy").set_index("method")
+    front = comp["front_trainable_params"].to_dict()
+    assert front == {"tiny": True, "small": True, "mid": True, "fat": False, "big": True}
+    plain = pareto_front(agg.set_index("method"), "accuracy", "trainable_params").to_dict()
+    assert plain["mid"] is False or plain["mid"] == False  # noqa: E712 — the mean front drops it

@@ -237,9 +237,7 @@ def compare_methods(systems: dict[str, list[list[dict]]], metric: str, n: int = 
                "diff_ci_high", "p_vs_best", "p_vs_best_holm", "not_worse_than_best", "diff_vs_none", "p_vs_none_holm"]
     if not systems or len(lengths) != 1:
         return pd.DataFrame(columns=columns)
-    scorer = Scorer(metric, [r for v in systems.values() for r in v])
-    data = {k: scorer.stack(v) for k, v in systems.items()}
-    kw = dict(metric_fn=scorer.fn, gold=scorer.gold, n=n, seed=seed)
+    scorer, data, kw, compare = _paired_test(systems, metric, n, seed)
     rows = {}
     for k, a in data.items():
         score, low, high = sig.bootstrap_ci(a, **kw)
@@ -248,13 +246,6 @@ def compare_methods(systems: dict[str, list[list[dict]]], metric: str, n: int = 
     if not trained:
         return pd.DataFrame(list(rows.values()), columns=columns)
     best = max(trained, key=lambda k: rows[k]["score"])
-
-    def compare(x, y):
-        if scorer.sacrebleu and len(systems[x]) == 1 and len(systems[y]) == 1:
-            hyp = [[line["hypothesis"] for line in systems[k][0]] for k in (x, y)]
-            return sig.sacrebleu_paired(hyp[0], hyp[1], scorer.refs, metric=metric, n=n)
-        return sig.paired_bootstrap(data[x], data[y], **kw)
-
     others = [k for k in data if k != best]
     vs_best = {k: compare(k, best) for k in others}
     adjusted = dict(zip(others, sig.holm([vs_best[k].p for k in others])))
@@ -269,6 +260,57 @@ def compare_methods(systems: dict[str, list[list[dict]]], metric: str, n: int = 
         for k in trained:
             rows[k].update(diff_vs_none=vs_none[k].diff, p_vs_none_holm=adj[k])
     return pd.DataFrame(list(rows.values()), columns=columns)
+
+
+def _paired_test(systems: dict[str, list[list[dict]]], metric: str, n: int, seed: int):
+    """(scorer, per-system score arrays, bootstrap keywords, compare(x, y) -> Comparison of x - y)."""
+    from . import significance as sig
+
+    scorer = Scorer(metric, [r for v in systems.values() for r in v])
+    data = {k: scorer.stack(v) for k, v in systems.items()}
+    kw = dict(metric_fn=scorer.fn, gold=scorer.gold, n=n, seed=seed)
+
+    def compare(x, y):
+        if scorer.sacrebleu and len(systems[x]) == 1 and len(systems[y]) == 1:
+            hyp = [[line["hypothesis"] for line in systems[k][0]] for k in (x, y)]
+            return sig.sacrebleu_paired(hyp[0], hyp[1], scorer.refs, metric=metric, n=n)
+        return sig.paired_bootstrap(data[x], data[y], **kw)
+
+    return scorer, data, kw, compare
+
+
+def better_pairs(systems: dict[str, list[list[dict]]], metric: str, n: int = 1000, seed: int = 0) -> dict:
+    """(a, b) -> Holm-adjusted p that a scores higher than b, for every pair of trained systems
+    (a is the one with the higher observed score); Holm runs over all the pairs of one eval set."""
+    from . import significance as sig
+
+    systems = {k: [r for r in v if r] for k, v in systems.items() if k != "none"}
+    systems = {k: v for k, v in systems.items() if v}
+    if len(systems) < 2 or len({len(r) for v in systems.values() for r in v}) != 1:
+        return {}
+    _, _, _, compare = _paired_test(systems, metric, n, seed)
+    tests = {}
+    names = sorted(systems)
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            c = compare(x, y)
+            tests[(x, y) if c.diff >= 0 else (y, x)] = c.p
+    return dict(zip(tests, sig.holm(list(tests.values()))))
+
+
+def significant_front(points: pd.DataFrame, cost: str, pairs: dict) -> pd.Series:
+    """True for each method (row: method, `cost`) that no other method beats significantly
+    (`pairs`: better_pairs) at the same or a lower cost. A method beaten on the mean but not
+    significantly stays on the front: the data cannot tell the two apart."""
+    front = pd.Series(True, index=points.index)
+    for i, b in points.iterrows():
+        for _, a in points.iterrows():
+            if a["method"] == b["method"] or not (a[cost] <= b[cost]):
+                continue
+            if pairs.get((a["method"], b["method"]), 1.0) < ALPHA:
+                front[i] = False
+                break
+    return front
 
 
 def _pct(part, whole) -> str:

@@ -67,18 +67,30 @@ def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png, si
             if pts.empty:
                 ax.axis("off")
                 continue
-            front = pareto_front(pts, metric, cost)
-            ax.scatter(pts.loc[~front, cost], pts.loc[~front, metric], color="0.6", s=28, label="dominated")
-            fr = pts[front].sort_values(cost)
-            ax.plot(fr[cost], fr[metric], "-o", color="tab:red", ms=6, label="Pareto front")
+            s = pd.DataFrame()
             if sig is not None and not sig.empty and "ci_low" in sig:
                 s = sig[(sig["eval"] == ev) & sig["ci_low"].notna()]
                 if "decoding" in pts and len(s):
                     s = s[s["decoding"] == s["decoding"].iloc[0]]
                 s = s.merge(pts.drop_duplicates(["method", "variant"]), on=["method", "variant"], suffixes=("", "_agg"))
-                if len(s):
-                    ax.errorbar(s[cost], s["score"], yerr=[s["score"] - s["ci_low"], s["ci_high"] - s["score"]],
-                                fmt="none", ecolor="0.3", elinewidth=1, capsize=3, label="95% CI (bootstrap)")
+            if len(s) and f"front_{cost}" in s and s[f"front_{cost}"].notna().any():
+                # each method at its chosen variant; off the front only when a method at the same or a
+                # lower cost is significantly better (analysis.significant_front)
+                on = s[f"front_{cost}"].eq(True)
+                ax.scatter(pts[cost], pts[metric], color="0.8", s=18, label="other cells")
+                ax.scatter(s.loc[~on, cost], s.loc[~on, metric], color="0.45", s=28,
+                           label="significantly beaten at ≤ cost")
+                fr = s[on].sort_values(cost)
+                ax.plot(fr[cost], fr[metric], "-o", color="tab:red", ms=6, label="front (no method significantly "
+                                                                               "better and cheaper)")
+            else:
+                front = pareto_front(pts, metric, cost)
+                ax.scatter(pts.loc[~front, cost], pts.loc[~front, metric], color="0.6", s=28, label="dominated")
+                fr = pts[front].sort_values(cost)
+                ax.plot(fr[cost], fr[metric], "-o", color="tab:red", ms=6, label="Pareto front")
+            if len(s):
+                ax.errorbar(s[cost], s["score"], yerr=[s["score"] - s["ci_low"], s["ci_high"] - s["score"]],
+                            fmt="none", ecolor="0.3", elinewidth=1, capsize=3, label="95% CI (bootstrap)")
             for _, r in fr.iterrows():
                 ax.annotate(cell_label(r), (r[cost], r[metric]), textcoords="offset points", xytext=(4, 4), fontsize=8)
             if pts[cost].max() / max(pts[cost].min(), 1e-12) > 50:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from . import plots
-from .analysis import (COST_COLUMNS, aggregate_seeds, cell_label, choose_variants, compare_methods, load_summary,
-                       primary_eval, primary_metric, read_predictions, recommendations, significance_statements)
+from .analysis import (COST_COLUMNS, COSTS, aggregate_seeds, better_pairs, cell_label, choose_variants, compare_methods,
+                       load_summary, primary_eval, primary_metric, read_predictions, recommendations,
+                       significance_statements, significant_front)
 from ..records import atomic_write_text
 
 
@@ -73,6 +74,23 @@ SELECTION_SET = "the selection set (tuned)"
 SIG_COLUMNS = {"p_vs_best_holm": "p vs best (Holm)", "not_worse_than_best": "not worse than best (p>=0.05)"}
 
 
+def _with_fronts(comp: pd.DataFrame, agg: pd.DataFrame, variants: dict, ev: str, dec: str, pairs: dict) -> pd.DataFrame:
+    """`front_<cost>` per trained method: on the Pareto front of quality against that cost unless
+    another method is significantly better (Holm over all pairs) at the same or a lower cost."""
+    rows = agg[(agg["eval"] == ev) & (agg["decoding"].fillna("").astype(str) == dec) & (agg["status"] == "ok")]
+    chosen = rows[[variants.get(m) == v for m, v in zip(rows["method"], rows["variant"])]]
+    present = [c for c in COSTS if c in chosen]
+    costs = comp[["method"]].merge(chosen[["method", *present]], on="method", how="left")
+    trained = costs["method"] != "none"
+    for cost in present:
+        col = pd.Series(float("nan"), index=costs.index, dtype=object)
+        known = trained & costs[cost].notna()
+        if known.any():
+            col[known] = significant_front(costs[known], cost, pairs)
+        comp[f"front_{cost}"] = col.values
+    return comp
+
+
 def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], decodings: list[str], metric: str,
                  n: int = 1000, seed: int = 0, selected: dict | None = None, comet: dict | None = None) -> pd.DataFrame:
     """Per eval set (and decoding): each method at its variant chosen on `validation` (if the task
@@ -93,6 +111,7 @@ def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], decodin
                            if (key[0], key[1], key[3], key[4]) == (m, v, ev, dec)] for m, v in variants.items()}
             try:
                 comp = compare_methods(systems, column, n=n, seed=seed)
+                comp = _with_fronts(comp, agg, variants, ev, dec, better_pairs(systems, column, n=n, seed=seed))
             except KeyError as e:  # e.g. COMET: no per-example scores
                 comp = pd.DataFrame({"method": list(variants), "note": str(e)})
             comp.insert(0, "chosen_on", [SELECTION_SET if m in selected else chosen_on for m in comp["method"]])
