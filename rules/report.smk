@@ -8,6 +8,7 @@ localrules:
     report_task,
     report_generation,
     report_tuning,
+    report_ranks,
     report,
 
 
@@ -158,8 +159,39 @@ rule report_tuning:
         "../scripts/report_tuning.py"
 
 
+def ranks_outputs():
+    """The across-task ranks (table + figure): only when the study has two or more tasks."""
+    if len(TASKS_IN_STUDY) < 2:
+        return []
+    return ["results/report/tables/ranks.md", "results/report/figures/ranks.png"]
+
+
+rule report_ranks:
+    input:
+        summary="results/summary.tsv",
+        # tuned methods enter at the configuration selected on the selection set
+        selections=[f for t in TASKS_IN_STUDY for f in selection_files(t)],
+    output:
+        table="results/report/tables/ranks.tsv",
+        table_md="results/report/tables/ranks.md",
+        figure=report(
+            "results/report/figures/ranks.png",
+            caption="../report/ranks.rst",
+            category="Across tasks",
+        ),
+    params:
+        spec=specs.ranks_spec(config, TASKS_IN_STUDY, TUNE_GROUPS).to_params(),
+    log:
+        "logs/report/ranks.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/report_ranks.py"
+
+
 rule report:
     input:
+        ranks=ranks_outputs(),
         tables=expand("results/report/tables/{task}.md", task=TASKS_IN_STUDY),
         tuning=expand("results/report/tables/{task}_tuning.md", task=TUNED_TASKS),
         qualitative=[f"results/report/tables/{t}_qualitative.md" for t in TASKS_IN_STUDY if generates(t)],

@@ -108,7 +108,8 @@ def all_specs(config: dict) -> dict:
             out[f"comet/{t}"] = specs.comet_spec(config, t, cells)  # one COMET job per task
     out["summary"] = specs.summary_spec(config, tasks)
     out["report"] = specs.report_spec(config, tasks)
-    groups = build_tune_groups(config)  # tuning: the grid's selection evaluations and checkpoints
+    groups = build_tune_groups(config)
+    out["report_ranks"] = specs.ranks_spec(config, tasks, groups)  # tuning: the grid's selection evaluations and checkpoints
     by_key = {c.key: c for c in cells}
     for g in groups:
         out[f"select/{g.selection_file}"] = specs.select_spec(g)
@@ -145,7 +146,7 @@ def baseline():
 def test_the_study_builds_every_kind_of_spec(baseline):
     kinds = {k.split("/")[0] for k in baseline}
     assert kinds == {"stage_dataset", "stage_model", "stage_comet", "check_data", "report_task", "train", "evaluate",
-                     "generate", "comet", "summary", "report"}
+                     "generate", "comet", "summary", "report", "report_ranks"}
     # translate: none + 8 lora variants + 2 prefix variants, 2 seeds; 2 eval sets x 3 decodings each
     assert sum(k.startswith("train/results/runs/translate/") for k in baseline) == 22
     assert sum(k.startswith("generate/") for k in baseline) == 22 * 2 * 3
@@ -186,7 +187,7 @@ def test_eval_set_and_decoding_order_changes_only_the_reports(baseline):
     raw = reorder(raw_study(), reverse, keep=set())
     params = all_params(raw)
     changed = {k for k in baseline if params[k] != baseline[k]}
-    assert changed and changed <= {"summary", "report"} | {k for k in baseline if k.startswith("report_task/")}
+    assert changed and changed <= {"summary", "report", "report_ranks"} | {k for k in baseline if k.startswith("report_task/")}
     # the summary's main set: `test` where a task has one, else the first eval set written
     raw = raw_study()
     raw["tasks"]["pos_en_de"]["eval"] = dict(reversed(raw["tasks"]["pos_en_de"]["eval"].items()))

@@ -112,6 +112,16 @@ class ReportSpec(Spec):
 
 
 @dataclass(frozen=True)
+class RanksSpec(Spec):
+    """Across-task ranks: per task its primary metric (summary column), primary eval set, the
+    reported eval set variants are chosen on (or None), first decoding ("" unless generation) and
+    its tuned groups' selection.tsv files (rule inputs); the bootstrap's resamples and seed."""
+    tasks: dict
+    resamples: int
+    seed: int
+
+
+@dataclass(frozen=True)
 class TrackSpec(Spec):
     """The MLflow export: the `tracking` settings and every cell's identity, in the order of the
     rule's run.json / train_log.tsv inputs (the job pairs them by position)."""
@@ -239,6 +249,23 @@ def report_spec(config: dict, tasks: list[str]) -> ReportSpec:
                                  "generates": config["tasks"][t]["type"] in GENERATING}
                              for t in tasks},
                       report=config["report"])
+
+
+def ranks_spec(config: dict, tasks: list[str], groups: list) -> RanksSpec:
+    """As report.analysis.primary_metric / primary_eval read them (that module needs pandas)."""
+    out = {}
+    report = config["report"]
+    for t in tasks:
+        entry = config["tasks"][t]
+        metric = report.get("quality_metric", {}).get(t) or entry["metrics"][0]
+        main = report.get("eval_set", {}).get(t) or ("test" if "test" in entry["eval"] else next(iter(entry["eval"])))
+        selection = entry["selection"]
+        out[t] = {"metric": {"rouge": "rougeL"}.get(metric, metric), "eval": main,
+                  "selection": selection["name"] if selection and selection.get("reported") else None,
+                  "decoding": next(iter(entry["decoding"])) if entry["type"] in GENERATING and entry.get("decoding")
+                  else "",
+                  "selections": [g.selection_file for g in groups if g.task == t]}
+    return RanksSpec(tasks=out, resamples=2000, seed=0)
 
 
 TRACKING_RECORD = "results/tracking.json"

@@ -1,0 +1,273 @@
+"""Across tasks: each method's average rank over the study's tasks, with its uncertainty (a
+critical-difference diagram, Demšar 2006).
+
+Per task, each method enters at one variant, chosen without looking at the reported set: a tuned
+method at the configuration its tuning selected (the selection checkpoints), a method with one
+variant at that variant, a swept method at its variant with the best mean on the task's selection
+set when that set is a reported eval set other than the primary one. Its score is the mean over
+seeds on the task's primary eval set and metric (first decoding for generation). Methods are ranked
+per task (1 = best, ties share the average rank), the ranks averaged over tasks. Only methods
+finished on every task are ranked; `none` (untrained) is ranked as a reference.
+
+Uncertainty: the Nemenyi critical difference CD = q_alpha * sqrt(k (k + 1) / (6 N)) (k methods,
+N tasks): two average ranks further apart than CD differ at level alpha; and a bootstrap 95%
+interval of each average rank, resampling tasks with replacement (fixed seed)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .analysis import aggregate_seeds, load_summary
+from ..records import atomic_write_text
+
+# q_alpha for alpha = 0.05, two-tailed Nemenyi test, k = 2..20 methods: the studentized range
+# statistic q(0.95; k, inf) divided by sqrt(2). k = 2..10: Demšar, "Statistical comparisons of
+# classifiers over multiple data sets", JMLR 7 (2006), Table 5(a); k = 11..20: the same quantity
+# as tabulated in Orange (Orange.evaluation.scoring.compute_CD), which extends Demšar's table.
+Q_ALPHA_005 = {2: 1.960, 3: 2.343, 4: 2.569, 5: 2.728, 6: 2.850, 7: 2.949, 8: 3.031, 9: 3.102, 10: 3.164,
+               11: 3.219, 12: 3.268, 13: 3.313, 14: 3.354, 15: 3.391, 16: 3.426, 17: 3.458, 18: 3.489, 19: 3.517,
+               20: 3.544}
+LOWER_IS_BETTER = {"loss", "eval_loss", "perplexity"}
+REFERENCE = "none"
+TABLE_COLUMNS = ["method", "average rank", "95% interval", "tasks", "within CD of the best", "role", "variants"]
+
+
+def higher_is_better(column: str) -> bool:
+    """From the metric registry (a summary column such as rougeL -> rouge's entry); losses: lower."""
+    from ..metrics import METRICS
+
+    if column in LOWER_IS_BETTER:
+        return False
+    for m in METRICS.values():
+        if column in m.outputs:
+            return m.higher_is_better
+    return True
+
+
+def critical_difference(k: int, n: int, alpha: float = 0.05) -> float:
+    """Nemenyi CD for k methods over n tasks (Demšar 2006, eq. in section 3.2.2)."""
+    if alpha != 0.05:
+        raise ValueError("only alpha = 0.05 is tabulated")
+    if k not in Q_ALPHA_005:
+        raise ValueError(f"q_alpha is tabulated for 2..20 methods, not {k}")
+    return Q_ALPHA_005[k] * math.sqrt(k * (k + 1) / (6.0 * n))
+
+
+def rank_table(scores: pd.DataFrame, higher: dict[str, bool]) -> pd.DataFrame:
+    """tasks x methods scores -> tasks x methods ranks (1 = best, ties: average rank)."""
+    return pd.DataFrame({t: scores.loc[t].rank(ascending=not higher[t], method="average") for t in scores.index}).T
+
+
+def bootstrap_intervals(ranks: pd.DataFrame, resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """2.5% and 97.5% percentiles of each method's average rank over tasks resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    values = ranks.to_numpy(dtype=float)
+    idx = rng.integers(0, len(values), size=(resamples, len(values)))
+    means = values[idx].mean(axis=1)  # resamples x methods
+    return pd.DataFrame({"lo": np.percentile(means, 2.5, axis=0), "hi": np.percentile(means, 97.5, axis=0)},
+                        index=ranks.columns)
+
+
+@dataclass
+class Ranking:
+    tasks: list[str]
+    table: pd.DataFrame                       # TABLE_COLUMNS + numeric lo / hi / rank
+    cd: float | None
+    excluded: dict[str, str] = field(default_factory=dict)   # method -> why
+    choices: pd.DataFrame = field(default_factory=pd.DataFrame)  # task, method, variant, chosen_on, score
+    note: str = ""
+
+
+def choose(agg: pd.DataFrame, column: str, higher: bool, evaluated: str, selection: str | None,
+           selected: dict[str, str]) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """method -> (variant, how it was chosen), and method -> why it has none on this task."""
+    out, why = {}, {}
+    for method, g in agg.groupby("method"):
+        ok = g[(g["status"] == "ok") & g[column].notna()]
+        if method in selected:
+            out[method] = (selected[method], "selected by tuning on the selection set")
+            continue
+        variants = sorted(set(g.loc[g["eval"] == evaluated, "variant"]))
+        if len(variants) == 1:
+            out[method] = (variants[0], "its only variant")
+            continue
+        if selection is None or selection == evaluated:
+            why[method] = (f"{len(variants)} variants and no selection set apart from `{evaluated}` to choose "
+                           "one on (choosing on the reported set would favour it)")
+            continue
+        on = ok[ok["eval"] == selection]
+        if on.empty:
+            why[method] = f"no finished cell on the selection set `{selection}`"
+            continue
+        best = on.sort_values([column, "variant"], ascending=[not higher, True]).iloc[0]
+        out[method] = (best["variant"], f"best mean on `{selection}`")
+    return out, why
+
+
+def rank_methods(summary: pd.DataFrame, tasks: dict[str, dict], selected: dict[str, dict[str, str]] | None = None,
+                 resamples: int = 2000, seed: int = 0) -> Ranking:
+    """`tasks`: task -> {metric (summary column), eval (primary), selection (a reported eval set or
+    None), decoding ("" unless generation)}; `selected`: task -> {method: variant} of tuned methods."""
+    selected = selected or {}
+    names = sorted(tasks)
+    if len(names) < 2:
+        return Ranking(names, pd.DataFrame(columns=TABLE_COLUMNS), None,
+                       note=f"Across-task ranks need two or more tasks; this study has {len(names)}.")
+    scores, choices, missing, higher = {}, [], {}, {}
+    all_methods = sorted(set(summary.loc[summary["task"].isin(names), "method"]))
+    for task in names:
+        t = tasks[task]
+        column, ev, dec = t["metric"], t["eval"], t.get("decoding") or ""
+        higher[task] = higher_is_better(column)
+        df = summary[(summary["task"] == task) & (summary["decoding"].astype(str) == dec)]
+        agg = aggregate_seeds(df, [column]) if len(df) else pd.DataFrame(columns=["method"])
+        picked, why = choose(agg, column, higher[task], ev, t.get("selection"), selected.get(task, {})) \
+            if len(agg) else ({}, {})
+        row = {}
+        for method in all_methods:
+            if method in why:
+                missing.setdefault(method, []).append(f"{task}: {why[method]}")
+                continue
+            if method not in picked:
+                missing.setdefault(method, []).append(f"{task}: not run")
+                continue
+            variant, how = picked[method]
+            hit = agg[(agg["method"] == method) & (agg["variant"] == variant) & (agg["eval"] == ev)]
+            ok = hit[(hit["status"] == "ok") & hit[column].notna()]
+            if ok.empty:
+                missing.setdefault(method, []).append(f"{task}: no finished `{variant}` cell on `{ev}`")
+                continue
+            row[method] = float(ok[column].iloc[0])
+            choices.append({"task": task, "method": method, "variant": variant, "chosen_on": how,
+                            "eval": ev, "metric": column, "score": row[method]})
+        scores[task] = row
+    excluded = {m: "; ".join(r) for m, r in missing.items()}
+    ranked = [m for m in all_methods if m not in excluded]
+    choices = pd.DataFrame(choices, columns=["task", "method", "variant", "chosen_on", "eval", "metric", "score"])
+    choices = choices[choices["method"].isin(ranked)].reset_index(drop=True)
+    if len(ranked) < 2:
+        return Ranking(names, pd.DataFrame(columns=TABLE_COLUMNS), None, excluded, choices,
+                       note=f"Fewer than two methods finished on every task ({', '.join(ranked) or 'none'}): no ranking.")
+    score = pd.DataFrame(scores).T.loc[names, ranked]
+    ranks = rank_table(score, higher)
+    mean = ranks.mean(axis=0)
+    ci = bootstrap_intervals(ranks, resamples, seed)
+    k, n = len(ranked), len(names)
+    cd = critical_difference(k, n) if k in Q_ALPHA_005 else None
+    best = mean.min()
+    rows = []
+    for m in sorted(ranked, key=lambda m: (mean[m], m)):
+        vs = choices[choices["method"] == m]
+        rows.append({"method": m, "average rank": float(mean[m]),
+                     "95% interval": f"{ci.loc[m, 'lo']:.2f} – {ci.loc[m, 'hi']:.2f}", "tasks": n,
+                     "within CD of the best": (bool(mean[m] - best < cd) if cd is not None else None),
+                     "role": "reference (untrained)" if m == REFERENCE else "trained",
+                     "variants": "; ".join(f"{r.task}: {r.variant}" for r in vs.itertuples()),
+                     "lo": float(ci.loc[m, "lo"]), "hi": float(ci.loc[m, "hi"])})
+    table = pd.DataFrame(rows)
+    table.attrs["ranks"] = ranks
+    return Ranking(names, table, cd, excluded, choices)
+
+
+def groups(table: pd.DataFrame, cd: float) -> list[tuple[int, int]]:
+    """Maximal runs (first, last index in rank order) of methods whose ranks differ by less than CD."""
+    r = table["average rank"].tolist()
+    out = []
+    for i in range(len(r)):
+        j = max(j for j in range(i, len(r)) if r[j] - r[i] < cd)
+        if j > i and not any(a <= i and j <= b for a, b in out):
+            out.append((i, j))
+    return out
+
+
+def figure(ranking: Ranking, png) -> None:
+    from . import plots  # matplotlib (Agg) and the shared save helper
+
+    plt = plots.plt
+    t = ranking.table
+    k = len(t)
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * k + 0.25 * max(1, len(groups(t, ranking.cd or 0)))))
+    ys = np.arange(k)[::-1] + 1.0
+    for y, (_, r) in zip(ys, t.iterrows()):
+        ref, x = r["role"].startswith("reference"), r["average rank"]
+        ax.errorbar([x], [y], xerr=[[x - r["lo"]], [r["hi"] - x]], fmt="s" if ref else "o",
+                    color="grey" if ref else "C0", capsize=4, ms=7)
+        ax.annotate(f"{r['method']}{' (reference)' if ref else ''}  {x:.2f}", (x, y), xytext=(0, 8),
+                    textcoords="offset points", ha="center", fontsize=9)
+    if ranking.cd is not None:
+        top = k + 1.0
+        ax.plot([1, 1 + ranking.cd], [top, top], color="k", lw=2)
+        ax.plot([1, 1], [top - 0.12, top + 0.12], color="k", lw=2)
+        ax.plot([1 + ranking.cd] * 2, [top - 0.12, top + 0.12], color="k", lw=2)
+        ax.text(1 + ranking.cd / 2, top + 0.18, f"CD = {ranking.cd:.2f} (Nemenyi, α = 0.05)", ha="center", fontsize=9)
+        for level, (i, j) in enumerate(groups(t, ranking.cd)):
+            y = 0.3 - 0.25 * level
+            ax.plot([t["average rank"].iloc[i], t["average rank"].iloc[j]], [y, y], color="C3", lw=4,
+                    solid_capstyle="round")
+    ax.set_xlim(0.5, k + 0.5)
+    ax.set_xticks(range(1, k + 1))
+    ax.set_yticks([])
+    ax.set_ylim(0.3 - 0.25 * max(1, len(groups(t, ranking.cd or 0))) - 0.2, k + 1.6)
+    ax.set_xlabel("average rank over tasks (1 = best); bars: bootstrap 95% interval over tasks; "
+                  "red lines join methods within CD")
+    ax.set_title(f"Average rank over {len(ranking.tasks)} tasks: {', '.join(ranking.tasks)}", fontsize=10)
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    plots.save(fig, png)
+
+
+def markdown(ranking: Ranking) -> str:
+    from .tables import markdown_table
+
+    if ranking.note:
+        lines = [ranking.note + "\n"]
+    else:
+        shown = ranking.table[TABLE_COLUMNS].copy()
+        shown["average rank"] = shown["average rank"].map(lambda v: f"{v:.2f}")
+        shown["within CD of the best"] = shown["within CD of the best"].map(
+            lambda v: "" if v is None else ("yes" if v else "no"))
+        cd = f"CD = {ranking.cd:.3f}" if ranking.cd is not None else "no CD (more than 20 methods)"
+        lines = [f"Average rank over {len(ranking.tasks)} tasks ({', '.join(ranking.tasks)}); 1 = best, ties share "
+                 f"the average rank. Nemenyi critical difference at α = 0.05: {cd}; the interval is a bootstrap "
+                 "95% interval over tasks resampled with replacement (2,000 resamples, seed 0). Each method at "
+                 "its variant chosen on the selection set (tuned: its selected configuration), scored on each "
+                 "task's primary eval set and metric. `none` is the untrained reference.\n\n",
+                 markdown_table(shown)]
+    if ranking.excluded:
+        lines.append("\nLeft out (not finished on every task):\n\n")
+        lines.extend(f"- `{m}`: {why}\n" for m, why in sorted(ranking.excluded.items()))
+    return "".join(lines)
+
+
+def build_ranks(summary_path, tasks: dict[str, dict], selections: dict[str, list], out: dict[str, Path],
+                resamples: int = 2000, seed: int = 0) -> Ranking:
+    """Write out["table"] (TSV), out["table_md"] and, with two or more tasks and methods,
+    out["figure"] (PNG + SVG). `selections`: task -> its tuned groups' selection.tsv files."""
+    from .tuning import selected_variants
+
+    summary = load_summary(summary_path)
+    chosen = {t: selected_variants(p) if p else {} for t, p in selections.items()}
+    ranking = rank_methods(summary, tasks, chosen, resamples, seed)
+    cols = TABLE_COLUMNS + ["lo", "hi"]
+    (ranking.table[cols] if len(ranking.table) else pd.DataFrame(columns=cols)).to_csv(
+        out["table"], sep="\t", index=False)
+    atomic_write_text(out["table_md"], markdown(ranking))
+    if not ranking.note:
+        figure(ranking, out["figure"])
+    return ranking
+
+
+def across_tasks_section(report_dir) -> str:
+    """The report.md section: the ranks table and figure (empty when there is no table)."""
+    report_dir = Path(report_dir)
+    md = report_dir / "tables" / "ranks.md"
+    if not md.is_file():
+        return ""
+    part = "\n## Across tasks\n\n" + md.read_text()
+    if (report_dir / "figures" / "ranks.png").is_file():
+        part += "\n![Average rank over tasks with the critical difference](figures/ranks.png)\n"
+    return part

@@ -1,0 +1,198 @@
+"""Across-task ranks (peftgrid/report/ranks.py): average ranks worked by hand, Demšar's critical
+difference, the metric's direction, exclusions, the one-task note, and variants chosen on the
+selection set (never on the reported set)."""
+import math
+
+import pandas as pd
+import pytest
+
+from peftgrid.report import ranks
+
+# 3 tasks x 4 methods, scores on `test` (mcc: higher is better). `lora` has two variants: r=4 is
+# best on `validation` (chosen) but worst on `test`; r=16 is best on `test`.
+TEST = {
+    "t1": {"full": 0.80, "lora": {"r=4": 0.60, "r=16": 0.95}, "ia3": 0.70, "none": 0.10},
+    "t2": {"full": 0.70, "lora": {"r=4": 0.70, "r=16": 0.90}, "ia3": 0.50, "none": 0.20},  # full = lora r=4: tie
+    "t3": {"full": 0.60, "lora": {"r=4": 0.40, "r=16": 0.99}, "ia3": 0.65, "none": 0.05},
+}
+VALIDATION_LORA = {"r=4": 0.9, "r=16": 0.5}  # every task: r=4 wins on the selection set
+# Hand ranks (1 = best) at lora r=4:
+#   t1: full .80 -> 1, ia3 .70 -> 2, lora .60 -> 3, none -> 4
+#   t2: full .70 = lora .70 -> 1.5 each, ia3 .50 -> 3, none -> 4
+#   t3: ia3 .65 -> 1, full .60 -> 2, lora .40 -> 3, none -> 4
+HAND = {"full": (1 + 1.5 + 2) / 3, "ia3": (2 + 3 + 1) / 3, "lora": (3 + 1.5 + 3) / 3, "none": 4.0}
+# Had lora been chosen on `test` (r=16), it would rank 1 on every task:
+ON_TEST = {"lora": 1.0}
+
+
+def rows(tests=TEST, metric="mcc", skip=(), failed=()):
+    out = []
+
+    def add(task, method, variant, ev, value, seed):
+        status = "failed" if (task, method) in failed else "ok"
+        out.append({"task": task, "method": method, "variant": variant, "seed": seed, "eval": ev, "decoding": "",
+                    "status": status, "error": "oom" if status != "ok" else "", metric: value if status == "ok" else None,
+                    "trainable_params": 1.0, "trainable_pct": 1.0, "train_time_s": 1.0, "time_per_epoch_s": 1.0,
+                    "peak_train_mem_mb": 1.0, "peak_infer_mem_mb": 1.0, "infer_throughput": 1.0})
+
+    for task, methods in tests.items():
+        for method, value in methods.items():
+            if (task, method) in skip:
+                continue
+            variants = value if isinstance(value, dict) else {"default": value}
+            for variant, v in variants.items():
+                val = VALIDATION_LORA[variant] if method == "lora" else v
+                for seed, jitter in ((1, -0.01), (2, 0.01)):  # two seeds: the mean is the value
+                    add(task, method, variant, "test", v + jitter, seed)
+                    add(task, method, variant, "validation", val + jitter, seed)
+    return out
+
+
+def write(tmp_path, **kw):
+    pd.DataFrame(rows(**kw)).to_csv(tmp_path / "summary.tsv", sep="\t", index=False)
+    return tmp_path / "summary.tsv"
+
+
+def spec(tasks=TEST, metric="mcc", selection="validation"):
+    return {t: {"metric": metric, "eval": "test", "selection": selection, "decoding": ""} for t in tasks}
+
+
+def outputs(tmp_path):
+    return {"table": tmp_path / "ranks.tsv", "table_md": tmp_path / "ranks.md", "figure": tmp_path / "ranks.png"}
+
+
+def test_average_ranks_with_a_tie_worked_by_hand(tmp_path):
+    r = ranks.rank_methods(pd.read_csv(write(tmp_path), sep="\t").fillna({"decoding": ""}), spec())
+    got = dict(zip(r.table["method"], r.table["average rank"]))
+    assert got == pytest.approx(HAND)
+    assert r.table["method"].tolist() == ["full", "ia3", "lora", "none"]  # 1.5, 2, 2.5, 4
+    assert not r.excluded
+    # the variant came from the selection set, not from the reported one
+    assert set(r.choices.loc[r.choices["method"] == "lora", "variant"]) == {"r=4"}
+    assert got["lora"] != pytest.approx(ON_TEST["lora"])
+    assert r.table.set_index("method").loc["none", "role"].startswith("reference")
+
+
+def test_critical_difference_k4_n3_by_hand():
+    # Demšar (2006): CD = q_0.05 * sqrt(k (k+1) / (6 N)), q_0.05(k=4) = 2.569
+    assert ranks.critical_difference(4, 3) == pytest.approx(2.569 * math.sqrt(4 * 5 / 18))
+    assert ranks.critical_difference(4, 3) == pytest.approx(2.708, abs=1e-3)
+    assert ranks.critical_difference(2, 10) == pytest.approx(1.960 * math.sqrt(2 * 3 / 60))
+    with pytest.raises(ValueError):
+        ranks.critical_difference(21, 3)
+
+
+def test_the_q_table_is_the_studentized_range_over_sqrt2():
+    stats = pytest.importorskip("scipy.stats")
+    if not hasattr(stats, "studentized_range"):
+        pytest.skip("scipy without studentized_range")
+    for k in (3, 10, 20):
+        q = stats.studentized_range.ppf(0.95, k, 1e5) / math.sqrt(2)
+        assert ranks.Q_ALPHA_005[k] == pytest.approx(q, abs=2e-3)
+
+
+def test_lower_is_better_flips_the_ranks():
+    scores = pd.DataFrame({"a": [0.1, 0.2], "b": [0.3, 0.4], "c": [0.2, 0.1]}, index=["x", "y"])
+    up = ranks.rank_table(scores, {"x": True, "y": True}).mean()
+    down = ranks.rank_table(scores, {"x": False, "y": False}).mean()
+    assert up.to_dict() == {"a": 2.5, "b": 1.0, "c": 2.5}
+    assert down.to_dict() == {"a": 1.5, "b": 3.0, "c": 1.5}
+    assert ranks.higher_is_better("mcc") and ranks.higher_is_better("rougeL") and not ranks.higher_is_better("loss")
+
+
+def test_lower_is_better_metric_end_to_end(tmp_path, monkeypatch):
+    from peftgrid import metrics
+
+    monkeypatch.setitem(metrics.METRICS, "err", metrics.Metric("err", "label", higher_is_better=False))
+    # lora: r=16 has the lower (better) validation error when errors are lower-is-better
+    path = write(tmp_path, metric="err")
+    r = ranks.rank_methods(pd.read_csv(path, sep="\t").fillna({"decoding": ""}), spec(metric="err"))
+    got = dict(zip(r.table["method"], r.table["average rank"]))
+    assert set(r.choices.loc[r.choices["method"] == "lora", "variant"]) == {"r=16"}
+    # lower is better: none (lowest scores) ranks 1 on every task, lora r=16 (highest) ranks 4
+    assert got["none"] == 1.0 and got["lora"] == 4.0
+
+
+def test_a_method_missing_on_one_task_is_left_out_and_said(tmp_path):
+    path = write(tmp_path, skip={("t2", "ia3")}, failed={("t3", "full")})
+    out = outputs(tmp_path)
+    r = ranks.build_ranks(path, spec(), {}, out)
+    assert set(r.table["method"]) == {"lora", "none"}
+    assert "t2: not run" in r.excluded["ia3"] and "t3: no finished" in r.excluded["full"]
+    md = out["table_md"].read_text()
+    assert "Left out" in md and "`ia3`" in md and "`full`" in md
+    # ranks among the two left: lora 1 on every task
+    assert dict(zip(r.table["method"], r.table["average rank"])) == {"lora": 1.0, "none": 2.0}
+
+
+def test_several_variants_without_a_selection_set_are_not_chosen_on_the_reported_set(tmp_path):
+    r = ranks.rank_methods(pd.read_csv(write(tmp_path), sep="\t").fillna({"decoding": ""}), spec(selection=None))
+    assert "lora" not in set(r.table["method"]) and "choosing on the reported set" in r.excluded["lora"]
+
+
+def test_tuned_methods_enter_at_their_selected_configuration(tmp_path):
+    r = ranks.rank_methods(pd.read_csv(write(tmp_path), sep="\t").fillna({"decoding": ""}), spec(),
+                           selected={t: {"lora": "r=16"} for t in TEST})
+    assert dict(zip(r.table["method"], r.table["average rank"]))["lora"] == 1.0
+    assert set(r.choices.loc[r.choices["method"] == "lora", "chosen_on"]) == {"selected by tuning on the selection set"}
+
+
+def test_one_task_no_figure_and_a_note(tmp_path):
+    one = {"t1": TEST["t1"]}
+    out = outputs(tmp_path)
+    r = ranks.build_ranks(write(tmp_path, tests=one), spec(one), {}, out)
+    assert not out["figure"].exists() and not out["figure"].with_suffix(".svg").exists()
+    assert out["table_md"].read_text().strip() == r.note and "two or more tasks" in r.note
+    assert pd.read_csv(out["table"], sep="\t").empty
+
+
+def test_figure_and_table_hold_the_hand_ranks(tmp_path):
+    out = outputs(tmp_path)
+    r = ranks.build_ranks(write(tmp_path), spec(), {}, out)
+    assert out["figure"].stat().st_size > 5000 and out["figure"].with_suffix(".svg").is_file()
+    table = pd.read_csv(out["table"], sep="\t")
+    assert dict(zip(table["method"], table["average rank"])) == pytest.approx(HAND)
+    assert (table["tasks"] == 3).all()
+    cd = ranks.critical_difference(4, 3)
+    assert r.cd == pytest.approx(cd)
+    within = dict(zip(table["method"], table["within CD of the best"]))
+    assert within == {m: HAND[m] - min(HAND.values()) < cd for m in HAND}  # none: 4 - 1.5 = 2.5 < 2.708
+    assert (table["lo"] <= table["average rank"]).all() and (table["average rank"] <= table["hi"]).all()
+    md = out["table_md"].read_text()
+    assert "CD = 2.708" in md and "| full | 1.50 |" in md
+    section = ranks.across_tasks_section(tmp_path.parent / "nothing")
+    assert section == ""
+
+
+def test_report_md_gets_the_across_tasks_section(tmp_path):
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "figures").mkdir()
+    ranks.build_ranks(write(tmp_path), spec(), {}, {"table": tmp_path / "tables" / "ranks.tsv",
+                                                     "table_md": tmp_path / "tables" / "ranks.md",
+                                                     "figure": tmp_path / "figures" / "ranks.png"})
+    section = ranks.across_tasks_section(tmp_path)
+    assert section.startswith("\n## Across tasks") and "figures/ranks.png" in section and "| lora |" in section
+
+
+def test_bootstrap_is_seeded_and_brackets_a_constant_rank():
+    r = pd.DataFrame({"a": [1.0, 1.0, 1.0], "b": [2.0, 2.0, 2.0]})
+    ci = ranks.bootstrap_intervals(r, 500, 0)
+    assert ci.loc["a"].tolist() == [1.0, 1.0] and ci.loc["b"].tolist() == [2.0, 2.0]
+    r2 = pd.DataFrame({"a": [1.0, 2.0, 1.0, 2.0], "b": [2.0, 1.0, 2.0, 1.0]})
+    assert ranks.bootstrap_intervals(r2, 500, 3).equals(ranks.bootstrap_intervals(r2, 500, 3))
+
+
+def test_the_spec_reads_each_tasks_primary_metric_eval_selection_and_decoding():
+    from test_specs import raw_study
+
+    from peftgrid.plan import build_run_table, build_tune_groups, specs, validate_config
+
+    config = validate_config(raw_study())
+    tasks = sorted({c.task for c in build_run_table(config)})
+    spec = specs.ranks_spec(config, tasks, build_tune_groups(config))
+    t = spec.tasks
+    assert t["translate"]["metric"] == "chrf" and t["translate"]["eval"] == "test"
+    assert t["translate"]["selection"] == "dev" and t["translate"]["decoding"] == "greedy"
+    assert t["emotion"]["metric"] == "f1_macro" and t["emotion"]["decoding"] == ""
+    assert t["pos_en_de"]["eval"] == "de_test"
+    assert specs.RanksSpec.from_params(spec.to_params()) == spec
