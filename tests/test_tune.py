@@ -361,3 +361,10 @@ def test_tuning_report_lists_the_grid_and_the_selected_points(tmp_path):
     assert "grid lr ∈ {0.001, 0.01, 0.1} on seed 1; selected `lr=0.01_r=4`" in md
     assert md.count("✓") == 2 and "tied with the selected point" in md
     assert len(out["table"].read_text().splitlines()) == 7 and out["figure"].stat().st_size > 5000
+
+
+def test_a_study_without_tuning_has_no_selected_variants():
+    # the report rules pass an empty list of selection files when nothing is tuned
+    from peftgrid.report.tuning import selected_variants
+
+    assert selected_variants([]) == {}

@@ -33,8 +33,10 @@ def selected_variants(paths) -> dict[str, str]:
     """method -> its selected configuration; a method tuned within several sweep variants: the
     selected point that scored best on the selection set (every grid ran on the same first seed)."""
     df = load_selections(paths)
+    if df.empty:  # no tuned method (an empty object column would index columns, not rows)
+        return {}
     out = {}
-    for method, g in df[df["selected"]].groupby("method"):
+    for method, g in df[df["selected"].astype(bool)].groupby("method"):
         higher = not (g["metric"] == "loss").all()
         scored = g[g["score"].notna()]
         pick = scored if len(scored) else g
