@@ -290,15 +290,20 @@ def _check_experiments(config: dict) -> None:
             if m not in exp["methods"]:
                 raise ConfigError(f"{where}.sweep.{m}: method {m!r} is not in this experiment's methods")
             for k, values in keys.items():
-                for v in values:
-                    cell = {**methods[m], k: v}
-                    _check_training_keys(f"{where}.sweep.{m}", {k: v}, tkeys)
-                    method_of(cell["kind"]).validate(f"{where}.sweep.{m}",
-                                                     {x: y for x, y in cell.items() if x not in tkeys | {"kind"}})
-                canon = [json.dumps(canonical(v), sort_keys=True) for v in values]
-                if len(set(canon)) != len(canon):
-                    raise ConfigError(f"{where}.sweep.{m}.{k}: a value is listed twice")
+                _check_grid_values(f"{where}.sweep.{m}", methods[m], k, values, tkeys)
         _check_tune(where, exp, config)
+
+
+def _check_grid_values(where: str, method: dict, key: str, values: list, tkeys: set, at: str | None = None) -> None:
+    """Every value of a sweep or tune grid is a setting the method takes; none is listed twice
+    (`at`: the grid's key as the user wrote it, default `<where>.<key>`)."""
+    for v in values:
+        cell = {**method, key: v}
+        _check_training_keys(where, {key: v}, tkeys)
+        method_of(cell["kind"]).validate(where, {x: y for x, y in cell.items() if x not in tkeys | {"kind"}})
+    canon = [json.dumps(canonical(v), sort_keys=True) for v in values]
+    if len(set(canon)) != len(canon):
+        raise ConfigError(f"{at or f'{where}.{key}'}: a value is listed twice")
 
 
 def _check_tune(where: str, exp: dict, config: dict) -> None:
@@ -338,14 +343,7 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
                 continue
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{at}: expected a list of values" + (" or auto" if k == "lr" else ""))
-            for v in values:
-                cell = {**methods[m], k: v}
-                _check_training_keys(f"{where}.tune.{m}", {k: v}, tkeys)
-                method_of(cell["kind"]).validate(f"{where}.tune.{m}",
-                                                 {x: y for x, y in cell.items() if x not in tkeys | {"kind"}})
-            canon = [json.dumps(canonical(v), sort_keys=True) for v in values]
-            if len(set(canon)) != len(canon):
-                raise ConfigError(f"{at}: a value is listed twice")
+            _check_grid_values(f"{where}.tune.{m}", methods[m], k, values, tkeys, at)
         if grid:
             resolved[m] = grid
     select = dict(select or {})
