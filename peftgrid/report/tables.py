@@ -8,7 +8,8 @@ import pandas as pd
 
 from . import plots
 from .analysis import (COST_COLUMNS, COSTS, aggregate_seeds, better_pairs, cell_label, choose_variants, compare_methods,
-                       load_summary, primary_eval, primary_metric, read_predictions, recommendations,
+                       MAIN_COLUMN, load_summary, metric_columns, primary_eval, primary_metric, read_predictions,
+                       recommendations,
                        significance_statements, significant_front)
 from ..records import atomic_write_text
 
@@ -101,7 +102,7 @@ def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], decodin
     selected, comet = selected or {}, comet or {}
     from ..metrics import scale_of
 
-    column = {"rouge": "rougeL"}.get(metric, metric)
+    column = MAIN_COLUMN.get(metric, metric)
     frames = []
     for ev in evals:
         chosen_on = "validation" if "validation" in evals else ev
@@ -131,7 +132,7 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
     significance tests: columns of the task table, a comparison table and recommendations in words."""
     df = load_summary(summary_path)
     df = df[df["task"] == task]
-    metrics = task_cfg["metrics"]
+    metrics = metric_columns(task_cfg["metrics"])
     metric = primary_metric(task_cfg, report_cfg, task)
     ev = primary_eval(task_cfg, report_cfg, task)
     agg = aggregate_seeds(df, metrics)
