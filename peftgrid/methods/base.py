@@ -170,10 +170,14 @@ def make_adamw(groups: list[dict], lr: float, paged: bool = False):
             bnb = None
         if bnb is not None:
             return bnb.optim.PagedAdamW32bit(groups, lr=lr)
-    try:
-        return torch.optim.AdamW(groups, lr=lr, fused=True)
-    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
-        return torch.optim.AdamW(groups, lr=lr, foreach=True)
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    if all(p.device.type in _get_fused_kernels_supported_devices() for p in params):
+        try:
+            return torch.optim.AdamW(groups, lr=lr, fused=True)
+        except (RuntimeError, ValueError):  # a dtype without the fused kernel
+            pass
+    return torch.optim.AdamW(groups, lr=lr, foreach=True)
 
 
 def check_keys(where: str, settings: dict, allowed: set[str], family: str) -> None:
