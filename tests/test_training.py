@@ -61,7 +61,9 @@ def test_lora_cell_writes_every_output(tiny_bert, staged, tmp_path):
     stats = read_tsv(tmp_path / "train_stats.tsv")[0]
     assert stats["status"] == "ok" and int(stats["steps"]) == 8 and float(stats["epochs"]) == 1.0
     assert int(stats["n_train"]) == 128
-    assert 0 < float(stats["trainable_pct"]) < 100 and float(stats["peak_train_mem_mb"]) > 0
+    # CPU: peak RSS above the phase's start, which a tiny model may not raise at all (0 is honest)
+    assert 0 < float(stats["trainable_pct"]) < 100 and float(stats["peak_train_mem_mb"]) >= 0
+    assert stats["mem_measure"] == "cpu_peak_rss_above_phase_start"
     assert (tmp_path / "model" / "adapter_model.safetensors").is_file()
     assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "model.tmp").exists()
     json.loads((tmp_path / "run.json").read_text())

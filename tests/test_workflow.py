@@ -105,7 +105,7 @@ def test_editing_one_cell_reruns_that_cell_and_the_aggregates(finished_study):
     config["methods"]["ia3"]["lr"] = 1.0e-2  # only emotion/ia3/default uses ia3
     write_config(finished_study / "config.yaml", config)
     assert planned_jobs(finished_study) == {"train": 1, "evaluate": 2, "weight_distances": 1, "summary": 1,
-                                            "report_task": 2, "report": 1, "all": 1}
+                                            "report_task": 2, "report_ranks": 1, "report": 1, "all": 1}
     before = {r["run_dir"]: r["train_time_s"] for r in read_summary(finished_study)}
     run_snakemake(finished_study)
     after = read_summary(finished_study)
@@ -128,7 +128,7 @@ def plan_after_edit(workdir, edit) -> dict[str, int]:
         path.write_text(original)
 
 
-AGGREGATES = {"summary": 1, "report_task": 2, "report": 1, "all": 1}
+AGGREGATES = {"summary": 1, "report_task": 2, "report_ranks": 1, "report": 1, "all": 1}  # two tasks: ranks too
 
 
 def per_cell(cells: int, evals: int) -> dict[str, int]:
