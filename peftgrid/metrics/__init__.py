@@ -40,6 +40,13 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 )}
 
 
+def main_column(name: str) -> str:
+    """The summary column that ranks cells by this metric: a metric filling several columns is
+    ranked by its per-example one (rouge -> rougeL); any other name is its own column."""
+    m = METRICS.get(name)
+    return m.per_example if m is not None and m.per_example in m.columns else name
+
+
 def metric(name: str) -> Metric:
     if name not in METRICS:
         raise ConfigError(f"unknown metric {name!r}{did_you_mean(name, METRICS)}")

@@ -99,13 +99,13 @@ def build_tune_groups(config: dict) -> list[TuneGroup]:
 
 def _selection_target(config: dict, task: str, select: dict) -> tuple[str, str, str, bool]:
     """(set name, split, metric column, higher is better) an experiment's `select` means for a task."""
-    from ..metrics import METRICS
+    from ..metrics import METRICS, main_column
 
     t = config["tasks"][task]
     metric = select.get("metric") or t["metrics"][0]
     if metric == "loss":  # final_val_loss of training, logged on the selection set
         return t["selection"]["name"], t["selection"]["split"], "loss", False
-    column = {"rouge": "rougeL"}.get(metric, metric)
+    column = main_column(metric)
     return t["selection"]["name"], t["selection"]["split"], column, METRICS[metric].higher_is_better
 
 

@@ -231,7 +231,7 @@ def summary_spec(config: dict, tasks: list[str]) -> SummarySpec:
         entry = config["tasks"][t]
         ev = "test" if "test" in entry["eval"] else next(iter(entry["eval"]))
         first = entry["metrics"][0]
-        shown[t] = {"metric": {"rouge": "rougeL"}.get(first, first), "eval": ev,
+        shown[t] = {"metric": main_column(first), "eval": ev,
                     "decoding": next(iter(entry["decoding"])) if "decoding" in entry else ""}
     return SummarySpec(tasks=shown)
 
@@ -260,7 +260,7 @@ def ranks_spec(config: dict, tasks: list[str], groups: list) -> RanksSpec:
         metric = report.get("quality_metric", {}).get(t) or entry["metrics"][0]
         main = report.get("eval_set", {}).get(t) or ("test" if "test" in entry["eval"] else next(iter(entry["eval"])))
         selection = entry["selection"]
-        out[t] = {"metric": {"rouge": "rougeL"}.get(metric, metric), "eval": main,
+        out[t] = {"metric": main_column(metric), "eval": main,
                   "selection": selection["name"] if selection and selection.get("reported") else None,
                   "decoding": next(iter(entry["decoding"])) if entry["type"] in GENERATING and entry.get("decoding")
                   else "",
@@ -280,6 +280,7 @@ def tracking_targets(config: dict) -> list[str]:
     return [TRACKING_RECORD] if config.get("tracking") is not None else []
 
 
+from ..metrics import main_column  # noqa: E402  (registry, torch-free)
 from ..tasks import TASK_TYPES  # noqa: E402  (registry, torch-free)
 
 GENERATING = {name for name, t in TASK_TYPES.items() if t.generates}

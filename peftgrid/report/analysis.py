@@ -105,10 +105,6 @@ def primary_eval(task_cfg: dict, report_cfg: dict, task: str) -> str:
     return "test" if "test" in task_cfg["eval"] else next(iter(task_cfg["eval"]))
 
 
-# a metric that fills several summary columns is ranked by one of them
-MAIN_COLUMN = {"rouge": "rougeL"}
-
-
 def metric_columns(metrics: list[str]) -> list[str]:
     """The summary columns the task's metrics fill (rouge -> rouge1, rouge2, rougeL, rougeLsum)."""
     from ..metrics import METRICS
@@ -119,7 +115,9 @@ def metric_columns(metrics: list[str]) -> list[str]:
 def primary_metric(task_cfg: dict, report_cfg: dict, task: str) -> str:
     """The summary column that ranks the task's cells."""
     name = report_cfg.get("quality_metric", {}).get(task) or task_cfg["metrics"][0]
-    return MAIN_COLUMN.get(name, name)
+    from ..metrics import main_column
+
+    return main_column(name)
 
 
 def seed_label(cell: dict) -> str:

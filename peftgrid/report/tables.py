@@ -8,7 +8,7 @@ import pandas as pd
 
 from . import plots
 from .analysis import (COST_COLUMNS, COSTS, aggregate_seeds, better_pairs, cell_label, choose_variants, compare_methods,
-                       MAIN_COLUMN, load_summary, metric_columns, primary_eval, primary_metric, read_predictions,
+                       load_summary, metric_columns, primary_eval, primary_metric, read_predictions,
                        recommendations,
                        significance_statements, significant_front)
 from ..records import atomic_write_text
@@ -100,9 +100,9 @@ def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], decodin
     variant, from the tuning checkpoints). `predictions`: (method, variant, seed, eval, decoding)
     -> predictions.jsonl; `comet`: the same keys -> COMET segment scores (line-aligned)."""
     selected, comet = selected or {}, comet or {}
-    from ..metrics import scale_of
+    from ..metrics import main_column, scale_of
 
-    column = MAIN_COLUMN.get(metric, metric)
+    column = main_column(metric)
     frames = []
     for ev in evals:
         chosen_on = "validation" if "validation" in evals else ev
