@@ -64,6 +64,36 @@ def collect(work: Path) -> dict:
     return out
 
 
+def job_times(work: Path) -> dict[str, list[dict]]:
+    """Each job's time line (peftgrid.jobs.common.run_job writes it last in the job's log), by rule."""
+    from peftgrid.jobs.common import JOB_TIME_PREFIX
+
+    by_rule: dict[str, list[dict]] = {}
+    for log in sorted((work / "logs").glob("**/*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith(JOB_TIME_PREFIX):
+                fields = dict(f.split("=", 1) for f in line[len(JOB_TIME_PREFIX):].split())
+                by_rule.setdefault(fields.pop("rule"), []).append({k: fnum(v) for k, v in fields.items()})
+    return by_rule
+
+
+def job_time_table(by_rule: dict[str, list[dict]]) -> str:
+    """Per rule: the job's process wall time, the work it timed, and the rest (start-up, imports,
+    data loading and writing that no timer covers); medians, and the largest overhead."""
+    def median(xs):
+        xs = sorted(xs)
+        return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+    lines = ["| rule | jobs | wall s (median) | timed work s | overhead s (median) | overhead s (max) | "
+             "before main s (median) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for rule, jobs in sorted(by_rule.items()):
+        col = {k: [j[k] for j in jobs] for k in ("wall_s", "work_s", "overhead_s", "before_main_s")}
+        lines.append(f"| {rule} | {len(jobs)} | {median(col['wall_s']):.2f} | {median(col['work_s']):.2f} | "
+                     f"{median(col['overhead_s']):.2f} | {max(col['overhead_s']):.2f} | "
+                     f"{median(col['before_main_s']):.2f} |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -131,6 +161,9 @@ def main():
         print(f"| {name} | {sec:.0f} | {100 * sec / wall:.1f}% |")
     print("(checkpoint and load time are outside training and evaluation; summed job times can exceed "
           "the wall time where jobs overlapped)")
+    print()
+    print("Per job (each job's log ends with its time; overhead = wall - timed work; target <= 3 s):")
+    print(job_time_table(job_times(work)))
     print("machine BUSY at the start: figures are noisy" if busy else "machine idle at the start")
     print(f"working folder: {root}" if args.keep else f"log: {log}")
     if args.keep is None:

@@ -4,6 +4,8 @@ from pathlib import Path
 from peftgrid.engine.gpus import claim_gpu
 from peftgrid.jobs.common import run_job
 
+TIMED = ("eval_load_time_s", "infer_time_s", "infer_time_unmerged_s")
+
 
 def main(smk):
     # a GPU slot of our own, before torch is imported (CUDA reads CUDA_VISIBLE_DEVICES once, at its start)
@@ -16,6 +18,7 @@ def main(smk):
                         Path(smk.input.dataset).parent, Path(smk.input.run), Path(smk.output.metrics),
                         Path(smk.output.predictions), per_label, gpu=gpu)
     print({k: v for k, v in row.items() if k not in ("task", "method", "variant", "seed")})
+    return sum(row.get(k) or 0.0 for k in TIMED)  # the work this job timed (see run_job)
 
 
 run_job(main, snakemake)  # noqa: F821

@@ -4,6 +4,8 @@ from pathlib import Path
 from peftgrid.engine.gpus import claim_gpu
 from peftgrid.jobs.common import run_job
 
+TIMED = ("load_time_s", "train_time_s", "val_time_s", "checkpoint_time_s")
+
 
 def main(smk):
     # a GPU slot of our own, before torch is imported (CUDA reads CUDA_VISIBLE_DEVICES once, at its start)
@@ -15,6 +17,7 @@ def main(smk):
     record = train_cell(TrainSpec.from_params(smk.params.spec), Path(smk.input.model).parent, data_dirs,
                         Path(smk.output.run).parent, gpu=gpu)
     print(f"status {record['status']}" + (f": {record['error']}" if record["error"] else ""))
+    return sum(record["stats"].get(k) or 0.0 for k in TIMED)  # the work this job timed (see run_job)
 
 
 run_job(main, snakemake)  # noqa: F821

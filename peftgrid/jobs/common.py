@@ -1,17 +1,49 @@
 """What every rule's script shares: log to the rule's log file, stay offline where the job must,
-and turn a user-facing error into one line (in the log and on the console) and exit status 1."""
+turn a user-facing error into one line (in the log and on the console) and exit status 1, and end
+the log with the job's time: its process's wall time, the work it timed and the rest (overhead)."""
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import time
 import traceback
 
 from ..errors import Preempted, UserError
 
 
+JOB_TIME_PREFIX = "[peftgrid] job time"  # benchmarks/bench_workflow.py reads these lines from logs/
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Python start-up and the script's imports included), from
+    /proc on Linux; None where that cannot be read."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def job_time_line(rule: str, before_main: float | None, main_seconds: float, work: float | None) -> str:
+    """`work`: the seconds the job timed itself (None: all of main counts as work)."""
+    wall = (before_main or 0.0) + main_seconds
+    work = main_seconds if work is None else min(work, main_seconds)
+    before = "unknown" if before_main is None else f"{before_main:.2f}"
+    return (f"{JOB_TIME_PREFIX} rule={rule} wall_s={wall:.2f} work_s={work:.2f} overhead_s={wall - work:.2f} "
+            f"before_main_s={before}")
+
+
 def run_job(main, snakemake, offline: bool = True) -> None:
-    """Run `main(snakemake)`; offline jobs never touch the hub (HF_HUB_OFFLINE=1)."""
+    """Run `main(snakemake)`; offline jobs never touch the hub (HF_HUB_OFFLINE=1). `main` may return
+    the seconds of work it timed (model loading, training, inference); the log's last line then
+    splits the job's wall time into that work and the overhead around it."""
+    before_main = process_age()
+    started = time.perf_counter()
+    work = None
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -26,7 +58,7 @@ def run_job(main, snakemake, offline: bool = True) -> None:
         sys.stdout = sys.stderr = log_file
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s", force=True)
     try:
-        main(snakemake)
+        work = main(snakemake)
     except Preempted as e:
         print(f"Preempted: {e}", file=sys.stderr)
         if log_file:
@@ -42,6 +74,8 @@ def run_job(main, snakemake, offline: bool = True) -> None:
         traceback.print_exc()
         raise
     finally:
+        print(job_time_line(snakemake.rule, before_main, time.perf_counter() - started,
+                            work if isinstance(work, (int, float)) else None), file=sys.stderr)
         if log_file:
             sys.stdout, sys.stderr = sys.__stdout__, console
             log_file.close()

@@ -3,6 +3,7 @@ metrics, a per-label table (label tasks) and inference cost."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from ..engine.device import pick_device
@@ -62,7 +63,9 @@ def evaluate_cell(spec: EvalSpec, model_dir: Path, trained_dir: Path, data_dir: 
     ttype.check_labels(task, rows, labels, f"eval set {ev['name']!r}")
     verify_staged(model_dir)
     device = pick_device()
+    t_load = time.perf_counter()
     model, tokenizer = load_eval_model(spec, model_dir, trained_dir, labels, device)
+    load_seconds = time.perf_counter() - t_load
     if ttype.generates:
         def run(m):
             return ttype.evaluate(task, m, tokenizer, rows, [], hp, device, spec.decoding["settings"],
@@ -77,9 +80,11 @@ def evaluate_cell(spec: EvalSpec, model_dir: Path, trained_dir: Path, data_dir: 
         row, lines = _generation(spec, rows, out, cost)
     else:
         row, lines = _labels(spec, ttype, rows, labels, out, cost, per_label_path)
-    row.update(inference_merged=merged is not None, peak_infer_mem_reserved_mb=_mb(cost["meter"].peak_reserved_mb))
+    row.update(inference_merged=merged is not None, peak_infer_mem_reserved_mb=_mb(cost["meter"].peak_reserved_mb),
+               eval_load_time_s=round(load_seconds, 3))
     if merged is not None:
         row.update(infer_throughput_unmerged=_throughput(ttype, rows, out),
+                   infer_time_unmerged_s=round(out["meter"].seconds, 3),
                    peak_infer_mem_unmerged_mb=_mb(out["meter"].peak_mem_mb))
     atomic_write_text(predictions_path, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
     row["device"] = device_description(device) + (gpu.describe() if gpu else "")
