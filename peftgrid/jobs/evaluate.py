@@ -63,6 +63,7 @@ def evaluate_cell(spec: EvalSpec, model_dir: Path, trained_dir: Path, data_dir: 
     ttype.check_labels(task, rows, labels, f"eval set {ev['name']!r}")
     verify_staged(model_dir)
     device = pick_device()
+    method_of(hp["kind"]).import_libraries()
     t_load = time.perf_counter()
     model, tokenizer = load_eval_model(spec, model_dir, trained_dir, labels, device)
     load_seconds = time.perf_counter() - t_load

@@ -84,6 +84,7 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
         record["labels"] = labels
 
         # ---- model: always a fresh copy of the staged pretrained weights
+        method.import_libraries()
         from transformers import AutoTokenizer
 
         t_load = time.perf_counter()

@@ -25,6 +25,9 @@ class Method:
     family: str = ""
     presets: dict[str, dict] = {}      # preset name -> its defaults (learning rate included)
     lr_sources: dict[str, str] = {}   # preset name -> where its default learning rate comes from
+    # imported before the jobs' timers start (see import_libraries); the Auto* model classes live in
+    # modeling_auto, whose import (generation utilities, scikit-learn, accelerate) is most of transformers'
+    libraries: tuple[str, ...] = ("transformers", "transformers.models.auto.modeling_auto")
 
     # ------------------------------------------------------------------ planning (no torch)
     def allowed_keys(self, settings: dict) -> set[str]:
@@ -50,6 +53,14 @@ class Method:
         return ""
 
     # ------------------------------------------------------------------ building (torch)
+    def import_libraries(self) -> None:
+        """Import what building and loading this method's models needs, so that the jobs' load
+        timers measure loading, not imports (peft alone takes seconds; see the job time line)."""
+        import importlib
+
+        for name in self.libraries:
+            importlib.import_module(name)
+
     def check_device(self, settings: dict, device) -> None:
         if self.needs_cuda(settings) and device.type != "cuda":
             raise CellFailure(f"{settings['kind']} needs a CUDA GPU: bitsandbytes 4-bit layers have no working forward "

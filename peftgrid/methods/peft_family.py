@@ -39,6 +39,7 @@ LORA = {"peft_type": "LORA", "r": 8, "alpha": 16, "dropout": 0.1, "target_module
 
 class PeftMethod(Method):
     family = "peft"
+    libraries = (*Method.libraries, "peft")
     presets = {
         "peft": {},  # the generic entry: `kind: peft, peft_type: X, <fields>`
         "lora": {**LORA, "lr": 5.0e-4},
