@@ -227,14 +227,15 @@ import json, os, runpy, sys, types
 seen = {}
 fake = types.ModuleType("peftgrid.jobs.train")
 def train_cell(spec, model_dir, data_dirs, out_dir, gpu=None):
-    seen.update(env=os.environ.get("CUDA_VISIBLE_DEVICES"), torch="torch" in sys.modules, gpu=gpu.record())
+    seen.update(env=os.environ.get("CUDA_VISIBLE_DEVICES"), torch="torch" in sys.modules, gpu=gpu.record(),
+                skipped=sorted(n for n in ("sklearn", "bitsandbytes") if n in sys.modules and sys.modules[n] is None))
     return {"status": "ok", "error": None, "stats": {"train_time_s": 1.0}}
 fake.train_cell = train_cell
 import peftgrid.jobs
 sys.modules["peftgrid.jobs.train"] = fake
 class Spec:
     @staticmethod
-    def from_params(p): return p
+    def from_params(p): return types.SimpleNamespace(hparams={"kind": "lora"})
 specs = types.ModuleType("peftgrid.plan.specs"); specs.TrainSpec = Spec
 sys.modules["peftgrid.plan.specs"] = specs
 class NS(dict):
@@ -252,5 +253,6 @@ print(json.dumps(seen))
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen["env"] == "3" and seen["torch"] is False
+    assert seen["skipped"] == ["bitsandbytes", "sklearn"]  # a LoRA job never imports them (skip_unused_imports)
     assert seen["gpu"]["physical_id"] == "3" and seen["gpu"]["slot"] == 0 and seen["gpu"]["slots_per_device"] == 2
     assert (tmp_path / "locks").is_dir()

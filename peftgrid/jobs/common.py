@@ -14,6 +14,21 @@ from ..errors import Preempted, UserError
 
 JOB_TIME_PREFIX = "[peftgrid] job time"  # benchmarks/bench_workflow.py reads these lines from logs/
 
+# Libraries that others import by themselves whenever they are installed, for features no job of
+# ours uses: transformers imports scikit-learn (assisted generation), peft imports bitsandbytes
+# (4-bit layers; only quantised methods use it). About 1.5 s of every model job's start-up.
+OPTIONAL_IMPORTS = ("sklearn", "bitsandbytes")
+
+
+def skip_unused_imports(used: tuple[str, ...]) -> None:
+    """Make the OPTIONAL_IMPORTS not in `used` (a method's `libraries`) look uninstalled to the
+    libraries that probe for them: a None entry in sys.modules makes importlib.util.find_spec answer
+    None and `import` raise ImportError. Only in a job's own process (one job per process), before
+    transformers or peft are imported."""
+    for name in OPTIONAL_IMPORTS:
+        if name not in used and name not in sys.modules:
+            sys.modules[name] = None
+
 
 def process_age() -> float | None:
     """Seconds since this process started (Python start-up and the script's imports included), from

@@ -325,6 +325,7 @@ class QuantizedPeft(PeftMethod):
     (`{kind: qlora, use_dora: true}` is QDoRA). Needs CUDA: bitsandbytes 4-bit layers have no
     working CPU forward pass."""
     family = "qlora"
+    libraries = (*PeftMethod.libraries, "bitsandbytes")
     presets = {"qlora": {**LORA, "quant_type": "nf4", "double_quant": True, "lr": 2.0e-4}}
     lr_sources = {"qlora": "QLoRA (Dettmers et al. 2023), artidoro/qlora's Guanaco-7B script: 2e-4 (r=64, alpha 16)"}
 
