@@ -17,6 +17,18 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("PEFTGRID_DEVICE", "cpu")
 
 
+# The test command runs the files on two pytest-xdist workers, a file per worker at a time
+# (pyproject.toml: -n 2 --dist loadfile). Files go out in collection order, so the long end-to-end
+# ones go first: a long file handed out last would leave the other worker idle at the end.
+LONGEST_FIRST = ["test_workflow.py", "test_generation.py", "test_methods.py", "test_quality.py", "test_tune.py",
+                 "test_slurm.py", "test_newcomer.py", "test_comet.py", "test_optimizer.py", "test_resume.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
+
+
 def require(condition: bool, reason: str) -> None:
     """Skip a test whose required piece is missing — except in CI (CI=true), where a missing
     piece (../shared/data, MiniLM, SmolLM2, SLURM) is a failure, never a silent skip."""

@@ -200,7 +200,10 @@ def test_tiny_t5_and_gpt2_through_the_workflow(tiny_t5, tiny_gpt2, tmp_path):
         "methods": {"none": {}, "full": {"lr": 1.0e-3}, "lora": {"lr": 5.0e-3, "r": 4, "alpha": 8},
                     "prefix_tuning": {"lr": 1.0e-2, "num_virtual_tokens": 4}},
         "comet": {"source": str(tmp_path / "no_comet")},
-        "experiments": [{"tasks": ["translate", "summarize"], "methods": ["none", "full", "lora", "prefix_tuning"]}],
+        # every method x task type also trains, saves and reloads in-process (test_methods.py); here the
+        # workflow's own path: prefix tuning's past key values in generation, full fine-tuning of T5
+        "experiments": [{"tasks": ["translate"], "methods": ["none", "lora", "prefix_tuning"]},
+                        {"tasks": ["summarize"], "methods": ["none", "full", "lora"]}],
     }
     (tmp_path / "no_comet").mkdir()  # a local COMET folder without a checkpoint: scored as unavailable
     write_config(tmp_path / "config.yaml", config)
@@ -209,12 +212,12 @@ def test_tiny_t5_and_gpt2_through_the_workflow(tiny_t5, tiny_gpt2, tmp_path):
 
     rows = list(csv.DictReader(open(tmp_path / "results" / "summary.tsv"), delimiter="\t"))
     translate = [r for r in rows if r["task"] == "translate"]
-    assert len(translate) == 4 * 3 and {r["decoding"] for r in translate} == {"greedy", "beam2", "sample"}
+    assert len(translate) == 3 * 3 and {r["decoding"] for r in translate} == {"greedy", "beam2", "sample"}
     assert all(r["status"] == "ok" and r["bleu"] != "" and r["chrf"] != "" and r["rouge1"] != "" for r in translate)
     assert all(r["comet"] == "" and "unavailable" in r["comet_status"] for r in translate)
     assert all(float(r["infer_throughput"]) > 0 for r in rows)
     summarize = [r for r in rows if r["task"] == "summarize"]
-    assert len(summarize) == 4 and all(r["decoding"] == "greedy" for r in summarize)
+    assert len(summarize) == 3 and all(r["decoding"] == "greedy" for r in summarize)
     preds = tmp_path / "results" / "runs" / "translate" / "lora" / "default" / "seed42" / "eval" / "test" / "beam2" / "predictions.jsonl"
     first = json.loads(preds.read_text().splitlines()[0])
     assert {"source", "references", "hypothesis", "sentence_bleu"} <= set(first)

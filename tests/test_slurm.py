@@ -24,9 +24,7 @@ def slurm_is_up() -> bool:
 def test_tiny_study_through_the_slurm_profile(tiny_bert, tmp_path):
     require(slurm_is_up(), "no SLURM cluster answers here (.ci/run starts one)")
     config = study(tiny_bert)
-    config["tasks"]["emotion"]["eval"] = {"validation": {"split": "validation"}}
-    config["tasks"]["emotion"]["max_examples"].pop("test")
-    config["experiments"] = [{"tasks": ["emotion"], "methods": ["none", "lora", "qlora"]}]
+    config["experiments"] = [{"tasks": ["emotion"], "methods": ["none", "lora"]}]
     write_config(tmp_path / "config.yaml", config)
     # the shipped profile, sized down for a one-node test cluster (partition debug, 2 CPUs)
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
@@ -40,6 +38,6 @@ def test_tiny_study_through_the_slurm_profile(tiny_bert, tmp_path):
     proc = run_snakemake(tmp_path, "--profile", str(tmp_path / "profile"), timeout=900)
     output = proc.stdout + proc.stderr
     # every train / evaluate / weight_distances job went through sbatch (staging and reports stay local)
-    assert len(re.findall(r"submitted with SLURM jobid", output)) == 9, output[-3000:]
+    assert len(re.findall(r"submitted with SLURM jobid", output)) == 6, output[-3000:]
     rows = read_summary(tmp_path)
-    assert {(r["method"], r["status"]) for r in rows} == {("none", "ok"), ("lora", "ok"), ("qlora", "failed")}
+    assert {(r["method"], r["status"]) for r in rows} == {("none", "ok"), ("lora", "ok")}
