@@ -12,7 +12,7 @@ train_stats.tsv, the summed infer_time_s of results/summary.tsv (one row per cel
 the share of the wall time spent outside training and evaluation (staging, data checks, process
 and model start-up, distances, reports, Snakemake itself).
 
-About 30-45 minutes on 2 idle cores. It measures nothing useful on a busy machine, so it refuses
+About 17 minutes on 2 idle cores (benchmarks/README.md). It measures nothing useful on a busy machine, so it refuses
 to start when other processes use the CPU (--force runs anyway; the output then says BUSY).
 
     python benchmarks/bench_workflow.py                  # the study, in a temporary folder
