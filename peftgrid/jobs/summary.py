@@ -14,11 +14,12 @@ ID_COLUMNS = ["task", "method", "variant", "seed", "eval", "decoding", "status",
 COST_COLUMNS = ["trainable_params", "total_params", "trainable_pct", "train_time_s", "time_per_epoch_s",
                 "peak_train_mem_mb", "peak_infer_mem_mb", "infer_throughput", "device"]
 TAIL_COLUMNS = ["mem_measure", "peak_train_mem_reserved_mb", "peak_infer_mem_reserved_mb", "val_time_s",
-                "checkpoint_time_s", "encoder_time_s", "cached_examples", "inference_merged", "infer_throughput_unmerged", "peak_infer_mem_unmerged_mb",
+                "checkpoint_time_s", "encoder_time_s", "cached_examples", "inference_merged", "infer_throughput_unmerged", "infer_time_unmerged_s",
+                "peak_infer_mem_unmerged_mb",
                 "comet_status", "infer_examples_per_s", "generated_tokens", "gen_len_mean", "gen_len_max",
                 "hit_max_new_tokens", "decoding_settings", "n_examples", "n_scored",
                 "infer_words_per_s", "words_without_subword", "n_train", "truncated_train", "steps", "epochs",
-                "train_examples_per_s", "load_time_s", "infer_time_s", "final_train_loss", "final_val_loss", "run_dir",
+                "train_examples_per_s", "load_time_s", "eval_load_time_s", "infer_time_s", "final_train_loss", "final_val_loss", "run_dir",
                 "hparams"]
 
 
