@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,17 +81,13 @@ def job_times(work: Path) -> dict[str, list[dict]]:
 def job_time_table(by_rule: dict[str, list[dict]]) -> str:
     """Per rule: the job's process wall time, the work it timed, and the rest (start-up, imports,
     data loading and writing that no timer covers); medians, and the largest overhead."""
-    def median(xs):
-        xs = sorted(xs)
-        return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
-
     lines = ["| rule | jobs | wall s (median) | timed work s | overhead s (median) | overhead s (max) | "
              "before main s (median) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for rule, jobs in sorted(by_rule.items()):
         col = {k: [j[k] for j in jobs] for k in ("wall_s", "work_s", "overhead_s", "before_main_s")}
-        lines.append(f"| {rule} | {len(jobs)} | {median(col['wall_s']):.2f} | {median(col['work_s']):.2f} | "
-                     f"{median(col['overhead_s']):.2f} | {max(col['overhead_s']):.2f} | "
-                     f"{median(col['before_main_s']):.2f} |")
+        med = {k: statistics.median(v) for k, v in col.items()}
+        lines.append(f"| {rule} | {len(jobs)} | {med['wall_s']:.2f} | {med['work_s']:.2f} | "
+                     f"{med['overhead_s']:.2f} | {max(col['overhead_s']):.2f} | {med['before_main_s']:.2f} |")
     return "\n".join(lines)
 
 
