@@ -31,17 +31,17 @@ def preset_defaults(kind: str) -> dict:
     return copy.deepcopy(PRESETS[kind][1])
 
 
-def preset_table(task_types=("sequence_classification", "token_classification", "seq2seq", "causal_lm")) -> str:
+def preset_table() -> str:
     """The README's table of presets, made from this registry: name, peft type, what it trains,
-    the task types it can train, its default learning rate and where that default comes from."""
-    short = {"sequence_classification": "seq-cls", "token_classification": "tokens", "seq2seq": "seq2seq",
-             "causal_lm": "causal"}
+    the task types it can train (every registered one), its default learning rate and where that
+    default comes from."""
+    from ..tasks import TASK_TYPES
     lines = ["| preset | peft type | trains | task types | default lr | lr source |", "|---|---|---|---|---|---|"]
     for name, (family, defaults) in PRESETS.items():
         if name == "peft":
             continue
         settings = {k: v for k, v in defaults.items() if k != "lr"}
-        types = [short[t] for t in task_types if family.refusal(settings, t) is None]
+        types = [t.short_name for t in TASK_TYPES.values() if family.refusal(settings, t.name) is None]
         lines.append(f"| `{name}` | {defaults.get('peft_type', '—')} | {family.describe(settings)} | "
                      f"{', '.join(types)} | {_lr(defaults.get('lr'))} | {family.lr_sources.get(name, '')} |")
     return "\n".join(lines) + "\n"

@@ -8,7 +8,6 @@ from pathlib import Path
 from ..errors import ConfigError, MethodError
 from .base import Method, check_keys
 
-GENERATION = ("seq2seq", "causal_lm")
 WEIGHTS_FILE = "weights.safetensors"
 
 
@@ -104,7 +103,9 @@ class LinearProbe(Method):
             raise ConfigError(f"{where}.head.hidden: must be a list of positive layer widths, e.g. [256]")
 
     def refusal(self, settings, task_type):
-        if task_type in GENERATION:
+        from ..tasks import task_type as task_type_of
+
+        if task_type_of(task_type).generates:
             return "a classification head cannot generate text"
         return None
 

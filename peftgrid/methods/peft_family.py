@@ -31,8 +31,6 @@ PROMPT_LEARNING = {"PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "MULTITASK_PROM
 # prompt methods that prepend virtual tokens to the input: the labels of a token task are not
 # shifted past them (measured: "Expected input batch_size (24) to match target (14)")
 INPUT_PROMPTS = {"PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING", "CPT"}
-PEFT_TASK_TYPES = {"sequence_classification": "SEQ_CLS", "token_classification": "TOKEN_CLS",
-                   "seq2seq": "SEQ_2_SEQ_LM", "causal_lm": "CAUSAL_LM"}
 
 LORA = {"peft_type": "LORA", "r": 8, "alpha": 16, "dropout": 0.1, "target_modules": "auto"}
 
@@ -152,7 +150,9 @@ class PeftMethod(Method):
                 raise ConfigError(f"{where}.{key}: must be 'auto' or a list of module names")
 
     def refusal(self, settings, task_type):
-        if settings.get("peft_type") in INPUT_PROMPTS and task_type == "token_classification":
+        from ..tasks import task_type as task_type_of
+
+        if settings.get("peft_type") in INPUT_PROMPTS and task_type_of(task_type).per_token:
             return ("peft's prompt tuning prepends virtual tokens but does not shift token labels past them; "
                     "use prefix_tuning (P-tuning v2)")
         return None
@@ -204,7 +204,7 @@ class PeftMethod(Method):
             kwargs["modules_to_save"] = sorted(set(kwargs.get("modules_to_save") or []) | set(new_modules))
         config_cls = peft.PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]
         try:
-            return config_cls(task_type=PEFT_TASK_TYPES[task_type.name], **kwargs)
+            return config_cls(task_type=task_type.peft_task_type, **kwargs)
         except (ValueError, TypeError) as e:
             raise MethodError(f"methods.{hp['kind']}: {config_cls.__name__} refuses these settings: {_first_line(e)}") from None
 

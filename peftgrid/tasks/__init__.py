@@ -10,6 +10,9 @@ from .tokens import TokenClassification
 
 TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (SequenceClassification(), TokenClassification(), Seq2Seq(),
                                                        CausalLM())}
+# a key owned by some types is refused, naming its owners, for the others (TaskType.validate)
+TaskType.key_owners = {key: sorted(t.name for t in TASK_TYPES.values() if key in t.own_keys)
+                       for key in sorted({k for t in TASK_TYPES.values() for k in t.own_keys})}
 
 
 def task_type(name: str) -> TaskType:

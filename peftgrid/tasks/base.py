@@ -22,7 +22,9 @@ class TaskType:
     per_token: bool = False
     auto_class: str = ""                  # the transformers Auto class of the model
     own_keys: frozenset[str] = frozenset()  # task keys only this type accepts (prompt, decoding, ...)
-    peft_task_type: str = ""
+    peft_task_type: str = ""              # peft's TaskType for this kind of model (SEQ_CLS, CAUSAL_LM, ...)
+    short_name: str = ""                  # the README preset table's column label
+    key_owners: dict[str, list[str]] = {}  # own key -> the registered types that own it (set by the registry)
 
     # ------------------------------------------------------------------ planning (no torch)
     def validate(self, where: str, task: dict) -> None:
@@ -37,8 +39,9 @@ class TaskType:
             role = sorted(unknown)[0]
             raise ConfigError(f"{where}.columns.{role}: unknown role{did_you_mean(role, roles)}")
         for key in task:
-            if key in ALL_OWN_KEYS and key not in self.own_keys:
-                raise ConfigError(f"{where}.{key}: only for {', '.join(OWN_KEY_TYPES[key])} tasks, not {self.name}")
+            owners = self.key_owners.get(key)
+            if owners and key not in self.own_keys:
+                raise ConfigError(f"{where}.{key}: only for {', '.join(owners)} tasks, not {self.name}")
 
     # ------------------------------------------------------------------ data
     def load_rows(self, task: dict, data_dir: Path, split: str, limit: int | None, dataset: str) -> list[dict]:
@@ -86,11 +89,3 @@ class TaskType:
     def truncated(self, examples: list[dict], max_length: int) -> int:
         return sum(len(e["input_ids"]) >= max_length for e in examples)
 
-
-# keys of a task entry that belong to one task type; checked in TaskType.validate
-OWN_KEY_TYPES = {"prompt": ("seq2seq", "causal_lm"), "decoding": ("seq2seq", "causal_lm"),
-                 "max_new_tokens": ("seq2seq", "causal_lm"), "coverage_threshold": ("seq2seq", "causal_lm"),
-                 "chat_template": ("causal_lm",), "rouge": ("seq2seq", "causal_lm"),
-                 "unseen_labels": ("sequence_classification", "token_classification"),
-                 "labels": ("sequence_classification", "token_classification")}
-ALL_OWN_KEYS = frozenset(OWN_KEY_TYPES)

@@ -88,6 +88,8 @@ class SequenceClassification(LabelTask):
     optional_columns = frozenset({"text_pair"})
     default_metrics = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
     auto_class = "AutoModelForSequenceClassification"
+    peft_task_type = "SEQ_CLS"
+    short_name = "seq-cls"
     own_keys = frozenset({"labels", "unseen_labels"})
 
     def label_column(self, task):

@@ -187,6 +187,8 @@ def pad_prompts(prompts: list[list[int]], pad_id: int, left: bool):
 class Seq2Seq(GenerationTask):
     name = "seq2seq"
     auto_class = "AutoModelForSeq2SeqLM"
+    peft_task_type = "SEQ_2_SEQ_LM"
+    short_name = "seq2seq"
     pad_left = False
 
     def inference_ids(self, tokenizer, task, rows, max_length):
@@ -236,6 +238,8 @@ class CausalLM(GenerationTask):
     `chat_template: true` the prompt is the user turn and the answer the assistant turn."""
     name = "causal_lm"
     auto_class = "AutoModelForCausalLM"
+    peft_task_type = "CAUSAL_LM"
+    short_name = "causal"
     pad_left = True
     own_keys = GenerationTask.own_keys | {"chat_template"}
 

@@ -16,6 +16,8 @@ class TokenClassification(LabelTask):
     required_columns = frozenset({"tokens", "tags"})
     default_metrics = ("accuracy", "f1_macro")
     auto_class = "AutoModelForTokenClassification"
+    peft_task_type = "TOKEN_CLS"
+    short_name = "tokens"
     per_token = True
     own_keys = frozenset({"labels", "unseen_labels"})
 
