@@ -6,14 +6,12 @@ from peftgrid.methods import method_of
 from peftgrid.plan.specs import TrainSpec
 from peftgrid.records import read_json, write_tsv
 
-COLUMNS = ["name", "component", "layer", "numel", "distance", "base_norm", "relative"]
-
 
 def main(smk):
     spec = TrainSpec.from_params(smk.params.spec)
     skip_unused_imports(method_of(spec.hparams["kind"]).libraries)
     from peftgrid.jobs.distances import cell_distances
-    from peftgrid.report.distances import component_distances
+    from peftgrid.report.distances import COLUMNS, component_distances
 
     run = read_json(smk.input.run)
     rows, seconds = [], 0.0

@@ -6,14 +6,28 @@ Each method says how its trained weights merge (peftgrid.methods: adapters are m
 LoRA layer's distance is exactly ||B·A·scaling||; prompt and prefix tuning leave the base
 untouched and report their learned prompt's norm); this module only measures. Torch-free: the
 tensors it receives may be torch tensors, compared through their own methods.
+
+Intruder dimensions (Shuttleworth et al., "LoRA vs Full Fine-tuning: An Illusion of Equivalence",
+NeurIPS 2025), counted for every weight matrix: among the fine-tuned matrix's top `INTRUDER_K` left
+singular vectors, those whose largest |cosine| with any left singular vector of the pretrained
+matrix is below `INTRUDER_THRESHOLD` — new directions the pretrained weight did not have. k = 10
+and the threshold 0.5 are the authors' own defaults (their find_number_of_intruder_dimensions:
+torch.linalg.svd of both, |U_tunedᵀ U_base| maxed over the base vectors, the first k counted).
 """
 from __future__ import annotations
 
 import re
 
+import numpy as np
+
 LAYER_RE = re.compile(r"\.(?:layer|layers|h|block)\.(\d+)\.")
 HEAD_PREFIXES = ("classifier", "score", "head", "pre_classifier", "lm_head", "qa_outputs")
 COMPONENTS = ["embeddings", "layer_first", "layer_middle", "layer_last", "pooler", "head", "prompt"]
+INTRUDER_K = 10
+INTRUDER_THRESHOLD = 0.5
+# weight_distances.tsv, one row per tensor
+COLUMNS = ["name", "component", "layer", "numel", "distance", "base_norm", "relative", "intruders", "intruder_k",
+           "intruder_threshold"]
 
 
 def _state(obj) -> dict:
@@ -46,8 +60,30 @@ def num_layers(names) -> int:
     return max(found) + 1 if found else 0
 
 
-def tensor_distances(base, tuned) -> list[dict]:
-    """One row per floating-point tensor present in both, with the same shape."""
+def intruder_dimensions(base, tuned, k: int = INTRUDER_K, threshold: float = INTRUDER_THRESHOLD) -> int:
+    """How many of `tuned`'s top-k left singular vectors have no left singular vector of `base` with
+    |cosine| >= threshold (2-D arrays or tensors of one shape; see the module docstring)."""
+    u_base = np.linalg.svd(_matrix(base), full_matrices=False)[0]
+    u_tuned = np.linalg.svd(_matrix(tuned), full_matrices=False)[0]
+    best = np.abs(u_tuned[:, :k].T @ u_base).max(axis=1)  # per tuned vector: its closest base direction
+    return int((best < threshold).sum())
+
+
+def _matrix(t) -> np.ndarray:
+    if hasattr(t, "detach"):
+        t = t.detach().float().cpu().numpy()
+    return np.asarray(t, dtype=np.float64)
+
+
+def is_weight_matrix(name: str, t) -> bool:
+    """The matrices intruder dimensions are counted for: 2-D weights of the layers (not embeddings,
+    whose rows are tokens, nor a head created for the task)."""
+    return len(t.shape) == 2 and name.endswith("weight") and LAYER_RE.search(name) is not None
+
+
+def tensor_distances(base, tuned, intruders: bool = True) -> list[dict]:
+    """One row per floating-point tensor present in both, with the same shape; `intruders`: the
+    intruder dimensions of each layer weight matrix (blank for other tensors)."""
     base, tuned = _state(base), _state(tuned)
     n = num_layers(tuned)
     rows = []
@@ -59,9 +95,12 @@ def tensor_distances(base, tuned) -> list[dict]:
         base_norm = float(b.detach().float().norm())
         dist = float(diff.norm())
         m = LAYER_RE.search(name)
+        counted = intruders and is_weight_matrix(name, t)
         rows.append({"name": name, "component": component(name, n), "layer": int(m.group(1)) if m else "",
                      "numel": t.numel(), "distance": dist, "base_norm": base_norm,
-                     "relative": dist / base_norm if base_norm else 0.0})
+                     "relative": dist / base_norm if base_norm else 0.0,
+                     "intruders": (0 if dist == 0.0 else intruder_dimensions(b, t)) if counted else "",
+                     "intruder_k": INTRUDER_K if counted else "", "intruder_threshold": INTRUDER_THRESHOLD if counted else ""})
     return rows
 
 
