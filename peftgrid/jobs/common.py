@@ -32,14 +32,12 @@ def skip_unused_imports(used: tuple[str, ...]) -> None:
 
 def process_age() -> float | None:
     """Seconds since this process started (Python start-up and the script's imports included), from
-    /proc on Linux; None where that cannot be read."""
+    psutil's process start time; None where the platform does not tell it."""
+    import psutil
+
     try:
-        with open("/proc/self/stat") as f:
-            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
-    except (OSError, ValueError, IndexError):
+        return max(time.time() - psutil.Process().create_time(), 0.0)
+    except (psutil.Error, OSError):
         return None
 
 
