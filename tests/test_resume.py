@@ -1,10 +1,14 @@
 """Kill a training job at a step, start it again: it resumes from its last checkpoint and ends
-exactly where an uninterrupted run ends (CPU, fixed seeds: the tolerance is float rounding)."""
+exactly where an uninterrupted run ends (CPU, fixed seeds: the tolerance is float rounding) — also
+in a later epoch, where the data order comes from the restored generator, not a fresh one. The
+costs add up over the segments: the first segment's peak memory is kept, loading the checkpoint
+is not training time."""
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -30,6 +34,9 @@ except Preempted as e:
 """
 
 
+SLOW_LOAD = 6.0  # seconds a patched checkpoint load sleeps: more than the whole training, even on a busy machine
+
+
 def run_in_subprocess(tmp_path, spec, model_dir, data, out, fault):
     args = tmp_path / "args.json"
     args.write_text(json.dumps({"spec": spec.to_params(), "model": str(model_dir), "data": str(data), "out": str(out)}))
@@ -45,11 +52,15 @@ def weights(out, kind):
 
 @pytest.mark.parametrize("method, fault, signal_code", [
     ("lora", "kill:7", -signal.SIGKILL),
+    # 8 steps an epoch: killed at 11, resumed from step 9's checkpoint, in the second epoch, whose
+    # order a fresh generator (seeded as at the start) would get wrong: it deals epoch 1's again
+    ("lora", "kill:11", -signal.SIGKILL),
     ("full", "kill:4", -signal.SIGKILL),
     ("adalora", "kill:8", -signal.SIGKILL),
     ("lora", "term:5", 143),
 ])
-def test_interrupted_run_resumes_to_the_same_result(tiny_bert, staged, tmp_path, method, fault, signal_code):  # noqa: F811
+def test_interrupted_run_resumes_to_the_same_result(tiny_bert, staged, tmp_path, method, fault, signal_code,  # noqa: F811
+                                                    monkeypatch):
     overrides = {"lr": 5.0e-3, "checkpoint_every_steps": 3, "epochs": 2}
     if method == "adalora":
         overrides.update(init_r=6, target_r=4)
@@ -63,9 +74,25 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_bert, staged, tmp_path,
     assert proc.returncode == signal_code, proc.stderr[-2000:]
     assert (out / "checkpoint" / "state.pt").is_file()
     assert not (out / "run.json").exists() and not (out / "model").exists()  # nothing looks finished
+    saved = torch.load(out / "checkpoint" / "state.pt", weights_only=True)["loop"]
+    assert saved["step"] == int(fault.split(":")[1]) // 3 * 3
+    # the first segment's peak (weights included: never 0) travels in the checkpoint
+    assert saved["peak_mem_mb"] >= reference["stats"]["total_params"] * 4 / 2**20
 
+    from peftgrid.engine.checkpoint import Checkpointer
+
+    real_load = Checkpointer.load
+
+    def slow_load(self):  # loading the checkpoint made slow: it must not count as training time
+        time.sleep(SLOW_LOAD)
+        return real_load(self)
+
+    monkeypatch.setattr(Checkpointer, "load", slow_load)
     resumed = train_cell(spec, model_dir, {"emo": staged / "emo"}, out)
     assert resumed["status"] == "ok" and resumed["resumed"] is True
+    assert resumed["stats"]["peak_train_mem_mb"] >= round(saved["peak_mem_mb"], 1)
+    assert resumed["stats"]["checkpoint_time_s"] >= SLOW_LOAD
+    assert resumed["stats"]["train_time_s"] < SLOW_LOAD
     assert not (out / "checkpoint").exists()
     for key in ("final_train_loss", "final_val_loss", "steps"):
         assert resumed["stats"][key] == pytest.approx(reference["stats"][key], abs=1e-5), key

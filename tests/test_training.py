@@ -33,7 +33,8 @@ def study(tiny_bert, method, task_extra=None, datasets_extra=None, **overrides):
             "max_examples": {"train": 128, "validation": 32}, **(task_extra or {})}
     config = validate_config({
         "models": {"tiny": {"source": str(tiny_bert)}},
-        "datasets": {"emo": {"format": "csv", "splits": {"train": "x"}}, **(datasets_extra or {})},
+        "datasets": {"emo": {"format": "csv", "splits": {"train": "x", "validation": "x", "test": "x"}},
+                     **(datasets_extra or {})},
         "tasks": {"emotion": task},
         "training": {"epochs": 1, "batch_size": 16, "eval_every_steps": 4, "log_every_steps": 2},
         "methods": {method: overrides},
@@ -61,9 +62,10 @@ def test_lora_cell_writes_every_output(tiny_bert, staged, tmp_path):
     stats = read_tsv(tmp_path / "train_stats.tsv")[0]
     assert stats["status"] == "ok" and int(stats["steps"]) == 8 and float(stats["epochs"]) == 1.0
     assert int(stats["n_train"]) == 128
-    # CPU: peak RSS above the phase's start, which a tiny model may not raise at all (0 is honest)
-    assert 0 < float(stats["trainable_pct"]) < 100 and float(stats["peak_train_mem_mb"]) >= 0
-    assert stats["mem_measure"] == "cpu_peak_rss_above_phase_start"
+    # CPU: peak RSS above the RSS before the model was loaded, so the weights count (engine.device)
+    weights_mb = int(stats["total_params"]) * 4 / 2**20
+    assert 0 < float(stats["trainable_pct"]) < 100 and float(stats["peak_train_mem_mb"]) >= weights_mb
+    assert stats["mem_measure"] == "cpu_peak_rss_above_pre_model"
     assert (tmp_path / "model" / "adapter_model.safetensors").is_file()
     assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "model.tmp").exists()
     json.loads((tmp_path / "run.json").read_text())
@@ -210,3 +212,110 @@ def test_out_of_memory_is_recorded_with_a_hint(tiny_bert, staged, tmp_path, monk
     record = train_cell(cell_spec(tiny_bert, "full"), staged / "tiny", {"emo": staged / "emo"}, tmp_path)
     assert record["status"] == "failed" and "out of memory" in record["error"] and "smaller batch_size" in record["error"]
     assert "\n" not in record["error"] and (tmp_path / "run.json").is_file()
+
+
+# --------------------------------------------------------------------------- what the cost columns count
+
+SLOW = 1.5  # seconds a patched step sleeps: above what the tiny model's 8 training steps take
+
+
+def test_validation_passes_are_not_training_time(tiny_bert, staged, tmp_path, monkeypatch):
+    """Each validation pass made SLOW seconds slower: val_time_s grows by that, train_time_s does
+    not (passes at steps 0, 4 and 8: what counting them as training would add is far more than the
+    training itself, even on a busy machine)."""
+    import time
+
+    from peftgrid.engine import loop
+
+    real, calls = loop.mean_loss, []
+
+    def slow_mean_loss(*args, **kwargs):
+        calls.append(1)
+        time.sleep(SLOW)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "mean_loss", slow_mean_loss)
+    record = train_cell(cell_spec(tiny_bert, "lora", lr=5.0e-3), staged / "tiny", {"emo": staged / "emo"}, tmp_path)
+    stats = record["stats"]
+    assert record["status"] == "ok" and len(calls) >= 3
+    assert stats["val_time_s"] >= SLOW * len(calls)
+    assert stats["train_time_s"] < SLOW * len(calls), stats
+
+
+def test_keeping_the_best_weights_is_not_training_time(tiny_bert, staged, tmp_path, monkeypatch):
+    """checkpoint: best copies the weights at each new lowest validation loss and puts the best back
+    at the end: that copying is checkpoint_time_s, never train_time_s."""
+    import time
+
+    from peftgrid.engine import loop
+
+    real, calls = loop.trainable_state, []
+
+    def slow_copy(model):
+        calls.append(1)
+        time.sleep(SLOW)
+        return real(model)
+
+    monkeypatch.setattr(loop, "trainable_state", slow_copy)
+    config, cell = study(tiny_bert, "lora", lr=5.0e-3, checkpoint="best",
+                         task_extra={"validation": {"split": "validation", "max_examples": 32},
+                                     "eval": {"test": {"split": "test"}}, "unseen_labels": "ignore"})
+    record = train_cell(train_spec(config, cell), staged / "tiny", {"emo": staged / "emo"}, tmp_path)
+    stats = record["stats"]
+    assert record["status"] == "ok" and len(calls) >= 1
+    assert stats["checkpoint_time_s"] >= SLOW * len(calls)
+    assert stats["train_time_s"] < SLOW * len(calls), stats
+
+
+def test_inference_cost_is_timed_warm_for_every_method(tiny_bert, staged, tmp_path):
+    """A model's first forward pass is slow (a cold start, simulated: 1 s on each model object's
+    first call). The reported throughput comes from timed repeats after a warm-up, for a method that
+    merges (lora: merged and unmerged figures) and for one that does not (full) alike — timing the
+    non-merging method on its cold first pass would report at most 32 examples / 1 s."""
+    import time
+
+    import torch
+
+    seen = set()
+
+    def cold_start(module, args):
+        if hasattr(module, "config") and id(module) not in seen:
+            seen.add(id(module))
+            time.sleep(SLOW)
+
+    for method in ("full", "lora"):
+        config, cell = study(tiny_bert, method, lr=5.0e-3)
+        out = tmp_path / method
+        train_cell(train_spec(config, cell), staged / "tiny", {"emo": staged / "emo"}, out)
+        seen.clear()
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(cold_start)
+        try:
+            row = evaluate_cell(eval_spec(config, cell, "validation"), staged / "tiny", out / "model", staged / "emo",
+                                out / "run.json", out / "m.tsv", out / "p.jsonl")
+        finally:
+            handle.remove()
+        assert seen, "the simulated cold start never ran"
+        assert row["n_examples"] == 32 and row["inference_merged"] is (method == "lora")
+        assert row["infer_throughput"] > 32 / SLOW * 4, (method, row)
+        if method == "lora":
+            assert row["infer_throughput_unmerged"] > 32 / SLOW * 4, row
+        assert row["infer_time_s"] >= SLOW  # the cold warm-up is work the job did, counted as inference time
+
+
+def test_staging_a_local_model_copies_its_files(tiny_bert, tmp_path):
+    """The staged folder never shares storage with the user's files: each of the user's files keeps
+    a single link, and writing a staged file in place leaves the user's file as it was."""
+    import os
+    import shutil
+
+    user = tmp_path / "user_model"
+    shutil.copytree(tiny_bert, user)
+    stage_model("mine", {"source": str(user)}, tmp_path / "staged")
+    for original in user.iterdir():
+        copy = tmp_path / "staged" / original.name
+        assert copy.is_file() and not os.path.samefile(original, copy), original.name
+        assert os.stat(original).st_nlink == 1, original.name
+    before = (user / "config.json").read_bytes()
+    with open(tmp_path / "staged" / "config.json", "r+b") as fh:
+        fh.write(b"X")  # in place, as a tool editing the staged copy would
+    assert (user / "config.json").read_bytes() == before

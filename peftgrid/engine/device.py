@@ -1,10 +1,15 @@
 """Cost measurement: device choice, peak memory per phase, wall time.
 
-Peak memory means what the phase itself needed, on every device: on CUDA
-`torch.cuda.max_memory_allocated` after a reset at the start of the phase (reserved memory in its
-own figure); on CPU the peak RSS (VmHWM, reset through /proc/self/clear_refs) minus the RSS just
-before the phase started — the interpreter, libraries and the loaded model are not the phase's.
-`PhaseMeter.measure` names which one a figure is.
+Peak memory (`peak_train_mem_mb`, `peak_infer_mem_mb`) has one definition on every device: the most
+memory the phase held for the model and its work — the weights, activations, gradients and optimizer
+states — that is, everything the process holds beyond what it held before it loaded the model (the
+interpreter, libraries and the CUDA context are not counted; the weights are). On CUDA that is
+`torch.cuda.max_memory_allocated` after a reset at the phase's start (nothing is allocated before the
+model), plus bitsandbytes' paged optimizer states, which live in CUDA unified memory outside torch's
+allocator: they are counted at their full size from their first step to the end, as if resident on the
+GPU (the peak adds them). On CPU it is the phase's peak RSS (VmHWM, reset through /proc/self/clear_refs)
+minus the RSS just before the model was loaded (`mark_memory_baseline`, called by the job). The
+column `mem_measure` names which of the two took a figure (MEM_MEASURE).
 """
 from __future__ import annotations
 
@@ -55,35 +60,64 @@ def _reset_rss_peak() -> None:
         pass
 
 
+# how a peak-memory figure was taken on each kind of device (the `mem_measure` column)
+MEM_MEASURE = {"cuda": "cuda_max_allocated_with_weights", "cpu": "cpu_peak_rss_above_pre_model"}
+
+_pre_model_rss_mb: float | None = None  # set by mark_memory_baseline, once per job
+
+
+def mark_memory_baseline() -> None:
+    """Record the process's RSS now, just before the job loads its model: CPU peak memory is counted
+    above it, so the weights count as they do on CUDA (jobs call this; one model job per process)."""
+    global _pre_model_rss_mb
+    _pre_model_rss_mb = _status_mb("VmRSS")
+
+
+def paged_state_mb(optimizer) -> float:
+    """The optimizer states bitsandbytes keeps in CUDA unified (paged) memory, in MB: tensors marked
+    `is_paged`, which torch's allocator never sees (a paged optimizer's states of parameters over
+    100k elements; the smaller ones are ordinary CUDA tensors, already counted)."""
+    total = 0
+    for state in getattr(optimizer, "state", {}).values():
+        for t in state.values() if isinstance(state, dict) else ():
+            if isinstance(t, torch.Tensor) and getattr(t, "is_paged", False):
+                total += t.numel() * t.element_size()
+    return total / 2**20
+
+
 class PhaseMeter:
-    """Times one phase and records its peak memory: `with PhaseMeter(device) as m: ...`."""
+    """Times one phase and records its peak memory: `with PhaseMeter(device) as m: ...`.
+    `peak_so_far()` reads the peak while the phase runs (a checkpoint keeps it for a resumed run)."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.seconds = 0.0
         self.peak_mem_mb = 0.0
         self.peak_reserved_mb = None  # CUDA only
-        self.measure = "cuda_max_allocated" if device.type == "cuda" else "cpu_peak_rss_above_phase_start"
+        self.measure = MEM_MEASURE["cuda" if device.type == "cuda" else "cpu"]
 
     def __enter__(self):
         synchronize(self.device)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = 0.0  # max_memory_allocated counts what is allocated, the model included
         else:
             _reset_rss_peak()
-            self._base = _status_mb("VmRSS")
         self._t0 = time.perf_counter()
         return self
+
+    def peak_so_far(self) -> float:
+        """The phase's peak memory up to now, in MB (the module's definition)."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        # before any mark (a test calling a task's predict directly): the whole process counts
+        return max(_status_mb("VmHWM") - (_pre_model_rss_mb or 0.0), 0.0)
 
     def __exit__(self, *exc):
         synchronize(self.device)
         self.seconds = time.perf_counter() - self._t0
+        self.peak_mem_mb = self.peak_so_far()
         if self.device.type == "cuda":
-            self.peak_mem_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
             self.peak_reserved_mb = torch.cuda.max_memory_reserved(self.device) / 2**20
-        else:
-            self.peak_mem_mb = max(_status_mb("VmHWM") - self._base, 0.0)
         return False
 
 

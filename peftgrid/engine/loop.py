@@ -5,6 +5,11 @@ sync per logging step, and exact resume from the cell's checkpoint.
 Checkpoint policy: `checkpoint: last` (default) keeps the weights after the final step;
 `checkpoint: best` keeps the trainable weights from the logged step with the lowest validation
 loss (needs a validation eval set that is not reported).
+
+Time: the loop reports apart what is not a training step — validation passes (`val_seconds`) and
+everything checkpoints cost (`checkpoint_seconds`: writing and loading the resume checkpoint,
+keeping a copy of the best weights and putting them back at the end) — so the job's training time
+is the optimizer steps alone, however often it validates, checkpoints or resumes.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import torch
 from ..errors import CellFailure, Preempted
 from .batching import batch_order, collate, to_device
 from .checkpoint import Checkpointer, python_rng_from_tensor, python_rng_to_tensor, trainable_state
-from .device import autocast
+from .device import PhaseMeter, autocast, paged_state_mb
 
 
 class NonFiniteLoss(CellFailure):
@@ -109,8 +114,10 @@ def _is_causal(model) -> bool:
 
 
 def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps, steps_per_epoch, log_rows,
-               ckpt: Checkpointer | None = None) -> dict:
-    """Train `model` for `total_steps`; append the loss curve to `log_rows`; return the final state."""
+               ckpt: Checkpointer | None = None, meter: PhaseMeter | None = None) -> dict:
+    """Train `model` for `total_steps`; append the loss curve to `log_rows`; return the final state.
+    `meter`: the PhaseMeter running around this call; a checkpoint keeps its peak so far, so a
+    resumed run's peak memory covers every segment."""
     precision = hp["precision"]
     lengths = [len(e["input_ids"]) for e in train_ex]
     rng = random.Random(hp["seed"])  # batch order
@@ -133,17 +140,19 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
                          "elapsed_s": round(prior_seconds + time.perf_counter() - t0, 3)})
         print(progress_line(log_rows[-1], total_steps, examples), flush=True)
         if v is not None and hp["checkpoint"] == "best" and v < best["val_loss"]:
+            t_keep = time.perf_counter()
             best["val_loss"] = v
             # the trainable weights, AdaLoRA's rank buffers and what else the method needs (its rank pattern)
             best["state"] = {n: t.clone() for n, t in trainable_state(model).items()}
             best["snapshot"] = method.snapshot(model)
+            side["checkpoint_seconds"] += time.perf_counter() - t_keep
         return v
 
     t0 = time.perf_counter()
     if total_steps == 0:
         val = log(None, True)
         return {"step": 0, "examples": 0, "train_loss": None, "val_loss": val, "prior_seconds": 0.0, "prior_peak": 0.0,
-                "optimizer": None, **side}
+                "optimizer": None, "paged_state_mb": 0.0, **side}
 
     optimizer = method.make_optimizer(model, hp)
     scheduler = linear_schedule(optimizer, int(hp["warmup_ratio"] * total_steps), total_steps)
@@ -152,6 +161,7 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
     loss_sum, loss_count = torch.zeros((), device=device), 0
     reg_sum, has_reg = torch.zeros((), device=device), False  # a method's regulariser (AdaLoRA), logged apart
     resume_batch = 0
+    t_resume = time.perf_counter()
     state = ckpt.load() if ckpt else None
     if state:  # go on exactly where the last run stopped
         ckpt.restore(state, model, optimizer, scheduler)
@@ -168,6 +178,8 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
         reg_sum += loop.get("reg_sum", 0.0)
         rng.setstate(python_rng_from_tensor(loop["epoch_rng"]))
         resume_batch = loop["batch_pos"]
+        del state  # the loaded copies are in place now: let them go before the first step
+        side["checkpoint_seconds"] += time.perf_counter() - t_resume  # the loaded total plus this load
     else:
         val = log(None, True)  # the starting point of the learning curve
     model.train()
@@ -176,7 +188,8 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
         return {"step": step, "examples": examples, "loss_sum": loss_sum.detach().cpu(), "loss_count": loss_count,
                 "reg_sum": reg_sum.detach().cpu(), "best_snapshot": best["snapshot"],
                 "log_rows": list(log_rows), "last_train_loss": last_train_loss, "val": val,
-                "seconds": prior_seconds + time.perf_counter() - t0, "peak_mem_mb": prior_peak, **side,
+                "seconds": prior_seconds + time.perf_counter() - t0, **side,
+                "peak_mem_mb": max(prior_peak, meter.peak_so_far() if meter else 0.0),
                 "best_val_loss": best["val_loss"], "epoch_rng": epoch_rng, "batch_pos": batch_pos}
 
     while step < total_steps:
@@ -234,12 +247,14 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
             if step >= total_steps:
                 break
     if best["state"] is not None:
+        t_restore = time.perf_counter()
         tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         with torch.no_grad():
             for n, t in best["state"].items():
                 tensors[n].copy_(t.to(tensors[n].device))
         method.restore_snapshot(model, best["snapshot"])
         val = best["val_loss"]
+        side["checkpoint_seconds"] += time.perf_counter() - t_restore
     return {"step": step, "examples": examples, "train_loss": last_train_loss,
             "val_loss": None if val is None else round(val, 6), "prior_seconds": prior_seconds, **side,
-            "prior_peak": prior_peak, "optimizer": optimizer_name(optimizer)}
+            "prior_peak": prior_peak, "optimizer": optimizer_name(optimizer), "paged_state_mb": paged_state_mb(optimizer)}

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from ..engine.checkpoint import Checkpointer
-from ..engine.device import PhaseMeter, attention_implementation, pick_device, precision_name, resolve_dtype
+from ..engine.device import (PhaseMeter, attention_implementation, mark_memory_baseline, pick_device, precision_name,
+                              resolve_dtype)
 from ..engine.gpus import GpuClaim
 from ..engine.loop import set_seed, train_loop
 from ..errors import CellFailure
@@ -100,6 +101,7 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
         if not method.trains(hp):
             total_steps = 0
         set_seed(hp["seed"])
+        mark_memory_baseline()  # peak memory counts the model's weights (engine.device)
         model, new_weights = method.load_base(model_dir, ttype, labels, hp, device, spec.model.get("allow_pickle", False))
         model = method.place(method.prepare(model, hp, ttype, total_steps, new_weights), device)
         trainable, total = method.count_parameters(model)
@@ -122,20 +124,22 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
         try:
             with meter:
                 final = train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps, steps_per_epoch,
-                                   log_rows, ckpt)
+                                   log_rows, ckpt, meter)
         finally:
             ckpt.restore_sigterm()
         wall = final["prior_seconds"] + meter.seconds  # a resumed run adds up its segments
-        # training time is the optimizer steps only: validation passes and checkpoint writes have
-        # their own columns (a full fine-tuning checkpoint is far bigger than a LoRA one)
+        # training time is the optimizer steps only: validation passes and checkpoints (writing,
+        # loading, keeping the best weights) have their own columns (engine.loop)
         seconds = max(wall - final["val_seconds"] - final["checkpoint_seconds"], 0.0)
+        # paged optimizer states sit outside torch's allocator: added at their size (engine.device)
+        peak = max(meter.peak_mem_mb, final["prior_peak"]) + (final["paged_state_mb"] if device.type == "cuda" else 0.0)
         epochs_done = final["step"] / steps_per_epoch if steps_per_epoch else 0.0
         stats.update(
             status="ok", error=None,
             train_time_s=round(seconds, 3),
             time_per_epoch_s=round(seconds / epochs_done, 3) if epochs_done else 0.0,
             val_time_s=round(final["val_seconds"], 3), checkpoint_time_s=round(final["checkpoint_seconds"], 3),
-            peak_train_mem_mb=round(max(meter.peak_mem_mb, final["prior_peak"]), 1),
+            peak_train_mem_mb=round(peak, 1),
             peak_train_mem_reserved_mb=None if meter.peak_reserved_mb is None else round(meter.peak_reserved_mb, 1),
             mem_measure=meter.measure,
             train_examples_per_s=round(final["examples"] / seconds, 2) if final["examples"] and seconds else 0.0,

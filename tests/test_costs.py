@@ -1,0 +1,61 @@
+"""Peak memory has one basis on every device (peftgrid.engine.device): what the process holds beyond
+what it held before the model was loaded — the weights count. The CPU basis is tested here; the
+CUDA one (and bitsandbytes' paged optimizer states, which torch's allocator never sees) where CUDA
+exists."""
+import pytest
+import torch
+
+from conftest import require
+from peftgrid.engine import device as dev
+
+WEIGHTS_MB = 64
+
+
+def _weights(on: torch.device) -> torch.Tensor:
+    """A stand-in for a model's weights, loaded before the phase: WEIGHTS_MB of float32, touched."""
+    return torch.ones(WEIGHTS_MB * 2**20 // 4, device=on)
+
+
+def test_cpu_peak_counts_the_weights_loaded_before_the_phase():
+    """The weights were loaded before the phase started, and the phase adds almost nothing: its
+    peak is still at least the weights (a peak counted above the phase's start would be ~0)."""
+    cpu = torch.device("cpu")
+    dev.mark_memory_baseline()
+    weights = _weights(cpu)
+    with dev.PhaseMeter(cpu) as meter:
+        float((weights[:1000] * 2).sum())  # a phase that allocates next to nothing
+    assert meter.measure == dev.MEM_MEASURE["cpu"]
+    assert meter.peak_mem_mb >= 0.95 * WEIGHTS_MB, meter.peak_mem_mb
+    del weights
+
+
+def test_cpu_peak_counts_what_the_phase_allocates():
+    cpu = torch.device("cpu")
+    dev.mark_memory_baseline()
+    with dev.PhaseMeter(cpu) as meter:
+        extra = _weights(cpu)
+        del extra
+    assert meter.peak_mem_mb >= 0.95 * WEIGHTS_MB
+
+
+def test_cuda_peak_counts_the_weights_and_paged_optimizer_states():
+    require(torch.cuda.is_available(), "no CUDA device")
+    cuda = torch.device("cuda")
+    dev.mark_memory_baseline()
+    weights = _weights(cuda)
+    with dev.PhaseMeter(cuda) as meter:
+        float((weights[:1000] * 2).sum())
+    assert meter.measure == dev.MEM_MEASURE["cuda"]
+    assert meter.peak_mem_mb >= WEIGHTS_MB, meter.peak_mem_mb
+    del weights
+
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+
+    param = torch.nn.Parameter(torch.zeros(1024, 1024, device=cuda))  # 4 MB: over the 1e5 elements that page
+    optimizer = bnb.optim.PagedAdamW32bit([param], lr=1e-3)
+    param.grad = torch.ones_like(param)
+    optimizer.step()
+    # AdamW keeps two fp32 states per parameter: 2 x 4 MB in unified memory
+    assert dev.paged_state_mb(optimizer) == pytest.approx(8.0)
+    assert dev.paged_state_mb(torch.optim.AdamW([param], lr=1e-3)) == 0.0
