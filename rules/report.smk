@@ -14,7 +14,8 @@ localrules:
 
 def summary_rows():
     """Every (metrics file, its cell's train_stats.tsv, run.json) of the reported cells (a tuned
-    group: its winner on every seed, read from the selection checkpoints), in one order."""
+    group: its winner on every reported seed, read from the selection checkpoints; never a run at a
+    selection seed), in one order."""
     return [(m, f"{c.dir}/train_stats.tsv", f"{c.dir}/run.json") for c in reported() for m in cell_eval_outputs(c)]
 
 
@@ -55,8 +56,9 @@ rule report_task:
             for e in config["tasks"][w.task]["eval"]
             for d in (config["tasks"][w.task]["decoding"] if generates(w.task) else [""])
         ],
-        # tuned methods: the configuration selected on the selection set (significance compares those)
-        selections=lambda w: selection_files(w.task),
+        # each method's (variant, decoding) chosen on the selection set at the selection seed
+        # (report/tuning.py read_choices): the comparisons use those, on the reported seeds only
+        choices=lambda w: choice_files(w.task),
         # COMET's segment scores (line-aligned with predictions.jsonl) for its paired comparisons
         comet_examples=lambda w: [f"results/comet/{w.task}/examples.tsv"] if uses_comet(w.task) else [],
     output:
@@ -169,7 +171,8 @@ def ranks_outputs():
 rule report_ranks:
     input:
         summary="results/summary.tsv",
-        # tuned methods enter at the configuration selected on the selection set
+        # each method enters at its (variant, decoding) chosen on the selection set (read_choices)
+        choices=[f for t in TASKS_IN_STUDY for f in choice_files(t)],
         selections=[f for t in TASKS_IN_STUDY for f in selection_files(t)],
     output:
         table="results/report/tables/ranks.tsv",
@@ -180,7 +183,7 @@ rule report_ranks:
             category="Across tasks",
         ),
     params:
-        spec=specs.ranks_spec(config, TASKS_IN_STUDY, TUNE_GROUPS).to_params(),
+        spec=specs.ranks_spec(config, TASKS_IN_STUDY, TUNE_GROUPS, CHOICES).to_params(),
     log:
         "logs/report/ranks.log",
     conda:

@@ -1,16 +1,22 @@
-# Tuning fairly (an experiment's `tune:` and `select:`; peftgrid/plan/tune.py): each tuned
-# (task, method, sweep variant) runs its grid on the first seed, scores every grid point on the
-# task's selection set (never a reported eval set), and the `select` checkpoint picks the winner;
-# the aggregates then ask for the winner on every seed, so the second stage is planned from the
-# first stage's results. Grid cells are directories keyed by variant (lr=0.0005): an unchanged
-# grid point is reused when the grid is edited, and a winner that does not change keeps its seeds.
+# Choosing fairly (peftgrid/plan/tune.py): every choice is made on the task's unreported selection
+# set among runs at the experiment's selection seed (`select.seed`), which no table reports.
+# - Tuned (task, method, sweep variant): its grid trains at the selection seed, each point is
+#   scored on the selection set, and the `select` checkpoint picks the winner; the aggregates then
+#   ask for the winner at every reported seed, so that stage is planned from the checkpoint's file.
+# - Every (task, method) with a choice (a tune grid, an untuned sweep, several decodings): rule
+#   `choose` picks its (variant, decoding) among its selection-seed runs -> results/choices/, which
+#   the report reads. Grid cells are directories keyed by variant (lr=0.0005): an unchanged grid
+#   point is reused when the grid is edited, and a winner that does not change keeps its seeds.
 from peftgrid.plan import build_tune_groups, read_selection
 from peftgrid.plan import reported_cells as _reported_cells
-from peftgrid.plan.tune import SELECTION_FILE
+from peftgrid.plan.runs import build_choices
+from peftgrid.plan.tune import CHOICE_FILE, SELECTION_FILE
 
 TUNE_GROUPS = build_tune_groups(config)
 GROUP_BY_KEY = {g.key: g for g in TUNE_GROUPS}
 TUNED_TASKS = sorted({g.task for g in TUNE_GROUPS})
+CHOICES = build_choices(config)
+CHOICE_BY_KEY = {c.key: c for c in CHOICES}
 
 
 wildcard_constraints:
@@ -19,6 +25,7 @@ wildcard_constraints:
 
 localrules:
     select,
+    choose,
 
 
 def tune_group(wildcards):
@@ -28,11 +35,16 @@ def tune_group(wildcards):
     return GROUP_BY_KEY[key]
 
 
-def selection_score(group, variant):
-    """What a grid point is scored from: its selection-set evaluation, or (select.metric: loss)
-    the final validation loss training logged on the selection set."""
-    run_dir = RUN_DIR.format(task=group.task, method=group.method, variant=variant, seed=group.first_seed)
-    return f"{run_dir}/train_stats.tsv" if group.metric == "loss" else f"{run_dir}/select/metrics.tsv"
+def method_choice(wildcards):
+    key = (wildcards.task, wildcards.method)
+    if key not in CHOICE_BY_KEY:
+        raise WorkflowError(f"no choice for {'/'.join(key)} in the config's experiments")
+    return CHOICE_BY_KEY[key]
+
+
+def run_dir_of(choice):
+    """variant, seed -> that run's directory, for a group's or a choice's (task, method)."""
+    return lambda variant, seed: RUN_DIR.format(task=choice.task, method=choice.method, variant=variant, seed=seed)
 
 
 rule evaluate_selection:
@@ -58,9 +70,33 @@ rule evaluate_selection:
         "../scripts/evaluate.py"
 
 
+# generation: the selection-seed run generates on the selection set with each decoding it chooses among
+rule generate_selection:
+    input:
+        model=lambda w: task_model(w.task),
+        dataset=lambda w: staged_dataset(config["tasks"][w.task]["selection"]["dataset"]),
+        trained=f"{RUN_DIR}/model",
+        run=f"{RUN_DIR}/run.json",
+    output:
+        metrics=f"{RUN_DIR}/select/{{decoding}}/metrics.tsv",
+        predictions=f"{RUN_DIR}/select/{{decoding}}/predictions.jsonl",
+    params:
+        spec=lambda w: specs.selection_eval_spec(config, cell_of(w), w.decoding).to_params(),
+    log:
+        f"logs/{RUN_DIR}/select_{{decoding}}.log",
+    threads: JOB_THREADS
+    resources:
+        gpu=1,
+        gpu_slots_per_device=config.get("gpu_slots_per_device", 1),
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/evaluate.py"
+
+
 checkpoint select:
     input:
-        scores=lambda w: [selection_score(tune_group(w), v) for v in tune_group(w).candidates],
+        scores=lambda w: tune_group(w).score_files(run_dir_of(tune_group(w))),
     output:
         SELECTION_FILE,
     params:
@@ -73,15 +109,27 @@ checkpoint select:
         "../scripts/select.py"
 
 
+rule choose:
+    input:
+        scores=lambda w: method_choice(w).score_files(run_dir_of(method_choice(w))),
+    output:
+        CHOICE_FILE,
+    params:
+        spec=lambda w: specs.choose_spec(method_choice(w)).to_params(),
+    log:
+        "logs/choices/{task}/{method}.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/choose.py"
+
+
 def reported(task=None):
-    """The cells the tables report: untuned cells and each tuned group's winner on all its seeds.
-    Reads the selection checkpoints (so an aggregate asking for these waits for them)."""
-    if TUNE_GROUPS:
-        winners = {g.key: read_selection(checkpoints.select.get(**g.wildcards).output[0]) for g in TUNE_GROUPS}
-        cells = _reported_cells(CELLS, TUNE_GROUPS, winners)
-    else:
-        cells = CELLS
-    return [c for c in cells if task is None or c.task == task]
+    """The cells the tables report: untuned cells at the reported seeds and each tuned group's
+    winner at all of them — never a run at a selection seed. Reads the selection checkpoints (so
+    an aggregate asking for these waits for them)."""
+    winners = {g.key: read_selection(checkpoints.select.get(**g.wildcards).output[0]) for g in TUNE_GROUPS}
+    return [c for c in _reported_cells(CELLS, TUNE_GROUPS, winners) if task is None or c.task == task]
 
 
 def selection_files(task):
@@ -90,7 +138,14 @@ def selection_files(task):
     return [g.selection_file for g in TUNE_GROUPS if g.task == task]
 
 
+def choice_files(task):
+    """Every (task, method) choice file of a task (report/tuning.py read_choices reads them)."""
+    return [c.file for c in CHOICES if c.task == task]
+
+
 def untuned_outputs():
-    """With tuning, the untuned cells' evaluations as plain targets of `rule all`: they run beside the
-    first stage instead of waiting for the aggregates to see past the selection checkpoints."""
-    return [m for c in CELLS if not c.tuned for m in cell_eval_outputs(c)] if TUNE_GROUPS else []
+    """The reported untuned cells' evaluations and every choice as plain targets of `rule all`: they
+    run beside the tuning grids instead of waiting for the aggregates to see past the checkpoints."""
+    if not TUNE_GROUPS:
+        return []
+    return [m for c in CELLS if not c.tuned and not c.selecting for m in cell_eval_outputs(c)] + [c.file for c in CHOICES]

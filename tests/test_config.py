@@ -14,7 +14,7 @@ BASE = {
                          "splits": {"train": "a.txt", "validation": "b.txt", "test": "c.txt"}}},
     "tasks": {"emotion": {"type": "sequence_classification", "model": "tiny", "dataset": "emo",
                           "columns": {"text": "text", "label": "label"},
-                          "eval": {"validation": {"split": "validation"}, "test": {"split": "test"}},
+                          "eval": {"test": {"split": "test"}},  # validation: the unreported selection set (default)
                           "training": {"epochs": 2}}},
     "training": {"lr": 2.0e-5, "batch_size": 16},
     "methods": {"none": {}, "full": {"lr": 1.0e-4}, "lora": {"lr": 5.0e-4, "r": 8, "alpha": 16}},
@@ -46,7 +46,8 @@ def test_defaults_are_filled():
     assert c["training"]["warmup_ratio"] == 0.06 and c["training"]["checkpoint"] == "last"
     assert c["models"]["tiny"]["allow_pickle"] is False
     assert c["tasks"]["emotion"]["metrics"] == ["accuracy", "f1_macro", "precision_macro", "recall_macro"]
-    assert c["tasks"]["emotion"]["validation"] == "validation"
+    assert c["tasks"]["emotion"]["selection"]["split"] == "validation"  # the dataset's, unreported (the default)
+    assert c["tasks"]["emotion"]["selection"]["reported"] is False
     assert c["tasks"]["emotion"]["eval"]["test"]["dataset"] == "emo"
     assert c["experiments"][0]["seeds"] == [1, 2]
     assert "training" not in BASE["tasks"]["emotion"] or BASE["training"] == {"lr": 2.0e-5, "batch_size": 16}
@@ -103,8 +104,8 @@ def test_bad_config_names_the_key(changes, fragment):
 
 def test_run_table_expands_the_matrix():
     cells = build_run_table(validate_config(BASE))
-    # (none + full + 4 lora variants) x 2 seeds
-    assert len(cells) == 12
+    # (none + full + 4 lora variants) x 2 seeds, and the 4 lora variants at the selection seed (they are chosen among)
+    assert len(cells) == 12 + 4
     variants = sorted({c.variant for c in cells if c.method == "lora"})
     assert variants == ["alpha=16_r=2", "alpha=16_r=4", "alpha=32_r=2", "alpha=32_r=4"]
     cell = next(c for c in cells if c.variant == "alpha=32_r=4" and c.seed == 2)
@@ -137,7 +138,7 @@ def test_method_kind_allows_two_configurations_of_one_method():
 def test_a_cell_listed_by_two_experiments_runs_once():
     c = cfg()
     c["experiments"].append({"tasks": ["emotion"], "methods": ["full"], "seeds": [1]})
-    assert len(build_run_table(validate_config(c))) == 12
+    assert len(build_run_table(validate_config(c))) == 12 + 4
 
 
 def test_variant_names_have_no_commas():
@@ -151,11 +152,12 @@ def test_train_spec_task_leaves_out_eval_sets():
     cell = next(x for x in build_run_table(c) if x.method == "full")
     p = train_spec(c, cell).task
     assert "eval" not in p and "metrics" not in p
-    assert p["validation"] == {"name": "validation", "dataset": "emo", "split": "validation", "max_examples": None}
+    assert p["validation"] == {"name": "selection", "dataset": "emo", "split": "validation", "max_examples": None}
 
 
 def test_validation_during_training_reads_as_many_rows_as_its_eval_set():
-    c = validate_config(cfg(tasks__emotion__max_examples={"train": 50, "validation": 7, "test": 9}))
+    c = validate_config(cfg(tasks__emotion__max_examples={"train": 50, "validation": 7, "test": 9}, experiments__0__sweep={},
+                            tasks__emotion__eval={"validation": {"split": "validation"}, "test": {"split": "test"}}))
     task = c["tasks"]["emotion"]
     assert task["train_max_examples"] == 50
     assert task["eval"]["validation"]["max_examples"] == 7 and task["eval"]["test"]["max_examples"] == 9

@@ -192,7 +192,9 @@ def test_the_spec_reads_each_tasks_primary_metric_eval_selection_and_decoding():
     spec = specs.ranks_spec(config, tasks, build_tune_groups(config))
     t = spec.tasks
     assert t["translate"]["metric"] == "chrf" and t["translate"]["eval"] == "test"
-    assert t["translate"]["selection"] == "dev" and t["translate"]["decoding"] == "greedy"
+    # translate chooses on its unreported validation split (no reported set); POS's en_dev is reported
+    assert t["translate"]["selection"] is None and t["pos_en_de"]["selection"] == "en_dev"
+    assert t["translate"]["decoding"] == "greedy"
     assert t["emotion"]["metric"] == "f1_macro" and t["emotion"]["decoding"] == ""
     assert t["pos_en_de"]["eval"] == "de_test"
     assert specs.RanksSpec.from_params(spec.to_params()) == spec

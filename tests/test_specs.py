@@ -9,6 +9,7 @@ import yaml
 from conftest import REPO
 from peftgrid.plan import build_run_table, build_tune_groups, validate_config
 from peftgrid.plan import specs
+from peftgrid.plan.runs import build_choices
 from peftgrid.tasks import task_type
 
 
@@ -26,15 +27,14 @@ def raw_study() -> dict:
         "prompt": "English: {source}\nRussian: ", "max_new_tokens": 16, "coverage_threshold": 0.05,
         "decoding": {"greedy": {}, "beam2": {"num_beams": 2, "length_penalty": 1.0},
                      "sample": {"do_sample": True, "top_p": 0.9, "temperature": 0.7, "seed": 1}},
-        "eval": {"test": {"split": "test", "max_examples": 50}, "dev": {"split": "validation"}},
-        "validation": "dev",
+        "eval": {"test": {"split": "test", "max_examples": 50}},  # validation: unreported, chooses (the default)
         "metrics": ["bleu", "chrf", "rouge", "comet"], "rouge": {"stem": True},
         "max_examples": {"train": 400, "validation": 30},
         "training": {"epochs": 1, "max_length": 96, "batch_size": 8},
     }
     raw["tasks"]["emotion_local"] = {"type": "sequence_classification", "model": "minilm", "dataset": "emotion_local",
                                      "columns": {"text": "text", "label": "label"},
-                                     "eval": {"validation": {"split": "validation"}, "test": {"split": "test"}},
+                                     "eval": {"test": {"split": "test"}},
                                      "max_examples": {"train": 300, "test": 100}}
     raw["methods"]["lora_qv"] = {"kind": "lora", "target_modules": ["query", "value"], "r": 4, "alpha": 8}
     raw["methods"]["prefix_tuning"] = {"num_virtual_tokens": 8, "lr": 1.0e-2}
@@ -96,6 +96,8 @@ def all_specs(config: dict) -> dict:
         out[f"report_task/{t}"] = specs.task_report_spec(config, t, cells)
     for c in cells:
         out[f"train/{c.dir}"] = specs.train_spec(config, c)
+        if c.selecting:
+            continue  # a run at the selection seed is scored on the selection set only (below)
         task = config["tasks"][c.task]
         for ev in task["eval"]:
             if task_type(task["type"]).generates:
@@ -108,14 +110,18 @@ def all_specs(config: dict) -> dict:
             out[f"comet/{t}"] = specs.comet_spec(config, t, cells)  # one COMET job per task
     out["summary"] = specs.summary_spec(config, tasks)
     out["report"] = specs.report_spec(config, tasks)
-    groups = build_tune_groups(config)
-    out["report_ranks"] = specs.ranks_spec(config, tasks, groups)  # tuning: the grid's selection evaluations and checkpoints
+    groups, choices = build_tune_groups(config), build_choices(config)
+    out["report_ranks"] = specs.ranks_spec(config, tasks, groups, choices)
     by_key = {c.key: c for c in cells}
-    for g in groups:
+    for g in groups:  # tuning checkpoints
         out[f"select/{g.selection_file}"] = specs.select_spec(g)
-        for v in g.candidates:
-            cell = by_key[(g.task, g.method, v, g.first_seed)]
-            out[f"evaluate_selection/{cell.dir}"] = specs.selection_eval_spec(config, cell)
+    for ch in choices:  # every choice, and the selection-seed runs' scores on the selection set
+        out[f"choose/{ch.file}"] = specs.choose_spec(ch)
+        for v, d in ch.pairs():
+            cell = by_key[(ch.task, ch.method, v, ch.seed)]
+            if ch.metric != "loss":
+                rule = f"generate_selection/{cell.dir}/{d}" if d else f"evaluate_selection/{cell.dir}"
+                out[rule] = specs.selection_eval_spec(config, cell, d)
     for t in sorted({g.task for g in groups}):
         out[f"report_tuning/{t}"] = specs.tuning_report_spec(t, groups)
     if config.get("tracking") is not None:
@@ -146,10 +152,14 @@ def baseline():
 def test_the_study_builds_every_kind_of_spec(baseline):
     kinds = {k.split("/")[0] for k in baseline}
     assert kinds == {"stage_dataset", "stage_model", "stage_comet", "check_data", "report_task", "train", "evaluate",
-                     "generate", "comet", "summary", "report", "report_ranks"}
-    # translate: none + 8 lora variants + 2 prefix variants, 2 seeds; 2 eval sets x 3 decodings each
-    assert sum(k.startswith("train/results/runs/translate/") for k in baseline) == 22
-    assert sum(k.startswith("generate/") for k in baseline) == 22 * 2 * 3
+                     "generate", "comet", "summary", "report", "report_ranks", "choose", "evaluate_selection",
+                     "generate_selection"}
+    # translate: none + 8 lora variants + 2 prefix variants at 2 reported seeds and at the selection
+    # seed (each method chooses a decoding, lora and prefix_tuning a variant too); 1 eval set x 3 decodings
+    assert sum(k.startswith("train/results/runs/translate/") for k in baseline) == 11 * 3
+    assert sum(k.startswith("generate/") for k in baseline) == 22 * 1 * 3
+    assert sum(k.startswith("generate_selection/") for k in baseline) == 11 * 3
+    assert not any("/seed1000/" in k for k in baseline if k.startswith(("generate/", "evaluate/")))
     assert len(set(baseline.values())) == len(baseline)  # every job has its own params
 
 
@@ -170,7 +180,7 @@ def test_reorder_reaches_every_level():
     assert list(raw)[0] == "report" and list(raw)[-1] == "models"
     assert list(raw["datasets"]["emotion_local"])[0] == "splits"
     assert list(raw["tasks"])[0] == "emotion_local" and list(raw["tasks"]["translate"])[0] == "training"
-    assert list(raw["tasks"]["translate"]["eval"]) == ["test", "dev"]  # kept: its order means something
+    assert list(raw["tasks"]["pos_en_de"]["eval"]) == ["en_dev", "de_test"]  # kept: its order means something
     assert list(raw["tasks"]["translate"]["eval"]["test"]) == ["max_examples", "split"]
     assert list(raw["tasks"]["translate"]["columns"]) == ["target", "source"]
     assert list(raw["tasks"]["translate"]["decoding"]["sample"])[0] == "seed"
@@ -183,17 +193,22 @@ def test_reorder_reaches_every_level():
 
 def test_eval_set_and_decoding_order_changes_only_the_reports(baseline):
     """Reordering a task's eval sets reorders its report tables (and may change the default main
-    set): only the report and summary params change; no check, training or evaluation re-runs."""
+    set), reordering its decodings changes its primary decoding and the tie-break of its choices:
+    only the report, summary and choice params change; no check, training or evaluation re-runs."""
     raw = reorder(raw_study(), reverse, keep=set())
     params = all_params(raw)
     changed = {k for k in baseline if params[k] != baseline[k]}
-    assert changed and changed <= {"summary", "report", "report_ranks"} | {k for k in baseline if k.startswith("report_task/")}
+    assert changed and changed <= {"summary", "report", "report_ranks"} | {
+        k for k in baseline if k.startswith(("report_task/", "choose/results/choices/translate/"))}
     # the summary's main set: `test` where a task has one, else the first eval set written
     raw = raw_study()
     raw["tasks"]["pos_en_de"]["eval"] = dict(reversed(raw["tasks"]["pos_en_de"]["eval"].items()))
     summary = validate_config(raw)
     assert specs.summary_spec(summary, ["emotion", "pos_en_de"]).tasks["pos_en_de"]["eval"] == "de_test"
     assert specs.summary_spec(summary, ["emotion", "pos_en_de"]).tasks["emotion"]["eval"] == "test"
+
+
+CELL_JOBS = ("train", "evaluate", "generate", "evaluate_selection", "generate_selection")  # a cell's jobs
 
 
 def changed_by(baseline, edit) -> set[str]:
@@ -218,22 +233,23 @@ def test_model_edit_changes_that_models_staging_only(baseline):
 
 def test_method_lr_edit_changes_train_and_eval_params_of_its_cells_only(baseline):
     changed = changed_by(baseline, lambda r: r["methods"]["ia3"].update(lr=5.0e-3))
-    ia3_cells = {k for k in baseline if k.split("/")[0] in ("train", "evaluate", "generate") and "/ia3/" in k}
+    ia3_cells = {k for k in baseline if k.split("/")[0] in CELL_JOBS and "/ia3/" in k}
     assert ia3_cells and any(k.startswith("train/") for k in ia3_cells)
     assert changed == ia3_cells
 
 
 def test_method_edit_reaches_each_of_its_variants_and_nothing_else(baseline):
     changed = changed_by(baseline, lambda r: r["methods"]["lora_qv"].update(dropout=0.2))
-    assert changed == {k for k in baseline if k.split("/")[0] in ("train", "evaluate") and "/lora_qv/" in k}
-    assert len({k for k in changed if k.startswith("train/")}) == 2  # both target_modules variants
+    assert changed == {k for k in baseline if k.split("/")[0] in CELL_JOBS and "/lora_qv/" in k}
+    # both target_modules variants, at the reported seed and at the selection seed
+    assert len({k for k in changed if k.startswith("train/")}) == 4
 
 
 def test_a_swept_lr_is_not_overridden_by_the_method_entry(baseline):
     """lora's lr is swept for translate: editing methods.lora.lr changes lora cells of the other
     tasks but not translate's."""
     changed = changed_by(baseline, lambda r: r["methods"]["lora"].update(lr=1.0e-3))
-    lora = {k for k in baseline if "/lora/" in k and k.split("/")[0] in ("train", "evaluate", "generate")}
+    lora = {k for k in baseline if "/lora/" in k and k.split("/")[0] in CELL_JOBS}
     assert changed == {k for k in lora if "/translate/" not in k}
     assert any("/emotion/" in k for k in changed) and any("/pos_en_de/" in k for k in changed)
 
@@ -247,22 +263,23 @@ def test_eval_set_edit_changes_its_checks_and_evaluations_not_training(baseline)
 
 
 def test_validation_limit_edit_retrains_that_tasks_cells(baseline):
-    """The validation set's limit is read by training (its loss is logged, checkpoint: best selects on it)."""
+    """The validation set's limit is read by training (its loss is logged, checkpoint: best selects on
+    it) and by the selection-seed runs' scoring (emotion's validation split is its unreported selection set)."""
     changed = changed_by(baseline, lambda r: r["tasks"]["emotion"]["max_examples"].update(validation=100))
-    emotion_jobs = {k for k in baseline if k.startswith(("train/results/runs/emotion/", "evaluate/results/runs/emotion/"))}
-    train = {k for k in emotion_jobs if k.startswith("train/")}
-    validation_evals = {k for k in emotion_jobs if k.endswith("/validation")}
-    assert changed == {"check_data/emotion"} | train | validation_evals
+    train = {k for k in baseline if k.startswith("train/results/runs/emotion/")}
+    selection_evals = {k for k in baseline if k.startswith("evaluate_selection/results/runs/emotion/")}
+    assert len(selection_evals) == 3 and all("/seed1000" in k for k in selection_evals)  # lora r=2, 8, 32
+    assert changed == {"check_data/emotion"} | train | selection_evals
 
 
 def test_decoding_edit_changes_that_decodings_generations_only(baseline):
     changed = changed_by(baseline, lambda r: r["tasks"]["translate"]["decoding"]["beam2"].update(num_beams=3))
-    assert changed == {k for k in baseline if k.startswith("generate/") and k.endswith("/beam2")}
+    assert changed == {k for k in baseline if k.startswith(("generate/", "generate_selection/")) and k.endswith("/beam2")}
 
 
 def test_training_default_edit_changes_every_trained_cell(baseline):
     changed = changed_by(baseline, lambda r: r["training"].update(warmup_ratio=0.1))
-    cells = {k for k in baseline if k.split("/")[0] in ("train", "evaluate", "generate")}
+    cells = {k for k in baseline if k.split("/")[0] in CELL_JOBS}
     assert changed == cells
 
 
@@ -278,18 +295,18 @@ def test_comet_and_report_edits(baseline):
 
 def test_one_comet_job_per_task_reads_every_cell_eval_set_and_decoding(baseline):
     config = validate_config(raw_study())
-    cells = build_run_table(config)
+    cells = [c for c in build_run_table(config) if not c.selecting]  # the reported ones (nothing is tuned)
     spec = specs.comet_spec(config, "translate", cells)
     assert [k for k in baseline if k.startswith("comet/")] == ["comet/translate"]
     paths = specs.comet_predictions(spec)
-    assert len(paths) == len(set(paths)) == 22 * 2 * 3 == len(spec.files())
-    assert paths[0] == "results/runs/translate/lora/alpha=16_lr=0.001_r=4/seed1/eval/dev/beam2/predictions.jsonl"
+    assert len(paths) == len(set(paths)) == 22 * 1 * 3 == len(spec.files())
+    assert paths[0] == "results/runs/translate/lora/alpha=16_lr=0.001_r=4/seed1/eval/test/beam2/predictions.jsonl"
     # adding a seed re-scores the task; its order in the config does not matter
     more = raw_study()
     more["experiments"][-2]["seeds"] = [2, 1, 3]
     assert changed_by(baseline, lambda r: r["experiments"][-2].update(seeds=[2, 1])) == set()
     config = validate_config(more)
-    assert len(specs.comet_spec(config, "translate", build_run_table(config)).cells) == 33
+    assert len(specs.comet_spec(config, "translate", [c for c in build_run_table(config) if not c.selecting]).cells) == 33
 
 
 def test_every_spec_reads_back_from_its_params(baseline):

@@ -1,5 +1,5 @@
-"""Tuning fairly: `tune:` grids on the first seed, selection on the unreported selection set, the
-winner on the remaining seeds. Planning and selection in-process; one small workflow run (slow)
+"""Tuning fairly: `tune:` grids at the selection seed (never reported), selection on the unreported
+selection set, the winner at every reported seed. Planning and selection in-process; one small workflow run (slow)
 checks the two stages, and that editing one grid value re-runs only that point."""
 import json
 import re
@@ -12,7 +12,7 @@ from peftgrid.errors import ConfigError
 from peftgrid.jobs.select import select
 from peftgrid.plan import (auto_lr_grid, build_run_table, build_tune_groups, choose_best, read_selection,
                            reported_cells, stage_one_cells, validate_config)
-from peftgrid.plan.tune import AUTO_LR_FACTORS
+from peftgrid.plan.tune import AUTO_LR_FACTORS, SELECTION_SEED
 
 EMOTION = {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"],
            "splits": {"train": "train.txt", "validation": "val.txt", "test": "test.txt"}}
@@ -51,28 +51,29 @@ def test_auto_grid_is_five_log_spaced_points_around_the_methods_lr():
     assert auto_lr_grid(3.0e-3) == [7.5e-4, 1.5e-3, 3.0e-3, 6.0e-3, 1.2e-2]  # 3 significant digits, no float dust
 
 
-def test_lr_auto_plans_the_grid_on_the_first_seed_and_the_winner_later():
+def test_lr_auto_plans_the_grid_at_the_selection_seed_and_the_winner_at_the_reported_seeds():
     config, cells, groups = plan(study(tune={"lr": "auto"}, select={"on": "validation", "metric": "accuracy"}))
     assert {(g.task, g.method) for g in groups} == {("emotion", "full"), ("emotion", "lora"), ("cola", "full"),
                                                      ("cola", "lora")}  # none does not train: not tuned
     lora = next(g for g in groups if g.key == ("emotion", "lora", "default"))
     lr = config["methods"]["lora"]["lr"]
     assert [t["lr"] for t in lora.tuned] == auto_lr_grid(lr)
-    assert lora.default == f"lr={lr:g}" and lora.first_seed == 1 and lora.seeds == (1, 2, 3)
+    assert lora.default == f"lr={lr:g}" and lora.seed == SELECTION_SEED == 1000 and lora.seeds == (1, 2, 3)
     assert (lora.on, lora.split, lora.metric, lora.higher_is_better) == ("selection", "validation", "accuracy", True)
     cola = next(g for g in groups if g.key == ("cola", "full", "default"))
     assert (cola.on, cola.split) == ("selection", "selection")
-    # first stage: 5 grid points x 4 groups on seed 1 only
+    # first stage: 5 grid points x 4 groups at the selection seed only
     first = stage_one_cells(cells, groups)
-    assert len(first) == 20 and {c.seed for c in first} == {1}
+    assert len(first) == 20 and {c.seed for c in first} == {1000} and all(c.selecting for c in first)
     assert {c.dir for c in first if c.task == "emotion" and c.method == "lora"} == {
-        f"results/runs/emotion/lora/lr={v:g}/seed1" for v in auto_lr_grid(lr)}
+        f"results/runs/emotion/lora/lr={v:g}/seed1000" for v in auto_lr_grid(lr)}
     cell = next(c for c in first if c.variant == f"lr={auto_lr_grid(lr)[0]:g}" and c.method == "lora")
     assert cell.hparams["lr"] == auto_lr_grid(lr)[0] and cell.tuned
-    # second stage: the winner on every seed, the untrained baseline as it is, nothing else
+    # second stage: the winner on every reported seed, the untrained baseline as it is, nothing else:
+    # the seed that chose the winner is never among the reported ones
     winners = {g.key: (g.candidates[-1], 5) for g in groups}
     reported = reported_cells(cells, groups, winners)
-    assert len(reported) == 2 * 3 + 4 * 3
+    assert len(reported) == 2 * 3 + 4 * 3 and {c.seed for c in reported} == {1, 2, 3}
     assert {c.variant for c in reported if c.method == "none"} == {"default"}
     assert {(c.variant, c.seed) for c in reported if c.key[:2] == ("emotion", "lora")} == {
         (lora.candidates[-1], s) for s in (1, 2, 3)}
@@ -128,7 +129,8 @@ def test_a_cell_another_experiment_reports_stays_reported():
     ({"tune": {"lr": ["1e-3"]}}, "experiments[0].tune.full.lr: '1e-3' is a string, not a number"),
     ({"tune": {"lora": {"r": [4, 8]}}, "sweep": {"lora": {"r": [2]}}},
      "experiments[0].tune.lora.r: r is both swept and tuned for lora"),
-    ({"select": {"metric": "accuracy"}}, "experiments[0].select: selects among tuned grid points; add tune:"),
+    ({"tune": {"lr": "auto"}, "select": {"seed": 2}},
+     "experiments[0].select.seed: 2 is also one of the reported seeds; choices are made at a seed that is never reported"),
     ({"tune": {"lr": "auto"}, "select": {"on": "test"}},
      "experiments[0].select.on: 'test' is a reported eval set of task 'emotion'; selecting on it would report a selected score"),
     ({"tune": {"lr": "auto"}, "select": {"on": "dev"}}, "experiments[0].select.on: 'dev' is not task 'emotion''s selection set"),
@@ -153,14 +155,15 @@ def test_selecting_on_a_reported_validation_set_is_refused_with_the_way_out():
     with pytest.raises(ConfigError) as err:
         validate_config(config)
     msg = str(err.value)
-    assert msg.startswith("experiments[0].select.on: task 'emotion' selects on 'validation', a reported eval set")
+    assert msg.startswith("tasks.emotion.validation: task 'emotion' selects on 'validation', a reported eval set, "
+                          "and tune picks a grid point of full, lora on it")
     assert "carve an unreported selection split: tasks.emotion.validation: {split: <split>}" in msg
 
 
 def test_a_selection_split_that_a_reported_eval_set_also_reads_is_refused():
     config = study(tune={"lr": "auto"})
     config["tasks"]["emotion"]["eval"]["dev"] = {"split": "validation"}  # reported, and the selection split
-    with pytest.raises(ConfigError, match=r"^experiments\[0\]\.select\.on: task 'emotion''s selection split "
+    with pytest.raises(ConfigError, match=r"^tasks\.emotion\.validation: task 'emotion''s selection split "
                                           r"'validation' is also read by its reported eval set 'dev'"):
         validate_config(config)
 
@@ -169,7 +172,7 @@ def test_yaml_on_key_survives_pyyaml():
     """PyYAML (and Snakemake) read the key `on` as true; the config check gives it its name back."""
     raw = yaml.safe_load("tune: {lr: auto}\nselect: {on: validation, metric: loss}\n")
     config, _, groups = plan(study(**raw))
-    assert config["experiments"][0]["select"] == {"on": "validation", "metric": "loss"}
+    assert config["experiments"][0]["select"] == {"on": "validation", "metric": "loss", "seed": SELECTION_SEED}
     assert {(g.metric, g.higher_is_better) for g in groups} == {("loss", False)}
 
 
@@ -318,7 +321,8 @@ def test_significance_compares_a_tuned_method_at_its_selected_configuration(tmp_
     selection set: the paired comparison uses lr=0.001 (and says where it was chosen)."""
     import pandas as pd
 
-    from peftgrid.report.tables import SELECTION_SET, significance
+    from peftgrid.report.analysis import chosen_cells
+    from peftgrid.report.tables import significance
 
     def preds(name, correct):
         path = tmp_path / f"{name}.jsonl"
@@ -333,12 +337,12 @@ def test_significance_compares_a_tuned_method_at_its_selected_configuration(tmp_
     agg = pd.DataFrame([{"task": "t", "method": m, "variant": v, "eval": e, "decoding": d, "status": "ok",
                          "accuracy": sum(json.loads(l)["correct"] for l in p.read_text().splitlines()) / n}
                         for (m, v, _, e, d), p in files.items()])
-    plain = significance(agg, files, ["validation"], [], "accuracy", n=200)
-    assert dict(zip(plain["method"], plain["variant"]))["lora"] == "lr=0.01"  # chosen on the reported set
-    tuned = significance(agg, files, ["validation"], [], "accuracy", n=200, selected={"lora": "lr=0.001"})
+    choices = {"lora": {"variant": "lr=0.001", "decoding": "", "on": "selection", "seed": 1000}}
+    chosen, _ = chosen_cells(agg, choices, [])
+    tuned = significance(agg, files, ["validation"], chosen, "accuracy", n=200, choices=choices)
     row = tuned.set_index("method").loc["lora"]
-    assert row["variant"] == "lr=0.001" and row["chosen_on"] == SELECTION_SET and row["score"] == 0.5
-    assert tuned.set_index("method").loc["full", "chosen_on"] == "validation"
+    assert row["variant"] == "lr=0.001" and row["chosen_on"] == "selection (seed 1000)" and row["score"] == 0.5
+    assert tuned.set_index("method").loc["full", "chosen_on"] == "one variant"
 
 
 def test_tuning_report_lists_the_grid_and_the_selected_points(tmp_path):
@@ -358,7 +362,7 @@ def test_tuning_report_lists_the_grid_and_the_selected_points(tmp_path):
     out = {"table": tmp_path / "t.tsv", "table_md": tmp_path / "t.md", "figure": tmp_path / "f.png"}
     build_tuning_report("emotion", paths, out)
     md = out["table_md"].read_text()
-    assert "grid lr ∈ {0.001, 0.01, 0.1} on seed 1; selected `lr=0.01_r=4`" in md
+    assert "grid lr ∈ {0.001, 0.01, 0.1} on seed 1000; selected `lr=0.01_r=4`" in md
     assert md.count("✓") == 2 and "tied with the selected point" in md
     assert len(out["table"].read_text().splitlines()) == 7 and out["figure"].stat().st_size > 5000
 

@@ -1,6 +1,7 @@
 """The workflow end to end in a temporary directory: a tiny BERT on slices of the real emotion
 and CoLA files, every method, then the rerun rules (nothing to do; one edited cell re-runs alone).
-Each task reports one eval set here (several eval sets per task: the POS study at the end)."""
+Each task reports one eval set here (several eval sets per task: the POS study at the end).
+Emotion's LoRA sweep is chosen on its unreported validation split at the selection seed."""
 import csv
 import re
 
@@ -29,8 +30,8 @@ def study(tiny_bert) -> dict:
         "tasks": {
             "emotion": {"type": "sequence_classification", "model": "tiny", "dataset": "emotion",
                         "columns": {"text": "text", "label": "label"},
-                        "eval": {"validation": {"split": "validation"}},
-                        "max_examples": {"train": 96, "validation": 48}},
+                        "eval": {"test": {"split": "test"}},  # validation: unreported, chooses (the default)
+                        "max_examples": {"train": 96, "validation": 48, "test": 48}},
             "cola": {"type": "sequence_classification", "model": "tiny", "dataset": "cola",
                      "columns": {"text": "sentence", "label": "label"}, "metrics": ["mcc", "accuracy", "f1"],
                      "max_examples": {"train": 96, "validation": 48}},
@@ -75,7 +76,7 @@ def test_summary_has_one_row_per_cell_and_eval_set(finished_study):
     emotion = [r for r in rows if r["task"] == "emotion"]
     cola = [r for r in rows if r["task"] == "cola"]
     assert len(emotion) == 10 and len(cola) == 3
-    assert {r["eval"] for r in emotion} == {"validation"}
+    assert {r["eval"] for r in emotion} == {"test"} and {r["seed"] for r in rows} == {"42"}  # never the selection seed
     assert {(r["method"], r["variant"]) for r in emotion if r["method"] == "lora"} == {("lora", "r=2"), ("lora", "r=4")}
     for column in ("task", "method", "variant", "seed", "eval", "decoding", "status", "accuracy", "trainable_params",
                    "total_params", "trainable_pct", "train_time_s", "time_per_epoch_s", "peak_train_mem_mb",
@@ -92,9 +93,25 @@ def test_summary_has_one_row_per_cell_and_eval_set(finished_study):
     assert len(qlora) == 1 and all(r["status"] == "failed" and "CUDA" in r["error"] for r in qlora)
     run_dir = finished_study / "results" / "runs" / "emotion" / "lora" / "r=2" / "seed42"
     for name in ("model/adapter_model.safetensors", "train_log.tsv", "train_stats.tsv", "run.json",
-                 "eval/validation/metrics.tsv", "eval/validation/predictions.jsonl"):
+                 "eval/test/metrics.tsv", "eval/test/predictions.jsonl"):
         assert (run_dir / name).is_file(), name
     assert (finished_study / "logs" / "results" / "runs" / "emotion" / "lora" / "r=2" / "seed42" / "train.log").is_file()
+
+
+def test_the_sweep_is_chosen_on_the_selection_set_at_a_seed_never_reported(finished_study):
+    from peftgrid.report.tuning import read_choices
+
+    choice = finished_study / "results" / "choices" / "emotion" / "lora.tsv"
+    rows = list(csv.DictReader(open(choice), delimiter="\t"))
+    assert {(r["variant"], r["seed"], r["on"]) for r in rows} == {(v, "1000", "emotion/validation") for v in ("r=2", "r=4")}
+    chosen = read_choices([choice])["lora"]
+    best = max(rows, key=lambda r: (float(r["score"]), r["variant"] == "r=2"))  # a tie goes to the first variant
+    assert chosen == {"variant": best["variant"], "decoding": "", "on": "emotion/validation", "seed": 1000}
+    lora = finished_study / "results" / "runs" / "emotion" / "lora"
+    for variant in ("r=2", "r=4"):
+        assert (lora / variant / "seed1000" / "select" / "metrics.tsv").is_file()
+        assert not (lora / variant / "seed1000" / "eval").exists()  # never scored on the reported set
+    assert not (finished_study / "results" / "choices" / "cola").exists()  # one variant each: nothing to choose
 
 
 def test_second_run_has_nothing_to_do(finished_study):
@@ -141,7 +158,7 @@ def test_rerun_rules(finished_study):
         c["experiments"][1]["seeds"] = [42, 7]  # cola: none, full, lora with a second seed
 
     def method_default(c):
-        c["methods"]["lora"]["dropout"] = 0.0  # emotion r=2, r=4 and cola lora
+        c["methods"]["lora"]["dropout"] = 0.0  # emotion r=2, r=4 (reported and selection seed) and cola lora
 
     def training_default(c):
         c["training"]["weight_decay"] = 0.0  # every cell: each carries the resolved training settings
@@ -156,8 +173,10 @@ def test_rerun_rules(finished_study):
         c["experiments"] = list(reversed(c["experiments"]))
 
     assert plan_after_edit(finished_study, add_seed) == {**per_cell(3, 3), **AGGREGATES}
-    assert plan_after_edit(finished_study, method_default) == {**per_cell(3, 3), **AGGREGATES}
-    assert plan_after_edit(finished_study, training_default) == {**per_cell(13, 13), **AGGREGATES}
+    choosing = {"evaluate_selection": 2, "choose": 1}  # emotion lora r=2, r=4 at the selection seed
+    assert plan_after_edit(finished_study, method_default) == {**per_cell(3, 3), "train": 5, **choosing, **AGGREGATES}
+    assert plan_after_edit(finished_study, training_default) == {**per_cell(13, 13), "train": 15, **choosing,
+                                                                 **AGGREGATES}
     assert plan_after_edit(finished_study, task_training) == {**per_cell(3, 3), **AGGREGATES}
     assert plan_after_edit(finished_study, respell) == {}
 

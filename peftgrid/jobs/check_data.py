@@ -1,15 +1,32 @@
-"""A task's data checked before any cell trains: the training split, the label set, and every
-eval set (columns, empty splits, labels the model will never see). Its output marks the task's
-data good; every training job waits for all of them, so a bad file anywhere stops the study
-while nothing has trained."""
+"""A task's data checked before any cell trains: the training split, the label set, every eval
+set (columns, empty splits, labels the model will never see), the selection set, and leakage by
+content. Its output marks the task's data good; every training job waits for all of them, so a bad
+file anywhere stops the study while nothing has trained.
+
+Leakage is judged by content, not by names: a set declared twice under two dataset names, two
+hub entries with one source, or a `split_ratio` carved from a file that is also reported all
+pass a name check. The staged split files are compared by sha256 and their rows by the hash of
+the text the model reads; training and the selection set are each compared with every reported
+eval set."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
+from ..errors import DataError
 from ..plan.specs import CheckDataSpec
 from ..records import write_json
-from ..staged import staged_meta
+from ..staged import load_split, staged_meta
 from ..tasks import task_type
+
+# The columns a model reads (task types' column roles); labels and targets repeat across sets by nature.
+INPUT_ROLES = ("text", "text_pair", "tokens", "source")
+# Largest share of the smaller set's rows whose input text may also occur in the other set. Real
+# splits repeat a few short inputs by chance (measured: emotion train/test 0.6%, CoLA train/dev
+# 1.1%, UD English-EWT train/test 4.5% — "Thank you.", "-"); a set carved from the same file
+# shares all of them.
+LEAK_SHARE = 0.2
 
 
 def check_task_data(spec: CheckDataSpec, data_dirs: dict[str, Path], out: Path) -> dict:
@@ -25,10 +42,75 @@ def check_task_data(spec: CheckDataSpec, data_dirs: dict[str, Path], out: Path) 
         counts[name] = len(rows)
     selection = task.get("selection")
     if selection and not selection["reported"]:
+        _check_default_split(spec.task, selection, data_dirs[selection["dataset"]])
         rows = ttype.load_rows(task, data_dirs[selection["dataset"]], selection["split"], selection.get("max_examples"),
                                selection["dataset"])
         ttype.check_labels(task, rows, labels, f"tasks.{spec.task}.validation")
         counts["selection"] = len(rows)
-    summary = {"task": spec.task, "examples": counts, "labels": labels}
+    overlaps = check_leakage(spec.task, task, data_dirs)
+    summary = {"task": spec.task, "examples": counts, "labels": labels, "shared_inputs": overlaps}
     write_json(out, summary)
     return summary
+
+
+def _check_default_split(name: str, selection: dict, data_dir: Path) -> None:
+    """The default selection set (the dataset's `validation` split) is assumed for a hub dataset."""
+    splits = staged_meta(data_dir)["splits"]
+    if selection.get("default") and selection["split"] not in splits:
+        d = selection["dataset"]
+        raise DataError(f"tasks.{name}.validation: dataset {d!r} has no split {selection['split']!r} (its splits: "
+                        f"{', '.join(splits)}), the default selection set: write tasks.{name}.validation: null "
+                        f"(nothing is then chosen), or carve one from train: datasets.{d}.split_ratio: "
+                        f"{{train: 0.9, validation: 0.1}}")
+
+
+def _described(what: str, dataset: str, split: str) -> str:
+    return f"{what} (dataset {dataset!r}, split {split!r})"
+
+
+def check_leakage(name: str, task: dict, data_dirs: dict[str, Path]) -> dict[str, int]:
+    """Refuse (DataError naming both sets) when training or the unreported selection set has the
+    content of a reported eval set: the same staged file, or more than LEAK_SHARE of the smaller
+    set's inputs. Returns the number of shared inputs per compared pair, for the record."""
+    reported = [(_described(f"reported eval set {e!r}", ev["dataset"], ev["split"]), ev["dataset"], ev["split"])
+                for e, ev in task["eval"].items()]
+    sources = [(_described("the training split", task["dataset"], task["train_split"]), task["dataset"],
+                task["train_split"])]
+    selection = task.get("selection")
+    if selection and not selection["reported"]:
+        sources.append((_described(f"the selection set (tasks.{name}.validation)", selection["dataset"],
+                                   selection["split"]), selection["dataset"], selection["split"]))
+    columns = [task["columns"][role] for role in INPUT_ROLES if role in task["columns"]]
+    inputs: dict[tuple, list[bytes]] = {}
+
+    def hashes(dataset: str, split: str) -> list[bytes]:
+        if (dataset, split) not in inputs:
+            rows = load_split(data_dirs[dataset], split, dataset)
+            inputs[(dataset, split)] = [hashlib.sha256(json.dumps([r.get(c) for c in columns], ensure_ascii=False)
+                                                       .encode()).digest() for r in rows]
+        return inputs[(dataset, split)]
+
+    shared = {}
+    for source, sd, ss in sources:
+        for target, td, ts in reported:
+            fix = f"{source} and {target}"
+            if _file_sha256(data_dirs[sd], ss) == _file_sha256(data_dirs[td], ts):
+                raise DataError(f"tasks.{name}: {fix} are the same file (sha256 of the staged splits): a score on it "
+                                f"is not a held-out result; point one of them at other data")
+            a, b = hashes(sd, ss), hashes(td, ts)
+            small, large = (a, set(b)) if len(a) <= len(b) else (b, set(a))
+            count = sum(h in large for h in small)
+            shared[f"{source} | {target}"] = count
+            if count > LEAK_SHARE * len(small):
+                raise DataError(f"tasks.{name}: {fix} share {count} of {len(small)} inputs ({count / len(small):.0%}; "
+                                f"chance repeats stay under {LEAK_SHARE:.0%}): a score on it is not a held-out result; "
+                                f"point one of them at data the other does not contain")
+    return shared
+
+
+def _file_sha256(data_dir: Path, split: str) -> str:
+    digest = hashlib.sha256()
+    with open(Path(data_dir) / f"{split}.jsonl", "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,12 +1,14 @@
-"""The tuning checkpoint: score every grid point of one (task, method, sweep variant) on the
-selection set and write results/tune/<task>/<method>/<group>/selection.tsv, which plans the
-second stage (the winner's remaining seeds). The rule (see plan/tune.py) is `choose_best`."""
+"""Choices on the selection set, at the selection seed (plan/tune.py; the rule is `choose_best`):
+- `select`, the tuning checkpoint: every grid point of one (task, method, sweep variant) ->
+  results/tune/<task>/<method>/<group>/selection.tsv, which plans the winner's reported seeds;
+- `choose`: one (task, method)'s (variant, decoding) -> results/choices/<task>/<method>.tsv,
+  which the report reads (report/tuning.py read_choices)."""
 from __future__ import annotations
 
 import json
 import math
 
-from ..plan.tune import SELECTION_COLUMNS, choose_best, ranks
+from ..plan.tune import CHOICE_COLUMNS, SELECTION_COLUMNS, choose_best, ranks
 from ..records import read_tsv, write_tsv
 
 
@@ -20,8 +22,8 @@ def _score(row: dict, column: str):
 
 
 def grid_scores(group: dict, files: list) -> list[dict]:
-    """One dict per grid point (grid order): status, error, score. `files`: per grid point its
-    select/metrics.tsv, or its train_stats.tsv when selecting on loss (final_val_loss)."""
+    """One dict per file: status, error, score. `files` (plan/tune.py score_file): per grid point
+    (and decoding) its selection-set metrics.tsv, or its train_stats.tsv when selecting on loss."""
     column = "final_val_loss" if group["metric"] == "loss" else group["metric"]
     points = []
     for path in files:
@@ -50,8 +52,17 @@ def edges(group: dict, winner: int) -> str:
     return ", ".join(out)
 
 
+def _best_decoding(pairs: list[dict], decodings: list, higher_is_better: bool) -> dict:
+    """A grid point's score: its best decoding's (ties: the earlier decoding); a failure if none finished."""
+    best, finished = choose_best(pairs, higher_is_better)
+    return {**pairs[best], "decoding": decodings[best]} if finished else {**pairs[0], "decoding": ""}
+
+
 def select(group: dict, files: list, out) -> dict:
-    points = grid_scores(group, files)
+    """`files`: per candidate, per decoding (candidates outer), as TuneGroup.score_files lists them."""
+    pairs, n = grid_scores(group, files), len(group["decodings"])
+    points = [_best_decoding(pairs[i * n:(i + 1) * n], group["decodings"], group["higher_is_better"])
+              for i in range(len(group["candidates"]))]
     default = group["candidates"].index(group["default"]) if group["default"] in group["candidates"] else 0
     winner, finished = choose_best(points, group["higher_is_better"], default)
     rank = ranks(points, group["higher_is_better"])
@@ -59,9 +70,26 @@ def select(group: dict, files: list, out) -> dict:
     rows = []
     for i, (variant, tuned, p) in enumerate(zip(group["candidates"], group["tuned"], points)):
         rows.append({"task": group["task"], "method": group["method"], "group": group["group"], "variant": variant,
-                     "seed": group["seeds"][0], "tuned": json.dumps(tuned, sort_keys=True), "status": p["status"],
+                     "decoding": p["decoding"], "seed": group["seed"], "tuned": json.dumps(tuned, sort_keys=True), "status": p["status"],
                      "error": p["error"], "on": group["on"], "split": group["split"], "metric": group["metric"],
                      "score": p["score"], "rank": rank[i], "selected": i == winner, "finished": finished,
                      "edge": edge if i == winner else ""})
     write_tsv(out, rows, SELECTION_COLUMNS)
+    return rows[winner]
+
+
+def choose(choice: dict, files: list, out) -> dict:
+    """Write one row per (variant, decoding) at the selection seed, the chosen one marked; no run
+    finished: the default variant with the primary decoding stands in (`finished` 0)."""
+    pairs = [(v, d) for v in choice["variants"] for d in choice["decodings"]]
+    points = grid_scores(choice, files)
+    default = choice["variants"].index(choice["default"]) * len(choice["decodings"])
+    winner, finished = choose_best(points, choice["higher_is_better"], default)
+    rank = ranks(points, choice["higher_is_better"])
+    rows = [{"task": choice["task"], "method": choice["method"], "variant": v, "decoding": d, "seed": choice["seed"],
+             "on": choice["on"], "dataset": choice["dataset"], "split": choice["split"], "metric": choice["metric"],
+             "score": p["score"], "status": p["status"], "error": p["error"], "rank": rank[i], "chosen": i == winner,
+             "finished": finished}
+            for i, ((v, d), p) in enumerate(zip(pairs, points, strict=True))]
+    write_tsv(out, rows, CHOICE_COLUMNS)
     return rows[winner]

@@ -161,8 +161,9 @@ def _check_task(where: str, task: dict, config: dict) -> None:
         ev.setdefault("dataset", task["dataset"])
         if ev["dataset"] not in datasets:
             raise ConfigError(f"{where}.eval.{ename}.dataset: unknown dataset {ev['dataset']!r}{did_you_mean(ev['dataset'], datasets)}")
-    if "validation" not in task:
-        task["validation"] = "validation" if "validation" in task["eval"] else None
+    defaulted = "validation" not in task
+    if defaulted:
+        task["validation"] = _default_validation(task, datasets[task["dataset"]])
     validation = task["validation"]
     if isinstance(validation, dict):  # a selection split that is not reported
         validation.setdefault("dataset", task["dataset"])
@@ -180,6 +181,20 @@ def _check_task(where: str, task: dict, config: dict) -> None:
             if task["transfer"][role] not in task["eval"]:
                 raise ConfigError(f"{where}.transfer.{role}: {task['transfer'][role]!r} is not an eval set of this task")
     _resolve_max_examples(where, task)
+    if task["selection"] is not None:  # hub: assumed to exist, verified by the data check before training
+        task["selection"]["default"] = defaulted
+
+
+def _default_validation(task: dict, dataset: dict):
+    """No `validation:` key: the Hugging Face convention — the dataset's `validation` split is the
+    selection set, unreported, when the dataset declares one (local: a key of `splits` or
+    `split_ratio`; hub: assumed) and no eval set reports it; an eval set reporting it is the
+    selection set instead (loss curves only: every choice on it is refused)."""
+    reporting = [e for e, ev in task["eval"].items() if (ev["dataset"], ev["split"]) == (task["dataset"], "validation")]
+    if reporting:
+        return reporting[0]
+    declared = dataset["format"] == "hub" or "validation" in {*dataset.get("splits", {}), *dataset.get("split_ratio", {})}
+    return {"split": "validation"} if declared else None
 
 
 def _conllu_columns(where: str, task: dict) -> None:
@@ -308,22 +323,19 @@ def _check_grid_values(where: str, method: dict, key: str, values: list, tkeys: 
 
 def _check_tune(where: str, exp: dict, config: dict) -> None:
     """Normalise `tune` to {method: {key: [values] | 'auto'}} (trainable methods only) and
-    `select` to {on, metric}; refuse a key the method does not take, a selection on a reported
-    eval set and a metric the task does not compute. See plan/tune.py for what runs."""
-    tune, select = exp.get("tune"), exp.get("select")
-    if not tune:
-        if select is not None:
-            raise ConfigError(f"{where}.select: selects among tuned grid points; add tune: (e.g. tune: {{lr: auto}})")
-        exp["tune"], exp["select"] = {}, None
-        return
-    tasks, methods, tkeys = config["tasks"], config["methods"], training_keys()
+    `select` to {on, metric, seed}; refuse a key the method does not take, a choice (a tune grid or
+    an untuned sweep of several variants) without an unreported selection set, a selection seed
+    that is reported and a metric the task does not compute. See plan/tune.py for what runs."""
+    from .tune import SELECTION_SEED
+
+    tune, tasks, methods, tkeys = exp.get("tune") or {}, config["tasks"], config["methods"], training_keys()
     shared = {k: v for k, v in tune.items() if k not in exp["methods"]}
     for k in shared:
         if k not in tkeys:
             raise ConfigError(f"{where}.tune.{k}: neither a method of this experiment nor a training hyperparameter"
                               f"{did_you_mean(k, set(exp['methods']) | tkeys)}")
     resolved = {}
-    for m in exp["methods"]:
+    for m in exp["methods"] if tune else []:
         own = tune.get(m)
         if own is not None and not isinstance(own, dict):
             raise ConfigError(f"{where}.tune.{m}: expected {{<hyperparameter>: [values] or auto}}, e.g. {{lr: auto}}")
@@ -346,10 +358,19 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
             _check_grid_values(f"{where}.tune.{m}", methods[m], k, values, tkeys, at)
         if grid:
             resolved[m] = grid
-    select = dict(select or {})
-    on, metric = select.get("on", "validation"), select.get("metric")
+    select = dict(exp.get("select") or {})
+    on, metric, seed = select.get("on", "validation"), select.get("metric"), select.get("seed", SELECTION_SEED)
+    swept = sorted(m for m in exp["methods"] if m not in resolved and _sweep_size(exp["sweep"].get(m, {})) > 1)
     for t in exp["tasks"]:
-        _check_select_on(f"{where}.select.on", t, tasks[t], on)
+        why = (f"tune picks a grid point of {', '.join(sorted(resolved))}" if resolved else
+               f"the comparisons use one variant of {swept[0]}'s sweep, chosen" if swept else
+               "the decoding is chosen" if chooses_decoding(tasks[t], metric) else None)
+        if why is None:
+            continue  # nothing to choose on this task
+        if seed in exp["seeds"]:
+            raise ConfigError(f"{where}.select.seed: {seed} is also one of the reported seeds; choices are made at a "
+                              f"seed that is never reported: give select.seed another value (default {SELECTION_SEED})")
+        _check_select_on(where, t, tasks[t], on, why)
         if metric is not None and metric != "loss" and metric not in tasks[t]["metrics"]:
             raise ConfigError(f"{where}.select.metric: {metric!r} is not a metric of task {t!r} (its metrics: "
                               f"{', '.join(tasks[t]['metrics'])}; or loss){did_you_mean(metric, tasks[t]['metrics'] + ['loss'])}")
@@ -357,30 +378,47 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
         if chosen == "comet":
             raise ConfigError(f"{where}.select.metric: comet is scored by its own rule after evaluation; select on "
                               f"another metric of task {t!r} or on loss")
-    exp["tune"], exp["select"] = resolved, {"on": on, "metric": metric}
+    exp["tune"], exp["select"] = resolved, {"on": on, "metric": metric, "seed": seed}
 
 
-def _check_select_on(where: str, name: str, task: dict, on: str) -> None:
-    """`select.on` names the task's selection set (`validation`, or that set's own name): never
-    a set whose score is reported."""
+def chooses_decoding(task: dict, metric: str | None) -> bool:
+    """A generation task with several decodings and an unreported selection set chooses one there
+    (plan/runs.py choice_decodings); without one, its first decoding is the primary one."""
+    selection = task["selection"]
+    return (task_type(task["type"]).generates and len(task.get("decoding") or {}) > 1 and metric != "loss"
+            and selection is not None and not selection["reported"])
+
+
+def _sweep_size(sweep: dict) -> int:
+    size = 1
+    for values in sweep.values():
+        size *= len(values)
+    return size
+
+
+def _check_select_on(where: str, name: str, task: dict, on: str, why: str) -> None:
+    """Every choice (`why`) is made on the task's unreported selection set: `select.on` names it
+    (`validation`, or that set's own name), and it must exist, be unreported and read no split a
+    reported eval set reads."""
     selection = task["selection"]
     carve = (f"carve an unreported selection split: tasks.{name}.validation: {{split: <split>}} (e.g. from train with "
-             f"datasets.{task['dataset']}.split_ratio: {{train: 0.9, selection: 0.1}})")
+             f"datasets.{task['dataset']}.split_ratio: {{train: 0.9, selection: 0.1}} and validation: {{split: selection}})")
     if on != "validation" and on in task["eval"] and (selection is None or selection["name"] != on):
-        raise ConfigError(f"{where}: {on!r} is a reported eval set of task {name!r}; selecting on it would report a "
-                          f"selected score: {carve}")
+        raise ConfigError(f"{where}.select.on: {on!r} is a reported eval set of task {name!r}; selecting on it would "
+                          f"report a selected score: {carve}")
     if selection is None:
-        raise ConfigError(f"{where}: task {name!r} has no selection set: {carve}")
+        raise ConfigError(f"tasks.{name}.validation: task {name!r} has no selection set, and {why} on it: {carve}")
     if on not in ("validation", selection["name"], selection["split"]):
-        raise ConfigError(f"{where}: {on!r} is not task {name!r}'s selection set (tasks.{name}.validation: "
+        raise ConfigError(f"{where}.select.on: {on!r} is not task {name!r}'s selection set (tasks.{name}.validation: "
                           f"{selection['name'] if selection['reported'] else selection['split']!r})")
     if selection["reported"]:
-        raise ConfigError(f"{where}: task {name!r} selects on {selection['name']!r}, a reported eval set: {carve}")
+        raise ConfigError(f"tasks.{name}.validation: task {name!r} selects on {selection['name']!r}, a reported eval "
+                          f"set, and {why} on it: {carve}")
     same = [e for e, ev in task["eval"].items()
             if (ev["dataset"], ev["split"]) == (selection["dataset"], selection["split"])]
     if same:
-        raise ConfigError(f"{where}: task {name!r}'s selection split {selection['split']!r} is also read by its reported "
-                          f"eval set {same[0]!r}: {carve}")
+        raise ConfigError(f"tasks.{name}.validation: task {name!r}'s selection split {selection['split']!r} is also read "
+                          f"by its reported eval set {same[0]!r}, and {why} on it: {carve}")
 
 
 def canonical(value):

@@ -3,10 +3,11 @@ each with its resolved hyperparameters in canonical form, and the one pattern th
 cell's directory. Precedence, lowest first: training < tasks.<t>.training < methods.<m> (the
 preset's defaults, then the config's entry) < the sweep cell < the tuned grid point.
 
-An experiment with `tune:` adds, per (task, method, sweep variant), one cell per grid point and
-seed: the grid points run on the first seed, the winner on the others (see plan/tune.py). Which
-of them run is decided by the workflow's selection checkpoint; all are in the table so any of
-them can be planned."""
+A (task, method) that needs a choice (plan/tune.py: several variants, or several decodings and
+an unreported selection set) also runs at the experiment's selection seed, which is never
+reported: an untuned sweep every variant there as well as at every reported seed; a tuned one
+its grid points there, and each group's winner at every reported seed. Which winners run is
+decided by the workflow's selection checkpoint; all are in the table so any can be planned."""
 from __future__ import annotations
 
 import itertools
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from ..methods import method_of
-from .config import canonical
-from .tune import TuneGroup, grid_points
+from ..tasks import task_type
+from .config import canonical, chooses_decoding
+from .tune import Choice, TuneGroup, grid_points
 
 RUN_DIR = "results/runs/{task}/{method}/{variant}/seed{seed}"
 
@@ -29,7 +31,8 @@ class Cell:
     seed: int
     kind: str
     hparams: dict = field(compare=False, hash=False)
-    tuned: bool = field(default=False, compare=False, hash=False)  # a grid point: runs only if selected (seeds > first)
+    tuned: bool = field(default=False, compare=False, hash=False)  # a grid point: at a reported seed runs only if selected
+    selecting: bool = field(default=False, compare=False, hash=False)  # at the selection seed: chooses, never reported
 
     @property
     def dir(self) -> str:
@@ -83,10 +86,16 @@ def _check_selection(config: dict, task: str, method: str, hp: dict) -> None:
     selection = config["tasks"][task]["selection"]
     if selection is None:
         raise ConfigError(f"tasks.{task}.validation: {method} uses checkpoint: best, which needs a validation set")
+    carve = ("give an unreported selection split, e.g. validation: {split: selection} carved from train with "
+             "the dataset's split_ratio: {train: 0.9, selection: 0.1}")
     if selection["reported"]:
         raise ConfigError(f"tasks.{task}.validation: {selection['name']!r} is a reported eval set, and {method} uses "
-                          f"checkpoint: best, which would select on it; give an unreported selection split, e.g. "
-                          f"validation: {{split: selection}} carved from train with the dataset's split_ratio")
+                          f"checkpoint: best, which would select on it; {carve}")
+    same = [e for e, ev in config["tasks"][task]["eval"].items()
+            if (ev["dataset"], ev["split"]) == (selection["dataset"], selection["split"])]
+    if same:
+        raise ConfigError(f"tasks.{task}.validation: split {selection['split']!r} is also read by the reported eval set "
+                          f"{same[0]!r}, and {method} uses checkpoint: best, which would select on it; {carve}")
 
 
 def build_run_table(config: dict) -> list[Cell]:
@@ -97,75 +106,124 @@ def build_tune_groups(config: dict) -> list[TuneGroup]:
     return _expand(config)[1]
 
 
-def _selection_target(config: dict, task: str, select: dict) -> tuple[str, str, str, bool]:
-    """(set name, split, metric column, higher is better) an experiment's `select` means for a task."""
+def build_choices(config: dict) -> list[Choice]:
+    return _expand(config)[2]
+
+
+def choice_decodings(config: dict, task: str, metric: str | None) -> tuple:
+    """The decodings a choice scores: every one where the task chooses its decoding (plan/config.py
+    chooses_decoding), else its primary (first) one; ("",) for a task that does not generate."""
+    t = config["tasks"][task]
+    if not t.get("decoding") or not task_type(t["type"]).generates:
+        return ("",)
+    decodings = tuple(t["decoding"])
+    return decodings if chooses_decoding(t, metric) else decodings[:1]
+
+
+def _selection_target(config: dict, task: str, select: dict) -> tuple[str, str, bool]:
+    """(selection set name, metric column, higher is better) an experiment's `select` means for a task."""
     from ..metrics import METRICS, main_column
 
     t = config["tasks"][task]
     metric = select.get("metric") or t["metrics"][0]
     if metric == "loss":  # final_val_loss of training, logged on the selection set
-        return t["selection"]["name"], t["selection"]["split"], "loss", False
-    column = main_column(metric)
-    return t["selection"]["name"], t["selection"]["split"], column, METRICS[metric].higher_is_better
+        return t["selection"]["name"], "loss", False
+    return t["selection"]["name"], main_column(metric), METRICS[metric].higher_is_better
 
 
-def _expand(config: dict) -> tuple[list[Cell], list[TuneGroup]]:
+def _expand(config: dict) -> tuple[list[Cell], list[TuneGroup], list[Choice]]:
     cells: dict[tuple, Cell] = {}
     groups: dict[tuple, TuneGroup] = {}
+    choices: dict[tuple, Choice] = {}
 
     def add(i, cell):
         old = cells.get(cell.key)
         if old is not None and old.hparams != cell.hparams:
             raise ConfigError(f"experiments[{i}]: cell {cell.dir} is defined twice with different settings")
+        if old is not None and old.selecting != cell.selecting:
+            raise ConfigError(f"experiments[{i}]: {cell.dir} would both choose (seed {cell.seed} is a select.seed) "
+                              f"and be reported; give select.seed a seed that no experiment reports")
         if old is not None and not old.tuned:
             return  # another experiment reports it for every seed: it runs anyway
         cells[cell.key] = cell
 
     for i, exp in enumerate(config["experiments"]):
-        tune = exp.get("tune") or {}
+        tune, select = exp["tune"], exp["select"]
         for task, method in itertools.product(exp["tasks"], exp["methods"]):
             sweep = exp["sweep"].get(method, {})
             keys = sorted(sweep)
+            variants, task_groups = {}, []  # variant -> its hparams (without seed)
             for values in itertools.product(*(sweep[k] for k in keys)):
                 sweep_cell = dict(zip(keys, values))
                 base = resolve_hparams(config, task, method, sweep_cell)
-                points = grid_points(tune[method], base["lr"]) if method in tune else [{}]
-                variants = []
-                for point in points:
-                    hp0 = {**base, **canonical(point)}
-                    variant = variant_name({**sweep_cell, **point})
-                    variants.append(variant)
-                    for seed in exp["seeds"]:
-                        hp = {**hp0, "seed": seed}
-                        _check_selection(config, task, method, hp)
-                        add(i, Cell(task, method, variant, seed, hp["kind"], hp, tuned=method in tune))
                 if method not in tune:
+                    variants[variant_name(sweep_cell)] = base
                     continue
-                on, split, metric, higher = _selection_target(config, task, exp["select"])
-                default = next((v for v, p in zip(variants, points)
-                                if all(canonical(p[k]) == canonical(base.get(k)) for k in p)), variants[0])
-                group = TuneGroup(task, method, variant_name(sweep_cell), tuple(exp["seeds"]), tuple(variants),
-                                  tuple(canonical(p) for p in points), on, split, metric, higher, default)
+                points = grid_points(tune[method], base["lr"])
+                grid = {variant_name({**sweep_cell, **p}): {**base, **canonical(p)} for p in points}
+                variants.update(grid)
+                on, metric, higher = _selection_target(config, task, select)
+                default = next((v for v, p in zip(grid, points)
+                                if all(canonical(p[k]) == canonical(base.get(k)) for k in p)), next(iter(grid)))
+                task_groups.append(TuneGroup(task, method, variant_name(sweep_cell), tuple(exp["seeds"]), tuple(grid),
+                                             tuple(canonical(p) for p in points), on,
+                                             config["tasks"][task]["selection"]["split"], metric, higher, default,
+                                             select["seed"], choice_decodings(config, task, metric)))
+            tuned = method in tune
+            several_decodings = len(choice_decodings(config, task, select["metric"])) > 1
+            choice = (_choice(config, task, method, select, list(variants), task_groups)
+                      if tuned or len(variants) > 1 or several_decodings else None)
+            for variant, hp0 in variants.items():
+                # tuned: every grid point may win, so each is planned at every reported seed
+                for seed in exp["seeds"]:
+                    hp = canonical({**hp0, "seed": seed})
+                    _check_selection(config, task, method, hp)
+                    add(i, Cell(task, method, variant, seed, hp["kind"], hp, tuned=tuned))
+                if choice is not None:
+                    hp = canonical({**hp0, "seed": select["seed"]})
+                    add(i, Cell(task, method, variant, select["seed"], hp["kind"], hp, tuned=tuned, selecting=True))
+            for group in task_groups:
                 if group.key in groups and groups[group.key] != group:
                     raise ConfigError(f"experiments[{i}].tune: {task}/{method}"
                                       f"{'' if group.group == 'default' else '/' + group.group} is tuned by two "
                                       f"experiments with different grids, seeds or selection")
                 groups[group.key] = group
-    return sorted(cells.values(), key=lambda c: c.key), sorted(groups.values(), key=lambda g: g.key)
+            if choice is not None:
+                if choice.key in choices and choices[choice.key] != choice:
+                    raise ConfigError(f"experiments[{i}]: {task}/{method} is chosen by two experiments among "
+                                      f"different variants or at different select settings; list it in one of them")
+                choices[choice.key] = choice
+    return (sorted(cells.values(), key=lambda c: c.key), sorted(groups.values(), key=lambda g: g.key),
+            sorted(choices.values(), key=lambda c: c.key))
+
+
+def _choice(config: dict, task: str, method: str, select: dict, variants: list[str], groups: list[TuneGroup]) -> Choice:
+    """The (variant, decoding) choice of one (task, method); the config check has made sure that its
+    selection set is unreported. Tuned: over every group's grid points, groups by name."""
+    selection = config["tasks"][task]["selection"]
+    _, metric, higher = _selection_target(config, task, select)
+    if groups:
+        groups = sorted(groups, key=lambda g: g.group)
+        variants, default = [v for g in groups for v in g.candidates], groups[0].default
+    else:
+        default = variants[0]
+    return Choice(task, method, select["seed"], tuple(variants), choice_decodings(config, task, metric),
+                  f"{selection['dataset']}/{selection['split']}", selection["dataset"], selection["split"], metric,
+                  higher, default)
 
 
 def stage_one_cells(cells: list[Cell], groups: list[TuneGroup]) -> list[Cell]:
-    """The grid: every tuned grid point on its group's first seed."""
+    """The grid: every tuned grid point at its group's selection seed."""
     by_key = {c.key: c for c in cells}
-    return [by_key[(g.task, g.method, v, g.first_seed)] for g in groups for v in g.candidates]
+    return [by_key[(g.task, g.method, v, g.seed)] for g in groups for v in g.candidates]
 
 
 def reported_cells(cells: list[Cell], groups: list[TuneGroup], winners: dict[tuple, tuple[str, int]]) -> list[Cell]:
-    """What the tables report: every untuned cell, and each group's winner on all its seeds
-    (`winners`: group key -> (variant, finished grid points); none finished: the first seed only,
-    which carries the failure)."""
+    """What the tables report: every untuned cell at a reported seed (never one at a selection
+    seed), and each group's winner on all its reported seeds (`winners`: group key -> (variant,
+    finished grid points); none finished: the first reported seed only, which carries the failure)."""
     by_key = {c.key: c for c in cells}
-    out = {c.key: c for c in cells if not c.tuned}
+    out = {c.key: c for c in cells if not c.tuned and not c.selecting}
     for g in groups:
         variant, finished = winners[g.key]
         for seed in (g.seeds if finished else g.seeds[:1]):

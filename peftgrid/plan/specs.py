@@ -19,6 +19,7 @@ TASK_TRAIN_KEYS = ("type", "dataset", "train_split", "train_max_examples", "colu
                    "prompt", "coverage_threshold", "max_new_tokens", "chat_template")
 TASK_EVAL_KEYS = ("type", "dataset", "train_split", "columns", "labels", "unseen_labels", "prompt", "metrics",
                   "max_new_tokens", "chat_template", "rouge")
+SELECTION_READ_KEYS = ("name", "dataset", "split", "max_examples")  # what training and the selection eval read of it
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class TaskReportSpec(Spec):
     report: dict
     cells: list
     decodings: list  # generation: the decoding strategies (predictions under eval/<eval>/<decoding>/); else []
+    selection: dict | None  # the task's selection set {name, dataset, split, reported}; None: it has none
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,9 @@ class ReportSpec(Spec):
 @dataclass(frozen=True)
 class RanksSpec(Spec):
     """Across-task ranks: per task its primary metric (summary column), primary eval set, the
-    reported eval set variants are chosen on (or None), first decoding ("" unless generation) and
-    its tuned groups' selection.tsv files (rule inputs); the bootstrap's resamples and seed."""
+    reported eval set variants are chosen on (or None), first decoding ("" unless generation), its
+    tuned groups' selection.tsv files and its choice files (rule inputs; report/tuning.py
+    read_choices); the bootstrap's resamples and seed."""
     tasks: dict
     resamples: int
     seed: int
@@ -163,7 +166,7 @@ def train_spec(config: dict, cell: Cell) -> TrainSpec:
     t = config["tasks"][cell.task]
     view = _pick(t, TASK_TRAIN_KEYS)
     if t["selection"] is not None:
-        view["validation"] = {k: v for k, v in t["selection"].items() if k != "reported"}
+        view["validation"] = _pick(t["selection"], SELECTION_READ_KEYS)
     return TrainSpec(cell=cell.ident, hparams=cell.hparams, task=view, model=_model(config, cell.task))
 
 
@@ -176,17 +179,15 @@ def eval_spec(config: dict, cell: Cell, eval_name: str, decoding: str | None = N
                     eval={"name": eval_name, **t["eval"][eval_name]}, decoding=dec)
 
 
-def selection_eval_spec(config: dict, cell: Cell) -> EvalSpec:
-    """A tuned grid point scored on the task's selection set (never a reported eval set);
-    generation: with the task's first decoding strategy."""
+def selection_eval_spec(config: dict, cell: Cell, decoding: str = "") -> EvalSpec:
+    """A run at the selection seed scored on the task's unreported selection set (never a reported
+    eval set); generation: with one decoding (the choice generates with each it chooses among)."""
     t = config["tasks"][cell.task]
     view = _pick(t, TASK_EVAL_KEYS)
     view["metrics"] = [m for m in t["metrics"] if m != "comet"]
-    first = next(iter(t["decoding"]), None) if t["type"] in GENERATING and t.get("decoding") else None
-    dec = None if first is None else {"name": first, "settings": t["decoding"][first]}
-    selection = {k: v for k, v in t["selection"].items() if k != "reported"}
+    dec = {"name": decoding, "settings": t["decoding"][decoding]} if decoding else None
     return EvalSpec(cell=cell.ident, hparams=cell.hparams, task=view, model=_model(config, cell.task),
-                    eval=selection, decoding=dec)
+                    eval=_pick(t["selection"], SELECTION_READ_KEYS), decoding=dec)
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,13 @@ class SelectSpec(Spec):
     """One tuned (task, method, sweep variant): its grid points in grid order and how to pick
     (plan/tune.py). The job pairs the rule's score files with `group.candidates` by position."""
     group: dict
+
+
+@dataclass(frozen=True)
+class ChooseSpec(Spec):
+    """One (task, method)'s choice of (variant, decoding) at the selection seed (plan/tune.py
+    Choice); the job pairs the rule's score files with `choice.pairs()` by position."""
+    choice: dict
 
 
 @dataclass(frozen=True)
@@ -205,6 +213,10 @@ class TuningReportSpec(Spec):
 
 def select_spec(group) -> SelectSpec:
     return SelectSpec(group=group.to_params())
+
+
+def choose_spec(choice) -> ChooseSpec:
+    return ChooseSpec(choice=choice.to_params())
 
 
 def tuning_report_spec(task: str, groups: list) -> TuningReportSpec:
@@ -240,7 +252,9 @@ def task_report_spec(config: dict, task: str, cells: list[Cell]) -> TaskReportSp
     t = config["tasks"][task]
     return TaskReportSpec(task=task, evals=list(t["eval"]), metrics=list(t["metrics"]), transfer=t.get("transfer"),
                           report=config["report"], cells=[c.ident for c in cells if c.task == task],
-                          decodings=list(t["decoding"]) if t["type"] in GENERATING else [])
+                          decodings=list(t["decoding"]) if t["type"] in GENERATING else [],
+                          selection=None if t["selection"] is None else _pick(t["selection"], ("name", "dataset", "split",
+                                                                                               "reported")))
 
 
 def report_spec(config: dict, tasks: list[str]) -> ReportSpec:
@@ -251,7 +265,7 @@ def report_spec(config: dict, tasks: list[str]) -> ReportSpec:
                       report=config["report"])
 
 
-def ranks_spec(config: dict, tasks: list[str], groups: list) -> RanksSpec:
+def ranks_spec(config: dict, tasks: list[str], groups: list, choices: list = ()) -> RanksSpec:
     """As report.analysis.primary_metric / primary_eval read them (that module needs pandas)."""
     out = {}
     report = config["report"]
@@ -264,7 +278,8 @@ def ranks_spec(config: dict, tasks: list[str], groups: list) -> RanksSpec:
                   "selection": selection["name"] if selection and selection.get("reported") else None,
                   "decoding": next(iter(entry["decoding"])) if entry["type"] in GENERATING and entry.get("decoding")
                   else "",
-                  "selections": [g.selection_file for g in groups if g.task == t]}
+                  "selections": [g.selection_file for g in groups if g.task == t],
+                  "choices": [c.file for c in choices if c.task == t]}
     return RanksSpec(tasks=out, resamples=2000, seed=0)
 
 

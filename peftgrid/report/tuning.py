@@ -1,6 +1,7 @@
 """The tuning section of a task's report: the grid each tuned method searched, what every grid
-point scored on the selection set (first seed), which one was selected, and a figure of
-selection score against the learning rate (log axis), one panel per method."""
+point scored on the selection set (at the selection seed, never reported), which one was
+selected, and a figure of selection score against the learning rate (log axis), one panel per
+method. `read_choices`: every (task, method)'s chosen (variant, decoding), for the comparisons."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ COLUMNS = ["method", "group", "variant", "seed", "score on selection set", "metr
 
 
 def load_selections(paths) -> pd.DataFrame:
-    frames = [pd.read_csv(p, sep="\t", dtype={"variant": str, "group": str, "error": str, "edge": str})
+    frames = [pd.read_csv(p, sep="\t", dtype={"variant": str, "group": str, "error": str, "edge": str, "decoding": str})
               for p in paths]
     frames = [f for f in frames if len(f)]
     if not frames:
@@ -24,14 +25,32 @@ def load_selections(paths) -> pd.DataFrame:
         return pd.DataFrame(columns=SELECTION_COLUMNS)
     df = pd.concat(frames, ignore_index=True)
     df["selected"] = df["selected"].astype(str) == "True"
-    for col in ("error", "edge"):
-        df[col] = df[col].fillna("")
+    for col in ("error", "edge", "decoding"):
+        df[col] = df[col].fillna("") if col in df else ""
     return df
+
+
+def read_choices(paths) -> dict[str, dict]:
+    """method -> {"variant", "decoding", "on", "seed"}: each (task, method)'s choice on the selection
+    set at the selection seed (plan/tune.py CHOICE_FILE; `paths`: report_task's input.choices). A
+    method without an entry has one variant and uses the task's primary (first) decoding."""
+    import csv
+
+    out = {}
+    for path in paths:
+        with open(path, newline="") as fh:
+            chosen = [r for r in csv.DictReader(fh, delimiter="\t") if r["chosen"] == "True"]
+        if len(chosen) != 1:
+            raise ValueError(f"{path}: expected exactly one chosen row, found {len(chosen)}")
+        row = chosen[0]
+        out[row["method"]] = {"variant": row["variant"], "decoding": row["decoding"], "on": row["on"],
+                              "seed": int(row["seed"])}
+    return out
 
 
 def selected_variants(paths) -> dict[str, str]:
     """method -> its selected configuration; a method tuned within several sweep variants: the
-    selected point that scored best on the selection set (every grid ran on the same first seed)."""
+    selected point that scored best on the selection set (every grid ran at the same selection seed)."""
     df = load_selections(paths)
     if df.empty:  # no tuned method (an empty object column would index columns, not rows)
         return {}
@@ -103,8 +122,10 @@ def build_tuning_report(task: str, selection_paths, out: dict[str, Path]) -> Non
         md = "No tuned method.\n"
     else:
         metric = ", ".join(sorted(set(df["metric"])))
-        md = (f"Each method's grid ran on the first seed; every point was scored on the selection set by {metric}; "
-              "only the selected point ran the remaining seeds, and only it is in the tables above.\n\n"
+        seeds = ", ".join(str(x) for x in sorted(set(df["seed"])))
+        md = (f"Each method's grid ran at the selection seed ({seeds}), which no table reports; every point was "
+              f"scored on the selection set by {metric}; only the selected point ran the reported seeds, and only "
+              "those runs are in the tables above.\n\n"
               + "\n".join(grid_lines(df)) + "\n\n" + markdown_table(table))
     atomic_write_text(out["table_md"], md)
-    plots.tuning(df, f"{task}: selection score per grid point (first seed)", out["figure"])
+    plots.tuning(df, f"{task}: selection score per grid point (selection seed)", out["figure"])
