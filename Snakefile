@@ -5,6 +5,7 @@ sys.path.insert(0, workflow.basedir)  # the peftgrid package lives beside this f
 
 from peftgrid.errors import ConfigError
 from peftgrid.plan import plan_study
+from peftgrid.plan.config import check_config_files
 
 # `--configfile other.yaml` replaces config.yaml instead of being merged into it
 if not workflow.overwrite_configfiles:
@@ -13,6 +14,7 @@ if not workflow.overwrite_configfiles:
 
 
 try:
+    check_config_files(workflow.configfiles)  # a key written twice: YAML keeps the last silently
     config, CELLS = plan_study(config)
 except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None

@@ -33,7 +33,7 @@ def study(method="full", task_extra=None, eval_sets=None, **overrides):
             "max_examples": {"train": 256}, **(task_extra or {})}
     config = validate_config({
         "models": {"tiny": {"source": "/unused/tiny"}},
-        "datasets": {"emo": {"format": "csv", "splits": {"train": "x"}},
+        "datasets": {"emo": {"format": "csv", "splits": {"train": "x", "validation": "v", "test": "t"}},
                      "other": {"format": "jsonl", "splits": {"test": "y"}}},
         "tasks": {"emotion": task},
         "training": {"epochs": 1, "batch_size": 16, "eval_every_steps": 4},
@@ -112,6 +112,13 @@ def empty_text(ctx):
     return study(task_extra={"validation": None}), {"emo": ctx["tmp"] / "emo"}
 
 
+def blank_label(ctx):
+    """A hub dataset is not read at parse time: its blank label is found by the data check."""
+    rows = '{"text": "yay", "label": "joy"}\n{"text": "meh", "label": " "}\n'
+    stage_dataset("emo", {"format": "jsonl", "splits": {"train": write(ctx["tmp"], "b.jsonl", rows)}}, ctx["tmp"] / "emo")
+    return study(task_extra={"validation": None}), {"emo": ctx["tmp"] / "emo"}
+
+
 def model_folder(ctx, files):
     folder = ctx["tmp"] / "m"
     folder.mkdir()
@@ -160,6 +167,8 @@ CASES = [
     ("data: labels missing from tasks.labels", train_case(labels_not_in_config), DataError, "not in tasks.labels: anger"),
     ("data: labels missing from tasks.labels, data check", check_case(labels_not_in_config), DataError, "not in tasks.labels: anger"),
     ("data: empty text field", train_case(empty_text), DataError, "column 'text' (columns.text) is empty"),
+    ("data: blank label, data check", check_case(blank_label), DataError,
+     "dataset 'emo' split 'train' row 2: column 'label' (columns.label) is blank"),
     # ---- models
     ("model: missing path", lambda ctx: stage_model("m", {"source": str(ctx["tmp"] / "no_model")}, ctx["tmp"] / "out"),
      ModelError, "no_model: no such file or directory"),

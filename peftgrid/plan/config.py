@@ -8,7 +8,9 @@ full settings (built-in presets need no entry), every eval set with its `max_exa
 """
 from __future__ import annotations
 
+import codecs
 import copy
+import functools
 import json
 import re
 from pathlib import Path
@@ -19,13 +21,18 @@ import yaml
 from ..errors import ConfigError, did_you_mean
 from ..methods import PRESETS, method_of, preset_defaults
 from ..metrics import check_metrics
-from ..staging.datasets import conllu_column
+from ..staging.datasets import conllu_column, declared_splits
 from ..tasks import TASK_TYPES, task_type
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
 
 
 def load_schema() -> dict:
+    return copy.deepcopy(_read_schema())  # a copy: callers may fill it in
+
+
+@functools.lru_cache(maxsize=1)
+def _read_schema() -> dict:
     with open(SCHEMA_PATH) as fh:
         return yaml.safe_load(fh)
 
@@ -36,6 +43,48 @@ def training_defaults() -> dict:
 
 def training_keys() -> set[str]:
     return set(load_schema()["definitions"]["training"]["properties"])
+
+
+def evaluation_keys() -> set[str]:
+    """The training keys that change a cell even when its method trains nothing (evaluation reads them)."""
+    return set(load_schema()["definitions"]["evaluation_keys"])
+
+
+# --------------------------------------------------------------------------- the YAML file itself
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML (hence Snakemake) keeps the last of two equal mapping keys: a second `methods:` block
+    silently replaces the first. This loader refuses them, naming the key and both lines."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise ConfigError(f"{Path(self.name).name} line {line}: key {key!r} is written twice (first at line "
+                                  f"{seen[key]}); YAML would keep only the last one: merge the two into one entry")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_config_file(path) -> dict:
+    """A config file read the way Snakemake reads it, except that a key written twice is an error."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.load(fh, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path.name}{at}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+
+
+def check_config_files(paths) -> None:
+    """Re-read the config files Snakemake loaded (Snakefile) to refuse keys written twice."""
+    for path in paths:
+        if Path(path).is_file():
+            load_config_file(path)
 
 
 def _key_path(path) -> str:
@@ -90,18 +139,124 @@ def validate_config(raw: dict) -> dict:
     config = copy.deepcopy(raw)
     _unbool_select_on(config)
     _switch_tracking(config)
+    _refuse_seed_keys(config)
     schema = load_schema()
+    _coerce_whole_floats(config, schema)
     errors = list(jsonschema.Draft7Validator(schema).iter_errors(config))
     if errors:
         raise ConfigError(_schema_error_line(jsonschema.exceptions.best_match(errors)))
     _fill_defaults(config, schema)
     config["training"] = {**training_defaults(), **config.get("training", {})}
     _check_datasets(config["datasets"])
+    _check_output_names(config)
     for name, task in config["tasks"].items():
         _check_task(f"tasks.{name}", task, config)
     config["methods"] = _resolve_methods(config)
     _check_experiments(config)
+    _check_report(config)
     return config
+
+
+SEED_HINT = ("a cell's seed is one of its experiment's seeds (one cell per seed, compared across seeds): remove it "
+             "here and list the seeds in the experiment, e.g. seeds: [1, 2, 3]")
+
+
+def _refuse_seed_keys(config: dict) -> None:
+    """A `seed` anywhere but `experiments[].seeds` would be ignored or give identical cells that
+    are then compared as if they differed."""
+    places = [("training", config.get("training"))]
+    places += [(f"tasks.{t}.training", task.get("training")) for t, task in (config.get("tasks") or {}).items()
+               if isinstance(task, dict)]
+    places += list(((f"methods.{m}", entry) for m, entry in (config.get("methods") or {}).items()))
+    for i, exp in enumerate(config.get("experiments") or []):
+        if not isinstance(exp, dict):
+            continue
+        places += [(f"experiments[{i}].sweep.{m}", keys) for m, keys in (exp.get("sweep") or {}).items()]
+        tune = exp.get("tune")
+        if isinstance(tune, dict):
+            places.append((f"experiments[{i}].tune", {k: v for k, v in tune.items() if k not in exp.get("methods", [])}))
+            places += [(f"experiments[{i}].tune.{m}", grid) for m, grid in tune.items() if isinstance(grid, dict)]
+    for where, node in places:
+        if isinstance(node, dict) and "seed" in node:
+            raise ConfigError(f"{where}.seed: {SEED_HINT}")
+
+
+_WHOLE_FLOAT = "a whole number written as a float"
+
+
+def _whole_float_marks(validator, types, instance, schema):
+    """Draft 7 counts 32.0 as an integer, and the float would reach range() or a file name: mark it."""
+    listed = [types] if isinstance(types, str) else types
+    if isinstance(instance, float) and instance.is_integer() and "integer" in listed and "number" not in listed:
+        yield jsonschema.ValidationError(_WHOLE_FLOAT)
+    yield from jsonschema.Draft7Validator.VALIDATORS["type"](validator, types, instance, schema)
+
+
+def _coerce_whole_floats(config: dict, schema: dict) -> None:
+    """YAML reads `32.0` and `2.0e+3` as floats: where the schema wants an integer and the float is
+    a whole number, the user's meaning is unambiguous, so it becomes the integer (README)."""
+    marking = jsonschema.validators.extend(jsonschema.Draft7Validator, {"type": _whole_float_marks})(schema)
+
+    def marks(errors):
+        for e in errors:
+            if e.message == _WHOLE_FLOAT:
+                yield list(e.absolute_path)
+            yield from marks(e.context or [])
+
+    for path in {tuple(p) for p in marks(marking.iter_errors(config))}:
+        node = config
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = int(node[path[-1]])
+
+
+def _whole(value, prop: dict):
+    """`value` as an integer where the schema property `prop` wants one and it is a whole float."""
+    listed = prop.get("type", [])
+    listed = [listed] if isinstance(listed, str) else listed
+    if isinstance(value, float) and value.is_integer() and "integer" in listed and "number" not in listed:
+        return int(value)
+    return value
+
+
+def _refuse_repeats(where: str, names: list, what: str = "a name") -> None:
+    """A list that names things takes each once: with a repeat the later one wins or an id vanishes."""
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(f"{where}: {name!r} is listed twice; list {what} once")
+        seen.add(name)
+
+
+# Files the workflow writes per task beside the task's own report files (rules/report.smk,
+# rules/evaluate.smk): a task named like one of them makes two rules produce one file.
+REPORT_SUFFIXES = ("_tuning", "_recommendations", "_transfer", "_qualitative")
+RESERVED_TASK_NAMES = {"ranks": "results/report/tables/ranks.md (the across-task ranks)",
+                       "cache": "results/comet/cache/ (COMET's score cache)"}
+
+
+def _check_output_names(config: dict) -> None:
+    tasks = config["tasks"]
+    for name in tasks:
+        if name in RESERVED_TASK_NAMES:
+            raise ConfigError(f"tasks.{name}: the name {name!r} is taken by the workflow's own output "
+                              f"{RESERVED_TASK_NAMES[name]}: rename the task")
+        for suffix in REPORT_SUFFIXES:
+            if name.endswith(suffix) and name[: -len(suffix)] in tasks:
+                raise ConfigError(f"tasks.{name}: the name collides with task {name[:-len(suffix)]!r}'s report file "
+                                  f"results/report/tables/{name}.md: rename the task (e.g. without {suffix!r})")
+
+
+def _check_report(config: dict) -> None:
+    """`report:` names tasks, their metrics and eval sets: a typo is found now, not after every cell trained."""
+    tasks, report = config["tasks"], config["report"]
+    for key, of, what in (("quality_metric", "metrics", "metric"), ("eval_set", "eval", "eval set")):
+        for t, value in report[key].items():
+            if t not in tasks:
+                raise ConfigError(f"report.{key}.{t}: unknown task {t!r}{did_you_mean(t, tasks)}")
+            if value not in tasks[t][of]:
+                raise ConfigError(f"report.{key}.{t}: {value!r} is not a {what} of task {t!r}"
+                                  f"{did_you_mean(value, tasks[t][of])}")
 
 
 def _switch_tracking(config: dict) -> None:
@@ -137,11 +292,54 @@ def _check_datasets(datasets: dict) -> None:
             total = sum(ds["split_ratio"].values())
             if abs(total - 1.0) > 1e-6:
                 raise ConfigError(f"{where}.split_ratio: fractions must add up to 1 (they add up to {total:g})")
+            files = set(ds.get("splits", {}))
+            if len(files) > 1 and "train" not in files:
+                raise ConfigError(f"{where}.split_ratio: carves one split, the only one or 'train'; this dataset has "
+                                  f"{', '.join(sorted(files))}: add a train split or carve a dataset of one file")
+            clash = sorted(set(ds["split_ratio"]) & (files - {"train"})) if len(files) > 1 else []
+            if clash:
+                raise ConfigError(f"{where}.split_ratio.{clash[0]}: {clash[0]!r} is already a split of this dataset; "
+                                  f"name the carved part otherwise")
+        elif ds["split_seed"] != 0:
+            raise ConfigError(f"{where}.split_seed: only used with split_ratio (it seeds the carving); remove it")
+        _check_reader_keys(where, ds)
         for split, path in ds.get("splits", {}).items():
             if fmt == "parallel" and not isinstance(path, dict):
                 raise ConfigError(f"{where}.splits.{split}: format parallel needs one file per language, e.g. {{en: a.en, ru: a.ru}}")
             if fmt != "parallel" and isinstance(path, dict):
                 raise ConfigError(f"{where}.splits.{split}: expected one file path for format {fmt!r}")
+
+
+DELIMITED_ONLY = ("sep", "quoting", "column_names")
+
+
+def _check_reader_keys(where: str, ds: dict) -> None:
+    """The reader settings: each one used by the format, a separator Python's csv reader can split on,
+    an encoding Python can decode text with."""
+    fmt = ds["format"]
+    if fmt not in ("csv", "tsv"):
+        for key in DELIMITED_ONLY + ("header",):
+            if key in ds and (key != "header" or ds["header"] is False):
+                raise ConfigError(f"{where}.{key}: only read for format csv or tsv, not {fmt}; remove it")
+    if fmt == "hub" and ds["encoding"] != "utf-8":
+        raise ConfigError(f"{where}.encoding: only read for local files; the hub's datasets decode themselves")
+    if "sep" in ds:
+        # '\t' in single quotes (or unquoted) is a backslash and a t: the user meant a tab
+        sep = "\t" if ds["sep"] == "\\t" else ds["sep"]
+        if len(sep) != 1 or sep in ('"', "\n", "\r"):
+            raise ConfigError(f"{where}.sep: {ds['sep']!r} cannot separate fields: Python's csv reader splits on "
+                              f"one character other than a quote or a line break (e.g. ';', ',' or \"\\t\" for a tab)")
+        ds["sep"] = sep
+    _refuse_repeats(f"{where}.column_names", ds.get("column_names", []), "each column")
+    try:
+        text = codecs.lookup(ds["encoding"])._is_text_encoding
+    except LookupError:
+        text = None
+    if not text:
+        known = ("utf-8", "utf-8-sig", "utf-16", "latin-1", "cp1252", "ascii", "cp1251", "koi8-r")
+        raise ConfigError(f"{where}.encoding: {ds['encoding']!r} is not a text encoding Python knows"
+                          f"{did_you_mean(ds['encoding'], known)} (utf-8-sig reads a file that starts with a "
+                          f"byte-order mark)")
 
 
 def _check_task(where: str, task: dict, config: dict) -> None:
@@ -161,6 +359,10 @@ def _check_task(where: str, task: dict, config: dict) -> None:
         ev.setdefault("dataset", task["dataset"])
         if ev["dataset"] not in datasets:
             raise ConfigError(f"{where}.eval.{ename}.dataset: unknown dataset {ev['dataset']!r}{did_you_mean(ev['dataset'], datasets)}")
+        if (ev["dataset"], ev["split"]) == (task["dataset"], task["train_split"]):
+            raise ConfigError(f"{where}.eval.{ename}: reads {ev['dataset']}'s split {ev['split']!r}, the training split: "
+                              f"a score on training data is no test score; evaluate on another split (or carve one: "
+                              f"datasets.{ev['dataset']}.split_ratio: {{train: 0.8, test: 0.2}})")
     defaulted = "validation" not in task
     if defaulted:
         task["validation"] = _default_validation(task, datasets[task["dataset"]])
@@ -175,12 +377,15 @@ def _check_task(where: str, task: dict, config: dict) -> None:
                           f"(eval sets: {', '.join(task['eval'])}); for a split that is not reported write "
                           f"validation: {{split: <name>}}")
     task.setdefault("metrics", list(ttype.default_metrics))
+    _refuse_repeats(f"{where}.metrics", task["metrics"], "each metric")
+    if "labels" in task:
+        _refuse_repeats(f"{where}.labels", [str(x) for x in task["labels"]], "each label (its position is its id)")
     check_metrics(f"{where}.metrics", task["metrics"], ttype.metric_kind, ttype.name)
     if "transfer" in task:
         for role in ("source", "target"):
             if task["transfer"][role] not in task["eval"]:
                 raise ConfigError(f"{where}.transfer.{role}: {task['transfer'][role]!r} is not an eval set of this task")
-    _resolve_max_examples(where, task)
+    _resolve_max_examples(where, task, declared_splits(datasets[task["dataset"]]) or set())
     if task["selection"] is not None:  # hub: assumed to exist, verified by the data check before training
         task["selection"]["default"] = defaulted
 
@@ -193,8 +398,8 @@ def _default_validation(task: dict, dataset: dict):
     reporting = [e for e, ev in task["eval"].items() if (ev["dataset"], ev["split"]) == (task["dataset"], "validation")]
     if reporting:
         return reporting[0]
-    declared = dataset["format"] == "hub" or "validation" in {*dataset.get("splits", {}), *dataset.get("split_ratio", {})}
-    return {"split": "validation"} if declared else None
+    declared = declared_splits(dataset)  # None: a hub dataset, whose splits staging finds out
+    return {"split": "validation"} if declared is None or "validation" in declared else None
 
 
 def _conllu_columns(where: str, task: dict) -> None:
@@ -207,7 +412,7 @@ def _conllu_columns(where: str, task: dict) -> None:
         task["columns"][role] = ours
 
 
-def _resolve_max_examples(where: str, task: dict) -> None:
+def _resolve_max_examples(where: str, task: dict, declared: set = frozenset()) -> None:
     """`max_examples` keys may name a split (as the dataset names it: train, validation, test) or an
     eval set; each eval set and the training split get their own limit. An eval-set name wins over
     a split name; a key that is an eval set's name and another eval set's split is ambiguous."""
@@ -217,8 +422,8 @@ def _resolve_max_examples(where: str, task: dict) -> None:
     if isinstance(task["validation"], dict):  # an unreported selection split is read too
         splits_in_use.add(task["validation"]["split"])
     for key in limits:
-        if key not in evals and key not in splits_in_use:
-            known = sorted(set(evals) | splits_in_use)
+        if key not in evals and key not in splits_in_use and key not in declared:  # declared: the dataset's splits
+            known = sorted(set(evals) | splits_in_use | set(declared))
             raise ConfigError(f"{where}.max_examples.{key}: neither a split this task reads nor an eval set"
                               f"{did_you_mean(key, known)}")
         if key in evals:
@@ -260,12 +465,18 @@ def _resolve_methods(config: dict) -> dict:
             hint = "" if "kind" in (entries.get(name) or {}) else " (a new method name needs kind: <preset>, e.g. kind: lora)"
             raise ConfigError(f"{where}{'.kind' if 'kind' in (entries.get(name) or {}) else ''}: unknown method "
                               f"{kind!r}{did_you_mean(kind, set(PRESETS))}{hint}")
+        if name in PRESETS and kind != name:
+            raise ConfigError(f"{where}.kind: {name!r} is the built-in {name} preset, so {kind} results would be filed "
+                              f"as {name}; give the {kind} variant its own name, e.g. methods: {{my_{kind}: {{kind: {kind}}}}}")
         family = method_of(kind)
         settings = {**preset_defaults(kind), **entry}
         if kind != "peft" and "peft_type" in entry and entry["peft_type"] != PRESETS[kind][1].get("peft_type"):
             raise ConfigError(f"{where}.peft_type: preset {kind!r} is {PRESETS[kind][1].get('peft_type')}; "
                               f"for another peft method write kind: peft, peft_type: {entry['peft_type']}")
         _check_training_keys(where, settings, tkeys)
+        idle = sorted(set(entry) & tkeys - evaluation_keys())
+        if idle and not family.trains(settings):
+            raise ConfigError(f"{where}.{idle[0]}: {name} trains nothing, so {idle[0]} would be ignored; remove it")
         family.validate(where, {k: v for k, v in settings.items() if k not in tkeys})
         resolved[name] = {"kind": kind, **settings}
     return resolved
@@ -273,8 +484,9 @@ def _resolve_methods(config: dict) -> dict:
 
 def _check_training_keys(where: str, settings: dict, tkeys: set[str]) -> None:
     props = load_schema()["definitions"]["training"]["properties"]
-    for key, value in settings.items():
+    for key, value in list(settings.items()):
         if key in tkeys:
+            settings[key] = value = _whole(value, props[key])
             try:
                 jsonschema.validate(value, props[key])
             except jsonschema.ValidationError as e:
@@ -304,6 +516,10 @@ def _check_experiments(config: dict) -> None:
         for m, keys in exp["sweep"].items():
             if m not in exp["methods"]:
                 raise ConfigError(f"{where}.sweep.{m}: method {m!r} is not in this experiment's methods")
+            idle = sorted(set(keys) - evaluation_keys())
+            if idle and not method_of(methods[m]["kind"]).trains(methods[m]):
+                raise ConfigError(f"{where}.sweep.{m}.{idle[0]}: {m} trains nothing, so every {idle[0]} value gives the "
+                                  f"same cell; remove the sweep (its seeds are its only variation)")
             for k, values in keys.items():
                 _check_grid_values(f"{where}.sweep.{m}", methods[m], k, values, tkeys)
         _check_tune(where, exp, config)
@@ -312,9 +528,11 @@ def _check_experiments(config: dict) -> None:
 def _check_grid_values(where: str, method: dict, key: str, values: list, tkeys: set, at: str | None = None) -> None:
     """Every value of a sweep or tune grid is a setting the method takes; none is listed twice
     (`at`: the grid's key as the user wrote it, default `<where>.<key>`)."""
-    for v in values:
+    for i, v in enumerate(values):
+        one = {key: v}
+        _check_training_keys(where, one, tkeys)
+        values[i] = v = one[key]  # 32.0 -> 32 for an integer hyperparameter
         cell = {**method, key: v}
-        _check_training_keys(where, {key: v}, tkeys)
         method_of(cell["kind"]).validate(where, {x: y for x, y in cell.items() if x not in tkeys | {"kind"}})
     canon = [json.dumps(canonical(v), sort_keys=True) for v in values]
     if len(set(canon)) != len(canon):

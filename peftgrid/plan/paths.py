@@ -1,39 +1,176 @@
 """Every local path a config names, checked when the workflow is parsed: a missing file, folder
 or `package:` model is one config error naming the key and the path, before any job starts.
-Relative paths are relative to the working directory, as staging reads them."""
+Relative paths are relative to the working directory and `~` is the home folder, as staging reads
+them (staging.datasets.local_path).
+
+`check_local_data` then reads the local data files the tasks use (not CoNLL-U, URLs or files over
+`PEEK_LIMIT_BYTES`: the data check job reads those before any training) exactly as staging and the
+data check will, so a column typo, a blank label or an eval label training never sees is found at
+parse time with the key and the file."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, DataError, ModelError, did_you_mean
+from ..staged import subsample
+from ..staging.datasets import declared_splits, is_url, local_path, read_local_splits, source_files
 from ..staging.models import resolve_local_source
+from ..tasks import task_type
+
+PEEK_LIMIT_BYTES = 64 << 20  # larger files are read by the data check job only (parse time stays seconds)
+PEEK_FORMATS = ("csv", "tsv", "jsonl")
 
 
-def _is_url(path: str) -> bool:
-    return str(path).startswith(("http://", "https://"))
+def _files(ds: dict):
+    """(split, language or None, path) of every file a local dataset names."""
+    for split, entry in ds.get("splits", {}).items():
+        for lang, path in (entry.items() if isinstance(entry, dict) else [(None, entry)]):
+            yield split, lang, path
 
 
 def check_local_paths(config: dict, base_dir: str | Path = ".") -> None:
     base_dir = Path(base_dir)
     for name, ds in config["datasets"].items():
-        for split, entry in ds.get("splits", {}).items():
-            files = entry if isinstance(entry, dict) else {None: entry}
-            for lang, path in files.items():
-                if _is_url(path):
-                    continue
-                full = Path(os.path.expanduser(path))
-                full = full if full.is_absolute() else base_dir / full
-                if not full.is_file():
-                    key = f"datasets.{name}.splits.{split}" + (f".{lang}" if lang else "")
-                    what = "a folder, not a file" if full.is_dir() else "no such file"
-                    raise ConfigError(f"{key}: {path}: {what} (relative paths start at the working directory "
-                                      f"{base_dir.resolve()})")
+        for split, lang, path in _files(ds):
+            if is_url(path):
+                continue
+            full = local_path(path, base_dir)
+            if not full.is_file():
+                key = f"datasets.{name}.splits.{split}" + (f".{lang}" if lang else "")
+                what = "a folder, not a file" if full.is_dir() else "no such file"
+                raise ConfigError(f"{key}: {path}: {what} (relative paths start at the working directory "
+                                  f"{base_dir.resolve()})")
     for name, model in config["models"].items():
+        source = model["source"]
         try:
-            resolve_local_source(model["source"], base_dir)
+            resolve_local_source(os.path.expanduser(source) if source.startswith("~") else source, base_dir)
         except ModelError as e:
             raise ConfigError(f"models.{name}.source: {e}") from None
+        except (ImportError, ValueError) as e:  # find_spec imports the parent package of a dotted name
+            raise ConfigError(f"models.{name}.source: {source}: the package cannot be imported "
+                              f"({type(e).__name__}: {e}); write package:<installed module>/<folder>") from None
     comet = config.get("comet")
     if comet and str(comet["source"]).startswith((".", "/", "~")) and not Path(os.path.expanduser(comet["source"])).exists():
         raise ConfigError(f"comet.source: {comet['source']}: no such file or directory")
+
+
+def _peekable(ds: dict, base_dir: Path) -> bool:
+    return ds["format"] in PEEK_FORMATS and all(
+        not is_url(p) and local_path(p, base_dir).stat().st_size <= PEEK_LIMIT_BYTES for _, _, p in _files(ds))
+
+
+def check_local_data(config: dict, base_dir: str | Path = ".") -> None:
+    """What the data check job checks, done now for the local files it can read quickly."""
+    base_dir = Path(base_dir)
+    datasets = config["datasets"]
+    read = {}
+
+    def rows_of(name):
+        if name not in read:
+            try:
+                read[name] = read_local_splits(name, datasets[name], base_dir) if _peekable(datasets[name], base_dir) else None
+            except DataError as e:
+                raise ConfigError(str(e)) from None
+        return read[name]
+
+    for tname, task in config["tasks"].items():
+        _check_splits_declared(tname, task, datasets)
+        _check_parallel_columns(tname, task, datasets)
+        _check_not_training_files(tname, task, datasets, base_dir)
+        where = f"tasks.{tname}"
+        reads = [(f"{where}.train_split", task["dataset"], task["train_split"], task.get("train_max_examples"))]
+        reads += [(f"{where}.eval.{e}", ev["dataset"], ev["split"], ev.get("max_examples")) for e, ev in task["eval"].items()]
+        selection = task.get("selection")
+        if selection and not selection["reported"]:
+            reads.append((f"{where}.validation", selection["dataset"], selection["split"], selection.get("max_examples")))
+        ttype = task_type(task["type"])
+        labels = None
+        for i, (key, ds, split, limit) in enumerate(reads):
+            splits = rows_of(ds)
+            if splits is None:
+                if i == 0:
+                    break  # labels come from training: without its rows the rest waits for the data check
+                continue
+            if split not in splits:
+                raise ConfigError(f"{key}: dataset {ds!r} has no split {split!r}{did_you_mean(split, splits)}")
+            file = source_files(datasets[ds], split)
+            rows = subsample(splits[split], limit)
+            if not rows:
+                raise ConfigError(f"{key}: split {split!r} of dataset {ds!r} has no rows{file}")
+            _check_columns(where, task, rows, f"dataset {ds!r} split {split!r}{file}")
+            _check_blank_labels(where, task, ttype, rows, f"dataset {ds!r} split {split!r}{file}")
+            try:
+                if i == 0:
+                    labels = ttype.label_list(task, rows, {})
+                else:
+                    ttype.check_labels(task, rows, labels, f"{key}{file}")
+            except DataError as e:
+                raise ConfigError(f"{where}.labels: {e}{file}" if i == 0 else str(e)) from None
+
+
+def _check_columns(where: str, task: dict, rows: list[dict], what: str) -> None:
+    present = list(rows[0])
+    for role, column in task["columns"].items():
+        if column in rows[0]:
+            continue
+        near = [p for p in present if p.strip().lstrip("\ufeff") == column.strip()]
+        hint = (f"; the file's column is {near[0]!r} (invisible characters differ): fix the header or write "
+                f"columns.{role}: {near[0]!r}") if near else did_you_mean(column, present)
+        raise ConfigError(f"{where}.columns.{role}: {what} has no column {column!r}; its columns are "
+                          f"{', '.join(map(repr, present))}{hint}")
+
+
+def _check_blank_labels(where: str, task: dict, ttype, rows: list[dict], what: str) -> None:
+    """A blank label cell would become a class named ''."""
+    if ttype.per_token or "label" not in task["columns"]:
+        return
+    column = task["columns"]["label"]
+    blank = [r for r in rows if r.get(column) is None or not str(r[column]).strip()]
+    if blank:
+        text = str(blank[0].get(task["columns"].get("text"), ""))[:40]
+        raise ConfigError(f"{where}.columns.label: {what}: {len(blank)} row(s) with a blank {column!r} (e.g. the row "
+                          f"with text {text!r}); a blank label is not a class: fill it in or remove the row")
+
+
+def _check_splits_declared(tname: str, task: dict, datasets: dict) -> None:
+    """The splits a local dataset will have are known from its `splits` (and `split_ratio`)."""
+    where = f"tasks.{tname}"
+    reads = [(f"{where}.train_split", task["dataset"], task["train_split"])]
+    reads += [(f"{where}.eval.{e}.split", ev["dataset"], ev["split"]) for e, ev in task["eval"].items()]
+    selection = task.get("selection")
+    if selection and not selection["reported"]:
+        reads.append((f"{where}.validation.split", selection["dataset"], selection["split"]))
+    for key, ds, split in reads:
+        declared = declared_splits(datasets[ds])
+        if declared is not None and split not in declared:
+            raise ConfigError(f"{key}: dataset {ds!r} has no split {split!r}{did_you_mean(split, declared)}")
+
+
+def _check_parallel_columns(tname: str, task: dict, datasets: dict) -> None:
+    """A parallel dataset's columns are its languages, known from the config."""
+    ds = datasets[task["dataset"]]
+    if ds["format"] != "parallel":
+        return
+    langs = {lang for _, lang, _ in _files(ds)}
+    for role, column in task["columns"].items():
+        if column not in langs:
+            raise ConfigError(f"tasks.{tname}.columns.{role}: dataset {task['dataset']!r} has no language {column!r}"
+                              f"{did_you_mean(column, langs)}")
+
+
+def _check_not_training_files(tname: str, task: dict, datasets: dict, base_dir: Path) -> None:
+    """An eval set whose file is the training file (under another dataset or split name) reports a
+    score on training data."""
+    train_ds = datasets[task["dataset"]]
+    entry = train_ds.get("splits", {}).get(task["train_split"])
+    if entry is None or isinstance(entry, dict) or is_url(entry) or "split_ratio" in train_ds:
+        return
+    train_file = local_path(entry, base_dir).resolve()
+    for ename, ev in task["eval"].items():
+        ds = datasets[ev["dataset"]]
+        other = ds.get("splits", {}).get(ev["split"])
+        if isinstance(other, str) and not is_url(other) and "split_ratio" not in ds \
+                and local_path(other, base_dir).resolve() == train_file:
+            raise ConfigError(f"tasks.{tname}.eval.{ename}: reads {other}, the training file: a score on training data "
+                              f"is no test score; evaluate on another file")

@@ -8,6 +8,7 @@ last: it is the staging rule's output and marks the folder complete.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
@@ -20,14 +21,30 @@ from ..staged import read_jsonl
 
 # --------------------------------------------------------------------------- local formats
 
+BOM = "\ufeff"
+
+
+def read_text(path: Path, encoding: str) -> str:
+    """A local file's text; a file the encoding cannot decode, or a UTF-8 byte-order mark read as
+    text, is one line naming the file and the fix."""
+    try:
+        text = path.read_text(encoding=encoding)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not {encoding} text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start}); "
+                        f"set the dataset's encoding: to the file's encoding (e.g. latin-1, cp1252, utf-16)") from None
+    if text.startswith(BOM):
+        raise DataError(f"{path}: starts with a byte-order mark ({BOM!r}), which {encoding} keeps as text: "
+                        f"set the dataset's encoding: utf-8-sig")
+    return text
+
+
 def read_delimited(path: str | Path, sep: str, header: bool, column_names: list[str] | None,
                    quoting: str = "minimal", encoding: str = "utf-8") -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     quote = csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
-    with open(path, newline="", encoding=encoding) as fh:
-        rows = list(csv.reader(fh, delimiter=sep, quoting=quote))
+    rows = list(csv.reader(io.StringIO(read_text(path, encoding), newline=""), delimiter=sep, quoting=quote))
     rows = [r for r in rows if r]  # a trailing blank line is not an example
     if header:
         if not rows:
@@ -41,6 +58,10 @@ def read_delimited(path: str | Path, sep: str, header: bool, column_names: list[
         if not column_names:
             raise DataError(f"{path}: header is false, so the dataset needs column_names")
         names, first_line = column_names, 1
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"{path}: column {repeated[0]!r} is named twice (one would hide the other): rename one, "
+                        f"or set column_names")
     records = []
     for i, row in enumerate(rows):
         if len(row) != len(names):
@@ -72,7 +93,7 @@ def read_conllu(path: str | Path, encoding: str = "utf-8") -> list[dict]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     records = []
-    with open(path, encoding=encoding) as fh:
+    with io.StringIO(read_text(path, encoding)) as fh:
         try:
             for i, sentence in enumerate(conllu.parse_incr(fh)):
                 words = [t for t in sentence if isinstance(t["id"], int)]
@@ -102,8 +123,7 @@ def read_parallel(paths: dict[str, Path], encoding: str = "utf-8") -> list[dict]
     for lang, path in paths.items():
         if not Path(path).is_file():
             raise DataError(f"{path}: file not found")
-        with open(path, encoding=encoding) as fh:
-            columns[lang] = fh.read().split("\n")
+        columns[lang] = read_text(Path(path), encoding).split("\n")
         if columns[lang] and columns[lang][-1] == "":
             columns[lang].pop()  # the final newline ends the last line, it does not start one
     counts = {lang: len(lines) for lang, lines in columns.items()}
@@ -131,20 +151,34 @@ def download(url: str, cache_dir: Path) -> Path:
     return target
 
 
+def local_path(path, base_dir) -> Path:
+    """A local path as the config writes it: `~` is the home folder, relative paths start at base_dir
+    (the working directory). The parse-time checks and staging both resolve paths here."""
+    path = os.path.expanduser(str(path))
+    return Path(path) if os.path.isabs(path) else Path(base_dir) / path
+
+
+def is_url(path) -> bool:
+    return str(path).startswith(("http://", "https://"))
+
+
 def read_local_split(spec: dict, path, base_dir: Path, cache_dir: Path | None = None) -> list[dict]:
     fmt = spec["format"]
 
     def resolve(p):
         if str(p).startswith(("http://", "https://")):
             return download(str(p), cache_dir or base_dir / "resources" / "downloads")
-        return Path(p) if os.path.isabs(p) else base_dir / p
+        return local_path(p, base_dir)
     if fmt in ("csv", "tsv"):
         sep = spec.get("sep", "," if fmt == "csv" else "\t")
         quoting = spec.get("quoting", "minimal" if fmt == "csv" else "none")
         return read_delimited(resolve(path), sep, spec.get("header", True), spec.get("column_names"),
                               quoting, spec.get("encoding", "utf-8"))
     if fmt == "jsonl":
-        return read_jsonl(resolve(path), spec.get("encoding", "utf-8"))
+        path = resolve(path)
+        if path.is_file():
+            read_text(path, spec.get("encoding", "utf-8"))  # decoding and byte-order mark, with their fixes
+        return read_jsonl(path, spec.get("encoding", "utf-8"))
     if fmt == "conllu":
         return read_conllu(resolve(path), spec.get("encoding", "utf-8"))
     if fmt == "parallel":
@@ -207,6 +241,20 @@ def read_hub(spec: dict, name: str = "") -> tuple[dict[str, list[dict]], dict[st
 
 # --------------------------------------------------------------------------- staging
 
+def declared_splits(spec: dict) -> set[str] | None:
+    """The splits a dataset will have once staged, as its config declares them (local files: the
+    `splits` keys, carved by `split_ratio` as carve_splits does); None for a hub dataset (known
+    only at staging)."""
+    if spec.get("format", "hub" if "source" in spec else None) == "hub" or "splits" not in spec:
+        return None
+    splits = set(spec["splits"])
+    ratio = spec.get("split_ratio")
+    if not ratio:
+        return splits
+    source = next(iter(splits)) if len(splits) == 1 else "train" if "train" in splits else None
+    return (splits - {source}) | set(ratio) if source else splits
+
+
 def carve_splits(splits: dict[str, list[dict]], ratio: dict[str, float], seed: int) -> dict[str, list[dict]]:
     """Split one source split into the named fractions (a fixed shuffle): the only split, or
     `train` when there are several (the others are kept as they are) — e.g. CoLA's train carved
@@ -232,6 +280,39 @@ def carve_splits(splits: dict[str, list[dict]], ratio: dict[str, float], seed: i
     return out
 
 
+def split_key(name: str, spec: dict, split: str) -> str:
+    """The config key of the file(s) a staged split comes from (a carved split: its source's)."""
+    files = spec.get("splits", {})
+    if split in files:
+        return f"datasets.{name}.splits.{split}"
+    return f"datasets.{name}.split_ratio" if files else f"datasets.{name}.source"
+
+
+def source_files(spec: dict, split: str) -> str:
+    files = spec.get("splits", {})
+    entry = files.get(split) if split in files else next(iter(files.values()), None) if len(files) == 1 else None
+    if entry is None:
+        return ""
+    return f" ({', '.join(map(str, entry.values())) if isinstance(entry, dict) else entry})"
+
+
+def read_local_splits(name: str, spec: dict, base_dir, cache_dir: Path | None = None) -> dict[str, list[dict]]:
+    """Every split of a local dataset as staging stores it (read, then carved by split_ratio); a
+    reading error names the config key as well as the file."""
+    splits = {}
+    for split, path in spec["splits"].items():
+        try:
+            splits[split] = read_local_split(spec, path, Path(base_dir), cache_dir)
+        except DataError as e:
+            raise DataError(f"datasets.{name}.splits.{split}: {e}") from None
+    if "split_ratio" in spec:
+        try:
+            splits = carve_splits(splits, spec["split_ratio"], spec.get("split_seed", 0))
+        except DataError as e:
+            raise DataError(f"datasets.{name}.{e}") from None
+    return splits
+
+
 def stage_dataset(name: str, spec: dict, out_dir: str | Path, base_dir: str | Path = ".") -> dict:
     out_dir, base_dir = Path(out_dir), Path(base_dir)
     class_names: dict[str, list[str]] = {}
@@ -239,14 +320,12 @@ def stage_dataset(name: str, spec: dict, out_dir: str | Path, base_dir: str | Pa
         splits, class_names = read_hub(spec, name)
     else:
         cache = out_dir.parent.parent / "downloads"  # resources/downloads
-        splits = {split: read_local_split(spec, path, base_dir, cache) for split, path in spec["splits"].items()}
-    if "split_ratio" in spec:
-        splits = carve_splits(splits, spec["split_ratio"], spec.get("split_seed", 0))
+        splits = read_local_splits(name, spec, base_dir, cache)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"name": name, "source": spec, "splits": {}, "columns": {}, "class_names": class_names}
     for split, rows in splits.items():
         if not rows:
-            raise DataError(f"datasets.{name}: split {split!r} is empty")
+            raise DataError(f"{split_key(name, spec, split)}: split {split!r} is empty{source_files(spec, split)}")
         atomic_write_text(out_dir / f"{split}.jsonl",
                           "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         meta["splits"][split] = len(rows)

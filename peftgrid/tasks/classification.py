@@ -98,6 +98,13 @@ class SequenceClassification(LabelTask):
     def label_values(self, task, rows):
         return {str(r[task["columns"]["label"]]) for r in rows}
 
+    def check_rows(self, task, rows, where):
+        column = task["columns"]["label"]
+        blank = next((i for i, r in enumerate(rows) if not str(r[column]).strip()), None)
+        if blank is not None:  # it would become a class named ''
+            raise DataError(f"{where} row {blank + 1}: column {column!r} (columns.label) is blank; a blank label is not "
+                            f"a class: fill it in or remove the row")
+
     def encode(self, task, rows, tokenizer, labels, max_length):
         """Tokenise once, unpadded: batches are padded to their own longest example."""
         columns = task["columns"]
