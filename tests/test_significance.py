@@ -1,9 +1,11 @@
-"""Paired bootstrap, Holm and the sacrebleu wrapper (peftgrid.report.significance)."""
+"""The pairwise tests (peftgrid.report.significance.compare: max-T example bootstrap for runs,
+Tukey-Kramer on seed scores for methods), Holm, sacrebleu's cross-check, compare_methods' API."""
 import json
 import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from peftgrid.report import significance as sig
@@ -27,105 +29,6 @@ def test_holm_four_values():
     assert sig.holm(p) == pytest.approx([0.04, 0.06, 0.06, 0.06])
     p = [0.001, 0.3, 0.012, 0.04]
     assert sig.holm(p) == pytest.approx([0.004, 0.3, 0.036, 0.08])
-
-
-# --------------------------------------------------------------------------------- the bootstrap
-
-
-def test_bootstrap_p_hand_worked():
-    # observed 1.0; centred |d* - 1| >= 1 for d* in {0, 2.5, -1} (3 of 5): p = (1 + 3) / 6
-    assert sig.bootstrap_p(np.array([0.0, 1.5, 2.5, 1.2, -1.0]), 1.0) == pytest.approx(4 / 6)
-    # identical systems: observed 0, all resamples 0 -> every resample counts -> p = 1
-    assert sig.bootstrap_p(np.zeros(10), 0.0) == 1.0
-
-
-def test_deterministic_tiny_bootstrap():
-    # a is right wherever b is, plus everywhere: every resample has diff = 1 - 0 = 1 exactly
-    a = np.ones((1, 5))
-    b = np.zeros((1, 5))
-    r = sig.paired_bootstrap(a, b, n=200, seed=3)
-    assert (r.score_a, r.score_b, r.diff) == (1.0, 0.0, 1.0)
-    assert (r.ci_low, r.ci_high) == (1.0, 1.0)
-    # centred resamples are all 0 and |0| < 1: only the +1 is left
-    assert r.p == pytest.approx(1 / 201)
-
-
-def test_bootstrap_resamples_match_a_hand_loop():
-    # the same rng calls by hand: shared example indices, then seed indices per system
-    rng = np.random.default_rng(7)
-    a = rng.integers(0, 2, (3, 20)).astype(float)
-    b = rng.integers(0, 2, (2, 20)).astype(float)
-    r = sig.paired_bootstrap(a, b, n=50, seed=11)
-    g = np.random.default_rng(11)
-    deltas = []
-    for _ in range(50):
-        ex = g.integers(0, 20, 20)
-        sa = g.integers(0, 3, 3)
-        sb = g.integers(0, 2, 2)
-        deltas.append(np.mean([a[s][ex].mean() for s in sa]) - np.mean([b[s][ex].mean() for s in sb]))
-    assert r.diff == pytest.approx(a.mean() - b.mean())
-    assert (r.ci_low, r.ci_high) == pytest.approx(tuple(np.percentile(deltas, [2.5, 97.5])))
-    assert r.p == pytest.approx(sig.bootstrap_p(np.array(deltas), a.mean() - b.mean()))
-    # the generic path (a metric_fn) draws the same resamples as the fast mean path
-    slow = sig.paired_bootstrap(a, b, metric_fn=lambda x: float(np.mean(x)), n=50, seed=11)
-    assert (slow.ci_low, slow.ci_high, slow.p) == pytest.approx((r.ci_low, r.ci_high, r.p))
-
-
-def test_identical_systems_p_near_one():
-    rng = np.random.default_rng(0)
-    a = rng.integers(0, 2, (1, 300))
-    r = sig.paired_bootstrap(a, a.copy(), n=1000, seed=0)
-    assert r.diff == 0.0 and r.p >= 0.9
-    # several seeds, resampled per system: still no evidence of a difference
-    s = rng.integers(0, 2, (3, 300))
-    r = sig.paired_bootstrap(s, s.copy(), n=1000, seed=0)
-    assert r.diff == 0.0 and r.p >= 0.9
-
-
-def test_clearly_better_system():
-    rng = np.random.default_rng(1)
-    b = (rng.random((1, 400)) < 0.6).astype(float)
-    a = np.maximum(b, (rng.random((1, 400)) < 0.5))  # a fixes about half of b's errors
-    r = sig.paired_bootstrap(a, b, n=1000, seed=0)
-    assert r.diff > 0.1 and r.p < 0.01 and r.ci_low > 0
-    # the other way round: same p, mirrored interval
-    back = sig.paired_bootstrap(b, a, n=1000, seed=0)
-    assert back.diff == pytest.approx(-r.diff) and back.p < 0.01 and back.ci_high < 0
-
-
-def test_small_noisy_difference_is_not_significant():
-    rng = np.random.default_rng(2)
-    b = (rng.random((1, 200)) < 0.7).astype(float)
-    a = b.copy()
-    a[0, :2] = 1 - a[0, :2]  # two examples flipped
-    r = sig.paired_bootstrap(a, b, n=1000, seed=0)
-    assert r.p > 0.05 and r.ci_low <= r.diff <= r.ci_high
-
-
-def test_gold_pred_metric_mcc():
-    from sklearn.metrics import matthews_corrcoef
-
-    rng = np.random.default_rng(4)
-    gold = rng.integers(0, 2, 300)
-    good = np.where(rng.random(300) < 0.85, gold, 1 - gold)
-    majority = np.zeros(300, dtype=int)  # MCC 0 on every resample
-    r = sig.paired_bootstrap(good[None], majority[None], metric_fn=matthews_corrcoef, n=300, seed=0, gold=gold)
-    assert r.score_a == pytest.approx(matthews_corrcoef(gold, good)) and r.score_b == 0.0
-    assert r.p < 0.01
-    with pytest.raises(ValueError, match="gold labels"):
-        sig.paired_bootstrap(good[None], majority[None], metric_fn=matthews_corrcoef, gold=gold[:10])
-
-
-def test_unpaired_shapes_refused():
-    with pytest.raises(ValueError, match="paired by example"):
-        sig.paired_bootstrap(np.ones((1, 5)), np.ones((1, 6)))
-
-
-def test_bootstrap_ci_contains_the_score():
-    rng = np.random.default_rng(5)
-    a = (rng.random((2, 200)) < 0.7).astype(float)
-    score, low, high = sig.bootstrap_ci(a, n=500, seed=0)
-    assert score == pytest.approx(a.mean()) and low < score < high and high - low < 0.2
 
 
 # ------------------------------------------------------------------------------------- sacrebleu
@@ -193,17 +96,194 @@ def test_sacrebleu_identical_and_clearly_better():
         sig.sacrebleu_paired(good, weak, refs, seed=0)
 
 
-def test_sacrebleu_stats_bootstrap_over_seeds():
-    # several seeds: the generic bootstrap over sacrebleu's sufficient statistics
-    good, weak, refs = corpus(seed=3)
-    sa = sig.sacrebleu_stats(good, refs, "bleu")
-    sb = sig.sacrebleu_stats(weak, refs, "bleu")
-    fn = sig.sacrebleu_score_fn("bleu")
+# ---------------------------------------------------------------------- all pairs: the two tests
+
+
+def test_runs_test_is_max_t_over_all_pairs_worked_by_hand():
+    """One seed: the example bootstrap (shared indices), each pair studentised by its bootstrap SE,
+    p from the max over ALL pairs (so the choice of the best is covered); a per-pair p (no max)
+    or an unstudentised max would give other numbers."""
+    rng = np.random.default_rng(7)
+    systems = {k: (rng.random((1, 40)) < acc).astype(float) for k, acc in (("a", .85), ("b", .7), ("c", .6))}
+    pw = sig.compare(systems, n=300, seed=11)
+    assert pw.unit == "runs" and pw.seeds == [1, 1, 1] and pw.examples == 40
+    idx = np.random.default_rng(11).integers(0, 40, (300, 40))
+    boot = np.column_stack([systems[k][0][idx].mean(axis=1) for k in "abc"])
+    obs = np.array([systems[k].mean() for k in "abc"])
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    se = {(i, j): np.std(boot[:, i] - boot[:, j]) for i, j in pairs}
+    max_t = np.max([np.abs(boot[:, i] - boot[:, j] - (obs[i] - obs[j])) / se[i, j] for i, j in pairs], axis=0)
+    c = np.quantile(max_t, 0.95)
+    for i, j in pairs:
+        d = obs[i] - obs[j]
+        assert pw.diff[i, j] == pytest.approx(d) and pw.diff[j, i] == pytest.approx(-d)
+        assert pw.p[i, j] == pytest.approx((1 + (max_t >= abs(d) / se[i, j]).sum()) / 301) == pw.p[j, i]
+        assert pw.diff_ci[i, j] == pytest.approx([d - c * se[i, j], d + c * se[i, j]])
+        assert pw.significant[i, j] == (pw.p[i, j] < 0.05)
+    assert pw.score_ci[0] == pytest.approx(np.percentile(boot[:, 0], [2.5, 97.5]))
+    # two systems alone: the same pair's p is smaller (a family of one pair)
+    alone = sig.compare({"a": systems["a"], "c": systems["c"]}, n=300, seed=11)
+    assert alone.p[0, 1] < pw.p[0, 2]
+
+
+def test_identical_and_dominating_systems():
+    a = np.ones((1, 5))
+    b = np.zeros((1, 5))
+    pw = sig.compare({"a": a, "b": b}, n=200, seed=3)
+    # a is right wherever b is wrong, on every resample: the difference never moves; only the +1 is left
+    assert pw.diff[0, 1] == 1.0 and pw.p[0, 1] == pytest.approx(1 / 201) and pw.significant[0, 1]
+    assert pw.diff_ci[0, 1] == pytest.approx([1.0, 1.0])
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2, (1, 300)).astype(float)
+    same = sig.compare({"x": x, "y": x.copy(), "z": x.copy()}, n=500, seed=0)
+    assert (same.p == 1.0).all() and not same.significant.any()
+    s = rng.integers(0, 2, (3, 300)).astype(float)
+    same = sig.compare({"x": s, "y": s.copy()}, n=500, seed=0)
+    assert same.unit == "methods" and same.p[0, 1] == 1.0 and not same.significant.any()
+
+
+def test_methods_test_is_tukey_kramer_on_seed_scores_worked_by_hand():
+    """Several seeds: the seed-to-seed spread comes from the runs themselves (pooled variance, df =
+    sum(S - 1)), p from the studentized range of K means. Each run here scores the same on every
+    example, so the example bootstrap adds nothing and the numbers are Tukey's exactly."""
+    from scipy.stats import studentized_range
+
+    runs = {"a": [0.80, 0.82, 0.84], "b": [0.70, 0.71, 0.75], "c": [0.79, 0.80, 0.81]}
+    systems = {k: np.repeat(np.array(v)[:, None], 50, axis=1) for k, v in runs.items()}
+    pw = sig.compare(systems, n=200, seed=0)
+    assert pw.unit == "methods" and "Tukey" in pw.test and pw.seeds == [3, 3, 3]
+    ss = sum(((np.array(v) - np.mean(v)) ** 2).sum() for v in runs.values())
+    pooled = ss / 6  # df = 3 x (3 - 1)
+    se = np.sqrt(pooled * 2 / 3)
+    q95 = studentized_range.ppf(0.95, 3, 6)
+    for (i, a), (j, b) in [((0, "a"), (1, "b")), ((0, "a"), (2, "c")), ((1, "b"), (2, "c"))]:
+        d = np.mean(runs[a]) - np.mean(runs[b])
+        assert pw.p[i, j] == pytest.approx(studentized_range.sf(abs(d) / se * np.sqrt(2), 3, 6), rel=1e-6)
+        assert pw.diff_ci[i, j] == pytest.approx([d - q95 / np.sqrt(2) * se, d + q95 / np.sqrt(2) * se])
+        assert pw.significant[i, j] == (pw.p[i, j] < 0.05)
+    assert pw.significant[0, 1] and not pw.significant[0, 2]  # a - b = 0.1 (p ~ 0.01); a - c = 0.02
+    half = __import__("scipy").stats.t.ppf(0.975, 6) * np.sqrt(pooled / 3)
+    assert pw.score_ci[0] == pytest.approx([0.82 - half, 0.82 + half])
+
+
+def test_methods_test_keeps_the_eval_sets_own_noise():
+    """Seeds that agree exactly (no seed spread) do not make a 2-example difference on 200
+    examples significant: each pair's variance is at least its example-bootstrap variance."""
+    rng = np.random.default_rng(2)
+    b = (rng.random(200) < 0.7).astype(float)
+    a = b.copy()
+    a[:2] = 1 - a[:2]
+    pw = sig.compare({"a": np.stack([a] * 3), "b": np.stack([b] * 3)}, n=500, seed=0)
+    assert pw.unit == "methods" and pw.diff[0, 1] != 0
+    assert not pw.significant[0, 1] and pw.p[0, 1] > 0.05
+    assert pw.diff_ci[0, 1, 0] < 0 < pw.diff_ci[0, 1, 1]
+
+
+def test_one_single_seed_system_makes_it_runs():
+    rng = np.random.default_rng(3)
+    a = (rng.random((3, 100)) < 0.8).astype(float)
+    b = (rng.random((1, 100)) < 0.6).astype(float)
+    pw = sig.compare({"a": a, "b": b}, n=100, seed=0)
+    assert pw.unit == "runs" and pw.seeds == [3, 1] and pw.scores[0] == pytest.approx(a.mean())
+
+
+def test_gold_pred_metric_mcc():
+    from sklearn.metrics import matthews_corrcoef
+
+    rng = np.random.default_rng(4)
+    gold = rng.integers(0, 2, 300)
+    good = np.where(rng.random(300) < 0.85, gold, 1 - gold)
+    majority = np.zeros(300, dtype=int)  # MCC 0 on every resample
+    score = sig.RunScore(matthews_corrcoef, gold=gold)
+    pw = sig.compare({"good": good[None], "majority": majority[None]}, score, n=300, seed=0)
+    assert pw.scores == pytest.approx([matthews_corrcoef(gold, good), 0.0])
+    assert pw.p[0, 1] < 0.01 and pw.diff_ci[0, 1, 0] > 0
+    with pytest.raises(ValueError, match="gold labels"):
+        sig.compare({"good": good[None], "majority": majority[None]}, sig.RunScore(matthews_corrcoef, gold[:10]))
+
+
+def test_unpaired_shapes_refused():
+    with pytest.raises(ValueError, match="paired by example"):
+        sig.compare({"a": np.ones((1, 5)), "b": np.ones((1, 6))})
+
+
+def test_corpus_bleu_resamples_sentences_through_their_statistics():
+    """BLEU on a resample is sacrebleu's corpus BLEU of the resampled sentences (not a mean of
+    sentence scores), and the verdict is the same rule as every other metric's."""
     import sacrebleu
 
-    assert fn(sa) == pytest.approx(sacrebleu.corpus_bleu(good, [[x[0] for x in refs]]).score)
-    r = sig.paired_bootstrap(np.stack([sa, sa]), np.stack([sb, sb]), metric_fn=fn, n=200, seed=0)
-    assert r.score_a == pytest.approx(fn(sa)) and r.ci_low <= r.diff <= r.ci_high
+    good, weak, refs = corpus(seed=3)
+    score = sig.RunScore(sig.sacrebleu_score_fn("bleu"))
+    stats = {"good": sig.sacrebleu_stats(good, refs, "bleu"), "weak": sig.sacrebleu_stats(weak, refs, "bleu")}
+    assert score(stats["good"]) == pytest.approx(sacrebleu.corpus_bleu(good, [[x[0] for x in refs]]).score)
+    some = np.random.default_rng(0).integers(0, len(good), len(good))
+    assert score(stats["good"], some) == pytest.approx(
+        sacrebleu.corpus_bleu([good[i] for i in some], [[refs[i][0] for i in some]]).score)
+    pw = sig.compare({k: v[None] for k, v in stats.items()}, score, n=200, seed=0)
+    assert pw.diff[0, 1] > 0 and pw.diff_ci[0, 1, 0] <= pw.diff[0, 1] <= pw.diff_ci[0, 1, 1]
+    junk = sig.sacrebleu_stats(["red red red"] * len(good), refs, "bleu")
+    pw = sig.compare({"good": stats["good"][None], "junk": junk[None]}, score, n=200, seed=0)
+    assert pw.significant[0, 1] and pw.diff[0, 1] > 10
+
+
+# ------------------------------------------------------------------------- compare_methods (API)
+
+
+def lines(gold, pred):
+    return [{"label": str(g), "prediction": str(p), "correct": int(g == p)} for g, p in zip(gold, pred)]
+
+
+def test_binary_f1_scores_the_tasks_positive_label():
+    """CoLA's label order is (unacceptable, acceptable): binary F1 is F1 of `acceptable` (id 1), as
+    the evaluation job scores it; sorted label strings would score `unacceptable` instead."""
+    from peftgrid.metrics.classification import POSITIVE_LABEL, classification_metrics
+    from peftgrid.report.analysis import compare_methods
+
+    labels = ["unacceptable", "acceptable"]
+    rng = np.random.default_rng(5)
+    gold = rng.integers(0, 2, 200)
+    pred = np.where(rng.random(200) < 0.8, gold, 1 - gold)
+    systems = {"a": [lines([labels[g] for g in gold], [labels[p] for p in pred])]}
+    systems["b"] = [lines([labels[g] for g in gold], [labels[1]] * 200)]
+    comp = compare_methods(systems, "f1", n=50, labels=labels).set_index("method")
+    job = classification_metrics(gold, pred, 2, ["f1"])["f1"]
+    assert labels[POSITIVE_LABEL] == "acceptable"
+    assert comp.loc["a", "score"] == pytest.approx(job)
+    flipped = classification_metrics(1 - gold, 1 - pred, 2, ["f1"])["f1"]  # F1 of "unacceptable"
+    assert comp.loc["a", "score"] != pytest.approx(flipped)
+    with pytest.raises(KeyError, match="run.json"):
+        compare_methods(systems, "f1", n=50)
+
+
+def test_compare_methods_columns_and_direction():
+    """The API the report reads; with a lower-is-better metric the best is the lowest score and a
+    higher one is the worse."""
+    from peftgrid.report.analysis import better_pairs, compare_methods
+
+    rng = np.random.default_rng(6)
+    gold = rng.integers(0, 2, 400)
+
+    def run(acc):
+        return lines(gold, np.where(rng.random(400) < acc, gold, 1 - gold))
+
+    systems = {"hi": [run(0.95)], "mid": [run(0.94)], "lo": [run(0.6)], "none": [run(0.5)]}
+    up = compare_methods(systems, "accuracy", n=300).set_index("method")
+    for col in ("seeds", "examples", "score", "ci_low", "ci_high", "best", "diff_vs_best", "diff_ci_low",
+                "diff_ci_high", "p_vs_best", "worse_than_best", "diff_vs_none", "none_ci_low", "none_ci_high",
+                "p_vs_none", "better_than_none", "unit", "test"):
+        assert col in up.columns
+    assert up["best"].tolist() == [True, False, False, False] and (up["unit"] == "runs").all()
+    assert up.loc["lo", "worse_than_best"] and not up.loc["mid", "worse_than_best"]
+    assert up.loc["lo", "diff_vs_best"] == pytest.approx(up.loc["lo", "score"] - up.loc["hi", "score"])
+    assert up.loc["hi", "better_than_none"] and up.loc["lo", "better_than_none"]
+    assert (up["examples"] == 400).all() and (up["seeds"] == 1).all()
+    down = compare_methods(systems, "accuracy", n=300, higher_is_better=False).set_index("method")
+    assert down.loc["lo", "best"] and down.loc["hi", "worse_than_best"] and not down.loc["lo", "better_than_none"]
+    # one family: better_pairs reads the same adjusted p-values
+    pairs = better_pairs(systems, "accuracy", n=300)
+    assert pairs[("hi", "lo")] == pytest.approx(up.loc["lo", "p_vs_best"])
+    assert pairs[("hi", "none")] == pytest.approx(up.loc["hi", "p_vs_none"])
+    assert ("lo", "hi") in better_pairs(systems, "accuracy", n=300, higher_is_better=False)
 
 
 # ------------------------------------------------------------------------------- in the report

@@ -64,6 +64,19 @@ def check_metrics(where: str, names: list[str], kind: str, task_type: str) -> No
             raise ConfigError(f"{where}: unknown metric {name!r} for {task_type}{did_you_mean(name, allowed)}")
 
 
+LOSSES = ("loss", "final_val_loss")  # training losses a tuning group may select on
+
+
+def higher_is_better(column: str) -> bool:
+    """The direction of a summary column: its metric's (rouge1 -> rouge's); a loss is lower-is-better."""
+    if column in LOSSES:
+        return False
+    for m in METRICS.values():
+        if column in m.outputs:
+            return m.higher_is_better
+    return True
+
+
 def scale_of(column: str) -> float:
     """The scale of a summary column (rouge1 -> rouge's 100)."""
     for m in METRICS.values():

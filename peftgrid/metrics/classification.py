@@ -7,6 +7,10 @@ import math
 import numpy as np
 
 NAN = float("nan")  # nothing was scored: no number, never a silent 0
+# Binary F1 / precision / recall score the label with this id in the task's label order (run.json
+# `labels`: the config's `labels`, else the dataset's class names): CoLA's "acceptable", SST-2's
+# "positive". Every binary score uses it, the significance tests included.
+POSITIVE_LABEL = 1
 
 
 def confusion(gold, pred, num_labels: int) -> np.ndarray:
@@ -40,7 +44,7 @@ def matthews(cm: np.ndarray) -> float:
     return cov_ytyp / math.sqrt(cov_ytyt * cov_ypyp)
 
 
-def classification_metrics(gold, pred, num_labels: int, names: list[str], positive_label: int = 1) -> dict:
+def classification_metrics(gold, pred, num_labels: int, names: list[str], positive_label: int = POSITIVE_LABEL) -> dict:
     """Every metric a classification task may ask for, by its config name. A predicted id of
     `num_labels` means "no prediction" (a word the model had no position for): it counts as wrong
     and adds no class of its own to the macro averages."""

@@ -172,55 +172,66 @@ def _label_units(line: dict) -> tuple[list, list]:
 
 
 class Scorer:
-    """How one metric is resampled: `values(lines)` -> per-example array of one seed; `gold`
-    (or None) and `fn` are paired_bootstrap's `gold` and `metric_fn`."""
+    """How one metric scores a run from its predictions.jsonl lines: `values(lines)` -> the run's
+    per-example array, and `score` (a significance.RunScore) -> the run's score from those values on
+    any set of examples. BLEU / chrF: per-sentence sufficient statistics, the corpus score of their
+    sum; sentence scores, COMET, 0/1 correctness: their mean; label metrics (F1, MCC): from gold and
+    predicted label ids. `labels`: the task's label order (run.json `labels`), which binary F1 /
+    precision / recall need to know the positive label (metrics.classification.POSITIVE_LABEL)."""
 
-    def __init__(self, metric: str, runs: list[list[dict]]):
+    def __init__(self, metric: str, runs: list[list[dict]], labels: list[str] | None = None):
         from . import significance as sig
 
-        self.metric, self.gold, self.fn, self.sacrebleu = metric, None, None, False
+        self.metric = metric
         first = runs[0][0]
         if metric in ("bleu", "chrf"):
-            self.sacrebleu = True
-            self.refs = [line["references"] for line in runs[0]]
-            self.fn = sig.sacrebleu_score_fn(metric)
-            self.values = lambda lines: sig.sacrebleu_stats([x["hypothesis"] for x in lines], self.refs, metric)
+            refs = [line["references"] for line in runs[0]]
+            self.score = sig.RunScore(sig.sacrebleu_score_fn(metric))
+            self.values = lambda lines: sig.sacrebleu_stats([x["hypothesis"] for x in lines], refs, metric)
         elif "hypothesis" in first:
             key = PER_SENTENCE.get(metric)
             if key is None or key not in first:
                 raise KeyError(f"no per-example {metric!r} in the predictions")
+            self.score = sig.RunScore()
             self.values = lambda lines: np.array([float(x[key]) for x in lines])
         elif metric == "accuracy" and "correct" in first:
+            self.score = sig.RunScore()
             self.values = lambda lines: np.array([float(x["correct"]) for x in lines])
         else:
-            from ..metrics.classification import classification_metrics
+            self._labels(metric, runs, labels)
 
-            units = [_label_units(x) for lines in runs for x in lines]
-            vocab = sorted({u for g, p in units for u in g + p if u is not None})
-            ids = {name: i for i, name in enumerate(vocab)}
-            n_labels = len(vocab)
-            single = all(len(_label_units(x)[0]) == 1 for x in runs[0])
+    def _labels(self, metric: str, runs: list[list[dict]], labels: list[str] | None) -> None:
+        from . import significance as sig
+        from ..metrics.classification import POSITIVE_LABEL, classification_metrics
 
-            def encode(labels):
-                return [ids.get(u, n_labels) if u is not None else n_labels for u in labels]
+        units = [_label_units(x) for lines in runs for x in lines]
+        seen = sorted({u for g, p in units for u in g + p if u is not None} - set(labels or []))
+        vocab = list(labels or []) + seen  # the task's order first: label id i is the job's id i
+        if metric in ("f1", "precision", "recall") and len(vocab) == 2 and not labels:
+            raise KeyError(f"binary {metric!r} scores the label with id {POSITIVE_LABEL} in the task's label order; "
+                           "pass the task's labels (run.json `labels`) to compare it")
+        ids = {name: i for i, name in enumerate(vocab)}
+        n_labels = len(vocab)
+        single = all(len(_label_units(x)[0]) == 1 for x in runs[0])
 
-            def column(lines, which):
-                rows = [encode(_label_units(x)[which]) for x in lines]
-                if single:
-                    return np.array([r[0] for r in rows])
-                out = np.empty(len(rows), dtype=object)
-                out[:] = [np.array(r, dtype=np.int64) for r in rows]
-                return out
+        def encode(names):
+            return [ids.get(u, n_labels) if u is not None else n_labels for u in names]
 
-            self.gold = column(runs[0], 0)
-            self.values = lambda lines: column(lines, 1)
+        def column(lines, which):
+            rows = [encode(_label_units(x)[which]) for x in lines]
+            if single:
+                return np.array([r[0] for r in rows])
+            out = np.empty(len(rows), dtype=object)
+            out[:] = [np.array(r, dtype=np.int64) for r in rows]
+            return out
 
-            def fn(gold, pred):
-                if not single:
-                    gold, pred = np.concatenate(list(gold)), np.concatenate(list(pred))
-                return classification_metrics(gold, pred, n_labels, [metric])[metric]
+        def fn(gold, pred):
+            if not single:
+                gold, pred = np.concatenate(list(gold)), np.concatenate(list(pred))
+            return classification_metrics(gold, pred, n_labels, [metric])[metric]
 
-            self.fn = fn
+        self.score = sig.RunScore(fn, gold=column(runs[0], 0))
+        self.values = lambda lines: column(lines, 1)
 
     def stack(self, lines_per_seed: list[list[dict]]) -> np.ndarray:
         return np.stack([self.values(lines) for lines in lines_per_seed])
@@ -234,79 +245,100 @@ def choose_variants(agg: pd.DataFrame, metric: str, selection_eval: str, decodin
     return {m: g.loc[g[metric].idxmax(), "variant"] for m, g in sel.groupby("method")}
 
 
-def compare_methods(systems: dict[str, list[list[dict]]], metric: str, n: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Each system (method -> predictions per seed) against the best trained one, by a paired
-    bootstrap (BLEU/chrF with one seed each: sacrebleu's own paired bootstrap), Holm-adjusted over
-    the comparisons; and each trained system against the untrained baseline `none` (if there),
-    Holm-adjusted over those. Score differences are system minus best, in the metric's units."""
+COMPARISON = ["method", "seeds", "examples", "score", "ci_low", "ci_high", "best", "diff_vs_best", "diff_ci_low",
+              "diff_ci_high", "p_vs_best", "worse_than_best", "diff_vs_none", "none_ci_low", "none_ci_high", "p_vs_none",
+              "better_than_none", "unit", "test", "resamples", "higher_is_better"]
+
+
+def compare_methods(systems: dict[str, list[list[dict]]], metric: str, n: int = 1000, seed: int = 0,
+                    higher_is_better: bool | None = None, labels: list[str] | None = None) -> pd.DataFrame:
+    """One row per system (method -> its runs' predictions, one list of lines per seed; `none` is
+    the untrained reference), columns COMPARISON: its score (mean over seeds) with a 95% interval;
+    `best`: the trained system with the best observed score (in the metric's direction,
+    `higher_is_better`, by default the registry's); `diff_vs_best` / `diff_vs_none`: system minus
+    reference, in the metric's units (read the sign with `higher_is_better`), with simultaneous 95%
+    intervals and p-values adjusted over every pair of the systems given, so the family-wise error
+    covers the choice of the best too (significance.compare); `worse_than_best` / `better_than_none`:
+    significant at ALPHA. `unit` "methods": every system has two or more seeds and the test is at
+    the seed level; "runs": some system has one seed, and the verdicts are about these runs (another
+    seed may differ by as much). `labels`: the task's label order (see Scorer)."""
+    higher = _direction(metric, higher_is_better)
+    pw = _paired_test(systems, metric, n, seed, labels)
+    if pw is None:
+        return pd.DataFrame(columns=COMPARISON)
+    rows = {k: {"method": k, "seeds": pw.seeds[i], "examples": pw.examples, "score": pw.scores[i],
+                "ci_low": pw.score_ci[i, 0], "ci_high": pw.score_ci[i, 1], "best": False, "unit": pw.unit,
+                "test": pw.test, "resamples": pw.resamples, "higher_is_better": higher}
+            for i, k in enumerate(pw.names)}
+    trained = [i for i, k in enumerate(pw.names) if k != "none"]
+    if trained:
+        b = max(trained, key=lambda i: pw.scores[i] if higher else -pw.scores[i])
+        rows[pw.names[b]]["best"] = True
+        for i, k in enumerate(pw.names):
+            rows[k].update(_versus(pw, i, b, "diff_vs_best", "diff_ci", "p_vs_best"),
+                           worse_than_best=_significantly_better(pw, b, i, higher))
+    if "none" in pw.names:
+        z = pw.index("none")
+        for i in trained:
+            rows[pw.names[i]].update(_versus(pw, i, z, "diff_vs_none", "none_ci", "p_vs_none"),
+                                     better_than_none=_significantly_better(pw, i, z, higher))
+    frame = pd.DataFrame(list(rows.values()), columns=COMPARISON)
+    # the old names, until the report's tables and sentences read the new ones
+    return frame.assign(p_vs_best_holm=frame["p_vs_best"].fillna(1.0), p_vs_none_holm=frame["p_vs_none"],
+                        not_worse_than_best=~frame["worse_than_best"].fillna(False).astype(bool))
+
+
+def _versus(pw, i: int, ref: int, diff: str, ci: str, p: str) -> dict:
+    """System i against system `ref`: the difference, its simultaneous interval and adjusted p
+    (the reference against itself: a difference of 0 and nothing to test)."""
+    if i == ref:
+        return {diff: 0.0, f"{ci}_low": np.nan, f"{ci}_high": np.nan, p: np.nan}
+    return {diff: pw.diff[i, ref], f"{ci}_low": pw.diff_ci[i, ref, 0], f"{ci}_high": pw.diff_ci[i, ref, 1],
+            p: pw.p[i, ref]}
+
+
+def _significantly_better(pw, i: int, j: int, higher: bool) -> bool:
+    ahead = pw.diff[i, j] > 0 if higher else pw.diff[i, j] < 0
+    return bool(ahead and pw.significant[i, j])
+
+
+def _direction(metric: str, higher_is_better: bool | None) -> bool:
+    from ..metrics import higher_is_better as registry
+
+    return registry(metric) if higher_is_better is None else higher_is_better
+
+
+def _paired_test(systems: dict[str, list[list[dict]]], metric: str, n: int, seed: int, labels=None):
+    """significance.compare of the systems with runs (None when there is nothing to compare, or
+    the runs do not have the same number of examples)."""
     from . import significance as sig
 
     systems = {k: [r for r in v if r] for k, v in systems.items()}
     systems = {k: v for k, v in systems.items() if v}
-    lengths = {len(r) for v in systems.values() for r in v}
-    columns = ["method", "seeds", "score", "ci_low", "ci_high", "best", "diff_vs_best", "diff_ci_low",
-               "diff_ci_high", "p_vs_best", "p_vs_best_holm", "not_worse_than_best", "diff_vs_none", "p_vs_none_holm"]
-    if not systems or len(lengths) != 1:
-        return pd.DataFrame(columns=columns)
-    scorer, data, kw, compare = _paired_test(systems, metric, n, seed)
-    rows = {}
-    for k, a in data.items():
-        score, low, high = sig.bootstrap_ci(a, **kw)
-        rows[k] = {"method": k, "seeds": len(a), "score": score, "ci_low": low, "ci_high": high}
-    trained = [k for k in data if k != "none"]
-    if not trained:
-        return pd.DataFrame(list(rows.values()), columns=columns)
-    best = max(trained, key=lambda k: rows[k]["score"])
-    others = [k for k in data if k != best]
-    vs_best = {k: compare(k, best) for k in others}
-    adjusted = dict(zip(others, sig.holm([vs_best[k].p for k in others])))
-    rows[best].update(best=True, diff_vs_best=0.0, p_vs_best=1.0, p_vs_best_holm=1.0, not_worse_than_best=True)
-    for k in others:
-        c = vs_best[k]
-        rows[k].update(best=False, diff_vs_best=c.diff, diff_ci_low=c.ci_low, diff_ci_high=c.ci_high, p_vs_best=c.p,
-                       p_vs_best_holm=adjusted[k], not_worse_than_best=bool(adjusted[k] >= ALPHA))
-    if "none" in data:
-        vs_none = {k: compare(k, "none") for k in trained}
-        adj = dict(zip(trained, sig.holm([vs_none[k].p for k in trained])))
-        for k in trained:
-            rows[k].update(diff_vs_none=vs_none[k].diff, p_vs_none_holm=adj[k])
-    return pd.DataFrame(list(rows.values()), columns=columns)
+    if not systems or len({len(r) for v in systems.values() for r in v}) != 1:
+        return None
+    scorer = Scorer(metric, [r for v in systems.values() for r in v], labels)
+    return sig.compare({k: scorer.stack(v) for k, v in systems.items()}, scorer.score, n, seed)
 
 
-def _paired_test(systems: dict[str, list[list[dict]]], metric: str, n: int, seed: int):
-    """(scorer, per-system score arrays, bootstrap keywords, compare(x, y) -> Comparison of x - y)."""
-    from . import significance as sig
-
-    scorer = Scorer(metric, [r for v in systems.values() for r in v])
-    data = {k: scorer.stack(v) for k, v in systems.items()}
-    kw = dict(metric_fn=scorer.fn, gold=scorer.gold, n=n, seed=seed)
-
-    def compare(x, y):
-        if scorer.sacrebleu and len(systems[x]) == 1 and len(systems[y]) == 1:
-            hyp = [[line["hypothesis"] for line in systems[k][0]] for k in (x, y)]
-            return sig.sacrebleu_paired(hyp[0], hyp[1], scorer.refs, metric=metric, n=n)
-        return sig.paired_bootstrap(data[x], data[y], **kw)
-
-    return scorer, data, kw, compare
-
-
-def better_pairs(systems: dict[str, list[list[dict]]], metric: str, n: int = 1000, seed: int = 0) -> dict:
-    """(a, b) -> Holm-adjusted p that a scores higher than b, for every pair of trained systems
-    (a is the one with the higher observed score); Holm runs over all the pairs of one eval set."""
-    from . import significance as sig
-
-    systems = {k: [r for r in v if r] for k, v in systems.items() if k != "none"}
-    systems = {k: v for k, v in systems.items() if v}
-    if len(systems) < 2 or len({len(r) for v in systems.values() for r in v}) != 1:
+def better_pairs(systems: dict[str, list[list[dict]]], metric: str, n: int = 1000, seed: int = 0,
+                 higher_is_better: bool | None = None, labels: list[str] | None = None) -> dict:
+    """(a, b) -> adjusted p that a is better than b, for every pair of the systems given (a: the one
+    better on the observed score, in the metric's direction; a tie: the first name in order). The
+    family is the same as compare_methods' (every pair of the same systems), so fronts and verdicts
+    agree."""
+    higher = _direction(metric, higher_is_better)
+    pw = _paired_test(systems, metric, n, seed, labels)
+    if pw is None or len(pw.names) < 2:
         return {}
-    _, _, _, compare = _paired_test(systems, metric, n, seed)
-    tests = {}
-    names = sorted(systems)
-    for i, x in enumerate(names):
-        for y in names[i + 1:]:
-            c = compare(x, y)
-            tests[(x, y) if c.diff >= 0 else (y, x)] = c.p
-    return dict(zip(tests, sig.holm(list(tests.values()))))
+    out = {}
+    names = sorted(pw.names)
+    for x_pos, x in enumerate(names):
+        for y in names[x_pos + 1:]:
+            i, j = pw.index(x), pw.index(y)
+            worse = pw.diff[i, j] < 0 if higher else pw.diff[i, j] > 0
+            out[(y, x) if worse else (x, y)] = float(pw.p[i, j])
+    return out
 
 
 def significant_front(points: pd.DataFrame, cost: str, pairs: dict) -> pd.Series:

@@ -1,138 +1,216 @@
-"""Paired significance tests between methods, from per-example scores.
+"""Which differences between systems are real: every pair of K systems compared at once, so that
+the family-wise error rate covers every claim the report makes from one eval set, the choice of
+"the best" included (it is one of the pairs).
 
-- `paired_bootstrap(a, b, metric_fn, n, seed, gold=None)`: paired bootstrap of score(a) - score(b).
-  `a`, `b` hold per-example values, shape (seeds, examples) (one seed: (1, N); a 1-D array is taken
-  as one seed; trailing dimensions are allowed, e.g. (seeds, N, K) sufficient statistics). Each
-  resample draws ONE set of example indices shared by both systems (the examples are paired: row i
-  is the same input for every system) and, when a system has several seeds, its own seed indices
-  (seed 0 of one method has nothing to do with seed 0 of another). A system's score on a resample
-  is the mean over the drawn seeds of `metric_fn` on the drawn examples; its observed score is the
-  mean over its seeds of `metric_fn` on all examples.
-  `metric_fn(values)` takes one seed's (resampled) per-example values and returns a number; with
-  `gold` (per-example gold labels) it is `metric_fn(gold, pred)` instead, for corpus metrics that
-  are not means (macro-F1, MCC). No `metric_fn`: the mean (accuracy from 0/1 correctness).
+A system is one method at one variant: its runs (one per training seed), each with per-example
+values on the same eval set, shape (seeds, examples, ...) — examples are paired: row i is the same
+input for every system. A run's score is `RunScore` of its values on all examples (accuracy: the
+mean of 0/1 correctness; BLEU / chrF: the corpus score of summed sufficient statistics; F1, MCC:
+from gold and predicted labels); a system's score is the mean of its runs' scores.
 
-  The p-value is two-sided, the shifted-null bootstrap test (Efron & Tibshirani 1993, sec. 16.4;
-  the "paired bootstrap" of Berg-Kirkpatrick et al. 2012 made two-sided): the bootstrap differences
-  d*_r are centred on the observed difference d to mimic the null of no difference, and
-      p = (1 + #{r : |d*_r - d| >= |d|}) / (n + 1).
-  Identical systems (d = 0, every d* = 0) give p = 1; the +1 keeps p > 0 for a finite number of
-  resamples. The 95% interval is the percentile interval of d* (2.5th and 97.5th percentiles).
+Two tests, by what the data can show (`compare` picks):
 
-- `holm(pvalues)`: Holm's step-down adjustment (family-wise error), NaNs left out of the family.
+- `"runs"` (some system has one seed): a paired bootstrap over examples with the runs held fixed
+  (one set of example indices per resample, shared by all systems), studentised per pair by the
+  bootstrap standard error, with the max-|t| over all pairs as the reference distribution
+  (single-step max-T, Westfall & Young 1993):
+      p_ab = (1 + #{r : max_pairs |d*_r - d| / se >= |d_ab| / se_ab}) / (n + 1),
+  and simultaneous 95% intervals d_ab ± c * se_ab (c: the 95th percentile of the max). It answers
+  "would these runs differ on other examples"; it says nothing about another seed: with one seed a
+  run-to-run spread of 0.85 accuracy points is called significant in about a quarter of null
+  comparisons of equal methods (FACTS.md), so its verdicts are about runs, not methods.
 
-- `sacrebleu_paired(hyps_a, hyps_b, refs, metric)`: BLEU / chrF through sacrebleu's own PairedTest
-  (`test="bs"`: paired bootstrap, `"ar"`: approximate randomization), with system `b` as sacrebleu's
-  baseline, so the p-value is the one `sacrebleu REF -i B A --paired-bs` prints for A (same seed,
-  same number of resamples; sacrebleu's CLI seed is 12345). The interval of the difference comes
-  from the same resample indices sacrebleu draws. One deliberate difference: two systems with the
-  same sufficient statistics on every sentence get p = 1 (sacrebleu counts only strictly larger
-  resampled differences, so it reports 1/(n+1), "significant", for a system against itself).
+- `"methods"` (every system has two or more seeds): Tukey–Kramer on the runs' scores, the pooled
+  within-system variance s² over seeds (df = sum(seeds - 1)) as the error: the seed-to-seed spread
+  is estimated from the runs themselves, unbiasedly (not shrunk by (S-1)/S as resampling S seeds
+  would), and p from the studentized range of K means, which covers all K(K-1)/2 pairs. Each pair's
+  variance is the larger of s²(1/S_a + 1/S_b) and the example-bootstrap variance of its difference,
+  so that a small eval set still counts when the seeds happen to agree (taking the larger only makes
+  the test more conservative). Intervals: d ± q_0.95(K, df)/√2 * se, simultaneous like the p-values.
+
+Every p-value is two-sided and already adjusted for the whole family; a difference is significant
+when p < 0.05, and then its simultaneous interval excludes 0. Differences are system minus
+reference, in the metric's units (direction is the caller's: lower may be better).
+
+`holm` (Holm's step-down adjustment) is kept for families of ordinary p-values; `sacrebleu_paired`
+is sacrebleu's own paired test, a cross-check only: its rule rejects a true null about twice as often
+as it says (FACTS.md), so no verdict uses it.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
 CLI_SEED = 12345  # sacrebleu's default SACREBLEU_SEED
+CONFIDENCE = 0.95  # of every interval here; the report's alpha (analysis.ALPHA) is 1 - this
 
 
-@dataclass
-class Comparison:
-    """score_a - score_b with its bootstrap 95% interval and two-sided p-value."""
-    score_a: float
-    score_b: float
-    diff: float
-    ci_low: float
-    ci_high: float
-    p: float
-    n: int
+# -------------------------------------------------------------------------------- one run's score
+class RunScore:
+    """A run's score from its per-example values on some examples. `fn(values)` (or, with `gold`,
+    `fn(gold, pred)`) scores the values of the chosen examples; no `fn`: the mean (trailing
+    dimensions averaged, e.g. 0/1 correctness or per-sentence scores)."""
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def __init__(self, fn: Callable | None = None, gold=None):
+        self.fn, self.gold = fn, None if gold is None else np.asarray(gold)
+
+    @property
+    def is_mean(self) -> bool:
+        return self.fn is None and self.gold is None
+
+    def __call__(self, values, examples=None) -> float:
+        values = np.asarray(values) if examples is None else np.asarray(values)[examples]
+        if self.is_mean:
+            return float(np.mean(values))
+        if self.gold is None:
+            return float(self.fn(values))
+        return float(self.fn(self.gold if examples is None else self.gold[examples], values))
+
+    def resampled(self, runs: np.ndarray, idx: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
+        """Mean over `runs` (seeds, N, ...) of each run's score on each resample idx[r] -> (n,);
+        `counts`: _counts(idx), for a mean (computed here if not given)."""
+        if self.is_mean:
+            per_example = runs.reshape(len(runs), runs.shape[1], -1).astype(float).mean(axis=(0, 2))
+            counts = _counts(idx, runs.shape[1]) if counts is None else counts
+            return counts @ per_example / idx.shape[1]
+        return np.array([np.mean([self(run, examples) for run in runs]) for examples in idx])
 
 
-def _as_seeds(x) -> np.ndarray:
+def _counts(idx: np.ndarray, n_examples: int) -> np.ndarray:
+    """(n, N) how often each example is drawn in each resample."""
+    n = len(idx)
+    flat = (np.arange(n)[:, None] * n_examples + idx).ravel()
+    return np.bincount(flat, minlength=n * n_examples).reshape(n, n_examples).astype(np.float32)
+
+
+def _as_runs(x) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 0:
-        raise ValueError("per-example scores must be an array, not a number")
+        raise ValueError("per-example values must be an array, not a number")
     return x[None] if x.ndim == 1 else x
 
 
-def _mean(values: np.ndarray) -> float:
-    return float(np.mean(values))
+# --------------------------------------------------------------------------------- all the pairs
+@dataclass
+class Pairwise:
+    """All pairs of K systems. Matrices are K x K, entry [a, b] about score_a - score_b; `p` is
+    symmetric, family-wise adjusted, 1 on the diagonal; `diff_ci` is (K, K, 2), simultaneous;
+    `significant` is p < 1 - CONFIDENCE (decided from the critical value, without computing p)."""
+    names: list[str]
+    seeds: list[int]
+    examples: int
+    scores: np.ndarray          # (K,) mean over each system's runs
+    score_ci: np.ndarray        # (K, 2) 95% interval of each system's score (not simultaneous)
+    diff: np.ndarray
+    diff_ci: np.ndarray
+    significant: np.ndarray
+    unit: str                   # "methods" (seed-level test) or "runs" (these runs, examples resampled)
+    test: str                   # the procedure, in a few words
+    resamples: int
+    p_values: Callable[[], np.ndarray] = field(repr=False, default=None)
+
+    @functools.cached_property
+    def p(self) -> np.ndarray:
+        return self.p_values()
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
 
 
-def _score(x: np.ndarray, seeds: np.ndarray, examples: np.ndarray, metric_fn, gold) -> float:
-    if gold is None:
-        return float(np.mean([metric_fn(x[s][examples]) for s in seeds]))
-    g = gold[examples]
-    return float(np.mean([metric_fn(g, x[s][examples]) for s in seeds]))
-
-
-def bootstrap_p(deltas: np.ndarray, observed: float) -> float:
-    """Two-sided shifted-null bootstrap p-value (see the module docstring)."""
-    deltas = np.asarray(deltas, dtype=float)
-    extreme = np.abs(deltas - observed) >= abs(observed) - 1e-12 * max(1.0, abs(observed))
-    return float((1 + int(extreme.sum())) / (len(deltas) + 1))
-
-
-def paired_bootstrap(a, b, metric_fn: Callable | None = None, n: int = 1000, seed: int = 0,
-                     gold=None) -> Comparison:
-    """Paired bootstrap of score(a) - score(b) over examples (and seeds); see the module docstring."""
-    a, b = _as_seeds(a), _as_seeds(b)
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"systems are paired by example: {a.shape[1]} examples against {b.shape[1]}")
-    n_ex = a.shape[1]
+def compare(systems: dict[str, np.ndarray], score: RunScore | None = None, n: int = 1000,
+            seed: int = 0) -> Pairwise:
+    """Every pair of systems (name -> per-example values, (seeds, N, ...)); see the module docstring
+    for the two tests. Needs two or more systems on the same N examples."""
+    score = score or RunScore()
+    names = list(systems)
+    runs = [_as_runs(systems[k]) for k in names]
+    if len(runs) < 2:
+        raise ValueError(f"comparisons need two or more systems, not {len(runs)}")
+    n_ex = {r.shape[1] for r in runs}
+    if len(n_ex) != 1:
+        raise ValueError(f"systems are paired by example: {sorted(n_ex)} examples")
+    n_ex = n_ex.pop()
     if n_ex == 0:
         raise ValueError("no examples to compare")
-    if gold is not None:
-        gold = np.asarray(gold)
-        if len(gold) != n_ex:
-            raise ValueError(f"{len(gold)} gold labels for {n_ex} examples")
-    fast = metric_fn is None and gold is None
-    metric_fn = metric_fn or _mean
-    all_ex = np.arange(n_ex)
-    score_a = _score(a, np.arange(len(a)), all_ex, metric_fn, gold)
-    score_b = _score(b, np.arange(len(b)), all_ex, metric_fn, gold)
-    observed = score_a - score_b
-    rng = np.random.default_rng(seed)
-    deltas = np.empty(n)
-    if fast:
-        a = a.reshape(len(a), n_ex, -1).mean(axis=2) if a.ndim > 2 else a.astype(float)
-        b = b.reshape(len(b), n_ex, -1).mean(axis=2) if b.ndim > 2 else b.astype(float)
-    for r in range(n):
-        examples = rng.integers(0, n_ex, n_ex)
-        seeds_a = rng.integers(0, len(a), len(a))
-        seeds_b = rng.integers(0, len(b), len(b))
-        if fast:
-            deltas[r] = a[seeds_a][:, examples].mean() - b[seeds_b][:, examples].mean()
-        else:
-            deltas[r] = (_score(a, seeds_a, examples, metric_fn, gold)
-                         - _score(b, seeds_b, examples, metric_fn, gold))
-    low, high = np.percentile(deltas, [2.5, 97.5])
-    return Comparison(score_a, score_b, observed, float(low), float(high), bootstrap_p(deltas, observed), n)
+    if score.gold is not None and len(score.gold) != n_ex:
+        raise ValueError(f"{len(score.gold)} gold labels for {n_ex} examples")
+    run_scores = [np.array([score(run) for run in r]) for r in runs]
+    idx = np.random.default_rng(seed).integers(0, n_ex, (n, n_ex))
+    counts = _counts(idx, n_ex) if score.is_mean else None
+    boot = np.column_stack([score.resampled(r, idx, counts) for r in runs])  # (n, K), runs held fixed
+    test = seed_level if min(len(s) for s in run_scores) >= 2 else example_bootstrap
+    return test(names, run_scores, boot, n_ex)
 
 
-def bootstrap_ci(a, metric_fn: Callable | None = None, n: int = 1000, seed: int = 0, gold=None,
-                 ) -> tuple[float, float, float]:
-    """(score, 2.5th, 97.5th percentile) of one system's score, resampling examples and seeds."""
-    a = _as_seeds(a)
-    metric_fn = metric_fn or _mean
-    n_ex = a.shape[1]
-    gold = None if gold is None else np.asarray(gold)
-    score = _score(a, np.arange(len(a)), np.arange(n_ex), metric_fn, gold)
-    rng = np.random.default_rng(seed)
-    values = np.empty(n)
-    for r in range(n):
-        examples = rng.integers(0, n_ex, n_ex)
-        values[r] = _score(a, rng.integers(0, len(a), len(a)), examples, metric_fn, gold)
-    low, high = np.percentile(values, [2.5, 97.5])
-    return score, float(low), float(high)
+def example_bootstrap(names, run_scores: list[np.ndarray], boot: np.ndarray, n_ex: int) -> Pairwise:
+    """The "runs" test: max-T over all pairs of the example bootstrap `boot` (n, K)."""
+    scores = np.array([s.mean() for s in run_scores])
+    diff = scores[:, None] - scores[None, :]
+    deltas = boot[:, :, None] - boot[:, None, :]  # (n, K, K)
+    se = deltas.std(axis=0)
+    # a pair whose difference never moves (identical systems, or one right wherever the other is)
+    # adds nothing to the max; its own t is 0 (no difference) or infinite
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_star = np.where(se > 0, np.abs(deltas - diff) / se, 0.0)
+        t_obs = np.where(se > 0, np.abs(diff) / se, np.where(diff != 0, np.inf, 0.0))
+    upper = np.triu_indices(len(names), 1)
+    max_t = t_star[:, upper[0], upper[1]].max(axis=1)
+    n = len(boot)
+    p = (1 + (max_t[None, None, :] >= t_obs[:, :, None] - 1e-12).sum(axis=2)) / (n + 1)
+    p[diff == 0] = 1.0  # no difference observed: nothing to reject
+    np.fill_diagonal(p, 1.0)
+    c = float(np.quantile(max_t, CONFIDENCE))
+    ci = np.stack([diff - c * se, diff + c * se], axis=-1)
+    tail = (1 - CONFIDENCE) / 2 * 100
+    score_ci = np.percentile(boot, [tail, 100 - tail], axis=0).T
+    return Pairwise(list(names), [len(s) for s in run_scores], n_ex, scores, score_ci, diff, ci,
+                    p < 1 - CONFIDENCE, "runs", "paired bootstrap over examples, runs fixed; max-T over all pairs",
+                    n, lambda: p)
+
+
+def seed_level(names, run_scores: list[np.ndarray], boot: np.ndarray, n_ex: int) -> Pairwise:
+    """The "methods" test: Tukey–Kramer on the runs' scores (two or more seeds per system), each
+    pair's variance floored at its example-bootstrap variance."""
+    from scipy.stats import studentized_range, t
+
+    k = len(names)
+    sizes = np.array([len(s) for s in run_scores], dtype=float)
+    scores = np.array([s.mean() for s in run_scores])
+    df = int((sizes - 1).sum())
+    pooled = sum(((s - s.mean()) ** 2).sum() for s in run_scores) / df
+    diff = scores[:, None] - scores[None, :]
+    boot_var = (boot[:, :, None] - boot[:, None, :]).var(axis=0)
+    se = np.sqrt(np.maximum(pooled * (1 / sizes[:, None] + 1 / sizes[None, :]), boot_var))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(se > 0, np.abs(diff) / se * math.sqrt(2), np.where(diff != 0, np.inf, 0.0))
+    crit = _range_quantile(k, df)
+    ci = np.stack([diff - crit / math.sqrt(2) * se, diff + crit / math.sqrt(2) * se], axis=-1)
+
+    def p_values() -> np.ndarray:  # the studentized range's tail: ~10 ms a pair, hence lazily
+        p = np.ones((k, k))
+        upper = np.triu_indices(k, 1)
+        p[upper] = np.where(np.isinf(q[upper]), 0.0, studentized_range.sf(np.minimum(q[upper], 1e6), k, df))
+        return np.minimum(p, p.T)
+
+    own = np.sqrt(np.maximum(pooled / sizes, boot.var(axis=0)))
+    half = float(t.ppf(1 - (1 - CONFIDENCE) / 2, df)) * own
+    score_ci = np.column_stack([scores - half, scores + half])
+    return Pairwise(list(names), [len(s) for s in run_scores], n_ex, scores, score_ci, diff, ci, q > crit, "methods",
+                    f"Tukey-Kramer on per-seed scores (pooled seed variance, df {df})", len(boot), p_values)
+
+
+@functools.lru_cache(maxsize=None)
+def _range_quantile(k: int, df: int) -> float:
+    """The CONFIDENCE quantile of the studentized range of k means with df error degrees of freedom."""
+    from scipy.stats import studentized_range
+
+    return float(studentized_range.ppf(CONFIDENCE, k, df))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -152,6 +230,18 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------- sacrebleu
+@dataclass
+class Comparison:
+    """score_a - score_b with an interval and a p-value (sacrebleu's cross-check)."""
+    score_a: float
+    score_b: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    p: float
+    n: int
+
+
 def _sacrebleu_metric(metric: str, references: list[list[str]] | None = None):
     from sacrebleu.metrics import BLEU, CHRF
 
@@ -182,22 +272,25 @@ def _sacrebleu_seed(seed: int):
 
 
 def sacrebleu_stats(hyps: Sequence[str], refs: Sequence[Sequence[str]], metric: str = "bleu") -> np.ndarray:
-    """Per-sentence sufficient statistics (N, K) of sacrebleu's corpus BLEU / chrF, for resampling
-    several seeds with `paired_bootstrap(..., metric_fn=sacrebleu_score_fn(metric))`."""
+    """Per-sentence sufficient statistics (N, K) of sacrebleu's corpus BLEU / chrF: resampling
+    sentences resamples these, and the corpus score is computed from their sum (`sacrebleu_score_fn`)."""
     m = _sacrebleu_metric(metric, reference_streams(refs))
     return np.array(m._extract_corpus_statistics(list(hyps), None), dtype="float64")
 
 
 def sacrebleu_score_fn(metric: str = "bleu") -> Callable[[np.ndarray], float]:
-    """metric_fn for `paired_bootstrap` over `sacrebleu_stats`: the corpus score of summed stats."""
+    """RunScore's fn over `sacrebleu_stats`: the corpus score of the summed statistics."""
     m = _sacrebleu_metric(metric)
     return lambda stats: float(m._compute_score_from_stats(np.asarray(stats).sum(0)).score)
 
 
 def sacrebleu_paired(hyps_a: Sequence[str], hyps_b: Sequence[str], refs: Sequence[Sequence[str]],
                      metric: str = "bleu", n: int = 1000, seed: int = CLI_SEED, test: str = "bs") -> Comparison:
-    """System a against baseline b with sacrebleu's PairedTest (see the module docstring). `refs`:
-    one list of references per example. `seed` must be non-zero (sacrebleu treats 0 as "unseeded")."""
+    """Cross-check only: system a against baseline b with sacrebleu's PairedTest (`test="bs"`: paired
+    bootstrap, `"ar"`: approximate randomization), the p-value `sacrebleu REF -i B A --paired-bs`
+    prints for A (same seed and resamples; the CLI's seed is 12345; 0 means unseeded to sacrebleu, so
+    it is refused). Two systems with the same statistics on every sentence get p = 1 (sacrebleu would
+    report 1/(n+1))."""
     from sacrebleu.significance import PairedTest
 
     if not seed:
