@@ -121,6 +121,7 @@ def test_invisible_and_undecodable_text_is_refused_with_the_fix(tmp_path, conten
 
 def test_home_folder_paths_work_at_parse_time_and_at_staging(tmp_path, monkeypatch):
     from peftgrid.plan import plan_study
+    from peftgrid.staging.models import resolve_local_source
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home" / "data").mkdir(parents=True)
@@ -131,12 +132,15 @@ def test_home_folder_paths_work_at_parse_time_and_at_staging(tmp_path, monkeypat
               "tasks": {"t": {"type": "sequence_classification", "model": "m", "dataset": "d",
                               "columns": {"text": "text", "label": "label"}, "eval": {"test": {"split": "test"}}}},
               "experiments": [{"tasks": ["t"], "methods": ["none"]}]}
+    (tmp_path / "home" / "model").mkdir()
+    config["models"]["m"]["source"] = "~/model"
     elsewhere = tmp_path / "work"
     elsewhere.mkdir()
     _, cells = plan_study(config, elsewhere)
     assert len(cells) == 1
     meta = stage_dataset("d", spec, elsewhere / "resources" / "datasets" / "d", elsewhere)
     assert meta["splits"] == {"train": 2, "test": 1}
+    assert resolve_local_source("~/model", elsewhere) == tmp_path / "home" / "model"  # what stage_model copies
 
 
 def test_subsample_is_the_same_for_every_cell():

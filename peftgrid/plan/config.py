@@ -321,6 +321,8 @@ def _check_reader_keys(where: str, ds: dict) -> None:
         for key in DELIMITED_ONLY + ("header",):
             if key in ds and (key != "header" or ds["header"] is False):
                 raise ConfigError(f"{where}.{key}: only read for format csv or tsv, not {fmt}; remove it")
+    if fmt in ("csv", "tsv") and ds["header"] is False and "column_names" not in ds:
+        raise ConfigError(f"{where}.column_names: header: false needs the columns' names, e.g. column_names: [text, label]")
     if fmt == "hub" and ds["encoding"] != "utf-8":
         raise ConfigError(f"{where}.encoding: only read for local files; the hub's datasets decode themselves")
     if "sep" in ds:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, ModelError, did_you_mean
-from ..staged import subsample
+from ..staged import check_columns, subsample
 from ..staging.datasets import declared_splits, is_url, local_path, read_local_splits, source_files
 from ..staging.models import resolve_local_source
 from ..tasks import task_type
@@ -44,7 +44,7 @@ def check_local_paths(config: dict, base_dir: str | Path = ".") -> None:
     for name, model in config["models"].items():
         source = model["source"]
         try:
-            resolve_local_source(os.path.expanduser(source) if source.startswith("~") else source, base_dir)
+            resolve_local_source(source, base_dir)
         except ModelError as e:
             raise ConfigError(f"models.{name}.source: {e}") from None
         except (ImportError, ValueError) as e:  # find_spec imports the parent package of a dotted name
@@ -115,10 +115,17 @@ def _check_columns(where: str, task: dict, rows: list[dict], what: str) -> None:
         if column in rows[0]:
             continue
         near = [p for p in present if p.strip().lstrip("\ufeff") == column.strip()]
+        glued = [sep for sep in ("\t", ";", ",", "|") if len(present) == 1 and sep in present[0]]
         hint = (f"; the file's column is {near[0]!r} (invisible characters differ): fix the header or write "
-                f"columns.{role}: {near[0]!r}") if near else did_you_mean(column, present)
+                f"columns.{role}: {near[0]!r}") if near else (
+                f"; the header looks separated by {glued[0]!r}: set the dataset's sep: {glued[0]!r}") if glued else \
+            did_you_mean(column, present)
         raise ConfigError(f"{where}.columns.{role}: {what} has no column {column!r}; its columns are "
                           f"{', '.join(map(repr, present))}{hint}")
+    try:
+        check_columns(rows, task["columns"], what)  # a row without a value in a mapped column
+    except DataError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _check_blank_labels(where: str, task: dict, ttype, rows: list[dict], what: str) -> None:

@@ -33,10 +33,10 @@ def resolve_local_source(source: str, base_dir: Path) -> Path | None:
         if not path.exists():
             raise ModelError(f"{source}: {path} does not exist")
         return path
-    path = Path(source) if os.path.isabs(source) else base_dir / source
+    expanded = os.path.expanduser(source)  # ~/models/bert: the home folder, at parse time and at staging alike
+    path = Path(expanded) if os.path.isabs(expanded) else base_dir / source
     looks_local = source.startswith((".", "/", "~")) or source.endswith(".gguf") or path.exists()
     if looks_local:
-        path = path.expanduser()
         if not path.exists():
             raise ModelError(f"{source}: no such file or directory")
         return path
