@@ -14,7 +14,7 @@ def main(smk):
     predictions = dict(zip(keys, map(Path, smk.input.predictions)))
     eval_name = primary_eval({"eval": {e: {} for e in spec.evals}}, spec.report, spec.task)
     out = {name: Path(getattr(smk.output, name)) for name in ("qualitative", "sentence_bleu", "sentence_chrf")}
-    build_generation_report(spec.task, predictions, eval_name, out)
+    build_generation_report(spec.task, predictions, eval_name, out, spec.decodings)
 
 
 run_job(main, snakemake, offline=False)  # noqa: F821

@@ -5,7 +5,7 @@ from peftgrid.jobs.common import run_job
 from peftgrid.plan.specs import TaskReportSpec
 from peftgrid.report.analysis import comet_segment_scores, seed_label
 from peftgrid.report.tables import build_task_report
-from peftgrid.report.tuning import selected_variants
+from peftgrid.report import tuning
 
 
 def main(smk):
@@ -21,8 +21,9 @@ def main(smk):
                 "decoding": spec.decodings}
     out = {name: Path(getattr(smk.output, name)) for name in
            ("table", "table_md", "recommendations", "transfer", "learning_curves", "pareto", "distances", "sweep")}
-    selected = selected_variants(list(smk.input.selections)) if hasattr(smk.input, "selections") else {}
-    build_task_report(spec.task, smk.input.summary, logs, distances, task_cfg, spec.report, out, predictions, selected,
+    # each method's (variant, decoding) chosen on the selection set; a method with none has one variant
+    choices = tuning.read_choices(list(smk.input.choices)) if hasattr(smk.input, "choices") else {}
+    build_task_report(spec.task, smk.input.summary, logs, distances, task_cfg, spec.report, out, predictions, choices,
                       comet)
 
 

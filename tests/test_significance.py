@@ -289,15 +289,16 @@ def test_compare_methods_columns_and_direction():
 # ------------------------------------------------------------------------------- in the report
 
 
-def write_study(tmp_path, systems, metric="mcc", evals=("validation", "test")):
+def write_study(tmp_path, systems, metric="mcc"):
     """summary.tsv + predictions.jsonl per (method, variant, seed, eval) from per-example
-    predicted labels; gold is shared. `systems`: (method, variant, params, mem) -> {eval: [preds per seed]}."""
+    predicted labels; gold is shared. `systems`: (method, variant, params, mem) -> {eval: (gold,
+    [preds per seed])}."""
     from peftgrid.metrics.classification import classification_metrics
 
     rows, predictions = [], {}
     for (method, variant, params, mem), by_eval in systems.items():
-        for ev, (gold, seeds) in by_eval.items():
-            for seed, pred in enumerate(seeds):
+        for ev, (gold, runs) in by_eval.items():
+            for seed, pred in enumerate(runs):
                 path = tmp_path / f"{method}_{variant}_{seed}_{ev}.jsonl"
                 path.write_text("".join(json.dumps({"label": str(g), "prediction": str(p), "confidence": 0.9,
                                                     "correct": int(g == p)}) + "\n" for g, p in zip(gold, pred)))
@@ -307,76 +308,112 @@ def write_study(tmp_path, systems, metric="mcc", evals=("validation", "test")):
                              "decoding": "", "status": "ok", "error": "", metric: score, "trainable_params": params,
                              "trainable_pct": 100 * params / 1e6, "train_time_s": 10.0, "time_per_epoch_s": 5.0,
                              "peak_train_mem_mb": mem, "peak_infer_mem_mb": 100.0, "infer_throughput": 10.0})
-    import pandas as pd
-
     pd.DataFrame(rows).to_csv(tmp_path / "summary.tsv", sep="\t", index=False)
     return predictions
 
 
-def run_report(tmp_path, predictions, metric="mcc", evals=("validation", "test")):
-    import pandas as pd
-
+def run_report(tmp_path, predictions, metric="mcc", evals=("test",), choices=None):
     from peftgrid.report.tables import build_task_report
 
     out = {n: tmp_path / f"{n}.{'png' if n in ('learning_curves', 'pareto', 'distances', 'sweep') else 'tsv'}"
            for n in ("table", "table_md", "recommendations", "transfer", "learning_curves", "pareto", "distances",
                      "sweep")}
     task_cfg = {"eval": {e: {} for e in evals}, "metrics": [metric], "transfer": None, "decoding": []}
-    build_task_report("cola", tmp_path / "summary.tsv", {}, {}, task_cfg, {}, out, predictions)
+    build_task_report("cola", tmp_path / "summary.tsv", {}, {}, task_cfg, {}, out, predictions, choices)
     return (pd.read_csv(out["recommendations"], sep="\t"), pd.read_csv(out["table"], sep="\t"),
             out["table_md"].read_text())
 
 
-def test_report_says_no_method_beat_the_untrained_baseline(tmp_path):
+def exactly(rng, gold, correct):
+    """One run's predictions with exactly `correct` examples right (at random positions)."""
+    right = set(rng.choice(len(gold), correct, replace=False).tolist())
+    return [g if i in right else 1 - g for i, g in enumerate(gold)]
+
+
+def said(recs, kind="in words"):
+    return list(recs.loc[recs["recommendation"] == kind, "statement"])
+
+
+def noisy(rng, gold, acc, n_seeds=2):
+    return [[g if rng.random() < acc else 1 - g for g in gold] for _ in range(n_seeds)]
+
+
+def test_report_recommends_nothing_when_no_method_beat_the_untrained_baseline(tmp_path):
     # CoLA as it happened: full and LoRA predict the majority class (MCC 0), the random head of
-    # `none` scores a little above 0 by chance
+    # `none` scores a little above 0 by chance; the old bullets still said "best quality: `full` — mcc 0"
     rng = np.random.default_rng(0)
-    sets = {ev: (rng.integers(0, 2, 300) * (rng.random(300) < 0.7)).tolist() for ev in ("validation", "test")}
-    majority = {ev: (g, [[0] * len(g)]) for ev, g in sets.items()}
-    noisy = {ev: (g, [[int(x) if rng.random() < 0.53 else 1 - int(x) for x in g]]) for ev, g in sets.items()}
+    gold = (rng.integers(0, 2, 300) * (rng.random(300) < 0.7)).tolist()
+    majority = {"test": (gold, [[0] * len(gold)])}
     predictions = write_study(tmp_path, {("full", "default", 1e6, 900.0): majority,
                                          ("lora", "r=8", 3e3, 400.0): majority,
-                                         ("none", "default", 0.0, 0.0): noisy})
+                                         ("none", "default", 0.0, 0.0): {"test": (gold, noisy(rng, gold, 0.53, 1))}})
     recs, table, md = run_report(tmp_path, predictions)
-    words = " ".join(recs.loc[recs["recommendation"] == "in words", "statement"])
-    assert "No method beat the untrained baseline on cola" in words
-    assert "none" not in set(recs.loc[recs["recommendation"] == "best quality", "cell"])
-    assert "not worse than best (p>=0.05)" in table.columns and "Paired comparisons" in md
+    assert set(recs["recommendation"]) == {"nothing recommended", "in words"}  # no bullet names a method
+    assert said(recs, "nothing recommended")[0].startswith(
+        "No trained method is significantly better than the untrained baseline `none` on cola")
+    assert "significantly worse than best" in table.columns and "Paired comparisons" in md
 
 
-def test_report_words_and_not_worse_column(tmp_path):
+def test_report_words_columns_and_the_selection_set_named(tmp_path):
     rng = np.random.default_rng(1)
-    systems = {}
-    sets = {ev: rng.integers(0, 2, 400).tolist() for ev in ("validation", "test")}
+    gold = rng.integers(0, 2, 400).tolist()
 
-    def noisy(gold, acc, n_seeds=2):
-        return [[g if rng.random() < acc else 1 - g for g in gold] for _ in range(n_seeds)]
+    def runs(correct, n_seeds=2):
+        return {"test": (gold, [exactly(rng, gold, correct) for _ in range(n_seeds)])}
 
-    systems[("full", "default", 1e6, 1000.0)] = {ev: (g, noisy(g, 0.90)) for ev, g in sets.items()}
-    systems[("lora", "r=8", 3e3, 380.0)] = {ev: (g, noisy(g, 0.895)) for ev, g in sets.items()}
-    # the better LoRA variant on validation is r=8; r=2 is worse there (and chosen against)
-    systems[("lora", "r=2", 1e3, 370.0)] = {ev: (g, noisy(g, 0.80)) for ev, g in sets.items()}
-    systems[("bitfit", "default", 1e2, 500.0)] = {ev: (g, noisy(g, 0.65)) for ev, g in sets.items()}
-    systems[("none", "default", 0.0, 0.0)] = {ev: (g, noisy(g, 0.5, 1)) for ev, g in sets.items()}
-    recs, table, md = run_report(tmp_path, write_study(tmp_path, systems, metric="accuracy"), metric="accuracy")
-    words = list(recs.loc[recs["recommendation"] == "in words", "statement"])
-    assert words[0].startswith("Best on `test`: `full`") and "chosen on `validation`" in words[0]
+    systems = {("full", "default", 1e6, 1000.0): runs(362), ("lora", "r=8", 3e3, 380.0): runs(360),
+               ("lora", "r=2", 1e3, 370.0): runs(320), ("bitfit", "default", 1e2, 500.0): runs(260),
+               ("none", "default", 0.0, 0.0): runs(200, 1)}
+    choices = {"lora": {"variant": "r=8", "decoding": "", "on": "validation", "seed": 1000}}
+    recs, table, md = run_report(tmp_path, write_study(tmp_path, systems, metric="accuracy"), metric="accuracy",
+                                 choices=choices)
+    words = said(recs)
+    assert words[0].startswith("Chosen on the selection set `validation` at seed 1000 (runs never reported): "
+                               "`lora` → `r=8`")
+    assert any(w.startswith("Best trained method on `test`: `full` with accuracy") and "2 seed(s) × 400 examples" in w for w in words)
     lora = next(w for w in words if w.startswith("`lora r=8`"))
-    assert "is within" in lora and "0.3% of its trainable parameters" in lora and "38% of its training memory" in lora
-    assert any(w.startswith("`bitfit` is significantly worse than") for w in words)
-    test_rows = table[table["eval"] == "test"].set_index("cell")
-    col = "not worse than best (p>=0.05)"
-    assert test_rows.loc["lora r=8", col] == True and test_rows.loc["bitfit", col] == False  # noqa: E712
-    assert np.isnan(test_rows.loc["lora r=2", col])  # not the chosen variant: not compared
-    assert test_rows.loc["bitfit", "p vs best (Holm)"] < 0.01
+    assert "below `full`, not significantly" in lora and "0.3% of its trainable parameters" in lora
+    assert "38% of its training memory" in lora and "above `none`, significantly" in lora
+    assert any(w.startswith("`bitfit` is ") and "below `full`, significantly" in w for w in words)
+    bullets = recs[~recs["recommendation"].isin(["in words", "nothing recommended"])].set_index("recommendation")
+    assert bullets.loc["best quality", "cell"] == "full"
+    assert bullets.loc["fewest trainable parameters within 1 point(s) of the best and not significantly worse",
+                       "cell"] == "lora r=8"
+    rows = table.set_index("cell")
+    col = "significantly worse than best"
+    assert rows.loc["lora r=8", col] == False and rows.loc["bitfit", col] == True  # noqa: E712
+    assert np.isnan(rows.loc["lora r=2", col])  # not the chosen variant: not compared
+    assert rows.loc["bitfit", "p vs best (adjusted)"] < 0.01
+
+
+def test_variants_enter_only_as_chosen_on_the_selection_set(tmp_path):
+    """Five equally good LoRA ranks: the best of them on the reported set beats a fixed one by
+    chance (the audit: 0.56-0.97 points on 2,000 examples). Only the variant chosen on the
+    selection set is compared; without a choice the method is left out and the report says so."""
+    rng = np.random.default_rng(2)
+    gold = rng.integers(0, 2, 500).tolist()
+    systems = {("full", "default", 1e6, 1000.0): {"test": (gold, noisy(rng, gold, 0.92))},
+               ("none", "default", 0.0, 0.0): {"test": (gold, noisy(rng, gold, 0.5))}}
+    for r in (1, 2, 4, 8, 16):
+        systems[("lora", f"r={r}", 1e3 * r, 400.0)] = {"test": (gold, noisy(rng, gold, 0.85))}
+    predictions = write_study(tmp_path, systems, metric="accuracy")
+    summary = pd.read_csv(tmp_path / "summary.tsv", sep="\t")
+    lora = summary[summary["method"] == "lora"].groupby("variant")["accuracy"].mean()
+    luckiest, fixed = lora.idxmax(), "r=4" if lora.idxmax() != "r=4" else "r=2"
+    choices = {"lora": {"variant": fixed, "decoding": "", "on": "validation", "seed": 1000}}
+    recs, table, md = run_report(tmp_path, predictions, metric="accuracy", choices=choices)
+    rows = table.set_index("cell")
+    compared = "significantly worse than best"
+    assert pd.notna(rows.loc[f"lora {fixed}", compared]) and pd.isna(rows.loc[f"lora {luckiest}", compared])
+    recs, table, md = run_report(tmp_path, predictions, metric="accuracy")  # no choice: lora is left out
+    assert table.set_index("cell")[compared].dropna().index.tolist() == ["full", "none"]
+    assert any(w.startswith("`lora` has 5 variants and no choice made on a selection set") for w in said(recs))
 
 
 def test_comet_is_compared_from_its_segment_scores(tmp_path):
     """COMET's per-example scores come from the task's COMET job (examples.tsv), not from
     predictions.jsonl: a clearly better system by COMET is found significantly better, and two
     systems with the same segment scores are not."""
-    import pandas as pd
-
     from peftgrid.records import write_tsv
     from peftgrid.report.analysis import comet_segment_scores
     from peftgrid.report.tables import significance
@@ -400,43 +437,66 @@ def test_comet_is_compared_from_its_segment_scores(tmp_path):
     comet = comet_segment_scores(tmp_path / "examples.tsv")
     assert comet[("bitfit", "default", 1, "test", "greedy")] == pytest.approx(list(base))
     agg = pd.DataFrame(summary).assign(comet_mean=lambda d: d["comet"])
-    comp = significance(agg, predictions, ["test"], ["greedy"], "comet", comet=comet)
+    chosen = {m: ("default", "greedy") for m in systems}
+    comp = significance(agg, predictions, ["test"], chosen, "comet", comet=comet)
     assert "note" not in comp or comp["note"].isna().all()
     by = comp.set_index("method")
-    assert by.loc["bitfit", "p_vs_best_holm"] < 0.01
-    assert by.loc["lora", "p_vs_best_holm"] > 0.05
-    without = significance(agg, predictions, ["test"], ["greedy"], "comet")  # no segment scores: said so
+    assert by.loc["bitfit", "worse_than_best"] and by.loc["bitfit", "p_vs_best"] < 0.01
+    assert not by.loc["lora", "worse_than_best"]
+    without = significance(agg, predictions, ["test"], chosen, "comet")  # no segment scores: said so
     assert "no per-example 'comet'" in without["note"].iloc[0]
 
 
-def test_pareto_front_drops_only_methods_significantly_beaten_at_no_more_cost(tmp_path):
-    """Front by trainable parameters: `tiny` (cheapest, poor) and `big` (best) are on any front;
-    `mid` costs more than `small` and scores a little less, not significantly: the plain mean front
-    drops it, the significance-aware one keeps it; `fat` costs more than `small` and is far worse:
-    dropped by both."""
-    import pandas as pd
-
-    from peftgrid.report.analysis import aggregate_seeds, pareto_front
+def test_front_drops_boft_and_full_below_lora_at_many_times_its_parameters(tmp_path):
+    """The audit's 500-example task with 9 methods: BOFT 4.4 points below LoRA with 17x its trainable
+    parameters and full fine-tuning 2.6 below with 367x, neither significantly worse after adjustment,
+    stayed on the old "no method significantly better and cheaper" front; both must leave it."""
+    from peftgrid.report.analysis import FRONT, aggregate_seeds
     from peftgrid.report.tables import significance
 
     rng = np.random.default_rng(4)
-    gold = rng.integers(0, 2, 600).tolist()
-
-    def noisy(acc):
-        return [[g if rng.random() < acc else 1 - g for g in gold] for _ in range(2)]
-
-    small = noisy(0.85)
-    mid = [[p if rng.random() < 0.99 else 1 - p for p in seed] for seed in small]  # ~1 point below, paired
-    systems = {("tiny", "default", 1e2, 100.0): {"test": (gold, noisy(0.60))},
-               ("small", "default", 1e3, 200.0): {"test": (gold, small)},
-               ("mid", "default", 5e3, 300.0): {"test": (gold, mid)},
-               ("fat", "default", 1e4, 400.0): {"test": (gold, noisy(0.70))},
-               ("big", "default", 1e6, 900.0): {"test": (gold, noisy(0.95))}}
-    predictions = write_study(tmp_path, systems, metric="accuracy", evals=("test",))
+    gold = rng.integers(0, 2, 500).tolist()
+    lora = 1.2e5
+    spec = {"prompt": (2e4, 275), "bitfit": (1e4, 300), "vera": (8e4, 325), "ia3": (5e4, 350), "lora": (lora, 400),
+            "adalora": (1.5e5, 390), "prefix": (3e5, 395), "boft": (17 * lora, 378), "full": (367 * lora, 387)}
+    systems = {(m, "default", p, 100.0): {"test": (gold, [exactly(rng, gold, c)])} for m, (p, c) in spec.items()}
+    predictions = write_study(tmp_path, systems, metric="accuracy")
     agg = aggregate_seeds(pd.read_csv(tmp_path / "summary.tsv", sep="\t").fillna({"decoding": ""}), ["accuracy"])
-    agg["decoding"] = ""
-    comp = significance(agg, predictions, ["test"], [], "accuracy").set_index("method")
-    front = comp["front_trainable_params"].to_dict()
-    assert front == {"tiny": True, "small": True, "mid": True, "fat": False, "big": True}
-    plain = pareto_front(agg.set_index("method"), "accuracy", "trainable_params").to_dict()
-    assert plain["mid"] is False or plain["mid"] == False  # noqa: E712 — the mean front drops it
+    agg["decoding"] = agg["decoding"].fillna("")
+    comp = significance(agg, predictions, ["test"], {m: ("default", "") for m in spec}, "accuracy")
+    front = comp.set_index("method")["front_trainable_params"]
+    assert front["bitfit"] == FRONT and front["lora"] != "dominated by `ia3`"
+    for m in ("boft", "full"):
+        assert front[m].startswith("dominated by `lora`"), (m, front[m])
+    assert not comp.set_index("method").loc[["boft", "full"], "worse_than_best"].any()  # the audit's premise
+
+
+def test_each_method_is_compared_and_drawn_at_its_chosen_decoding(tmp_path):
+    """Generation fronts were drawn at one decoding (the first sorted) while their intervals came
+    from another: now every comparison, front and figure uses the decoding chosen on the selection
+    set, else the primary one (first in config order), and the title names them."""
+    from peftgrid.report.analysis import chosen_cells, load_summary
+    from peftgrid.report.tables import _decoding_title, significance
+
+    rng = np.random.default_rng(5)
+    gold = rng.integers(0, 2, 300).tolist()
+    correct = {("lora", "greedy"): 270, ("lora", "beam4"): 180, ("full", "greedy"): 150, ("full", "beam4"): 240}
+    rows, predictions = [], {}
+    for (method, decoding), c in correct.items():
+        pred = exactly(rng, gold, c)
+        path = tmp_path / f"{method}_{decoding}.jsonl"
+        path.write_text("".join(json.dumps({"label": str(g), "prediction": str(p), "correct": int(g == p)}) + "\n"
+                                for g, p in zip(gold, pred)))
+        predictions[(method, "default", 1, "test", decoding)] = path
+        rows.append({"task": "t", "method": method, "variant": "default", "seed": 1, "eval": "test",
+                     "decoding": decoding, "status": "ok", "error": "", "accuracy": c / 300,
+                     "trainable_params": 1e3 if method == "lora" else 1e6, "trainable_pct": 1.0})
+    pd.DataFrame(rows).to_csv(tmp_path / "summary.tsv", sep="\t", index=False)
+    agg = load_summary(tmp_path / "summary.tsv")
+    choices = {"lora": {"variant": "default", "decoding": "greedy", "on": "validation", "seed": 1000}}
+    chosen, _ = chosen_cells(agg, choices, ["beam4", "greedy"])
+    comp = significance(agg, predictions, ["test"], chosen, "accuracy", choices=choices, n=200).set_index("method")
+    assert (comp.loc["lora", "decoding"], comp.loc["lora", "score"]) == ("greedy", pytest.approx(0.9))
+    assert (comp.loc["full", "decoding"], comp.loc["full", "score"]) == ("beam4", pytest.approx(0.8))
+    assert _decoding_title(chosen) == ", each method at its chosen decoding: full `beam4`, lora `greedy`"
+    assert _decoding_title({"full": ("default", "beam4")}) == ", decoding `beam4`"

@@ -72,14 +72,16 @@ def console_tables(rows: list[dict], tasks: dict) -> str:
         groups: dict[tuple, list[dict]] = {}
         for r in mine:
             groups.setdefault((r["method"], r["variant"]), []).append(r)
-        lines = [f"{task} — {metric} on {ev}" + (f" ({what['decoding']})" if what.get("decoding") else ""),
+        lines = [f"{task} — {metric} on {ev}" + (f" ({what['decoding']})" if what.get("decoding") else "")
+                 + " — every cell by name; which method to use: results/report/report.md",
                  f"  {'method':<16}{'variant':<18}{metric:>12}{'trainable %':>13}{'train s':>10}{'peak MB':>10}  seeds"]
-        ranked = []
+        cells = []
         for (method, variant), rs in groups.items():
             ok = [r for r in rs if r["status"] == "ok" and r.get(metric, "") != ""]
             score = sum(float(r[metric]) for r in ok) / len(ok) if ok else float("-inf")
-            ranked.append((score, method, variant, rs, ok))
-        for score, method, variant, rs, ok in sorted(ranked, key=lambda x: -x[0]):
+            cells.append((score, method, variant, rs, ok))
+        # by name, not by score: the verdicts (selection-set choices, paired tests) are report.md's alone
+        for score, method, variant, rs, ok in sorted(cells, key=lambda x: (x[1], x[2])):
             if not ok:
                 lines.append(f"  {method:<16}{variant:<18}  failed: {rs[0].get('error', '')[:70]}")
                 continue

@@ -54,16 +54,18 @@ def aggregate_seeds(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def pareto_front(df: pd.DataFrame, quality: str, cost: str) -> pd.Series:
-    """True for points no other point beats on both: higher quality and lower (or equal) cost."""
+def pareto_front(df: pd.DataFrame, quality: str, cost: str, higher_is_better: bool = True) -> pd.Series:
+    """The plain front of the means: True for points no other point beats on both, better quality
+    at a lower (or equal) cost."""
     valid = df[[quality, cost]].notna().all(axis=1)
     front = pd.Series(False, index=df.index)
-    order = df[valid].sort_values([cost, quality], ascending=[True, False])
+    order = df[valid].sort_values([cost, quality], ascending=[True, not higher_is_better])
+    sign = 1.0 if higher_is_better else -1.0
     best = -math.inf
     for idx, r in order.iterrows():
-        if r[quality] > best:
+        if sign * r[quality] > best:
             front[idx] = True
-            best = r[quality]
+            best = sign * r[quality]
     return front
 
 
@@ -71,31 +73,30 @@ def cell_label(r) -> str:
     return r["method"] if r["variant"] == "default" else f"{r['method']} {r['variant']}"
 
 
-def recommendations(agg: pd.DataFrame, metric: str, within_points: float, budget_pct: float) -> list[dict]:
-    """Best quality; cheapest within `within_points` of it; best under a trainable-parameter
-    budget; fastest within `within_points`. Quality is in points (x100 for 0..1 metrics)."""
-    ok = agg[(agg["status"] == "ok") & agg[metric].notna() & (agg["method"] != "none")].copy()  # none: a reference
-    if ok.empty:
-        return []
-    scale = 100.0 if ok[metric].abs().max() <= 1.0 else 1.0
-    ok["points"] = ok[metric] * scale
-    best = ok.loc[ok["points"].idxmax()]
-    near = ok[ok["points"] >= best["points"] - within_points]
-    under = ok[ok["trainable_pct"] <= budget_pct]
-    recs = [("best quality", best)]
-    recs.append((f"fewest trainable parameters within {within_points:g} point(s) of the best",
-                 near.loc[near["trainable_params"].idxmin()]))
-    if not under.empty:
-        recs.append((f"best quality with at most {budget_pct:g}% trainable parameters", under.loc[under["points"].idxmax()]))
-    timed = near[near["train_time_s"].notna()]
-    if not timed.empty:
-        recs.append((f"fastest to train within {within_points:g} point(s) of the best", timed.loc[timed["train_time_s"].idxmin()]))
-    out = []
-    for what, r in recs:
-        out.append({"recommendation": what, "cell": cell_label(r), "method": r["method"], "variant": r["variant"],
-                    metric: r[metric], "trainable_params": r["trainable_params"], "trainable_pct": r["trainable_pct"],
-                    "train_time_s": r["train_time_s"], "peak_train_mem_mb": r["peak_train_mem_mb"], "seeds": r["n"]})
-    return out
+def primary_decoding(decodings) -> str:
+    """A generation task's primary decoding: the first in config order, a pre-registered choice
+    for every method that chose none on a selection set ("" for a task that does not generate)."""
+    return next(iter(decodings or []), "")
+
+
+def chosen_cells(agg: pd.DataFrame, choices: dict, decodings) -> tuple[dict, dict]:
+    """Where each method enters comparisons, recommendations and fronts (the selection contract):
+    method -> (variant, decoding): its choice on the selection set (`choices`: tuning.read_choices),
+    else its only variant at the primary decoding; and method -> why it is left out (several
+    variants and no choice: picking one on the reported set would flatter it)."""
+    primary = primary_decoding(decodings)
+    chosen, left_out = {}, {}
+    for method, g in agg.groupby("method", sort=True):
+        variants = sorted(set(g["variant"]))
+        if method in choices:
+            chosen[method] = (choices[method]["variant"], choices[method].get("decoding") or primary)
+        elif len(variants) == 1:
+            chosen[method] = (variants[0], primary)
+        else:
+            left_out[method] = (f"`{method}` has {len(variants)} variants and no choice made on a selection set: "
+                                "it is left out of the comparisons, recommendations and fronts (the sweep figure "
+                                "shows every variant).")
+    return chosen, left_out
 
 
 def primary_eval(task_cfg: dict, report_cfg: dict, task: str) -> str:
@@ -237,14 +238,6 @@ class Scorer:
         return np.stack([self.values(lines) for lines in lines_per_seed])
 
 
-def choose_variants(agg: pd.DataFrame, metric: str, selection_eval: str, decoding: str = "") -> dict[str, str]:
-    """method -> its variant with the best mean `metric` on `selection_eval` (finished cells)."""
-    sel = agg[(agg["eval"] == selection_eval) & (agg["status"] == "ok") & agg[metric].notna()]
-    if "decoding" in sel and decoding:
-        sel = sel[sel["decoding"] == decoding]
-    return {m: g.loc[g[metric].idxmax(), "variant"] for m, g in sel.groupby("method")}
-
-
 COMPARISON = ["method", "seeds", "examples", "score", "ci_low", "ci_high", "best", "diff_vs_best", "diff_ci_low",
               "diff_ci_high", "p_vs_best", "worse_than_best", "diff_vs_none", "none_ci_low", "none_ci_high", "p_vs_none",
               "better_than_none", "unit", "test", "resamples", "higher_is_better"]
@@ -282,10 +275,7 @@ def compare_methods(systems: dict[str, list[list[dict]]], metric: str, n: int = 
         for i in trained:
             rows[pw.names[i]].update(_versus(pw, i, z, "diff_vs_none", "none_ci", "p_vs_none"),
                                      better_than_none=_significantly_better(pw, i, z, higher))
-    frame = pd.DataFrame(list(rows.values()), columns=COMPARISON)
-    # the old names, until the report's tables and sentences read the new ones
-    return frame.assign(p_vs_best_holm=frame["p_vs_best"].fillna(1.0), p_vs_none_holm=frame["p_vs_none"],
-                        not_worse_than_best=~frame["worse_than_best"].fillna(False).astype(bool))
+    return pd.DataFrame(list(rows.values()), columns=COMPARISON)
 
 
 def _versus(pw, i: int, ref: int, diff: str, ci: str, p: str) -> dict:
@@ -341,19 +331,38 @@ def better_pairs(systems: dict[str, list[list[dict]]], metric: str, n: int = 100
     return out
 
 
-def significant_front(points: pd.DataFrame, cost: str, pairs: dict) -> pd.Series:
-    """True for each method (row: method, `cost`) that no other method beats significantly
-    (`pairs`: better_pairs) at the same or a lower cost. A method beaten on the mean but not
-    significantly stays on the front: the data cannot tell the two apart."""
-    front = pd.Series(True, index=points.index)
-    for i, b in points.iterrows():
-        for _, a in points.iterrows():
-            if a["method"] == b["method"] or not (a[cost] <= b[cost]):
-                continue
-            if pairs.get((a["method"], b["method"]), 1.0) < ALPHA:
-                front[i] = False
-                break
-    return front
+# ------------------------------------------------------------------------ fronts and verdicts
+FRONT = "front"
+FRONT_CAPTION = ("Red: the front. From the cheapest method upwards, a costlier method joins it only when it scores "
+                 "better, significantly (paired test, adjusted over all pairs), than the last method on it; so each "
+                 "step along the red line buys a gain the data can show. Dashed grey: the plain front of the means "
+                 "(no method at most as costly scores better on the mean).")
+
+
+def significant_front(points: pd.DataFrame, cost: str, pairs: dict, higher_is_better: bool = True) -> pd.Series:
+    """Each method's place against the front of `cost` (rows: method, score, `cost`; `pairs`:
+    better_pairs, (a, b) -> adjusted p that a is better than b), see FRONT_CAPTION:
+    "front"; "dominated by `x` (significantly | not significantly)" when a method at most as costly
+    scores at least as well on the mean (off the plain front too); "no significant gain over `x`"
+    when it beats the last front method `x` on the mean only."""
+    order = points.sort_values([cost, "score"], ascending=[True, not higher_is_better])
+    status = pd.Series("", index=points.index, dtype=object)
+    best = top = None  # the best mean so far (at most this cost) and the last method on the front
+    for i, r in order.iterrows():
+        if best is not None and not _beats(r["score"], best["score"], higher_is_better):
+            how = "significantly" if pairs.get((best["method"], r["method"]), 1.0) < ALPHA else "not significantly"
+            status[i] = f"dominated by `{best['method']}` ({how})"
+            continue
+        best = r
+        if top is None or pairs.get((r["method"], top["method"]), 1.0) < ALPHA:
+            status[i], top = FRONT, r
+        else:
+            status[i] = f"no significant gain over `{top['method']}`"
+    return status
+
+
+def _beats(a: float, b: float, higher_is_better: bool) -> bool:
+    return a > b if higher_is_better else a < b
 
 
 def _pct(part, whole) -> str:
@@ -363,44 +372,121 @@ def _pct(part, whole) -> str:
     return f"{share:.2g}%" if share < 10 else f"{share:.0f}%"
 
 
-def significance_statements(task: str, comp: pd.DataFrame, costs: pd.DataFrame, metric: str, eval_name: str,
-                            chosen_on: str, scale: float = 1.0) -> list[str]:
-    """Recommendations in words with their evidence. `costs`: one row per method (its chosen
-    variant) with variant, trainable_params, peak_train_mem_mb. `scale`: 100 for 0-1 metrics
-    (differences read as points). The untrained baseline is a reference, never recommended."""
-    if comp.empty or not comp["best"].fillna(False).any():
-        return [f"No paired comparison on `{eval_name}`: no finished trained method with per-example predictions."]
-    costs = costs.set_index("method")
+def _num(x: float) -> str:
+    return f"{x:.1f}" if abs(x) >= 1 else f"{x:.2g}"
 
-    def name(m):
-        v = costs.loc[m, "variant"] if m in costs.index else "default"
-        return m if v == "default" else f"{m} {v}"
 
-    def cost(m, col):
-        return costs.loc[m, col] if m in costs.index else float("nan")
+def gap_words(diff: float, reference: str, higher_is_better: bool, scale: float, unit: str) -> str:
+    """'4.3 points below `full`' for diff = system - reference (metric units); a lower-is-better
+    metric says which way is better."""
+    if diff == 0:
+        return f"level with `{reference}`"
+    side = "above" if diff > 0 else "below"
+    if not higher_is_better:
+        side += " (better than)" if diff < 0 else " (worse than)"
+    return f"{_num(abs(diff) * scale)} {unit}{' ' if unit else ''}{side} `{reference}`"
 
-    out = []
-    trained = comp[comp["method"] != "none"]
-    if "none" in set(comp["method"]):
-        beat = trained[(trained["p_vs_none_holm"] < ALPHA) & (trained["diff_vs_none"] > 0)]
-        if beat.empty:
-            base = comp[comp["method"] == "none"].iloc[0]
-            return [f"No method beat the untrained baseline on {task} ({metric} on `{eval_name}`: `none` scores "
-                    f"{base['score'] * scale:.3g}; no trained method is significantly better after Holm correction, "
-                    f"p >= {ALPHA}). Nothing is recommended."]
-    best = comp[comp["best"].fillna(False)].iloc[0]
-    out.append(f"Best on `{eval_name}`: `{name(best['method'])}` with {metric} {best['score'] * scale:.3g} "
-               f"(95% CI {best['ci_low'] * scale:.3g} to {best['ci_high'] * scale:.3g}, {int(best['seeds'])} seed(s)); "
-               f"variants chosen on `{chosen_on}`"
-               + ("" if chosen_on != eval_name else " (the reported set itself: no separate selection set)") + ".")
+
+def _interval(low: float, high: float, scale: float) -> str:
+    def signed(x):
+        return f"{x:+.1f}" if abs(x) >= 1 else f"{x:+.2g}"
+
+    return f"95% CI {signed(low * scale)} to {signed(high * scale)}"
+
+
+def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, eval_name: str, *,
+              higher_is_better: bool, scale: float, within_points: float, budget_pct: float,
+              ) -> tuple[list[dict], list[str]]:
+    """Every recommendation of a task's report, bullets and words, from one place.
+
+    `rows`: one row per method at its chosen (variant, decoding) on `eval_name` (method, variant,
+    decoding, `metric`, n, and the costs); `comp`: compare_methods on the same systems. `scale`
+    turns metric units into points. Rules: `none` is a reference, never recommended; when the study
+    has `none` and no trained method is significantly better than it, no bullet names a method. A
+    method qualifies when it is not significantly worse than the best (and, with `none` in the
+    study, significantly better than `none`); "within X points of the best" means qualifying AND
+    at most X points from the best on the mean; costs are compared among those methods only. The
+    budget bullet picks the best mean among the methods better than `none` under the budget.
+    Returns (bullets: dicts with recommendation, cell, method, variant, decoding, `metric`, costs,
+    seeds; sentences)."""
     unit = "points" if scale != 1.0 or metric in ("bleu", "chrf") else ""
-    for _, r in trained[~trained["best"].fillna(False)].sort_values("score", ascending=False).iterrows():
-        d = -r["diff_vs_best"] * scale
-        lo, hi = r["diff_ci_low"] * scale, r["diff_ci_high"] * scale
-        verdict = "is within" if r["not_worse_than_best"] else "is significantly worse than"
-        out.append(f"`{name(r['method'])}` {verdict} {abs(d):.2g} {unit} of `{name(best['method'])}` ".replace("  ", " ")
-                   + f"(difference 95% CI {lo:+.2g} to {hi:+.2g}, p = {r['p_vs_best_holm']:.2g} Holm-adjusted) "
-                   f"with {_pct(cost(r['method'], 'trainable_params'), cost(best['method'], 'trainable_params'))} of its "
-                   f"trainable parameters and {_pct(cost(r['method'], 'peak_train_mem_mb'), cost(best['method'], 'peak_train_mem_mb'))}"
-                   " of its training memory.")
-    return out
+    if comp.empty or "best" not in comp or not comp["best"].fillna(False).astype(bool).any():
+        return [], [f"No paired comparison on `{eval_name}` (no finished trained method with per-example "
+                    "predictions): nothing is recommended."]
+    comp = comp.merge(rows, on="method", how="left", suffixes=("", "_agg"))
+    label = {r["method"]: cell_label(r) for _, r in comp.iterrows()}
+    trained = comp[comp["method"] != "none"].copy()
+    has_none = "none" in set(comp["method"])
+    eligible = trained["better_than_none"].fillna(False).astype(bool) if has_none else pd.Series(True, trained.index)
+    qualify = eligible & ~trained["worse_than_best"].fillna(True).astype(bool)
+    sentences = []
+    if (comp["unit"] == "runs").any():
+        one = list(comp.loc[comp["seeds"] == 1, "method"])
+        if len(one) == len(comp) or not one:
+            sentences.append("With one seed per method, these p-values compare these runs, not the methods: the "
+                             "variation from seed to seed is not in them.")
+        else:
+            sentences.append(f"{', '.join(f'`{label[m]}`' for m in one)} ran one seed: the p-values involving "
+                             f"{'it' if len(one) == 1 else 'them'} compare runs, not methods (the variation from "
+                             "seed to seed is not in them).")
+    best_row = comp[comp["best"].fillna(False).astype(bool)].iloc[0]
+    sentences.append(f"Best trained method on `{eval_name}`: `{label[best_row['method']]}` with {metric} "
+                     f"{_num(best_row['score'] * scale)}{' ' if unit else ''}{unit} (95% CI {_num(best_row['ci_low'] * scale)} to "
+                     f"{_num(best_row['ci_high'] * scale)}; {int(best_row['seeds'])} seed(s) × "
+                     f"{int(best_row['examples'])} examples).")
+    order = trained.sort_values("score", ascending=not higher_is_better)
+    for _, r in order.iterrows():
+        sentences.append(_method_sentence(r, best_row, label, has_none, higher_is_better, scale, unit))
+    if has_none and not eligible.any():
+        base = comp[comp["method"] == "none"].iloc[0]
+        return [], [f"No trained method is significantly better than the untrained baseline `none` on {task} "
+                    f"({metric} on `{eval_name}`: `none` scores {base['score'] * scale:.3g}): nothing is "
+                    "recommended."] + sentences
+    if not qualify.any():
+        return [], ["No trained method is both significantly better than `none` and not significantly worse than "
+                    "the best: nothing is recommended."] + sentences
+    ok = trained[qualify]
+    top = ok.loc[ok["score"].idxmax() if higher_is_better else ok["score"].idxmin()]
+    gap = (top["score"] - ok["score"]) * scale * (1 if higher_is_better else -1)
+    near = ok[gap <= within_points + 1e-9]
+    margin = f"within {within_points:g} point(s) of the best and not significantly worse"
+    picks = [("best quality", top),
+             (f"fewest trainable parameters {margin}", _least(near, "trainable_params"))]
+    under = trained[eligible & (trained["trainable_pct"] <= budget_pct)]
+    if len(under):
+        picks.append((f"best quality with at most {budget_pct:g}% trainable parameters",
+                      under.loc[under["score"].idxmax() if higher_is_better else under["score"].idxmin()]))
+    fastest = _least(near, "train_time_s")
+    if fastest is not None:
+        picks.append((f"fastest to train {margin}", fastest))
+    bullets = [{"recommendation": what, "cell": label[r["method"]], "method": r["method"], "variant": r["variant"],
+                "decoding": r["decoding"], metric: r[metric], "trainable_params": r["trainable_params"],
+                "trainable_pct": r["trainable_pct"], "train_time_s": r["train_time_s"],
+                "peak_train_mem_mb": r["peak_train_mem_mb"], "seeds": r["n"]}
+               for what, r in picks if r is not None]
+    return bullets, sentences
+
+
+def _least(df: pd.DataFrame, column: str):
+    known = df[df[column].notna()]
+    return known.loc[known[column].idxmin()] if len(known) else None
+
+
+def _method_sentence(r, best, label: dict, has_none: bool, higher_is_better: bool, scale: float, unit: str) -> str:
+    """One trained method against the best and against `none`, as a reviewer would write it."""
+    evidence = f"{int(r['seeds'])} seed(s) × {int(r['examples'])} examples"
+    if r["method"] == best["method"]:
+        parts = [f"`{label[r['method']]}` is the best"]
+    else:
+        sig = "significantly" if r["worse_than_best"] else "not significantly"
+        parts = [f"`{label[r['method']]}` is {gap_words(r['diff_vs_best'], label[best['method']], higher_is_better, scale, unit)}, "
+                 f"{sig} ({_interval(r['diff_ci_low'], r['diff_ci_high'], scale)}, adjusted p = {r['p_vs_best']:.2g})"]
+    if has_none and pd.notna(r.get("diff_vs_none")):
+        sig = "significantly" if r["p_vs_none"] < ALPHA else "not significantly"
+        parts.append(f"{gap_words(r['diff_vs_none'], 'none', higher_is_better, scale, unit)}, {sig} "
+                     f"({_interval(r['none_ci_low'], r['none_ci_high'], scale)}, adjusted p = {r['p_vs_none']:.2g})")
+    text = "; ".join(parts) + f"; {evidence}"
+    if r["method"] != best["method"]:
+        text += (f"; {_pct(r.get('trainable_params'), best.get('trainable_params'))} of its trainable parameters "
+                 f"and {_pct(r.get('peak_train_mem_mb'), best.get('peak_train_mem_mb'))} of its training memory")
+    return text + "."

@@ -1,6 +1,7 @@
 """Figures of the report (matplotlib, no display). Each function writes PNG and SVG."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -9,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .analysis import COSTS, cell_label, pareto_front  # noqa: E402
+from .analysis import COSTS, FRONT, FRONT_CAPTION, cell_label, pareto_front  # noqa: E402
 from .distances import COMPONENTS  # noqa: E402
 
 
@@ -50,15 +51,25 @@ def learning_curves(logs: dict[str, pd.DataFrame], title: str, png) -> None:
     save(fig, png)
 
 
-def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png, sig: pd.DataFrame | None = None) -> None:
-    """Quality against each cost, one row per eval set; frontier points joined and labelled. With
-    `sig` (tables.significance), each method's chosen variant carries its bootstrap 95% interval."""
+def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png, chosen: dict | None = None,
+           sig: pd.DataFrame | None = None, higher_is_better: bool = True) -> None:
+    """Quality against each cost, one row of panels per eval set, each method at its chosen decoding
+    (`chosen`: method -> (variant, decoding), analysis.chosen_cells; without it every cell).
+    With `sig` (tables.significance) the chosen cells carry their bootstrap 95% intervals, the red
+    line is the front of analysis.significant_front and the dashed grey line the plain front of
+    the means, with the definition written under the figure; without it, the plain front only."""
     ok = agg[(agg["status"] == "ok") & agg[metric].notna()]
+    if chosen is not None:  # one decoding per method: the one it is compared at
+        at = {m: d for m, (_, d) in chosen.items()}
+        ok = ok[[at.get(m) == str(d) for m, d in zip(ok["method"], ok["decoding"].fillna(""))]]
     if ok.empty:
         return empty(png, f"{title}: no finished cell to plot")
+    tested = sig is not None and not sig.empty and "ci_low" in sig
     fig, axes = plt.subplots(len(evals), len(COSTS), figsize=(5.2 * len(COSTS), 4.2 * len(evals)), squeeze=False)
     for row, ev in enumerate(evals):
         sub = ok[ok["eval"] == ev]
+        base = (sig.loc[(sig["eval"] == ev) & (sig["method"] == "none"), "score"] if tested
+                else sub.loc[sub["method"] == "none", metric])  # the untrained reference, a line on every panel
         for col, (cost, cost_label) in enumerate(COSTS.items()):
             ax = axes[row][col]
             pts = sub[sub[cost].notna()]
@@ -67,41 +78,45 @@ def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png, si
             if pts.empty:
                 ax.axis("off")
                 continue
-            s = pd.DataFrame()
-            if sig is not None and not sig.empty and "ci_low" in sig:
-                s = sig[(sig["eval"] == ev) & sig["ci_low"].notna()]
-                if "decoding" in pts and len(s):
-                    s = s[s["decoding"] == s["decoding"].iloc[0]]
+            s = sig[(sig["eval"] == ev) & sig["ci_low"].notna()] if tested else pd.DataFrame()
+            if len(s):
                 s = s.merge(pts.drop_duplicates(["method", "variant"]), on=["method", "variant"], suffixes=("", "_agg"))
+            if len(base):
+                ax.axhline(base.iloc[0], color="0.5", ls=":", lw=1, label="none (untrained)")
             if len(s) and f"front_{cost}" in s and s[f"front_{cost}"].notna().any():
-                # each method at its chosen variant; off the front only when a method at the same or a
-                # lower cost is significantly better (analysis.significant_front)
-                on = s[f"front_{cost}"].eq(True)
-                ax.scatter(pts[cost], pts[metric], color="0.8", s=18, label="other cells")
-                ax.scatter(s.loc[~on, cost], s.loc[~on, metric], color="0.45", s=28,
-                           label="significantly beaten at ≤ cost")
+                s = s[s[f"front_{cost}"].notna()]
+                on = s[f"front_{cost}"].eq(FRONT)
+                shown = set(zip(s["method"], s["variant"])) | {("none", "default")}
+                rest = pts[[k not in shown for k in zip(pts["method"], pts["variant"])]]
+                ax.scatter(rest[cost], rest[metric], color="0.85", s=16, label="other variants")
+                plain = s[pareto_front(s, "score", cost, higher_is_better)].sort_values(cost)
+                ax.plot(plain[cost], plain["score"], "--", color="0.55", lw=1.2, label="plain front of the means")
+                ax.errorbar(s[cost].to_numpy(), s["score"].to_numpy(),
+                            yerr=[(s["score"] - s["ci_low"]).to_numpy(), (s["ci_high"] - s["score"]).to_numpy()],
+                            fmt="none", ecolor="0.3", elinewidth=1, capsize=3, label="95% CI (bootstrap)")
+                ax.scatter(s.loc[~on, cost], s.loc[~on, "score"], color="0.45", s=28, label="off the front")
                 fr = s[on].sort_values(cost)
-                ax.plot(fr[cost], fr[metric], "-o", color="tab:red", ms=6, label="front (no method significantly "
-                                                                               "better and cheaper)")
+                ax.plot(fr[cost], fr["score"], "-o", color="tab:red", ms=6, label="front (each step a significant gain)")
+                labelled, y = s, "score"
             else:
-                front = pareto_front(pts, metric, cost)
+                front = pareto_front(pts, metric, cost, higher_is_better)
                 ax.scatter(pts.loc[~front, cost], pts.loc[~front, metric], color="0.6", s=28, label="dominated")
                 fr = pts[front].sort_values(cost)
-                ax.plot(fr[cost], fr[metric], "-o", color="tab:red", ms=6, label="Pareto front")
-            if len(s):
-                ax.errorbar(s[cost], s["score"], yerr=[s["score"] - s["ci_low"], s["ci_high"] - s["score"]],
-                            fmt="none", ecolor="0.3", elinewidth=1, capsize=3, label="95% CI (bootstrap)")
-            for _, r in fr.iterrows():
-                ax.annotate(cell_label(r), (r[cost], r[metric]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+                ax.plot(fr[cost], fr[metric], "-o", color="tab:red", ms=6, label="plain front of the means")
+                labelled, y = fr, metric
+            for _, r in labelled.iterrows():
+                ax.annotate(cell_label(r), (r[cost], r[y]), textcoords="offset points", xytext=(4, 4), fontsize=8)
             if pts[cost].max() / max(pts[cost].min(), 1e-12) > 50:
                 ax.set_xscale("log")
             ax.set_xlabel(cost_label)
-            ax.set_ylabel(f"{metric} ({ev})")
+            ax.set_ylabel(f"{metric} ({ev}, {'higher' if higher_is_better else 'lower'} is better)")
             ax.grid(alpha=0.3)
             if row == 0 and col == 0:
-                ax.legend(fontsize=8, loc="lower right")
+                ax.legend(fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
+    caption = FRONT_CAPTION if tested else "Red: the plain front of the means (no paired tests: no per-example predictions)."
+    fig.text(0.5, 0.0, textwrap.fill(caption, 160), ha="center", va="top", fontsize=8)
     save(fig, png)
 
 

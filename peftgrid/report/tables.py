@@ -7,10 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from . import plots
-from .analysis import (COST_COLUMNS, COSTS, aggregate_seeds, better_pairs, cell_label, choose_variants, compare_methods,
-                       load_summary, metric_columns, primary_eval, primary_metric, read_predictions,
-                       recommendations,
-                       significance_statements, significant_front)
+from .analysis import (COST_COLUMNS, COSTS, FRONT_CAPTION, aggregate_seeds, better_pairs, cell_label, chosen_cells,
+                       compare_methods, load_summary, metric_columns, primary_decoding, primary_eval,
+                       primary_metric, read_predictions, recommend, significant_front)
 from ..records import atomic_write_text
 
 
@@ -71,102 +70,157 @@ def transfer_table(agg: pd.DataFrame, transfer: dict | None, metrics: list[str])
     return pd.DataFrame(rows, columns=columns)
 
 
-SELECTION_SET = "the selection set (tuned)"
-SIG_COLUMNS = {"p_vs_best_holm": "p vs best (Holm)", "not_worse_than_best": "not worse than best (p>=0.05)"}
+SIG_COLUMNS = {"p_vs_best": "p vs best (adjusted)", "worse_than_best": "significantly worse than best",
+               "p_vs_none": "p vs none (adjusted)"}
+COMPARISON_COLUMNS = ["eval", "cell", "decoding", "chosen_on", "seeds", "examples", "unit", "score", "ci_low", "ci_high",
+                      "diff_vs_best", "diff_ci_low", "diff_ci_high", "p_vs_best", "worse_than_best", "diff_vs_none",
+                      "none_ci_low", "none_ci_high", "p_vs_none", "better_than_none", "test", "note"]
 
 
-def _with_fronts(comp: pd.DataFrame, agg: pd.DataFrame, variants: dict, ev: str, dec: str, pairs: dict) -> pd.DataFrame:
-    """`front_<cost>` per trained method: on the Pareto front of quality against that cost unless
-    another method is significantly better (Holm over all pairs) at the same or a lower cost."""
-    rows = agg[(agg["eval"] == ev) & (agg["decoding"].fillna("").astype(str) == dec) & (agg["status"] == "ok")]
-    chosen = rows[[variants.get(m) == v for m, v in zip(rows["method"], rows["variant"])]]
-    present = [c for c in COSTS if c in chosen]
-    costs = comp[["method"]].merge(chosen[["method", *present]], on="method", how="left")
-    trained = costs["method"] != "none"
+def chosen_rows(agg: pd.DataFrame, chosen: dict, ev: str) -> pd.DataFrame:
+    """The finished rows of `agg` on `ev` at each method's chosen (variant, decoding)."""
+    keys = {(m, v, d) for m, (v, d) in chosen.items()}
+    at = [(m, v, str(d)) in keys for m, v, d in zip(agg["method"], agg["variant"], agg["decoding"].fillna(""))]
+    return agg[(agg["eval"] == ev) & (agg["status"] == "ok") & pd.Series(at, index=agg.index)]
+
+
+def _with_fronts(comp: pd.DataFrame, agg: pd.DataFrame, chosen: dict, ev: str, pairs: dict,
+                 higher: bool) -> pd.DataFrame:
+    """`front_<cost>` per trained method: its place against the front of quality and that cost
+    (analysis.significant_front; `none` is a reference, on no front)."""
+    rows = chosen_rows(agg, chosen, ev)
+    present = [c for c in COSTS if c in rows]
+    points = comp[["method", "score"]].merge(rows[["method", *present]], on="method", how="left")
+    trained = points["method"] != "none"
     for cost in present:
-        col = pd.Series(float("nan"), index=costs.index, dtype=object)
-        known = trained & costs[cost].notna()
+        col = pd.Series(float("nan"), index=points.index, dtype=object)
+        known = trained & points[cost].notna()
         if known.any():
-            col[known] = significant_front(costs[known], cost, pairs)
+            col[known] = significant_front(points[known], cost, pairs, higher)
         comp[f"front_{cost}"] = col.values
     return comp
 
 
-def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], decodings: list[str], metric: str,
-                 n: int = 1000, seed: int = 0, selected: dict | None = None, comet: dict | None = None) -> pd.DataFrame:
-    """Per eval set (and decoding): each method at its variant chosen on `validation` (if the task
-    has it, else on the reported set) against the best, see analysis.compare_methods. A tuned
-    method is compared at its configuration selected on the selection set (`selected`: method ->
-    variant, from the tuning checkpoints). `predictions`: (method, variant, seed, eval, decoding)
-    -> predictions.jsonl; `comet`: the same keys -> COMET segment scores (line-aligned)."""
-    selected, comet = selected or {}, comet or {}
-    from ..metrics import main_column, scale_of
+def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], chosen: dict, metric: str,
+                 choices: dict | None = None, n: int = 1000, seed: int = 0, comet: dict | None = None,
+                 labels: list[str] | None = None) -> pd.DataFrame:
+    """Per eval set: each method at its chosen (variant, decoding) (`chosen`: analysis.chosen_cells)
+    against the best and against `none` (analysis.compare_methods), and its place on each cost's
+    front. `predictions`: (method, variant, seed, eval, decoding) -> predictions.jsonl of the
+    reported seeds; `comet`: the same keys -> COMET segment scores (line-aligned); `choices`:
+    tuning.read_choices, for the set each choice was made on; `labels`: the task's label order
+    (binary F1's positive label, see analysis.Scorer)."""
+    choices, comet = choices or {}, comet or {}
+    from ..metrics import higher_is_better, main_column, scale_of
 
     column = main_column(metric)
+    higher = higher_is_better(column)
     frames = []
     for ev in evals:
-        chosen_on = "validation" if "validation" in evals else ev
-        for dec in decodings or [""]:
-            variants = {**choose_variants(agg, column, chosen_on, dec), **selected}
-            systems = {m: [read_predictions(p, comet.get(key)) for key, p in sorted(predictions.items(), key=str)
-                           if (key[0], key[1], key[3], key[4]) == (m, v, ev, dec)] for m, v in variants.items()}
-            try:
-                comp = compare_methods(systems, column, n=n, seed=seed)
-                comp = _with_fronts(comp, agg, variants, ev, dec, better_pairs(systems, column, n=n, seed=seed))
-            except KeyError as e:  # e.g. COMET: no per-example scores
-                comp = pd.DataFrame({"method": list(variants), "note": str(e)})
-            comp.insert(0, "chosen_on", [SELECTION_SET if m in selected else chosen_on for m in comp["method"]])
-            comp.insert(0, "variant", comp["method"].map(variants))
-            comp.insert(0, "decoding", dec)
-            comp.insert(0, "eval", ev)
-            comp["points_scale"] = 100.0 / scale_of(column)
-            frames.append(comp)
+        systems = {m: [read_predictions(p, comet.get(key)) for key, p in sorted(predictions.items(), key=str)
+                       if (key[0], key[1], key[3], key[4]) == (m, v, ev, d)] for m, (v, d) in chosen.items()}
+        if sum(1 for runs in systems.values() if any(runs)) < 2:
+            frames.append(pd.DataFrame({"eval": ev, "method": list(chosen), "note": "fewer than two methods to compare"}))
+            continue
+        try:
+            comp = compare_methods(systems, column, n=n, seed=seed, higher_is_better=higher, labels=labels)
+            pairs = better_pairs(systems, column, n=n, seed=seed, higher_is_better=higher, labels=labels)
+            comp = _with_fronts(comp, agg, chosen, ev, pairs, higher)
+        except KeyError as e:  # e.g. COMET: no per-example scores
+            comp = pd.DataFrame({"method": list(chosen), "note": str(e)})
+        comp.insert(0, "chosen_on", [f"{choices[m]['on']} (seed {choices[m]['seed']})" if m in choices
+                                     else "one variant" for m in comp["method"]])
+        comp.insert(0, "decoding", [chosen[m][1] for m in comp["method"]])
+        comp.insert(0, "variant", [chosen[m][0] for m in comp["method"]])
+        comp.insert(0, "eval", ev)
+        comp["points_scale"] = 100.0 / scale_of(column)
+        frames.append(comp)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def selection_sentences(choices: dict, left_out: dict, decodings: list) -> list[str]:
+    """Where each method's variant and decoding come from, in words (the report names the
+    selection set it used)."""
+    out = []
+    by_set: dict[str, list[str]] = {}
+    for m, c in sorted(choices.items()):
+        by_set.setdefault(f"`{c['on']}` at seed {c['seed']}", []).append(
+            f"`{m}` → `{c['variant']}`" + (f" with `{c['decoding']}`" if c.get("decoding") else ""))
+    for where, picks in by_set.items():
+        out.append(f"Chosen on the selection set {where} (runs never reported): {', '.join(picks)}; every "
+                   "comparison, recommendation and front uses these.")
+    if len(decodings) > 1:
+        out.append(f"A method with no decoding chosen is compared at the primary decoding `{primary_decoding(decodings)}` "
+                   "(the first in the config, fixed before any result).")
+    out.extend(left_out[m] for m in sorted(left_out))
+    if not choices and not left_out:
+        out.append("Every method has one variant: nothing was chosen, on any set.")
+    return out
+
+
+def _decoding_title(chosen: dict) -> str:
+    used = sorted({d for _, d in chosen.values() if d})
+    if not used:
+        return ""
+    if len(used) == 1:
+        return f", decoding `{used[0]}`"
+    return ", each method at its chosen decoding: " + ", ".join(f"{m} `{d}`" for m, (_, d) in sorted(chosen.items()))
 
 
 def build_task_report(task: str, summary_path, logs: dict[str, Path], distances: dict[str, Path], task_cfg: dict,
                       report_cfg: dict, out: dict[str, Path], predictions: dict | None = None,
-                      selected: dict | None = None, comet: dict | None = None) -> None:
-    """All of one task's report outputs (`out`: name -> path, see rules/report.smk). With
-    `predictions` ((method, variant, seed, eval, decoding) -> predictions.jsonl), the paired
-    significance tests: columns of the task table, a comparison table and recommendations in words."""
+                      choices: dict | None = None, comet: dict | None = None) -> None:
+    """All of one task's report outputs (`out`: name -> path, see rules/report.smk). `choices`:
+    tuning.read_choices (method -> variant, decoding, selection set, seed). With `predictions`
+    ((method, variant, seed, eval, decoding) -> predictions.jsonl), the paired significance tests:
+    columns of the task table, a comparison table, the fronts and the recommendations."""
+    choices = choices or {}
     df = load_summary(summary_path)
-    df = df[df["task"] == task]
+    df = df[df["task"] == task]  # reported seeds only: the plan never reports a selection-seed run
     metrics = metric_columns(task_cfg["metrics"])
     metric = primary_metric(task_cfg, report_cfg, task)
+    from ..metrics import higher_is_better
+
+    higher = higher_is_better(metric)
     ev = primary_eval(task_cfg, report_cfg, task)
+    decodings = list(task_cfg.get("decoding") or [])
     agg = aggregate_seeds(df, metrics)
+    chosen, left_out = chosen_cells(agg, choices, decodings)
     table = task_table(agg, metrics, metric)
     sig = pd.DataFrame()
     if predictions:
-        sig = significance(agg, predictions, list(task_cfg["eval"]), list(task_cfg.get("decoding") or []), metric,
-                           selected=selected, comet=comet)
+        sig = significance(agg, predictions, list(task_cfg["eval"]), chosen, metric, choices=choices, comet=comet,
+                           labels=task_cfg.get("labels"))
     md_extra = ""
-    if not sig.empty and "p_vs_best_holm" in sig:
+    if not sig.empty and "p_vs_best" in sig:
         keyed = sig.set_index(["method", "variant", "eval", "decoding"])
         keys = list(zip(agg["method"], agg["variant"], agg["eval"], agg["decoding"].astype(str)))
         for col, title in SIG_COLUMNS.items():
             table[title] = [keyed.loc[k, col] if k in keyed.index else float("nan") for k in keys]
-        shown = sig.copy()
-        shown.insert(0, "cell", [cell_label(r) for _, r in shown.iterrows()])
-        shown = shown.drop(columns=["method", "variant", "points_scale"] + ([] if shown["decoding"].astype(bool).any()
-                                                                            else ["decoding"]))
-        md_extra = ("\n#### Paired comparisons with the best method (bootstrap over examples and seeds, 1,000 "
-                    "resamples, Holm-adjusted; BLEU/chrF: sacrebleu's paired bootstrap)\n\n" + markdown_table(shown))
+        shown = sig.assign(cell=[cell_label(r) for _, r in sig.iterrows()])
+        shown = shown[[c for c in COMPARISON_COLUMNS if c in shown and (c != "decoding" or shown[c].astype(bool).any())]
+                      + [c for c in shown if c.startswith("front_")]]
+        tests = "; ".join(f"{t}, {int(r):,} resamples" for t, r in
+                          sig[["test", "resamples"]].dropna().drop_duplicates().itertuples(index=False))
+        md_extra = ("\n#### Paired comparisons: each method at its chosen variant and decoding against the best and "
+                    f"against `none` ({tests}; p-values adjusted over every comparison, the choice "
+                    "of the best included; differences are method minus reference, in the metric's units)\n\n"
+                    + markdown_table(shown))
     table.to_csv(out["table"], sep="\t", index=False)
     atomic_write_text(out["table_md"], markdown_table(table) + md_extra)
-    recs = pd.DataFrame(recommendations(agg[agg["eval"] == ev], metric, report_cfg.get("within_points", 1.0),
-                                        report_cfg.get("param_budget_pct", 1.0)))
-    if recs.empty:
-        recs = pd.DataFrame(columns=["recommendation", "cell", metric])
-    if not sig.empty and "p_vs_best_holm" in sig:
-        dec = (list(task_cfg.get("decoding") or []) or [""])[0]
-        comp = sig[(sig["eval"] == ev) & (sig["decoding"] == dec)]
-        costs = agg[(agg["eval"] == ev) & (agg["decoding"].astype(str) == dec)].merge(
-            comp[["method", "variant"]], on=["method", "variant"])
-        words = significance_statements(task, comp, costs, metric, ev, " / ".join(dict.fromkeys(comp["chosen_on"])) if len(comp) else ev,
-                                        float(comp["points_scale"].iloc[0]) if len(comp) else 1.0)
-        recs = pd.concat([recs, pd.DataFrame({"recommendation": "in words", "statement": words})], ignore_index=True)
+
+    comp = sig[sig["eval"] == ev] if "p_vs_best" in sig else pd.DataFrame()
+    scale = float(comp["points_scale"].iloc[0]) if len(comp) else 1.0
+    bullets, words = recommend(task, chosen_rows(agg, chosen, ev), comp, metric, ev, higher_is_better=higher,
+                               scale=scale, within_points=report_cfg.get("within_points", 1.0),
+                               budget_pct=report_cfg.get("param_budget_pct", 1.0))
+    recs = pd.DataFrame(bullets, columns=["recommendation", "cell", "method", "variant", "decoding", metric,
+                                          "trainable_params", "trainable_pct", "train_time_s", "peak_train_mem_mb",
+                                          "seeds"])
+    if not bullets:  # the one line that says why nothing is recommended
+        recs = pd.DataFrame({"recommendation": ["nothing recommended"], "statement": [words.pop(0)]})
+    words = selection_sentences(choices, left_out, decodings) + words
+    recs = pd.concat([recs, pd.DataFrame({"recommendation": "in words", "statement": words})], ignore_index=True)
     recs.insert(0, "eval", ev)
     recs.insert(0, "task", task)
     recs.to_csv(out["recommendations"], sep="\t", index=False)
@@ -178,8 +232,8 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
         if len(log):
             curves[label] = log
     plots.learning_curves(curves, f"{task}: loss curves", out["learning_curves"])
-    plots.pareto(agg, metric, list(task_cfg["eval"]), f"{task}: {metric} against cost (Pareto front in red)",
-                 out["pareto"], sig=sig)
+    plots.pareto(agg, metric, list(task_cfg["eval"]), f"{task}: {metric} against cost{_decoding_title(chosen)}",
+                 out["pareto"], chosen=chosen, sig=sig, higher_is_better=higher)
     frames = []
     for label, path in distances.items():
         d = pd.read_csv(path, sep="\t")
@@ -188,33 +242,36 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
     plots.distance_bars(pd.concat(frames) if frames else pd.DataFrame(), f"{task}: how far each method moved the weights",
                         out["distances"])
     # a tuned method that is not also swept has one (selected) variant: its grid is in the tuning figure
-    tuned_only = {m for m, v in (selected or {}).items() if set(agg.loc[agg["method"] == m, "variant"]) == {v}}
-    plots.sweep(agg[~agg["method"].isin(tuned_only)], metric, ev, f"{task}: hyperparameter sweeps ({metric} on {ev})",
-                out["sweep"])
+    tuned_only = {m for m, c in choices.items() if set(agg.loc[agg["method"] == m, "variant"]) == {c["variant"]}}
+    primary = primary_decoding(decodings)
+    at = f"{ev}, decoding `{primary}`" if primary else ev
+    plots.sweep(agg[~agg["method"].isin(tuned_only) & (agg["decoding"].astype(str) == primary)], metric, ev,
+                f"{task}: hyperparameter sweeps ({metric} on {at}; every variant, reported seeds)", out["sweep"])
 
 
 def write_report(tasks: dict[str, dict], report_dir: Path, out_md: Path, report_cfg: dict) -> None:
     report_dir = Path(report_dir)
     parts = ["# peftgrid report\n",
              "Every number below comes from `results/summary.tsv`; each cell trained from the pretrained "
-             "weights. Quality is the mean over seeds (± std and a 95% t-interval when there are several); "
-             "failed cells are listed with their reason.\n"]
+             "weights. Quality is the mean over the reported seeds (± std and a 95% t-interval when there are "
+             "several); failed cells are listed with their reason. Variants and decodings are chosen on each "
+             "task's selection set, on a seed that is never reported.\n"]
     for task, cfg in tasks.items():
         metric = primary_metric(cfg, report_cfg, task)
         ev = primary_eval(cfg, report_cfg, task)
         parts.append(f"\n## {task}\n")
         recs = pd.read_csv(report_dir / "tables" / f"{task}_recommendations.tsv", sep="\t")
         parts.append(f"\n### Recommendations ({metric} on `{ev}`)\n\n")
-        if recs.empty:
-            parts.append("No finished cell: nothing to recommend.\n")
-        words = recs[recs["recommendation"] == "in words"] if "statement" in recs else recs.iloc[:0]
-        recs = recs[recs["recommendation"] != "in words"]
-        for _, r in recs.iterrows():
+        said = recs[recs["recommendation"].isin(["in words", "nothing recommended"])]
+        for _, r in said[said["recommendation"] == "nothing recommended"].iterrows():
+            parts.append(f"{r['statement']}\n")
+        for _, r in recs.drop(said.index).iterrows():
             parts.append(f"- **{r['recommendation']}**: `{r['cell']}` — {metric} {fmt(r[metric])}, "
                          f"{fmt(r['trainable_params'])} trainable parameters ({fmt(r['trainable_pct'])}%), "
                          f"{fmt(r['train_time_s'])} s training, {fmt(r['peak_train_mem_mb'])} MB peak training memory\n")
+        words = said[said["recommendation"] == "in words"]
         if len(words):
-            parts.append(f"\n### What the significance tests say ({metric} on `{ev}`)\n\n")
+            parts.append(f"\n### What the comparisons say ({metric} on `{ev}`)\n\n")
             parts.extend(f"- {w}\n" for w in words["statement"])
         parts.append("\n### All cells\n\n")
         parts.append((report_dir / "tables" / f"{task}.md").read_text())
@@ -236,20 +293,22 @@ def write_report(tasks: dict[str, dict], report_dir: Path, out_md: Path, report_
                               ("distances", "Weight distance to the pretrained model, per component"),
                               ("sweep", "Hyperparameter sweeps")):
             parts.append(f"\n![{caption}](figures/{task}/{name}.png)\n")
+            if name == "pareto":
+                parts.append(f"\n*{FRONT_CAPTION}*\n")
     atomic_write_text(out_md, "".join(parts))
 
 
 def build_generation_report(task: str, predictions: dict[tuple[str, str, str], Path], eval_name: str,
-                            out: dict[str, Path], n_examples: int = 8) -> None:
+                            out: dict[str, Path], decodings: list[str], n_examples: int = 8) -> None:
     """Qualitative reading for a generation task: the same sources with every cell's output side
-    by side (on `eval_name`, first decoding strategy), and the sentence BLEU / chrF distributions
-    per cell and decoding strategy. `predictions`: (cell, eval, decoding) -> predictions.jsonl."""
+    by side (on `eval_name`, at the task's primary decoding), and the sentence BLEU / chrF
+    distributions per cell and decoding strategy. `predictions`: (cell, eval, decoding) ->
+    predictions.jsonl; `decodings`: the task's, in config order."""
     import json
 
     loaded = {key: [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
               for key, path in predictions.items()}
-    decodings = sorted({d for _, e, d in loaded if e == eval_name})
-    first = "greedy" if "greedy" in decodings else (decodings[0] if decodings else None)
+    first = primary_decoding(decodings)
     cells = sorted({c for c, e, d in loaded if e == eval_name and d == first and loaded[(c, e, d)]})
     lines = [f"# {task}: outputs side by side ({eval_name}, decoding `{first}`)\n"]
     if cells:
