@@ -164,17 +164,22 @@ SEED_HINT = ("a cell's seed is one of its experiment's seeds (one cell per seed,
 def _refuse_seed_keys(config: dict) -> None:
     """A `seed` anywhere but `experiments[].seeds` would be ignored or give identical cells that
     are then compared as if they differed."""
+    def entries(node):  # a section of the wrong type is the schema's to report
+        return node.items() if isinstance(node, dict) else []
+
     places = [("training", config.get("training"))]
-    places += [(f"tasks.{t}.training", task.get("training")) for t, task in (config.get("tasks") or {}).items()
+    places += [(f"tasks.{t}.training", task.get("training")) for t, task in entries(config.get("tasks"))
                if isinstance(task, dict)]
-    places += list(((f"methods.{m}", entry) for m, entry in (config.get("methods") or {}).items()))
-    for i, exp in enumerate(config.get("experiments") or []):
+    places += [(f"methods.{m}", entry) for m, entry in entries(config.get("methods"))]
+    experiments = config.get("experiments")
+    for i, exp in enumerate(experiments if isinstance(experiments, list) else []):
         if not isinstance(exp, dict):
             continue
-        places += [(f"experiments[{i}].sweep.{m}", keys) for m, keys in (exp.get("sweep") or {}).items()]
+        places += [(f"experiments[{i}].sweep.{m}", keys) for m, keys in entries(exp.get("sweep"))]
+        methods = exp.get("methods") if isinstance(exp.get("methods"), list) else []
         tune = exp.get("tune")
         if isinstance(tune, dict):
-            places.append((f"experiments[{i}].tune", {k: v for k, v in tune.items() if k not in exp.get("methods", [])}))
+            places.append((f"experiments[{i}].tune", {k: v for k, v in tune.items() if k not in methods}))
             places += [(f"experiments[{i}].tune.{m}", grid) for m, grid in tune.items() if isinstance(grid, dict)]
     for where, node in places:
         if isinstance(node, dict) and "seed" in node:
@@ -269,7 +274,8 @@ def _switch_tracking(config: dict) -> None:
 
 def _unbool_select_on(config: dict) -> None:
     """YAML 1.1 (PyYAML, hence Snakemake) reads the key `on` as the boolean true: give it its name back."""
-    for exp in config.get("experiments") or []:
+    experiments = config.get("experiments")
+    for exp in experiments if isinstance(experiments, list) else []:
         select = exp.get("select") if isinstance(exp, dict) else None
         if isinstance(select, dict) and True in select:
             select["on"] = select.pop(True)
