@@ -74,7 +74,7 @@ def cell_eval_outputs(cell):
 # Training and evaluation take every core of the job's share (they run one per GPU, so the rest of
 # the machine would idle); Snakemake sets OMP_NUM_THREADS to it, which torch follows. Override per
 # rule with --set-threads train=4; under SLURM, cpus_per_task in the profile sets the share.
-JOB_THREADS = max(1, min(workflow.cores or 1, os.cpu_count() or 1))
+JOB_THREADS = max(1, min(workflow.resource_settings.cores or 1, os.cpu_count() or 1))  # --report, --unlock: no --cores
 
 TASKS_IN_STUDY = sorted({c.task for c in CELLS})
 # report file names end in the task name (<task>.md, <task>_qualitative.md): only a real task matches
