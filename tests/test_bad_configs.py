@@ -11,6 +11,7 @@ The table runs what the Snakefile runs at parse time, in-process (load_config_fi
 written twice, as the Snakefile's re-read does; plan_study validates, checks paths and peeks at the
 data); a few real `snakemake -n` runs check what only Snakemake shows. Relative paths start at
 tests/configs, as a user's start at their working directory."""
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -91,3 +92,45 @@ def test_snakemake_prints_the_one_line(tmp_path, name):
     assert proc.returncode != 0 and len(lines) == 1 and contains(lines[0], expect), output[-3000:]
     assert "Traceback" not in output and "Exception" not in output
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
+
+
+WRONG_VALUES = [None, "x", 3, 2.5, -1, 0, [], {}, True, ["a", "a"], {"a": 1}, "1e-4", "a/b", 2.0, "", "train"]
+
+
+def test_no_wrong_value_anywhere_gives_a_traceback():
+    """Every key of a study (a tuned sweep, a named variant, labels, report settings) replaced by
+    each of WRONG_VALUES, or deleted: it plans, or stops with one ConfigError line — never another
+    exception (an AttributeError or TypeError is a traceback naming no key)."""
+    config = load_config_file(CONFIGS / "base.yaml")
+    config["tasks"]["emotion"].update(labels=["joy", "sadness", "anger"], max_examples={"train": 6})
+    config["methods"] = {"lora": {"r": 4, "target_modules": ["query", "value"]}, "my_dora": {"kind": "dora"}}
+    config["experiments"][0].update(sweep={"lora": {"r": [2, 4]}}, tune={"full": {"lr": "auto"}})
+    config["report"] = {"quality_metric": {"emotion": "accuracy"}, "within_points": 1.0}
+    plan_study(config, CONFIGS)  # the control: as written, it plans
+
+    def paths(node, prefix=()):
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+        for key, value in items:
+            yield prefix + (key,)
+            yield from paths(value, prefix + (key,))
+
+    tried = 0
+    for path in paths(config):
+        for value in WRONG_VALUES + [DELETE]:
+            changed = copy.deepcopy(config)
+            node = changed
+            for key in path[:-1]:
+                node = node[key]
+            if value is DELETE:
+                del node[path[-1]]
+            else:
+                node[path[-1]] = copy.deepcopy(value)
+            try:
+                plan_study(changed, CONFIGS)
+            except ConfigError as err:
+                assert "\n" not in str(err), (path, value)
+            tried += 1
+    assert tried > 800
+
+
+DELETE = object()
