@@ -75,20 +75,35 @@ def test_average_ranks_with_a_tie_worked_by_hand(tmp_path):
 
 def test_critical_difference_k4_n3_by_hand():
     # Demšar (2006): CD = q_0.05 * sqrt(k (k+1) / (6 N)), q_0.05(k=4) = 2.569
-    assert ranks.critical_difference(4, 3) == pytest.approx(2.569 * math.sqrt(4 * 5 / 18))
+    assert ranks.critical_difference(4, 3) == pytest.approx(2.569 * math.sqrt(4 * 5 / 18), abs=1e-3)
     assert ranks.critical_difference(4, 3) == pytest.approx(2.708, abs=1e-3)
-    assert ranks.critical_difference(2, 10) == pytest.approx(1.960 * math.sqrt(2 * 3 / 60))
-    with pytest.raises(ValueError):
-        ranks.critical_difference(21, 3)
+    assert ranks.critical_difference(2, 10) == pytest.approx(1.960 * math.sqrt(2 * 3 / 60), abs=1e-3)
+    with pytest.raises(ValueError, match="two or more"):
+        ranks.critical_difference(1, 3)
 
 
-def test_the_q_table_is_the_studentized_range_over_sqrt2():
-    stats = pytest.importorskip("scipy.stats")
-    if not hasattr(stats, "studentized_range"):
-        pytest.skip("scipy without studentized_range")
-    for k in (3, 10, 20):
-        q = stats.studentized_range.ppf(0.95, k, 1e5) / math.sqrt(2)
-        assert ranks.Q_ALPHA_005[k] == pytest.approx(q, abs=2e-3)
+def test_q_alpha_is_demsars_table_and_has_no_cap():
+    """q_alpha from scipy's studentized range reproduces Demšar's Table 5(a) (k = 2..10) and goes
+    on past the 20 methods a hand-typed table stopped at."""
+    table = {2: 1.960, 3: 2.343, 4: 2.569, 5: 2.728, 6: 2.850, 7: 2.949, 8: 3.031, 9: 3.102, 10: 3.164}
+    for k, q in table.items():
+        assert ranks.q_alpha(k) == pytest.approx(q, abs=2e-3)
+    assert ranks.q_alpha(20) == pytest.approx(3.544, abs=2e-3)  # Orange's compute_CD table
+    assert ranks.q_alpha(30) > ranks.q_alpha(20) and ranks.critical_difference(25, 5) > 0
+
+
+def test_friedman_first_worked_by_hand():
+    """Friedman's statistic (Demšar eq. 3) on tie-free ranks, and scipy's p on it; two methods: no
+    omnibus step."""
+    from scipy.stats import chi2
+
+    r = pd.DataFrame({"a": [1, 1, 2, 1, 1], "b": [2, 3, 1, 2, 3], "c": [3, 2, 3, 3, 2]}, dtype=float)
+    n, k = 5, 3
+    means = r.mean()
+    stat = 12 * n / (k * (k + 1)) * ((means ** 2).sum() - k * (k + 1) ** 2 / 4)
+    assert ranks.friedman_p(r) == pytest.approx(chi2.sf(stat, k - 1))
+    assert ranks.friedman_p(r[["a", "b"]]) is None
+    assert ranks.friedman_p(pd.DataFrame({"a": [2.0, 2.0], "b": [2.0, 2.0], "c": [2.0, 2.0]})) == 1.0
 
 
 def test_lower_is_better_flips_the_ranks():
@@ -98,6 +113,7 @@ def test_lower_is_better_flips_the_ranks():
     assert up.to_dict() == {"a": 2.5, "b": 1.0, "c": 2.5}
     assert down.to_dict() == {"a": 1.5, "b": 3.0, "c": 1.5}
     assert ranks.higher_is_better("mcc") and ranks.higher_is_better("rougeL") and not ranks.higher_is_better("loss")
+    assert not ranks.higher_is_better("final_val_loss")
 
 
 def test_lower_is_better_metric_end_to_end(tmp_path, monkeypatch):
@@ -153,15 +169,31 @@ def test_figure_and_table_hold_the_hand_ranks(tmp_path):
     table = pd.read_csv(out["table"], sep="\t")
     assert dict(zip(table["method"], table["average rank"])) == pytest.approx(HAND)
     assert (table["tasks"] == 3).all()
-    cd = ranks.critical_difference(4, 3)
-    assert r.cd == pytest.approx(cd)
-    within = dict(zip(table["method"], table["within CD of the best"]))
-    assert within == {m: HAND[m] - min(HAND.values()) < cd for m in HAND}  # none: 4 - 1.5 = 2.5 < 2.708
+    # three tasks: Friedman does not reject (p 0.089 with t2's tie), so no Nemenyi post-hoc test
+    from scipy.stats import friedmanchisquare
+
+    hand = pd.DataFrame({"full": [1, 1.5, 2], "ia3": [2, 3, 1], "lora": [3, 1.5, 3], "none": [4, 4, 4]})
+    assert r.friedman_p == pytest.approx(friedmanchisquare(*hand.to_numpy().T).pvalue) and r.friedman_p > 0.05
+    assert r.cd is None and table["within CD of the best"].all()
     assert (table["lo"] <= table["average rank"]).all() and (table["average rank"] <= table["hi"]).all()
     md = out["table_md"].read_text()
-    assert "CD = 2.708" in md and "| full | 1.50 |" in md
+    assert "Friedman test over the 3 tasks: p = 0.089" in md and "no post-hoc test" in md and "| full | 1.50 |" in md
     section = ranks.across_tasks_section(tmp_path.parent / "nothing")
     assert section == ""
+
+
+def test_nemenyi_after_friedman_rejects(tmp_path):
+    """Six tasks (the three twice): Friedman rejects, then the Nemenyi CD decides each method."""
+    six = {**TEST, **{f"{t}b": v for t, v in TEST.items()}}
+    out = outputs(tmp_path)
+    r = ranks.build_ranks(write(tmp_path, tests=six), spec(six), {}, out)
+    assert r.friedman_p < 0.05
+    cd = ranks.critical_difference(4, 6)
+    assert r.cd == pytest.approx(cd) and cd == pytest.approx(2.569 * math.sqrt(20 / 36), abs=1e-3)
+    within = dict(zip(r.table["method"], r.table["within CD of the best"]))
+    assert within == {m: HAND[m] - min(HAND.values()) < cd for m in HAND}
+    assert within["none"] is False or within["none"] == False  # noqa: E712 — 4 - 1.5 = 2.5 > 1.915
+    assert f"CD = {cd:.3f}" in out["table_md"].read_text()
 
 
 def test_report_md_gets_the_across_tasks_section(tmp_path):

@@ -9,9 +9,13 @@ seeds on the task's primary eval set and metric (first decoding for generation).
 per task (1 = best, ties share the average rank), the ranks averaged over tasks. Only methods
 finished on every task are ranked; `none` (untrained) is ranked as a reference.
 
-Uncertainty: the Nemenyi critical difference CD = q_alpha * sqrt(k (k + 1) / (6 N)) (k methods,
-N tasks): two average ranks further apart than CD differ at level alpha; and a bootstrap 95%
-interval of each average rank, resampling tasks with replacement (fixed seed)."""
+Uncertainty, as Demšar (2006, sec. 3.2.2) prescribes: first the Friedman test of "every method has
+the same expected rank" (scipy, over the per-task ranks); only when it rejects at ALPHA, the Nemenyi
+post-hoc test: two average ranks further apart than the critical difference
+CD = q_alpha * sqrt(k (k + 1) / (6 N)) (k methods, N tasks; q_alpha the studentized range quantile
+for k means and infinite degrees of freedom, over sqrt(2)) differ at level alpha. With two methods
+there is one pair and no omnibus step. And a bootstrap 95% interval of each average rank,
+resampling tasks with replacement (fixed seed)."""
 from __future__ import annotations
 
 import math
@@ -21,40 +25,40 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .analysis import aggregate_seeds, load_summary
+from .analysis import ALPHA, aggregate_seeds, load_summary
+from ..metrics import higher_is_better
 from ..records import atomic_write_text
 
-# q_alpha for alpha = 0.05, two-tailed Nemenyi test, k = 2..20 methods: the studentized range
-# statistic q(0.95; k, inf) divided by sqrt(2). k = 2..10: Demšar, "Statistical comparisons of
-# classifiers over multiple data sets", JMLR 7 (2006), Table 5(a); k = 11..20: the same quantity
-# as tabulated in Orange (Orange.evaluation.scoring.compute_CD), which extends Demšar's table.
-Q_ALPHA_005 = {2: 1.960, 3: 2.343, 4: 2.569, 5: 2.728, 6: 2.850, 7: 2.949, 8: 3.031, 9: 3.102, 10: 3.164,
-               11: 3.219, 12: 3.268, 13: 3.313, 14: 3.354, 15: 3.391, 16: 3.426, 17: 3.458, 18: 3.489, 19: 3.517,
-               20: 3.544}
-LOWER_IS_BETTER = {"loss", "eval_loss", "perplexity"}
 REFERENCE = "none"
 TABLE_COLUMNS = ["method", "average rank", "95% interval", "tasks", "within CD of the best", "role", "variants"]
 
 
-def higher_is_better(column: str) -> bool:
-    """From the metric registry (a summary column such as rougeL -> rouge's entry); losses: lower."""
-    from ..metrics import METRICS
+def q_alpha(k: int, alpha: float = ALPHA) -> float:
+    """Nemenyi's q_alpha for k methods: the studentized range quantile q(1 - alpha; k, inf) / sqrt(2)
+    (Demšar 2006, Table 5(a) for k <= 10: 2.569 for k = 4)."""
+    from scipy.stats import studentized_range
 
-    if column in LOWER_IS_BETTER:
-        return False
-    for m in METRICS.values():
-        if column in m.outputs:
-            return m.higher_is_better
-    return True
+    if k < 2:
+        raise ValueError(f"the Nemenyi test compares two or more methods, not {k}")
+    return float(studentized_range.ppf(1 - alpha, k, np.inf)) / math.sqrt(2)
 
 
-def critical_difference(k: int, n: int, alpha: float = 0.05) -> float:
+def critical_difference(k: int, n: int, alpha: float = ALPHA) -> float:
     """Nemenyi CD for k methods over n tasks (Demšar 2006, eq. in section 3.2.2)."""
-    if alpha != 0.05:
-        raise ValueError("only alpha = 0.05 is tabulated")
-    if k not in Q_ALPHA_005:
-        raise ValueError(f"q_alpha is tabulated for 2..20 methods, not {k}")
-    return Q_ALPHA_005[k] * math.sqrt(k * (k + 1) / (6.0 * n))
+    return q_alpha(k, alpha) * math.sqrt(k * (k + 1) / (6.0 * n))
+
+
+def friedman_p(ranks: pd.DataFrame) -> float | None:
+    """p of the Friedman test over tasks x methods ranks (scipy; ties corrected), or None for two
+    methods (one pair: the post-hoc test is the whole test)."""
+    from scipy.stats import friedmanchisquare
+
+    if ranks.shape[1] < 3:
+        return None
+    values = ranks.to_numpy(dtype=float)
+    if (values == values[:, :1]).all():  # every method tied on every task: nothing differs
+        return 1.0
+    return float(friedmanchisquare(*values.T).pvalue)
 
 
 def rank_table(scores: pd.DataFrame, higher: dict[str, bool]) -> pd.DataFrame:
@@ -76,10 +80,11 @@ def bootstrap_intervals(ranks: pd.DataFrame, resamples: int = 2000, seed: int = 
 class Ranking:
     tasks: list[str]
     table: pd.DataFrame                       # TABLE_COLUMNS + numeric lo / hi / rank
-    cd: float | None
+    cd: float | None                          # None: no post-hoc test (Friedman did not reject)
     excluded: dict[str, str] = field(default_factory=dict)   # method -> why
     choices: pd.DataFrame = field(default_factory=pd.DataFrame)  # task, method, variant, chosen_on, score
     note: str = ""
+    friedman_p: float | None = None           # None: two methods, no omnibus step
 
 
 def choose(agg: pd.DataFrame, column: str, higher: bool, evaluated: str, selection: str | None,
@@ -157,20 +162,22 @@ def rank_methods(summary: pd.DataFrame, tasks: dict[str, dict], selected: dict[s
     mean = ranks.mean(axis=0)
     ci = bootstrap_intervals(ranks, resamples, seed)
     k, n = len(ranked), len(names)
-    cd = critical_difference(k, n) if k in Q_ALPHA_005 else None
+    omnibus = friedman_p(ranks)
+    cd = critical_difference(k, n) if omnibus is None or omnibus < ALPHA else None
     best = mean.min()
     rows = []
     for m in sorted(ranked, key=lambda m: (mean[m], m)):
         vs = choices[choices["method"] == m]
         rows.append({"method": m, "average rank": float(mean[m]),
                      "95% interval": f"{ci.loc[m, 'lo']:.2f} – {ci.loc[m, 'hi']:.2f}", "tasks": n,
-                     "within CD of the best": (bool(mean[m] - best < cd) if cd is not None else None),
+                     # no post-hoc test: no method is shown to differ from the best
+                     "within CD of the best": bool(mean[m] - best < cd) if cd is not None else True,
                      "role": "reference (untrained)" if m == REFERENCE else "trained",
                      "variants": "; ".join(f"{r.task}: {r.variant}" for r in vs.itertuples()),
                      "lo": float(ci.loc[m, "lo"]), "hi": float(ci.loc[m, "hi"])})
     table = pd.DataFrame(rows)
     table.attrs["ranks"] = ranks
-    return Ranking(names, table, cd, excluded, choices)
+    return Ranking(names, table, cd, excluded, choices, friedman_p=omnibus)
 
 
 def groups(table: pd.DataFrame, cd: float) -> list[tuple[int, int]]:
@@ -190,7 +197,8 @@ def figure(ranking: Ranking, png) -> None:
     plt = plots.plt
     t = ranking.table
     k = len(t)
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * k + 0.25 * max(1, len(groups(t, ranking.cd or 0)))))
+    joined = groups(t, ranking.cd) if ranking.cd is not None else []
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * k + 0.25 * max(1, len(joined))))
     ys = np.arange(k)[::-1] + 1.0
     for y, (_, r) in zip(ys, t.iterrows()):
         ref, x = r["role"].startswith("reference"), r["average rank"]
@@ -203,21 +211,36 @@ def figure(ranking: Ranking, png) -> None:
         ax.plot([1, 1 + ranking.cd], [top, top], color="k", lw=2)
         ax.plot([1, 1], [top - 0.12, top + 0.12], color="k", lw=2)
         ax.plot([1 + ranking.cd] * 2, [top - 0.12, top + 0.12], color="k", lw=2)
-        ax.text(1 + ranking.cd / 2, top + 0.18, f"CD = {ranking.cd:.2f} (Nemenyi, α = 0.05)", ha="center", fontsize=9)
-        for level, (i, j) in enumerate(groups(t, ranking.cd)):
+        ax.text(1 + ranking.cd / 2, top + 0.18, f"CD = {ranking.cd:.2f} (Nemenyi, α = {ALPHA})", ha="center", fontsize=9)
+        for level, (i, j) in enumerate(joined):
             y = 0.3 - 0.25 * level
             ax.plot([t["average rank"].iloc[i], t["average rank"].iloc[j]], [y, y], color="C3", lw=4,
                     solid_capstyle="round")
     ax.set_xlim(0.5, k + 0.5)
     ax.set_xticks(range(1, k + 1))
     ax.set_yticks([])
-    ax.set_ylim(0.3 - 0.25 * max(1, len(groups(t, ranking.cd or 0))) - 0.2, k + 1.6)
+    ax.set_ylim(0.3 - 0.25 * max(1, len(joined)) - 0.2, k + 1.6)
     ax.set_xlabel("average rank over tasks (1 = best); bars: bootstrap 95% interval over tasks; "
                   "red lines join methods within CD")
-    ax.set_title(f"Average rank over {len(ranking.tasks)} tasks: {', '.join(ranking.tasks)}", fontsize=10)
+    title = f"Average rank over {len(ranking.tasks)} tasks: {', '.join(ranking.tasks)}"
+    if ranking.cd is None:
+        title += f"\nFriedman p = {ranking.friedman_p:.2g}: no significant difference, no post-hoc test"
+    ax.set_title(title, fontsize=10)
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
     plots.save(fig, png)
+
+
+def significance_words(ranking: Ranking) -> str:
+    """The omnibus and post-hoc tests in a sentence (Demšar 2006: Friedman first, then Nemenyi)."""
+    nemenyi = f"Nemenyi critical difference at α = {ALPHA}: CD = {ranking.cd:.3f}." if ranking.cd is not None else ""
+    if ranking.friedman_p is None:  # two methods: the one pair is the whole test
+        return nemenyi
+    friedman = f"Friedman test over the {len(ranking.tasks)} tasks: p = {ranking.friedman_p:.2g}"
+    if ranking.cd is None:
+        return (f"{friedman} ≥ {ALPHA}: the average ranks do not differ significantly, so no post-hoc test is "
+                "run and no method is shown to differ from the best (the column says so for every method).")
+    return f"{friedman} < {ALPHA}; post hoc, {nemenyi}"
 
 
 def markdown(ranking: Ranking) -> str:
@@ -228,11 +251,9 @@ def markdown(ranking: Ranking) -> str:
     else:
         shown = ranking.table[TABLE_COLUMNS].copy()
         shown["average rank"] = shown["average rank"].map(lambda v: f"{v:.2f}")
-        shown["within CD of the best"] = shown["within CD of the best"].map(
-            lambda v: "" if v is None else ("yes" if v else "no"))
-        cd = f"CD = {ranking.cd:.3f}" if ranking.cd is not None else "no CD (more than 20 methods)"
+        shown["within CD of the best"] = shown["within CD of the best"].map(lambda v: "yes" if v else "no")
         lines = [f"Average rank over {len(ranking.tasks)} tasks ({', '.join(ranking.tasks)}); 1 = best, ties share "
-                 f"the average rank. Nemenyi critical difference at α = 0.05: {cd}; the interval is a bootstrap "
+                 f"the average rank. {significance_words(ranking)} The interval is a bootstrap "
                  "95% interval over tasks resampled with replacement (2,000 resamples, seed 0). Each method at "
                  "its variant chosen on the selection set (tuned: its selected configuration), scored on each "
                  "task's primary eval set and metric. `none` is the untrained reference.\n\n",
