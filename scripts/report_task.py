@@ -1,4 +1,5 @@
 """One task's tables, recommendations and figures."""
+import json
 from pathlib import Path
 
 from peftgrid.jobs.common import run_job
@@ -19,6 +20,8 @@ def main(smk):
     comet = comet_segment_scores(Path(smk.input.comet_examples[0])) if smk.input.comet_examples else {}
     task_cfg = {"eval": {e: {} for e in spec.evals}, "metrics": spec.metrics, "transfer": spec.transfer,
                 "decoding": spec.decodings}
+    if list(getattr(smk.input, "runs", [])):  # the task's label order (binary F1's positive label), from run.json
+        task_cfg["labels"] = json.loads(Path(smk.input.runs[0]).read_text()).get("labels")
     out = {name: Path(getattr(smk.output, name)) for name in
            ("table", "table_md", "recommendations", "transfer", "learning_curves", "pareto", "distances", "sweep")}
     # each method's (variant, decoding) chosen on the selection set; a method with none has one variant

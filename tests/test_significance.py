@@ -312,13 +312,13 @@ def write_study(tmp_path, systems, metric="mcc"):
     return predictions
 
 
-def run_report(tmp_path, predictions, metric="mcc", evals=("test",), choices=None):
+def run_report(tmp_path, predictions, metric="mcc", evals=("test",), choices=None, labels=None):
     from peftgrid.report.tables import build_task_report
 
     out = {n: tmp_path / f"{n}.{'png' if n in ('learning_curves', 'pareto', 'distances', 'sweep') else 'tsv'}"
            for n in ("table", "table_md", "recommendations", "transfer", "learning_curves", "pareto", "distances",
                      "sweep")}
-    task_cfg = {"eval": {e: {} for e in evals}, "metrics": [metric], "transfer": None, "decoding": []}
+    task_cfg = {"eval": {e: {} for e in evals}, "metrics": [metric], "transfer": None, "decoding": [], "labels": labels}
     build_task_report("cola", tmp_path / "summary.tsv", {}, {}, task_cfg, {}, out, predictions, choices)
     return (pd.read_csv(out["recommendations"], sep="\t"), pd.read_csv(out["table"], sep="\t"),
             out["table_md"].read_text())
@@ -408,6 +408,23 @@ def test_variants_enter_only_as_chosen_on_the_selection_set(tmp_path):
     recs, table, md = run_report(tmp_path, predictions, metric="accuracy")  # no choice: lora is left out
     assert table.set_index("cell")[compared].dropna().index.tolist() == ["full", "none"]
     assert any(w.startswith("`lora` has 5 variants and no choice made on a selection set") for w in said(recs))
+
+
+def test_binary_f1_is_compared_at_the_tasks_positive_label(tmp_path):
+    """Binary F1 needs the task's label order (run.json `labels`): with it the comparison scores the
+    same F1 as the table; without it the report says why it cannot compare, rather than guessing."""
+    rng = np.random.default_rng(6)
+    gold = rng.integers(0, 2, 300).tolist()
+    systems = {("full", "default", 1e6, 900.0): {"test": (gold, noisy(rng, gold, 0.9))},
+               ("lora", "default", 3e3, 400.0): {"test": (gold, noisy(rng, gold, 0.7))}}
+    predictions = write_study(tmp_path, systems, metric="f1")
+    recs, table, md = run_report(tmp_path, predictions, metric="f1", labels=["0", "1"])
+    rows = table.set_index("cell")
+    assert rows.loc["lora", "significantly worse than best"] == True  # noqa: E712
+    shown = md.split("#### Paired comparisons")[1]
+    assert f"| {rows.loc['full', 'f1']:.4g} |" in shown  # the table's F1 (positive label "1")
+    recs, table, md = run_report(tmp_path, predictions, metric="f1")
+    assert "significantly worse than best" not in table.columns and "labels" in md
 
 
 def test_comet_is_compared_from_its_segment_scores(tmp_path):

@@ -396,6 +396,7 @@ def _interval(low: float, high: float, scale: float) -> str:
 
 def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, eval_name: str, *,
               higher_is_better: bool, scale: float, within_points: float, budget_pct: float,
+              why_no_comparison: str = "no finished trained method with per-example predictions",
               ) -> tuple[list[dict], list[str]]:
     """Every recommendation of a task's report, bullets and words, from one place.
 
@@ -411,8 +412,7 @@ def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, ev
     seeds; sentences)."""
     unit = "points" if scale != 1.0 or metric in ("bleu", "chrf") else ""
     if comp.empty or "best" not in comp or not comp["best"].fillna(False).astype(bool).any():
-        return [], [f"No paired comparison on `{eval_name}` (no finished trained method with per-example "
-                    "predictions): nothing is recommended."]
+        return [], [f"No paired comparison on `{eval_name}` ({why_no_comparison}): nothing is recommended."]
     comp = comp.merge(rows, on="method", how="left", suffixes=("", "_agg"))
     label = {r["method"]: cell_label(r) for _, r in comp.iterrows()}
     trained = comp[comp["method"] != "none"].copy()

@@ -126,8 +126,8 @@ def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], chosen:
             comp = compare_methods(systems, column, n=n, seed=seed, higher_is_better=higher, labels=labels)
             pairs = better_pairs(systems, column, n=n, seed=seed, higher_is_better=higher, labels=labels)
             comp = _with_fronts(comp, agg, chosen, ev, pairs, higher)
-        except KeyError as e:  # e.g. COMET: no per-example scores
-            comp = pd.DataFrame({"method": list(chosen), "note": str(e)})
+        except KeyError as e:  # e.g. COMET: no per-example scores; binary F1 without the label order
+            comp = pd.DataFrame({"method": list(chosen), "note": e.args[0] if e.args else str(e)})
         comp.insert(0, "chosen_on", [f"{choices[m]['on']} (seed {choices[m]['seed']})" if m in choices
                                      else "one variant" for m in comp["method"]])
         comp.insert(0, "decoding", [chosen[m][1] for m in comp["method"]])
@@ -206,6 +206,9 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
                     f"against `none` ({tests}; p-values adjusted over every comparison, the choice "
                     "of the best included; differences are method minus reference, in the metric's units)\n\n"
                     + markdown_table(shown))
+    notes = sorted(set(sig.loc[sig["eval"] == ev, "note"].dropna())) if "note" in sig else []
+    if notes and "p_vs_best" not in sig:
+        md_extra = f"\n#### Paired comparisons\n\nNot made: {'; '.join(notes)}.\n"
     table.to_csv(out["table"], sep="\t", index=False)
     atomic_write_text(out["table_md"], markdown_table(table) + md_extra)
 
@@ -213,7 +216,8 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
     scale = float(comp["points_scale"].iloc[0]) if len(comp) else 1.0
     bullets, words = recommend(task, chosen_rows(agg, chosen, ev), comp, metric, ev, higher_is_better=higher,
                                scale=scale, within_points=report_cfg.get("within_points", 1.0),
-                               budget_pct=report_cfg.get("param_budget_pct", 1.0))
+                               budget_pct=report_cfg.get("param_budget_pct", 1.0),
+                               **({"why_no_comparison": "; ".join(notes)} if notes else {}))
     recs = pd.DataFrame(bullets, columns=["recommendation", "cell", "method", "variant", "decoding", metric,
                                           "trainable_params", "trainable_pct", "train_time_s", "peak_train_mem_mb",
                                           "seeds"])
