@@ -133,6 +133,8 @@ def test_home_folder_paths_work_at_parse_time_and_at_staging(tmp_path, monkeypat
                               "columns": {"text": "text", "label": "label"}, "eval": {"test": {"split": "test"}}}},
               "experiments": [{"tasks": ["t"], "methods": ["none"]}]}
     (tmp_path / "home" / "model").mkdir()
+    for name in ("config.json", "model.safetensors"):  # what the parse-time check looks for
+        (tmp_path / "home" / "model" / name).write_text("{}")
     config["models"]["m"]["source"] = "~/model"
     elsewhere = tmp_path / "work"
     elsewhere.mkdir()

@@ -1,5 +1,6 @@
 """Every local path a config names, checked when the workflow is parsed: a missing file, folder
-or `package:` model is one config error naming the key and the path, before any job starts.
+or `package:` model, or a model folder staging would refuse (no config.json, no safetensors), is
+one config error naming the key and the path, before any job starts.
 Relative paths are relative to the working directory and `~` is the home folder, as staging reads
 them (staging.datasets.local_path).
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from ..errors import ConfigError, DataError, ModelError, did_you_mean
 from ..staged import check_columns, subsample
 from ..staging.datasets import declared_splits, is_url, local_path, read_local_splits, source_files
-from ..staging.models import resolve_local_source
+from ..staging.models import check_model_folder, resolve_local_source
 from ..tasks import task_type
 
 PEEK_LIMIT_BYTES = 64 << 20  # larger files are read by the data check job only (parse time stays seconds)
@@ -44,7 +45,11 @@ def check_local_paths(config: dict, base_dir: str | Path = ".") -> None:
     for name, model in config["models"].items():
         source = model["source"]
         try:
-            resolve_local_source(source, base_dir)
+            local = resolve_local_source(source, base_dir)
+            if local is not None and local.is_dir():  # what staging refuses, refused now
+                check_model_folder(local, model["allow_pickle"], source)
+            elif local is not None and local.suffix != ".gguf":
+                raise ModelError(f"{source}: expected a model folder (config.json + *.safetensors) or a .gguf file")
         except ModelError as e:
             raise ConfigError(f"models.{name}.source: {e}") from None
         except (ImportError, ValueError) as e:  # find_spec imports the parent package of a dotted name

@@ -80,7 +80,7 @@ def verify_staged(model_dir: str | Path) -> None:
                              f" (truncated or corrupt); delete {model_dir} and run the workflow again to re-stage it")
 
 
-def _check_model_folder(path: Path, allow_pickle: bool, shown: str) -> None:
+def check_model_folder(path: Path, allow_pickle: bool, shown: str) -> None:
     if not (path / "config.json").is_file():
         raise ModelError(f"{shown}: not a model folder (no config.json)")
     has_safetensors = any(path.glob("*.safetensors"))
@@ -101,7 +101,7 @@ def stage_model(name: str, spec: dict, out_dir: str | Path, base_dir: str | Path
     tmp = out_dir.with_name(out_dir.name + ".staging")
     shutil.rmtree(tmp, ignore_errors=True)
     if local is not None and local.is_dir():
-        _check_model_folder(local, allow_pickle, source)  # before copying anything
+        check_model_folder(local, allow_pickle, source)  # before copying anything
     tmp.mkdir(parents=True)
     if local is None:
         from huggingface_hub import snapshot_download
@@ -125,7 +125,7 @@ def stage_model(name: str, spec: dict, out_dir: str | Path, base_dir: str | Path
         kind = "local"
     else:
         raise ModelError(f"{source}: expected a model folder or a .gguf file")
-    _check_model_folder(tmp, allow_pickle, source)
+    check_model_folder(tmp, allow_pickle, source)
     staged = {"name": name, "source": source, "kind": kind, "resolved": str(local) if local else source,
               "files": {p.name: file_record(p) for p in sorted(tmp.iterdir()) if p.is_file()}}
     if out_dir.exists():
