@@ -20,7 +20,7 @@ from ..staging.models import check_model_folder, resolve_local_source
 from ..tasks import task_type
 
 PEEK_LIMIT_BYTES = 64 << 20  # larger files are read by the data check job only (parse time stays seconds)
-PEEK_FORMATS = ("csv", "tsv", "jsonl")
+PEEK_FORMATS = ("csv", "tsv", "jsonl", "parallel")
 
 
 def _files(ds: dict):
