@@ -411,14 +411,14 @@ def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, ev
     Returns (bullets: dicts with recommendation, cell, method, variant, decoding, `metric`, costs,
     seeds; sentences)."""
     unit = "points" if scale != 1.0 or metric in ("bleu", "chrf") else ""
-    if comp.empty or "best" not in comp or not comp["best"].fillna(False).astype(bool).any():
+    if comp.empty or "best" not in comp or not _flag(comp["best"], False).any():
         return [], [f"No paired comparison on `{eval_name}` ({why_no_comparison}): nothing is recommended."]
     comp = comp.merge(rows, on="method", how="left", suffixes=("", "_agg"))
     label = {r["method"]: cell_label(r) for _, r in comp.iterrows()}
     trained = comp[comp["method"] != "none"].copy()
     has_none = "none" in set(comp["method"])
-    eligible = trained["better_than_none"].fillna(False).astype(bool) if has_none else pd.Series(True, trained.index)
-    qualify = eligible & ~trained["worse_than_best"].fillna(True).astype(bool)
+    eligible = _flag(trained["better_than_none"], False) if has_none else pd.Series(True, trained.index)
+    qualify = eligible & ~_flag(trained["worse_than_best"], True)
     sentences = []
     if (comp["unit"] == "runs").any():
         one = list(comp.loc[comp["seeds"] == 1, "method"])
@@ -429,7 +429,7 @@ def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, ev
             sentences.append(f"{', '.join(f'`{label[m]}`' for m in one)} ran one seed: the p-values involving "
                              f"{'it' if len(one) == 1 else 'them'} compare runs, not methods (the variation from "
                              "seed to seed is not in them).")
-    best_row = comp[comp["best"].fillna(False).astype(bool)].iloc[0]
+    best_row = comp[_flag(comp["best"], False)].iloc[0]
     sentences.append(f"Best trained method on `{eval_name}`: `{label[best_row['method']]}` with {metric} "
                      f"{_num(best_row['score'] * scale)}{' ' if unit else ''}{unit} (95% CI {_num(best_row['ci_low'] * scale)} to "
                      f"{_num(best_row['ci_high'] * scale)}; {int(best_row['seeds'])} seed(s) × "
@@ -465,6 +465,11 @@ def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, ev
                 "peak_train_mem_mb": r["peak_train_mem_mb"], "seeds": r["n"]}
                for what, r in picks if r is not None]
     return bullets, sentences
+
+
+def _flag(column: pd.Series, missing: bool) -> pd.Series:
+    """A yes/no column of the comparison table as booleans, `missing` where it is empty."""
+    return pd.Series([bool(v) if pd.notna(v) else missing for v in column], index=column.index, dtype=bool)
 
 
 def _least(df: pd.DataFrame, column: str):
