@@ -106,7 +106,8 @@ def _schema_error_line(err: jsonschema.ValidationError) -> str:
         return f"{where}: {_exponent_message(err)}"
     if err.validator in ("pattern", "not"):  # only names carry a pattern in the schema
         return f"{where}: name {err.instance!r} is not allowed (letters, digits, _ . + - only; no '/', ',' or '..')"
-    return f"{where}: {err.message}"
+    hint = err.schema.get("x-hint") if isinstance(err.schema, dict) else None  # the schema's word on what to write
+    return f"{where}: {err.message}" + (f" ({hint})" if hint else "")
 
 
 def _is_exponent_text(err: jsonschema.ValidationError) -> bool:
@@ -500,7 +501,7 @@ def _check_training_keys(where: str, settings: dict, tkeys: set[str]) -> None:
             try:
                 jsonschema.validate(value, props[key])
             except jsonschema.ValidationError as e:
-                raise ConfigError(f"{where}.{key}: {_exponent_message(e) if _is_exponent_text(e) else e.message}") from None
+                raise ConfigError(f"{where}.{key}: {_schema_error_line(e).split(': ', 1)[1]}") from None
 
 
 def _check_experiments(config: dict) -> None:
