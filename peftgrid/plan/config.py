@@ -365,6 +365,10 @@ def _check_task(where: str, task: dict, config: dict) -> None:
     if datasets[task["dataset"]].get("format") == "conllu":
         _conllu_columns(where, task)
     ttype.validate(where, task)
+    shared = [role for role, column in task["columns"].items() if list(task["columns"].values()).count(column) > 1]
+    if shared:
+        raise ConfigError(f"{where}.columns: {' and '.join(shared)} both read column {task['columns'][shared[0]]!r}; "
+                          f"each role reads its own column")
     task.setdefault("eval", {"validation": {"split": "validation"}})
     for ename, ev in task["eval"].items():
         ev.setdefault("dataset", task["dataset"])
