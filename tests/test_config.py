@@ -196,6 +196,25 @@ def test_a_methods_entry_overrides_only_its_keys():
 def test_a_bare_tracking_key_turns_tracking_on():
     # YAML `tracking:` with nothing after it is null: a newcomer means "on, with the defaults"
     assert validate_config(BASE)["tracking"] is None
-    assert validate_config({**BASE, "tracking": None})["tracking"] == {"uri": "mlruns", "experiment": "peftgrid"}
+    assert validate_config({**BASE, "tracking": None})["tracking"] == {"uri": "sqlite:///mlflow.db", "experiment": "peftgrid"}
     assert validate_config({**BASE, "tracking": False})["tracking"] is None
     assert validate_config({**BASE, "tracking": {"experiment": "x"}})["tracking"]["experiment"] == "x"
+
+
+@pytest.mark.parametrize("path, value, read", [
+    ("training__batch_size", 16.0, lambda c: c["training"]["batch_size"]),
+    ("gpu_slots_per_device", 2.0, lambda c: c["gpu_slots_per_device"]),
+    ("tasks__emotion__max_examples", {"train": 2.0e3}, lambda c: c["tasks"]["emotion"]["train_max_examples"]),
+    ("tasks__emotion__validation", {"split": "validation", "max_examples": 50.0},
+     lambda c: c["tasks"]["emotion"]["selection"]["max_examples"]),  # inside a oneOf branch
+    ("experiments__0__seeds", [1.0, 2.0], lambda c: c["experiments"][0]["seeds"][1]),
+    ("methods__full", {"lr": 1.0e-4, "max_steps": 3.0e2}, lambda c: c["methods"]["full"]["max_steps"]),
+    ("experiments__0__sweep", {"full": {"batch_size": [8.0, 16.0]}}, lambda c: c["experiments"][0]["sweep"]["full"]["batch_size"][0]),
+])
+def test_whole_floats_become_integers_where_a_count_is_expected(path, value, read):
+    """YAML reads 16.0 and 2.0e3 as floats; JSON schema draft 7 counts them as integers, so they
+    passed and reached range() or a file name as floats (8.0 == 8 in Python: check the type)."""
+    got = read(validate_config(cfg(**{path: value})))
+    assert type(got) is int and got == int(got)
+    lr = validate_config(cfg(training__lr=1.0))["training"]["lr"]
+    assert type(lr) is float  # a number that may be fractional stays as written
