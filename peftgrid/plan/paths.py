@@ -103,13 +103,17 @@ def check_local_data(config: dict, base_dir: str | Path = ".") -> None:
             rows = subsample(splits[split], limit)
             if not rows:
                 raise ConfigError(f"{key}: split {split!r} of dataset {ds!r} has no rows{file}")
-            _check_columns(where, task, rows, f"dataset {ds!r} split {split!r}{file}")
-            _check_blank_labels(where, task, ttype, rows, f"dataset {ds!r} split {split!r}{file}")
+            what = f"dataset {ds!r} split {split!r}{file}"
+            _check_columns(where, task, rows, what)
+            try:
+                ttype.check_rows(task, rows, what)  # the task type's own checks: blank labels, tags per word
+            except DataError as e:
+                raise ConfigError(f"{where}: {e}") from None
             try:
                 if i == 0:
-                    labels = ttype.label_list(task, rows, {})
+                    labels = ttype.label_list(task, rows, {})  # training labels missing from tasks.labels
                 else:
-                    ttype.check_labels(task, rows, labels, f"{key}{file}")
+                    ttype.check_labels(task, rows, labels, f"{key}{file}")  # eval labels training never sees
             except DataError as e:
                 raise ConfigError(f"{where}.labels: {e}{file}" if i == 0 else str(e)) from None
 
@@ -131,18 +135,6 @@ def _check_columns(where: str, task: dict, rows: list[dict], what: str) -> None:
         check_columns(rows, task["columns"], what)  # a row without a value in a mapped column
     except DataError as e:
         raise ConfigError(f"{where}: {e}") from None
-
-
-def _check_blank_labels(where: str, task: dict, ttype, rows: list[dict], what: str) -> None:
-    """A blank label cell would become a class named ''."""
-    if ttype.per_token or "label" not in task["columns"]:
-        return
-    column = task["columns"]["label"]
-    blank = [r for r in rows if r.get(column) is None or not str(r[column]).strip()]
-    if blank:
-        text = str(blank[0].get(task["columns"].get("text"), ""))[:40]
-        raise ConfigError(f"{where}.columns.label: {what}: {len(blank)} row(s) with a blank {column!r} (e.g. the row "
-                          f"with text {text!r}); a blank label is not a class: fill it in or remove the row")
 
 
 def _check_splits_declared(tname: str, task: dict, datasets: dict) -> None:

@@ -35,6 +35,9 @@ class TokenClassification(LabelTask):
             if not isinstance(words, list) or not isinstance(tags, list) or len(words) != len(tags):
                 raise DataError(f"{where} row {i + 1}: columns {words_col!r} and {tags_col!r} must be "
                                 f"lists of the same length")
+            if any(t is None or not str(t).strip() for t in tags):  # it would become a tag named ''
+                raise DataError(f"{where} row {i + 1}: column {tags_col!r} (columns.tags) has a blank tag; a blank tag "
+                                f"is not a class: fill it in or remove the row")
 
     @staticmethod
     def word_chunks(rows: list[dict], tokenizer, column: str, budget: int) -> list[tuple[int, int, int]]:
