@@ -64,7 +64,7 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise ConfigError(f"{Path(self.name).name} line {line}: key {key!r} is written twice (first at line "
+                raise ConfigError(f"{self.name} line {line}: key {key!r} is written twice (first at line "
                                   f"{seen[key]}); YAML would keep only the last one: merge the two into one entry")
             seen[key] = line
         return super().construct_mapping(node, deep)
@@ -79,7 +79,7 @@ def load_config_file(path) -> dict:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path.name}{at}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+        raise ConfigError(f"{path}{at}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
 
 
 def check_config_files(paths) -> None:
