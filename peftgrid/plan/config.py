@@ -1,7 +1,12 @@
 """Config validation: config.yaml against the schema shipped in this package, defaults filled,
 then what a schema cannot check — references between sections, each method's settings (by its
 family in peftgrid.methods), each task's keys (by its type in peftgrid.tasks) and metric names
-(peftgrid.metrics). Every problem is one `ConfigError` line naming the key.
+(peftgrid.metrics). Every problem is one `ConfigError` line naming the key and saying what to write.
+
+The rule: every key a user writes is used as they meant, or refused — never ignored. The only
+values coerced are whole floats where a count is expected (32.0 -> 32) and sep: '\\t' (a tab); a
+key written twice in the YAML file is refused by `load_config_file` (the Snakefile re-reads the
+files Snakemake loaded). What needs the data files is checked in plan/paths.py.
 
 `validate_config` returns a normalised copy: every method an experiment names resolved to its
 full settings (built-in presets need no entry), every eval set with its `max_examples`.
