@@ -1,7 +1,7 @@
 """Config validation: config.yaml against the schema shipped in this package, defaults filled,
 then what a schema cannot check — references between sections, each method's settings (by its
 family in peftgrid.methods), each task's keys (by its type in peftgrid.tasks) and metric names
-(peftgrid.metrics). Every problem is one `ConfigError` line naming the key and saying what to write.
+(peftgrid.metrics). Every problem is one `ConfigError` line naming the key, and what to write where it can.
 
 The rule: every key a user writes is used as they meant, or refused — never ignored. The only
 values coerced are whole floats where a count is expected (32.0 -> 32) and sep: '\\t' (a tab); a
