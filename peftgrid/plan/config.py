@@ -50,6 +50,11 @@ def training_keys() -> set[str]:
     return set(load_schema()["definitions"]["training"]["properties"])
 
 
+def bookkeeping_keys() -> set[str]:
+    """The training keys that change no result (how often to log or checkpoint, eval batch size)."""
+    return set(load_schema()["definitions"]["bookkeeping_keys"])
+
+
 def evaluation_keys() -> set[str]:
     """The training keys that change a cell even when its method trains nothing (evaluation reads them)."""
     return set(load_schema()["definitions"]["evaluation_keys"])
@@ -546,8 +551,11 @@ def _check_experiments(config: dict) -> None:
 
 
 def _check_grid_values(where: str, method: dict, key: str, values: list, tkeys: set, at: str | None = None) -> None:
-    """Every value of a sweep or tune grid is a setting the method takes; none is listed twice
-    (`at`: the grid's key as the user wrote it, default `<where>.<key>`)."""
+    """Every value of a sweep or tune grid is a setting the method takes; none is listed twice; the
+    key changes results (`at`: the grid's key as the user wrote it, default `<where>.<key>`)."""
+    if key in bookkeeping_keys() and len(values) > 1:
+        raise ConfigError(f"{at or f'{where}.{key}'}: {key} changes no result, so every value gives the same cell; "
+                          f"set it in training: instead")
     for i, v in enumerate(values):
         one = {key: v}
         _check_training_keys(where, one, tkeys)
