@@ -97,6 +97,10 @@ def test_words_read_as_a_reviewer_writes_them_with_effect_sizes_and_evidence():
     lora = next(w for w in words if w.startswith("`lora`"))
     assert "0.5 points below `full`, not significantly" in lora and "38%" not in lora and "40% of its training" in lora
     assert not any("runs, not the methods" in w for w in words)
+    # costlier than the best: a multiple (rows: the cost table; comp: the comparison)
+    rows.loc[rows["method"] == "lora", "trainable_params"] = 1.28e10
+    assert "128× its trainable parameters and 40% of its training memory" in next(
+        w for w in verdict(rows, comp)[1] if w.startswith("`lora`"))
     # one seed: the p-values are about these runs
     rows, comp = comparison({"full": 0.90, "lora": 0.895}, p_best={"lora": 0.41}, p_none={}, seeds=1, unit="runs")
     assert "With one seed per method, these p-values compare these runs, not the methods" in verdict(rows, comp)[1][0]

@@ -365,11 +365,14 @@ def _beats(a: float, b: float, higher_is_better: bool) -> bool:
     return a > b if higher_is_better else a < b
 
 
-def _pct(part, whole) -> str:
+def _share(part, whole, what: str) -> str:
+    """'0.3% of its trainable parameters', or '128x its ...' when `part` is more than twice `whole`."""
     if part is None or whole is None or not (whole > 0) or math.isnan(part):
-        return "?"
+        return f"? of its {what}"
     share = 100.0 * part / whole
-    return f"{share:.2g}%" if share < 10 else f"{share:.0f}%"
+    if share > 200:
+        return f"{share / 100:.3g}× its {what}"
+    return f"{share:.2g}% of its {what}" if share < 10 else f"{share:.0f}% of its {what}"
 
 
 def _num(x: float) -> str:
@@ -492,6 +495,6 @@ def _method_sentence(r, best, label: dict, has_none: bool, higher_is_better: boo
                      f"({_interval(r['none_ci_low'], r['none_ci_high'], scale)}, adjusted p = {r['p_vs_none']:.2g})")
     text = "; ".join(parts) + f"; {evidence}"
     if r["method"] != best["method"]:
-        text += (f"; {_pct(r.get('trainable_params'), best.get('trainable_params'))} of its trainable parameters "
-                 f"and {_pct(r.get('peak_train_mem_mb'), best.get('peak_train_mem_mb'))} of its training memory")
+        text += (f"; {_share(r.get('trainable_params'), best.get('trainable_params'), 'trainable parameters')} "
+                 f"and {_share(r.get('peak_train_mem_mb'), best.get('peak_train_mem_mb'), 'training memory')}")
     return text + "."
