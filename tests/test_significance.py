@@ -187,6 +187,15 @@ def test_one_single_seed_system_makes_it_runs():
     assert pw.unit == "runs" and pw.seeds == [3, 1] and pw.scores[0] == pytest.approx(a.mean())
 
 
+def test_one_system_alone_gets_its_interval():
+    rng = np.random.default_rng(8)
+    one = sig.compare({"a": (rng.random((1, 200)) < 0.7).astype(float)}, n=300)
+    assert one.unit == "runs" and one.score_ci[0, 0] < one.scores[0] < one.score_ci[0, 1]
+    three = sig.compare({"a": (rng.random((3, 200)) < 0.7).astype(float)}, n=300)
+    assert three.unit == "methods" and three.score_ci[0, 0] < three.scores[0] < three.score_ci[0, 1]
+    assert not three.significant.any() and three.p[0, 0] == 1.0
+
+
 def test_gold_pred_metric_mcc():
     from sklearn.metrics import matthews_corrcoef
 

@@ -126,12 +126,12 @@ class Pairwise:
 def compare(systems: dict[str, np.ndarray], score: RunScore | None = None, n: int = 1000,
             seed: int = 0) -> Pairwise:
     """Every pair of systems (name -> per-example values, (seeds, N, ...)); see the module docstring
-    for the two tests. Needs two or more systems on the same N examples."""
+    for the two tests. The systems share their N examples; one system alone gets its score interval."""
     score = score or RunScore()
     names = list(systems)
     runs = [_as_runs(systems[k]) for k in names]
-    if len(runs) < 2:
-        raise ValueError(f"comparisons need two or more systems, not {len(runs)}")
+    if not runs:
+        raise ValueError("no systems to compare")
     n_ex = {r.shape[1] for r in runs}
     if len(n_ex) != 1:
         raise ValueError(f"systems are paired by example: {sorted(n_ex)} examples")
@@ -160,7 +160,7 @@ def example_bootstrap(names, run_scores: list[np.ndarray], boot: np.ndarray, n_e
         t_star = np.where(se > 0, np.abs(deltas - diff) / se, 0.0)
         t_obs = np.where(se > 0, np.abs(diff) / se, np.where(diff != 0, np.inf, 0.0))
     upper = np.triu_indices(len(names), 1)
-    max_t = t_star[:, upper[0], upper[1]].max(axis=1)
+    max_t = t_star[:, upper[0], upper[1]].max(axis=1) if len(upper[0]) else np.zeros(len(boot))
     n = len(boot)
     p = (1 + (max_t[None, None, :] >= t_obs[:, :, None] - 1e-12).sum(axis=2)) / (n + 1)
     p[diff == 0] = 1.0  # no difference observed: nothing to reject
@@ -189,7 +189,7 @@ def seed_level(names, run_scores: list[np.ndarray], boot: np.ndarray, n_ex: int)
     se = np.sqrt(np.maximum(pooled * (1 / sizes[:, None] + 1 / sizes[None, :]), boot_var))
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(se > 0, np.abs(diff) / se * math.sqrt(2), np.where(diff != 0, np.inf, 0.0))
-    crit = _range_quantile(k, df)
+    crit = _range_quantile(k, df) if k > 1 else np.nan  # no pairs
     ci = np.stack([diff - crit / math.sqrt(2) * se, diff + crit / math.sqrt(2) * se], axis=-1)
 
     def p_values() -> np.ndarray:  # the studentized range's tail: ~10 ms a pair, hence lazily
