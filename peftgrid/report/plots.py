@@ -72,9 +72,7 @@ def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png, ch
                 else sub.loc[sub["method"] == "none", metric])  # the untrained reference, a line on every panel
         for col, (cost, cost_label) in enumerate(COSTS.items()):
             ax = axes[row][col]
-            pts = sub[sub[cost].notna()]
-            if cost == "trainable_params":
-                pts = pts[pts[cost] > 0]  # the untrained baseline has no place on a log axis
+            pts = sub[sub[cost].notna() & (sub["method"] != "none")]  # the untrained baseline: the dotted line
             if pts.empty:
                 ax.axis("off")
                 continue
@@ -86,7 +84,7 @@ def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png, ch
             if len(s) and f"front_{cost}" in s and s[f"front_{cost}"].notna().any():
                 s = s[s[f"front_{cost}"].notna()]
                 on = s[f"front_{cost}"].eq(FRONT)
-                shown = set(zip(s["method"], s["variant"])) | {("none", "default")}
+                shown = set(zip(s["method"], s["variant"]))
                 rest = pts[[k not in shown for k in zip(pts["method"], pts["variant"])]]
                 ax.scatter(rest[cost], rest[metric], color="0.85", s=16, label="other variants")
                 plain = s[pareto_front(s, "score", cost, higher_is_better)].sort_values(cost)
@@ -106,7 +104,7 @@ def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png, ch
                 labelled, y = fr, metric
             for _, r in labelled.iterrows():
                 ax.annotate(cell_label(r), (r[cost], r[y]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-            if pts[cost].max() / max(pts[cost].min(), 1e-12) > 50:
+            if (pts[cost] > 0).all() and pts[cost].max() / pts[cost].min() > 50:
                 ax.set_xscale("log")
             ax.set_xlabel(cost_label)
             ax.set_ylabel(f"{metric} ({ev}, {'higher' if higher_is_better else 'lower'} is better)")
