@@ -66,9 +66,11 @@ def test_one_model_load_scores_every_cell_and_failed_cells_do_not_stop_it(tiny_c
     monkeypatch.setenv("PEFTGRID_DEVICE", "cpu")
     staged = stage_comet({"source": str(tiny_comet)}, tmp_path / "staged")
     assert staged["checkpoint"] == str(tiny_comet / "checkpoints" / "model.ckpt") and staged["reason"] is None
+    from peftgrid.metrics import comet as peftgrid_comet
+
     loads = []
-    real_load = comet.load_from_checkpoint
-    monkeypatch.setattr(comet, "load_from_checkpoint", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    real_load = peftgrid_comet.load_comet_checkpoint
+    monkeypatch.setattr(peftgrid_comet, "load_comet_checkpoint", lambda *a, **k: loads.append(a) or real_load(*a, **k))
 
     pairs = en_ru_pairs(20)[10:16]
     spec = CometSpec(task="mt", batch_size=4, cells=[cell("exact"), cell("failed"), cell("garbage"), cell("missing")],
@@ -112,6 +114,41 @@ def test_one_model_load_scores_every_cell_and_failed_cells_do_not_stop_it(tiny_c
     cached = run(tmp_path / "c", cache=tmp_path / "cache")
     assert cached[0]["model_loads"] == 0 and cached[0]["scored"] == 0 and cached[1] == rows
     assert len(loads) == 2
+
+
+class _Payload:
+    """Unpickling it writes a file: what a checkpoint carrying code could do when loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_comet_checkpoint_is_read_as_weights_only(tiny_comet, tmp_path, monkeypatch):
+    """A COMET checkpoint carrying a pickled object is refused, not run — explicitly, so even where
+    torch's default is turned off (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, as comet's own loader leaves
+    it to the default). The clean tiny checkpoint loads and scores as before."""
+    import shutil
+
+    import torch
+
+    from peftgrid.metrics.comet import CometScorer, load_comet_checkpoint
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    assert load_comet_checkpoint(tiny_comet / "checkpoints" / "model.ckpt") is not None
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_comet, bad)
+    ckpt = bad / "checkpoints" / "model.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    state["hyper_parameters"]["extra"] = _Payload(tmp_path / "ran")
+    torch.save(state, ckpt)
+    scorer = CometScorer({"source": str(bad), "checkpoint": str(ckpt), "reason": None}, batch_size=4)
+    row, scores = scorer.score([{"source": "Hi", "references": ["Привет"], "hypothesis": "Привет"}])
+    assert not (tmp_path / "ran").exists(), "the checkpoint's pickled code ran"
+    assert row["comet"] is None and scores == [] and row["comet_status"].startswith("COMET model could not be loaded")
+    assert "weights_only" in row["comet_status"] or "Unpickl" in row["comet_status"], row["comet_status"]
 
 
 def test_a_broken_checkpoint_is_every_files_status_not_a_crash(tmp_path):

@@ -22,7 +22,7 @@ from ..methods import method_of
 from ..metrics import compute
 from ..metrics.classification import per_label_table
 from ..plan.specs import EvalSpec
-from ..staging.models import verify_staged
+from ..staging.models import NO_REMOTE_CODE, verify_staged
 from ..records import atomic_write_text, device_description, read_json, write_tsv
 from ..tasks import task_type
 from ..tasks.generation import references, source_text
@@ -54,7 +54,7 @@ def load_eval_model(spec: EvalSpec, model_dir: Path, trained_dir: Path, labels: 
 
     hp, ttype, method = spec.hparams, task_type(spec.task["type"]), method_of(spec.hparams["kind"])
     method.check_device(hp, device)
-    tokenizer = ttype.prepare_tokenizer(AutoTokenizer.from_pretrained(Path(trained_dir) / "tokenizer"))
+    tokenizer = ttype.prepare_tokenizer(AutoTokenizer.from_pretrained(Path(trained_dir) / "tokenizer", **NO_REMOTE_CODE))
     model = method.load(model_dir, trained_dir, ttype, labels, hp, device, spec.model.get("allow_pickle", False))
     model = method.place(model, device)
     model.eval()

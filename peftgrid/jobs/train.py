@@ -25,7 +25,7 @@ from ..methods import method_of
 from ..plan.specs import TrainSpec
 from ..records import device_description, git_commit, package_versions, write_json, write_tsv
 from ..staged import staged_meta
-from ..staging.models import verify_staged
+from ..staging.models import NO_REMOTE_CODE, verify_staged
 from ..tasks import task_type
 
 LOG_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "reg_loss", "lr", "elapsed_s"]
@@ -89,7 +89,7 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
         from transformers import AutoTokenizer
 
         t_load = time.perf_counter()
-        tokenizer = ttype.prepare_tokenizer(AutoTokenizer.from_pretrained(model_dir))
+        tokenizer = ttype.prepare_tokenizer(AutoTokenizer.from_pretrained(model_dir, **NO_REMOTE_CODE))
         record.update(ttype.check_training_data(task, tokenizer, train_rows, spec.model["name"]))
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         train_ex = ttype.encode(task, train_rows, tokenizer, labels, hp["max_length"])

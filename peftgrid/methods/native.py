@@ -117,7 +117,9 @@ class LinearProbe(Method):
 
         from .heads import LinearProbe as Probe
 
-        encoder = AutoModel.from_pretrained(model_dir, use_safetensors=None if allow_pickle else True)
+        from ..staging.models import NO_REMOTE_CODE
+
+        encoder = AutoModel.from_pretrained(model_dir, use_safetensors=None if allow_pickle else True, **NO_REMOTE_CODE)
         head = {**HEAD_DEFAULTS, **hp.get("head", {})}
         model = Probe(encoder, len(labels), tuple(head["hidden"]), head["dropout"], head["pooling"],
                       head["activation"], per_token=task_type.per_token)

@@ -76,6 +76,32 @@ def read_lines(predictions: Path) -> list[dict] | None:
     return [json.loads(l) for l in Path(predictions).read_text(encoding="utf-8").splitlines() if l.strip()]
 
 
+def load_comet_checkpoint(checkpoint: str | Path):
+    """comet.load_from_checkpoint, with the checkpoint read by `torch.load(weights_only=True)`:
+    tensors and plain values only, never pickled code — explicitly, not by relying on torch's
+    default (which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns off). comet's own loader has no such
+    option; this is its body (unbabel-comet 2.2.7) with that one argument added, and hparams.yaml
+    read with yaml.safe_load. The encoder is looked up in local files only (staged beforehand)."""
+    import torch
+    import yaml
+    from comet.models import str2model
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
+    hparams_file = checkpoint.parents[1] / "hparams.yaml"
+    if not hparams_file.is_file():
+        raise FileNotFoundError(f"{hparams_file}: missing (COMET reads the model class from it)")
+    hparams = yaml.safe_load(hparams_file.read_text()) or {}
+    model_class = str2model[hparams["class_identifier"]]
+    extra = {}
+    if hparams.get("layer_transformation") == "sparsemax_patch":  # comet >= 2.2.4's workaround (its issue 244)
+        extra["layer_transformation"] = "softmax"
+    return model_class.load_from_checkpoint(checkpoint, map_location=torch.device("cpu"), strict=False,
+                                            weights_only=True, load_pretrained_weights=False,
+                                            local_files_only=True, **extra)
+
+
 def comet_inputs(lines: list[dict]) -> list[dict]:
     return [{"src": l["source"], "mt": l["hypothesis"], "ref": l["references"][0]} for l in lines]
 
@@ -119,9 +145,7 @@ class CometScorer:
 
             t0 = time.perf_counter()
             try:
-                from comet import load_from_checkpoint
-
-                self.model = load_from_checkpoint(self.staged["checkpoint"], local_files_only=True)
+                self.model = load_comet_checkpoint(self.staged["checkpoint"])
                 self.loads += 1
                 print(f"COMET model loaded from {self.staged['checkpoint']} in {time.perf_counter() - t0:.1f} s", flush=True)
             except Exception as e:  # a broken checkpoint, an encoder that is not staged: every file says why

@@ -17,6 +17,11 @@ from pathlib import Path
 from ..errors import ModelError
 from ..records import write_json
 
+# Given to every transformers loader: a model whose config or tokenizer names code of its own
+# (`auto_map`, for a type transformers does not ship) is refused at once. Left unset, transformers
+# asks on stdin for 15 s before refusing — inside a batch job — and a "y" there would run that code.
+NO_REMOTE_CODE = {"trust_remote_code": False}
+
 # what a model folder needs; pickled weights only when the config allows them
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "tokenizer*"]
 PICKLE_PATTERNS = ["*.bin"]
@@ -138,7 +143,7 @@ def stage_model(name: str, spec: dict, out_dir: str | Path, base_dir: str | Path
 def _dequantize_gguf(path: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, **NO_REMOTE_CODE)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **NO_REMOTE_CODE)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

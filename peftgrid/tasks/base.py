@@ -68,7 +68,10 @@ class TaskType:
         import transformers
 
         auto = getattr(transformers, self.auto_class)
+        from ..staging.models import NO_REMOTE_CODE
+
         kwargs.setdefault("use_safetensors", None if allow_pickle else True)
+        kwargs.update(NO_REMOTE_CODE)
         kwargs.update(self.head_kwargs(labels))
         model, info = auto.from_pretrained(model_dir, output_loading_info=True, **kwargs)
         return model, sorted(info["missing_keys"])
