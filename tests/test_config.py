@@ -196,7 +196,7 @@ def test_a_methods_entry_overrides_only_its_keys():
 def test_a_bare_tracking_key_turns_tracking_on():
     # YAML `tracking:` with nothing after it is null: a newcomer means "on, with the defaults"
     assert validate_config(BASE)["tracking"] is None
-    assert validate_config({**BASE, "tracking": None})["tracking"] == {"uri": "mlruns", "experiment": "peftgrid"}
+    assert validate_config({**BASE, "tracking": None})["tracking"] == {"uri": "sqlite:///mlflow.db", "experiment": "peftgrid"}
     assert validate_config({**BASE, "tracking": False})["tracking"] is None
     assert validate_config({**BASE, "tracking": {"experiment": "x"}})["tracking"]["experiment"] == "x"
 

@@ -1,9 +1,13 @@
 """MLflow export (`tracking:`): a hand-written finished study is exported into a local store under
 tmp_path and read back with MLflow's own client — runs, params, final metrics, the loss curve as
 metric history, run.json as an artifact, the failed cell's status; a second export adds no run.
+The default store (an SQLite database in the study directory) reads back as a user reads it: a
+plain `mlflow.search_runs` in a fresh process, with no setting.
 The plan: `rule all` asks for results/tracking.json only when `tracking:` is set, and editing it
 changes the track rule's params only."""
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -27,8 +31,9 @@ LOG = [  # step 0: validation only; then training steps; step 20 both
 ]
 
 
-def fake_study(root):
-    """Two finished cells as training/evaluation/summary leave them: lora ok, full failed (OOM)."""
+def fake_study(root, uri=None):
+    """Two finished cells as training/evaluation/summary leave them: lora ok, full failed (OOM).
+    `uri`: the store (default: an SQLite database in `root`)."""
     cells = []
     for ident, status, error in [(LORA, "ok", None), (FULL, "failed", "out of memory (OutOfMemoryError: CUDA); try a smaller batch_size")]:
         d = root / "results/runs" / ident["task"] / ident["method"] / ident["variant"] / f"seed{ident['seed']}"
@@ -51,7 +56,8 @@ def fake_study(root):
                          "infer_throughput": 300.0 if ev == "test" else 280.0, "device": "cpu:2threads",
                          "inference_merged": "True", "run_dir": str(d), "hparams": "{}"})
     write_tsv(root / "results/summary.tsv", rows)
-    spec = specs.TrackSpec(tracking={"uri": str(root / "store"), "experiment": "study"}, cells=[LORA, FULL])
+    uri = uri or f"sqlite:///{root / 'mlflow.db'}"
+    spec = specs.TrackSpec(tracking={"uri": uri, "experiment": "study"}, cells=[LORA, FULL])
     return spec, [d / "run.json" for _, d in cells], [d / "train_log.tsv" for _, d in cells]
 
 
@@ -136,8 +142,50 @@ def test_plain_path_is_a_local_store_and_uris_pass_through(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     assert resolve_uri("mlruns") == (tmp_path / "mlruns").resolve().as_uri()
     assert resolve_uri("stores/a") == (tmp_path / "stores/a").as_uri()
-    for uri in ("sqlite:///mlflow.db", "http://127.0.0.1:5000", "file:///data/mlruns", "databricks"):
+    # a relative SQLite path is the working directory's (the default, sqlite:///mlflow.db), recorded absolute
+    assert resolve_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    for uri in ("sqlite:////data/mlflow.db", "http://127.0.0.1:5000", "file:///data/mlruns", "databricks"):
         assert resolve_uri(uri) == uri
+
+
+READ_BACK = """
+import json, mlflow
+mlflow.set_tracking_uri("sqlite:///mlflow.db")
+runs = mlflow.search_runs(experiment_names=["peftgrid"], output_format="list")
+print(json.dumps({r.info.run_name: {"status": r.data.tags["status"], "metrics": r.data.metrics} for r in runs}))
+"""
+
+
+def test_the_default_store_reads_back_with_a_plain_search_runs(tmp_path, monkeypatch):
+    """`tracking: {}` as the config gives it: the export writes mlflow.db in the study directory, and
+    a fresh Python there reads every cell and its metrics back with mlflow.search_runs — no
+    MLFLOW_ALLOW_FILE_STORE, which MLflow 3 asks for before it opens its file store."""
+    monkeypatch.chdir(tmp_path)  # the study directory: Snakemake runs the job there
+    tracking = validate_config(minimal(tracking={}))["tracking"]
+    spec, runs, logs = fake_study(tmp_path, uri=tracking["uri"])
+    spec = specs.TrackSpec(tracking=tracking, cells=spec.cells)
+    record = export(tmp_path, spec, runs, logs)
+    assert record["tracking_uri"] == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}" and (tmp_path / "mlflow.db").is_file()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.run([sys.executable, "-c", READ_BACK], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(found) == {"emotion/lora/r=8/42", "emotion/full/default/42"}
+    lora, full = found["emotion/lora/r=8/42"], found["emotion/full/default/42"]
+    assert lora["status"] == "ok" and full["status"] == "failed"
+    assert lora["metrics"]["test.accuracy"] == pytest.approx(0.5825) and lora["metrics"]["dev.accuracy"] == pytest.approx(0.61)
+    assert lora["metrics"]["train_time_s"] == 12.5 and full["metrics"]["test.infer_throughput"] == 300.0
+
+
+def test_a_folder_is_mlflows_file_store(tmp_path, monkeypatch):
+    """`uri: <folder>` still works: MLflow's file store, which the export opens for itself."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    spec, runs, logs = fake_study(tmp_path, uri=str(tmp_path / "store"))
+    record = export(tmp_path, spec, runs, logs)
+    assert record["tracking_uri"].startswith("file:") and (tmp_path / "store").is_dir()
+    assert len(read_back(record["tracking_uri"], "study")[2]) == 2
 
 
 def test_without_mlflow_one_line_names_the_extra(tmp_path, monkeypatch):
@@ -163,7 +211,7 @@ def test_tracking_section_defaults_and_targets():
     off = validate_config(minimal())
     assert off["tracking"] is None and specs.tracking_targets(off) == []
     on = validate_config(minimal(tracking={}))
-    assert on["tracking"] == {"uri": "mlruns", "experiment": "peftgrid"}
+    assert on["tracking"] == {"uri": "sqlite:///mlflow.db", "experiment": "peftgrid"}
     assert specs.tracking_targets(on) == ["results/tracking.json"] == [specs.TRACKING_RECORD]
     cells = build_run_table(on)
     spec = specs.track_spec(on, cells)

@@ -11,7 +11,10 @@ and `peftgrid_fingerprint` (a hash of what was exported). A run whose fingerprin
 as it is; a stale one is deleted and exported again.
 
 MLflow is an optional extra (`pip install -e ".[tracking]"`) and is imported only inside these
-functions; the default store is the embedded file store `mlruns/` under the working directory.
+functions. The default store, `sqlite:///mlflow.db`, is MLflow's embedded SQLite database in the
+working directory (the study directory), read back with the same URI and no setting; a plain folder
+is MLflow's file store, which MLflow 3 keeps in maintenance mode and opens only when asked to
+(MLFLOW_ALLOW_FILE_STORE=true, which this export sets for itself).
 """
 from __future__ import annotations
 
@@ -53,7 +56,11 @@ def _mlflow():
 
 
 def resolve_uri(uri: str) -> str:
-    """A plain path (the default `mlruns`) is an embedded file store relative to the working directory."""
+    """Where the export goes, as an absolute URI (tracking.json records it): an SQLite database on a
+    relative path (the default `sqlite:///mlflow.db`) relative to the working directory; a plain
+    path, MLflow's file store in that folder; any other URI as given."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
     if uri == "databricks" or (re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", uri) and not re.match(r"^[A-Za-z]:[\\/]", uri)):
         return uri  # file:, sqlite:, http(s):, databricks ... as given
     return Path(uri).resolve().as_uri()
@@ -61,8 +68,8 @@ def resolve_uri(uri: str) -> str:
 
 def _quiet_local_store(uri: str) -> None:
     if uri.startswith("file:"):
-        # MLflow 3 keeps the file store in maintenance mode and refuses it unless asked for: it is the
-        # embedded store that needs no database or server, which is what a local study wants.
+        # a folder the user chose: MLflow 3 keeps the file store in maintenance mode and refuses it
+        # unless asked for (the README tells the user the same setting to read it back)
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # cluster jobs may have no network
 
