@@ -269,10 +269,10 @@ def cells_on_disk(workdir) -> set[str]:
 
 
 @pytest.mark.slow
-def test_grid_on_the_first_seed_then_the_winner_and_an_edit_reruns_one_point(tiny_bert, tmp_path):
+def test_grid_at_the_selection_seed_then_the_winner_and_an_edit_reruns_one_point(tiny_bert, tmp_path):
     write_config(tmp_path / "config.yaml", tiny_tuned_study(tiny_bert, [1.0e-3, 1.0e-2]))
-    first = planned_jobs(tmp_path)  # before any selection: the grid on seed 1 and its scoring only
-    assert (first["train"], first["evaluate_selection"], first["select"]) == (2, 2, 1)
+    first = planned_jobs(tmp_path)  # before any selection: the grid at the selection seed and its scoring only
+    assert (first["train"], first["evaluate_selection"], first["select"], first["choose"]) == (2, 2, 1, 1)
     assert "evaluate" not in first and "weight_distances" not in first
     run_snakemake(tmp_path)
 
@@ -280,15 +280,20 @@ def test_grid_on_the_first_seed_then_the_winner_and_an_edit_reruns_one_point(tin
     winner, finished = read_selection(selection)
     loser = ({"lr=0.001", "lr=0.01"} - {winner}).pop()
     assert finished == 2
-    assert cells_on_disk(tmp_path) == {f"{winner}/seed1", f"{winner}/seed2", f"{loser}/seed1"}
+    assert cells_on_disk(tmp_path) == {f"{winner}/seed1000", f"{loser}/seed1000", f"{winner}/seed1", f"{winner}/seed2"}
     runs = tmp_path / "results" / "runs" / "emotion" / "lora"
-    assert (runs / loser / "seed1" / "select" / "metrics.tsv").is_file()
-    assert not (runs / loser / "seed1" / "eval").exists()  # a losing grid point is never scored on a reported set
-    assert not (runs / winner / "seed2" / "select").exists()
+    assert (runs / loser / "seed1000" / "select" / "metrics.tsv").is_file()
+    for variant in (winner, loser):  # the grid is never scored on a reported set
+        assert not (runs / variant / "seed1000" / "eval").exists()
+    assert not (runs / winner / "seed1" / "select").exists()
+    from peftgrid.report.tuning import read_choices
+
+    choice = read_choices([tmp_path / "results" / "choices" / "emotion" / "lora.tsv"])
+    assert choice == {"lora": {"variant": winner, "decoding": "", "on": "emotion/validation", "seed": 1000}}
     summary = (tmp_path / "results" / "summary.tsv").read_text().splitlines()
     header = summary[0].split("\t")
     rows = [dict(zip(header, line.split("\t"))) for line in summary[1:]]
-    assert {(r["variant"], r["seed"], r["eval"]) for r in rows} == {(winner, "1", "test"), (winner, "2", "test")}
+    assert {(r["variant"], r["seed"], r["eval"]) for r in rows} == {(winner, "1", "test"), (winner, "2", "test")}  # not 1000
     report = tmp_path / "results" / "report"
     assert "Tuning" in (report / "report.md").read_text() and (report / "figures" / "emotion" / "tuning.png").is_file()
     tuning = (report / "tables" / "emotion_tuning.tsv").read_text()
@@ -302,14 +307,14 @@ def test_grid_on_the_first_seed_then_the_winner_and_an_edit_reruns_one_point(tin
     stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/seed*/train_stats.tsv")}
     write_config(tmp_path / "config.yaml", tiny_tuned_study(tiny_bert, [keep, new]))
     edited = planned_jobs(tmp_path)
-    assert (edited["train"], edited["evaluate_selection"], edited["select"]) == (1, 1, 1)
+    assert (edited["train"], edited["evaluate_selection"], edited["select"], edited["choose"]) == (1, 1, 1, 1)
     assert "evaluate" not in edited and "weight_distances" not in edited
     run_snakemake(tmp_path)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # nothing that existed retrained
     now, _ = read_selection(selection)
-    expected = {f"{winner}/seed1", f"{winner}/seed2", f"{loser}/seed1", "lr=0.03/seed1"}
-    if now == "lr=0.03":  # a new winner runs its remaining seed
-        expected.add("lr=0.03/seed2")
+    expected = {f"{winner}/seed1000", f"{loser}/seed1000", "lr=0.03/seed1000", f"{winner}/seed1", f"{winner}/seed2"}
+    if now == "lr=0.03":  # a new winner runs the reported seeds
+        expected |= {"lr=0.03/seed1", "lr=0.03/seed2"}
     assert cells_on_disk(tmp_path) == expected
     rows = (tmp_path / "results" / "summary.tsv").read_text()
     assert f"\t{now}\t" in rows and (now == winner or f"\t{winner}\t" not in rows)
