@@ -281,3 +281,59 @@ def test_under_a_null_the_chosen_variants_reported_mean_is_unbiased():
           f"{np.mean(old):+.3f} (chosen on seed 1 and reported on it); SE {se:.3f}")
     assert abs(np.mean(fair)) < 4 * se
     assert np.mean(old) == pytest.approx(1.163 / 3, abs=4 * se)  # the defect this plan removes
+
+
+# ------------------------------------------------------------------------------ through the workflow
+
+NEWS = ("en_ru_parallel", "wmt_newstest")
+
+
+@pytest.mark.slow
+def test_a_generation_task_generates_on_the_selection_set_and_chooses_a_decoding(tiny_gpt2, tmp_path):
+    """Translation carved 70/10/20: the validation tenth is the unreported selection set. LoRA runs
+    at seed 1 (reported) and at the selection seed, which generates on the selection set with each
+    decoding; the choice file names the best decoding there, and nothing at seed 1000 is reported."""
+    import csv
+
+    from conftest import run_snakemake, write_config
+
+    news = {"en": str(shared(*NEWS, "newstest2014.en-ru.en")), "ru": str(shared(*NEWS, "newstest2014.en-ru.ru"))}
+    write_config(tmp_path / "config.yaml", {
+        "models": {"gpt2": {"source": str(tiny_gpt2)}},
+        "datasets": {"en_ru": {"format": "parallel", "splits": {"train": news},
+                               "split_ratio": {"train": 0.7, "validation": 0.1, "test": 0.2}}},
+        "tasks": {"translate": {"type": "causal_lm", "model": "gpt2", "dataset": "en_ru",
+                                "columns": {"source": "en", "target": "ru"}, "prompt": "English: {source}\nRussian: ",
+                                "max_new_tokens": 6, "decoding": {"greedy": {}, "beam2": {"num_beams": 2}},
+                                "eval": {"test": {"split": "test"}}, "metrics": ["chrf"],
+                                "max_examples": {"train": 16, "validation": 6, "test": 6}}},
+        "training": {"epochs": 1, "batch_size": 8, "max_length": 64},
+        "methods": {"lora": {"lr": 5.0e-3, "r": 4, "alpha": 8}},
+        "experiments": [{"tasks": ["translate"], "methods": ["lora"], "seeds": [1]}],
+    })
+    run_snakemake(tmp_path)
+    run = tmp_path / "results" / "runs" / "translate" / "lora" / "default"
+    scores = {d: float(next(csv.DictReader(open(run / "seed1000" / "select" / d / "metrics.tsv"), delimiter="\t"))["chrf"])
+              for d in ("greedy", "beam2")}
+    best = max(scores, key=lambda d: (scores[d], d == "greedy"))  # a tie goes to the first decoding
+    choice = read_choices([tmp_path / "results" / "choices" / "translate" / "lora.tsv"])
+    assert choice == {"lora": {"variant": "default", "decoding": best, "on": "en_ru/validation", "seed": SELECTION_SEED}}
+    assert not (run / "seed1000" / "eval").exists()
+    summary = list(csv.DictReader(open(tmp_path / "results" / "summary.tsv"), delimiter="\t"))
+    assert {(r["seed"], r["eval"], r["decoding"]) for r in summary} == {("1", "test", "greedy"), ("1", "test", "beam2")}
+
+
+@pytest.mark.slow
+def test_leakage_by_content_stops_the_workflow_before_any_training(tiny_bert, tmp_path):
+    from conftest import run_snakemake, write_config
+
+    raw = study({"validation": {"dataset": "emo_copy", "split": "validation"}})
+    raw["models"]["tiny"]["source"] = str(tiny_bert)
+    raw["datasets"] = {"emotion": {**EMOTION, "splits": {s: str(shared("emotion", f)) for s, f in FILES.items()}},
+                       "emo_copy": {**EMOTION, "splits": {"validation": str(shared("emotion", "test.txt"))}}}
+    write_config(tmp_path / "config.yaml", raw)
+    proc = run_snakemake(tmp_path, check=False)
+    assert proc.returncode != 0
+    assert ("the selection set (tasks.emotion.validation) (dataset 'emo_copy', split 'validation') and reported eval "
+            "set 'test' (dataset 'emotion', split 'test') are the same file") in proc.stdout + proc.stderr
+    assert not (tmp_path / "results" / "runs").exists()
