@@ -377,3 +377,40 @@ def test_a_study_without_tuning_has_no_selected_variants():
     from peftgrid.report.tuning import selected_variants
 
     assert selected_variants([]) == {}
+
+
+def test_the_methods_choice_is_always_its_groups_winner_decodings_included(tmp_path):
+    """A tuned, swept generation method: each group's checkpoint picks its grid point by the best
+    decoding, and the method's choice (over every group's points and decodings) is always one of
+    those winners, with the decoding that scored it — on random scores with many ties."""
+    import random
+
+    from peftgrid.jobs.select import choose
+    from peftgrid.plan.runs import build_choices
+    from peftgrid.report.tuning import read_choices
+
+    config = study(tasks=["gen"], methods=["lora"], tune={"lora": {"lr": [1.0e-3, 1.0e-2]}},
+                   sweep={"lora": {"r": [4, 8]}})
+    config["datasets"]["gen"] = {"format": "jsonl", "splits": {"train": "t.jsonl", "validation": "v.jsonl",
+                                                               "test": "e.jsonl"}}
+    config["tasks"] = {"gen": {"type": "seq2seq", "model": "tiny", "dataset": "gen", "prompt": "{source}",
+                               "columns": {"source": "s", "target": "t"}, "eval": {"test": {"split": "test"}},
+                               "decoding": {"greedy": {}, "beam2": {"num_beams": 2}}, "metrics": ["chrf"]}}
+    config, _, groups = plan(config)
+    (choice,) = build_choices(config)
+    assert [g.decodings for g in groups] == [("greedy", "beam2")] * 2 and len(choice.pairs()) == 8
+    rng = random.Random(0)
+    for trial in range(30):
+        score = {(v, d): rng.choice([0.1, 0.2, 0.3]) for v, d in choice.pairs()}
+        files = {k: _metrics(tmp_path / str(trial) / f"{k[0]}_{k[1]}.tsv", chrf=s) for k, s in score.items()}
+        winners = {}
+        for g in groups:
+            out = tmp_path / str(trial) / f"{g.group}.tsv"
+            row = select(g.to_params(), [files[(v, d)] for v in g.candidates for d in g.decodings], out)
+            winners[row["variant"]] = row["decoding"]
+            assert row["score"] == max(score[(v, d)] for v in g.candidates for d in g.decodings)
+        out = tmp_path / str(trial) / "choice.tsv"
+        choose(choice.to_params(), [files[p] for p in choice.pairs()], out)
+        chosen = read_choices([out])["lora"]
+        assert winners.get(chosen["variant"]) == chosen["decoding"]
+        assert score[(chosen["variant"], chosen["decoding"])] == max(score.values())
