@@ -59,6 +59,8 @@ rule report_task:
         # each method's (variant, decoding) chosen on the selection set at the selection seed
         # (report/tuning.py read_choices): the comparisons use those, on the reported seeds only
         choices=lambda w: choice_files(w.task),
+        # the task's label order (binary F1's positive label) as training recorded it
+        runs=lambda w: [f"{c.dir}/run.json" for c in task_cells(w.task)],
         # COMET's segment scores (line-aligned with predictions.jsonl) for its paired comparisons
         comet_examples=lambda w: [f"results/comet/{w.task}/examples.tsv"] if uses_comet(w.task) else [],
     output:
