@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 PROMPT_SECONDS = 15  # transformers' TIME_OUT_REMOTE_CODE
 
 # each of our loaders, given a folder with code of its own
@@ -101,3 +103,21 @@ def test_a_model_with_its_own_code_is_refused_at_once(tiny_bert, tmp_path):
     wrong = {loader: f"{seconds:.1f} s: {outcome[:200]}" for loader, (seconds, outcome) in results.items()
              if "trust_remote_code" not in outcome or seconds >= PROMPT_SECONDS / 2}  # loaded, or waited on stdin
     assert not wrong, wrong
+
+
+def test_staging_refuses_a_model_with_its_own_code_in_one_line(tiny_bert, tmp_path):
+    from peftgrid.errors import ModelError
+    from peftgrid.staging.models import stage_model
+
+    folder = own_code_folder(tiny_bert, tmp_path / "custom")
+    with pytest.raises(ModelError) as err:
+        stage_model("custom", {"source": str(folder)}, tmp_path / "staged")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("models.custom.source")
+    assert "config.json and tokenizer_config.json" in message and "trust_remote_code" in message
+    assert not (tmp_path / "staged").exists() and not (tmp_path / "staged.staging").exists()
+    # a type transformers ships, with a leftover auto_map: staged, and loaded with transformers' classes
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "bert", "architectures": ["BertModel"]}))
+    (folder / "tokenizer_config.json").write_text((tiny_bert / "tokenizer_config.json").read_text())
+    assert stage_model("custom", {"source": str(folder)}, tmp_path / "staged")["kind"] == "local"

@@ -98,6 +98,26 @@ def check_model_folder(path: Path, allow_pickle: bool, shown: str) -> None:
             raise ModelError(f"{shown}: no weights (*.safetensors) in the folder")
 
 
+def check_no_code_of_its_own(path: Path, key: str) -> None:
+    """Refuse at staging, with one line, a model that would need its own code: an `auto_map` in its
+    config or tokenizer config for a model type transformers does not ship (a shipped type with a
+    leftover auto_map loads with transformers' classes). The jobs would refuse it anyway
+    (NO_REMOTE_CODE), but only after their start-up, with transformers' traceback."""
+    config = json.loads((path / "config.json").read_text())
+    tokenizer = path / "tokenizer_config.json"
+    maps = {"config.json": config.get("auto_map"),
+            "tokenizer_config.json": json.loads(tokenizer.read_text()).get("auto_map") if tokenizer.is_file() else None}
+    named = [file for file, auto_map in maps.items() if auto_map]
+    if not named:
+        return
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES  # only when there is an auto_map
+
+    if config.get("model_type") not in CONFIG_MAPPING_NAMES:
+        raise ModelError(f"{key}: {' and '.join(named)} name code of the model's own (auto_map; model_type "
+                         f"{config.get('model_type')!r} is not one transformers ships), and peftgrid never runs "
+                         f"a model's code (trust_remote_code is always off); use a model transformers ships")
+
+
 def stage_model(name: str, spec: dict, out_dir: str | Path, base_dir: str | Path = ".") -> dict:
     out_dir, base_dir = Path(out_dir), Path(base_dir)
     source = spec["source"]
@@ -131,6 +151,11 @@ def stage_model(name: str, spec: dict, out_dir: str | Path, base_dir: str | Path
     else:
         raise ModelError(f"{source}: expected a model folder or a .gguf file")
     check_model_folder(tmp, allow_pickle, source)
+    try:
+        check_no_code_of_its_own(tmp, f"models.{name}.source ({source})")
+    except ModelError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     staged = {"name": name, "source": source, "kind": kind, "resolved": str(local) if local else source,
               "files": {p.name: file_record(p) for p in sorted(tmp.iterdir()) if p.is_file()}}
     if out_dir.exists():
