@@ -268,10 +268,10 @@ def test_keeping_the_best_weights_is_not_training_time(tiny_bert, staged, tmp_pa
 
 
 def test_inference_cost_is_timed_warm_for_every_method(tiny_bert, staged, tmp_path):
-    """A model's first forward pass is slow (a cold start, simulated: 1 s on each model object's
+    """A model's first forward pass is slow (a cold start, simulated: SLOW s on each model object's
     first call). The reported throughput comes from timed repeats after a warm-up, for a method that
     merges (lora: merged and unmerged figures) and for one that does not (full) alike — timing the
-    non-merging method on its cold first pass would report at most 32 examples / 1 s."""
+    non-merging method on its cold first pass would report at most 32 examples / (2 x SLOW s)."""
     import time
 
     import torch
@@ -296,9 +296,10 @@ def test_inference_cost_is_timed_warm_for_every_method(tiny_bert, staged, tmp_pa
             handle.remove()
         assert seen, "the simulated cold start never ran"
         assert row["n_examples"] == 32 and row["inference_merged"] is (method == "lora")
-        assert row["infer_throughput"] > 32 / SLOW * 4, (method, row)
+        # a cold pass sleeps SLOW per model object with a config (2-3 of them): under 32 / (2 SLOW) examples/s
+        assert row["infer_throughput"] > 32 / SLOW, (method, row)
         if method == "lora":
-            assert row["infer_throughput_unmerged"] > 32 / SLOW * 4, row
+            assert row["infer_throughput_unmerged"] > 32 / SLOW, row
         assert row["infer_time_s"] >= SLOW  # the cold warm-up is work the job did, counted as inference time
 
 
