@@ -175,7 +175,6 @@ rule report_ranks:
         summary="results/summary.tsv",
         # each method enters at its (variant, decoding) chosen on the selection set (read_choices)
         choices=[f for t in TASKS_IN_STUDY for f in choice_files(t)],
-        selections=[f for t in TASKS_IN_STUDY for f in selection_files(t)],
     output:
         table="results/report/tables/ranks.tsv",
         table_md="results/report/tables/ranks.md",
@@ -185,7 +184,7 @@ rule report_ranks:
             category="Across tasks",
         ),
     params:
-        spec=specs.ranks_spec(config, TASKS_IN_STUDY, TUNE_GROUPS, CHOICES).to_params(),
+        spec=specs.ranks_spec(config, TASKS_IN_STUDY, CHOICES).to_params(),
     log:
         "logs/report/ranks.log",
     conda:

@@ -8,10 +8,10 @@ from peftgrid.report.ranks import build_ranks
 
 def main(smk):
     spec = RanksSpec.from_params(smk.params.spec)
-    tasks = {t: {k: v for k, v in s.items() if k != "selections"} for t, s in spec.tasks.items()}
-    selections = {t: [Path(p) for p in s["selections"]] for t, s in spec.tasks.items()}  # = the rule's inputs
+    tasks = {t: {k: v for k, v in s.items() if k != "choices"} for t, s in spec.tasks.items()}
+    choices = {t: [Path(p) for p in s["choices"]] for t, s in spec.tasks.items()}  # = the rule's inputs
     out = {name: Path(getattr(smk.output, name)) for name in ("table", "table_md", "figure")}
-    build_ranks(smk.input.summary, tasks, selections, out, spec.resamples, spec.seed)
+    build_ranks(smk.input.summary, tasks, choices, out, spec.resamples, spec.seed)
 
 
 run_job(main, snakemake, offline=False)  # noqa: F821

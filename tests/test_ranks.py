@@ -1,6 +1,6 @@
 """Across-task ranks (peftgrid/report/ranks.py): average ranks worked by hand, Demšar's critical
-difference, the metric's direction, exclusions, the one-task note, and variants chosen on the
-selection set (never on the reported set)."""
+difference, the metric's direction, exclusions, the one-task note, and each method at the variant
+chosen on the selection set (the choice files), never one picked on the reported set."""
 import math
 
 import pandas as pd
@@ -15,7 +15,9 @@ TEST = {
     "t2": {"full": 0.70, "lora": {"r=4": 0.70, "r=16": 0.90}, "ia3": 0.50, "none": 0.20},  # full = lora r=4: tie
     "t3": {"full": 0.60, "lora": {"r=4": 0.40, "r=16": 0.99}, "ia3": 0.65, "none": 0.05},
 }
-VALIDATION_LORA = {"r=4": 0.9, "r=16": 0.5}  # every task: r=4 wins on the selection set
+# every task: r=4 won on the selection set at the selection seed (what its choice file says)
+CHOSEN = {t: {"lora": {"variant": "r=4", "decoding": "", "on": "emotion/validation", "seed": 1000}} for t in
+          [*TEST, *(f"{t}b" for t in TEST)]}
 # Hand ranks (1 = best) at lora r=4:
 #   t1: full .80 -> 1, ia3 .70 -> 2, lora .60 -> 3, none -> 4
 #   t2: full .70 = lora .70 -> 1.5 each, ia3 .50 -> 3, none -> 4
@@ -41,10 +43,8 @@ def rows(tests=TEST, metric="mcc", skip=(), failed=()):
                 continue
             variants = value if isinstance(value, dict) else {"default": value}
             for variant, v in variants.items():
-                val = VALIDATION_LORA[variant] if method == "lora" else v
                 for seed, jitter in ((1, -0.01), (2, 0.01)):  # two seeds: the mean is the value
                     add(task, method, variant, "test", v + jitter, seed)
-                    add(task, method, variant, "validation", val + jitter, seed)
     return out
 
 
@@ -53,8 +53,24 @@ def write(tmp_path, **kw):
     return tmp_path / "summary.tsv"
 
 
-def spec(tasks=TEST, metric="mcc", selection="validation"):
-    return {t: {"metric": metric, "eval": "test", "selection": selection, "decoding": ""} for t in tasks}
+def spec(tasks=TEST, metric="mcc"):
+    return {t: {"metric": metric, "eval": "test", "decodings": []} for t in tasks}
+
+
+def choice_files(tmp_path, tasks=TEST, chosen=CHOSEN):
+    """What rule choose writes (plan/tune.py CHOICE_COLUMNS), one file per task and method."""
+    from peftgrid.plan.tune import CHOICE_COLUMNS
+    from peftgrid.records import write_tsv
+
+    out = {}
+    for t in tasks:
+        for method, c in chosen.get(t, {}).items():
+            path = tmp_path / "choices" / t / f"{method}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_tsv(path, [{"task": t, "method": method, "variant": c["variant"], "decoding": c["decoding"],
+                              "seed": c["seed"], "on": c["on"], "chosen": True, "status": "ok"}], CHOICE_COLUMNS)
+            out.setdefault(t, []).append(path)
+    return out
 
 
 def outputs(tmp_path):
@@ -62,13 +78,14 @@ def outputs(tmp_path):
 
 
 def test_average_ranks_with_a_tie_worked_by_hand(tmp_path):
-    r = ranks.rank_methods(pd.read_csv(write(tmp_path), sep="\t").fillna({"decoding": ""}), spec())
+    r = ranks.rank_methods(pd.read_csv(write(tmp_path), sep="\t").fillna({"decoding": ""}), spec(), CHOSEN)
     got = dict(zip(r.table["method"], r.table["average rank"]))
     assert got == pytest.approx(HAND)
     assert r.table["method"].tolist() == ["full", "ia3", "lora", "none"]  # 1.5, 2, 2.5, 4
     assert not r.excluded
-    # the variant came from the selection set, not from the reported one
+    # the variant came from the choice made on the selection set, not from the reported set
     assert set(r.choices.loc[r.choices["method"] == "lora", "variant"]) == {"r=4"}
+    assert set(r.choices.loc[r.choices["method"] == "lora", "chosen_on"]) == {"chosen on `emotion/validation` at seed 1000"}
     assert got["lora"] != pytest.approx(ON_TEST["lora"])
     assert r.table.set_index("method").loc["none", "role"].startswith("reference")
 
@@ -120,9 +137,10 @@ def test_lower_is_better_metric_end_to_end(tmp_path, monkeypatch):
     from peftgrid import metrics
 
     monkeypatch.setitem(metrics.METRICS, "err", metrics.Metric("err", "label", higher_is_better=False))
-    # lora: r=16 has the lower (better) validation error when errors are lower-is-better
+    # lora: r=16 had the lower (better) selection-set error, so its choice file names r=16
     path = write(tmp_path, metric="err")
-    r = ranks.rank_methods(pd.read_csv(path, sep="\t").fillna({"decoding": ""}), spec(metric="err"))
+    chosen = {t: {"lora": {**CHOSEN[t]["lora"], "variant": "r=16"}} for t in TEST}
+    r = ranks.rank_methods(pd.read_csv(path, sep="\t").fillna({"decoding": ""}), spec(metric="err"), chosen)
     got = dict(zip(r.table["method"], r.table["average rank"]))
     assert set(r.choices.loc[r.choices["method"] == "lora", "variant"]) == {"r=16"}
     # lower is better: none (lowest scores) ranks 1 on every task, lora r=16 (highest) ranks 4
@@ -132,7 +150,7 @@ def test_lower_is_better_metric_end_to_end(tmp_path, monkeypatch):
 def test_a_method_missing_on_one_task_is_left_out_and_said(tmp_path):
     path = write(tmp_path, skip={("t2", "ia3")}, failed={("t3", "full")})
     out = outputs(tmp_path)
-    r = ranks.build_ranks(path, spec(), {}, out)
+    r = ranks.build_ranks(path, spec(), choice_files(tmp_path), out)
     assert set(r.table["method"]) == {"lora", "none"}
     assert "t2: not run" in r.excluded["ia3"] and "t3: no finished" in r.excluded["full"]
     md = out["table_md"].read_text()
@@ -141,22 +159,38 @@ def test_a_method_missing_on_one_task_is_left_out_and_said(tmp_path):
     assert dict(zip(r.table["method"], r.table["average rank"])) == {"lora": 1.0, "none": 2.0}
 
 
-def test_several_variants_without_a_selection_set_are_not_chosen_on_the_reported_set(tmp_path):
-    r = ranks.rank_methods(pd.read_csv(write(tmp_path), sep="\t").fillna({"decoding": ""}), spec(selection=None))
-    assert "lora" not in set(r.table["method"]) and "choosing on the reported set" in r.excluded["lora"]
+def test_several_variants_without_a_choice_are_not_chosen_on_the_reported_set(tmp_path):
+    """No choice file: lora (two variants) is left out, although r=16 would rank first on `test`."""
+    r = ranks.rank_methods(pd.read_csv(write(tmp_path), sep="\t").fillna({"decoding": ""}), spec(), {})
+    assert "lora" not in set(r.table["method"]) and "no choice on a selection set" in r.excluded["lora"]
 
 
-def test_tuned_methods_enter_at_their_selected_configuration(tmp_path):
-    r = ranks.rank_methods(pd.read_csv(write(tmp_path), sep="\t").fillna({"decoding": ""}), spec(),
-                           selected={t: {"lora": "r=16"} for t in TEST})
-    assert dict(zip(r.table["method"], r.table["average rank"]))["lora"] == 1.0
-    assert set(r.choices.loc[r.choices["method"] == "lora", "chosen_on"]) == {"selected by tuning on the selection set"}
+def test_a_method_enters_at_its_chosen_variant_and_decoding(tmp_path):
+    """Generation: each method at the decoding its choice names; without a choice, the primary
+    (first configured) decoding, whatever scores best on the reported set."""
+    out = []
+    for task in ("t1", "t2"):
+        for method, by_decoding in {"lora": {"greedy": 0.2, "beam4": 0.9}, "full": {"greedy": 0.5, "beam4": 0.95},
+                                    "ia3": {"greedy": 0.6, "beam4": 0.1}}.items():
+            for dec, v in by_decoding.items():
+                out.append({"task": task, "method": method, "variant": "default", "seed": 1, "eval": "test",
+                            "decoding": dec, "status": "ok", "error": "", "chrf": v, "trainable_params": 1.0,
+                            "trainable_pct": 1.0, "train_time_s": 1.0, "time_per_epoch_s": 1.0,
+                            "peak_train_mem_mb": 1.0, "peak_infer_mem_mb": 1.0, "infer_throughput": 1.0})
+    tasks = {t: {"metric": "chrf", "eval": "test", "decodings": ["greedy", "beam4"]} for t in ("t1", "t2")}
+    chosen = {t: {"lora": {"variant": "default", "decoding": "beam4", "on": "x/validation", "seed": 1000}}
+              for t in tasks}
+    r = ranks.rank_methods(pd.DataFrame(out), tasks, chosen)
+    got = dict(zip(r.table["method"], r.table["average rank"]))
+    # lora at beam4 (0.9) beats ia3 and full at greedy (0.6, 0.5); full's beam4 0.95 is never looked at
+    assert got == {"lora": 1.0, "ia3": 2.0, "full": 3.0}
+    assert set(r.choices.loc[r.choices["method"] == "full", "decoding"]) == {"greedy"}
 
 
 def test_one_task_no_figure_and_a_note(tmp_path):
     one = {"t1": TEST["t1"]}
     out = outputs(tmp_path)
-    r = ranks.build_ranks(write(tmp_path, tests=one), spec(one), {}, out)
+    r = ranks.build_ranks(write(tmp_path, tests=one), spec(one), choice_files(tmp_path, one), out)
     assert not out["figure"].exists() and not out["figure"].with_suffix(".svg").exists()
     assert out["table_md"].read_text().strip() == r.note and "two or more tasks" in r.note
     assert pd.read_csv(out["table"], sep="\t").empty
@@ -164,7 +198,7 @@ def test_one_task_no_figure_and_a_note(tmp_path):
 
 def test_figure_and_table_hold_the_hand_ranks(tmp_path):
     out = outputs(tmp_path)
-    r = ranks.build_ranks(write(tmp_path), spec(), {}, out)
+    r = ranks.build_ranks(write(tmp_path), spec(), choice_files(tmp_path), out)
     assert out["figure"].stat().st_size > 5000 and out["figure"].with_suffix(".svg").is_file()
     table = pd.read_csv(out["table"], sep="\t")
     assert dict(zip(table["method"], table["average rank"])) == pytest.approx(HAND)
@@ -186,7 +220,7 @@ def test_nemenyi_after_friedman_rejects(tmp_path):
     """Six tasks (the three twice): Friedman rejects, then the Nemenyi CD decides each method."""
     six = {**TEST, **{f"{t}b": v for t, v in TEST.items()}}
     out = outputs(tmp_path)
-    r = ranks.build_ranks(write(tmp_path, tests=six), spec(six), {}, out)
+    r = ranks.build_ranks(write(tmp_path, tests=six), spec(six), choice_files(tmp_path, six), out)
     assert r.friedman_p < 0.05
     cd = ranks.critical_difference(4, 6)
     assert r.cd == pytest.approx(cd) and cd == pytest.approx(2.569 * math.sqrt(20 / 36), abs=1e-3)
@@ -199,7 +233,7 @@ def test_nemenyi_after_friedman_rejects(tmp_path):
 def test_report_md_gets_the_across_tasks_section(tmp_path):
     (tmp_path / "tables").mkdir()
     (tmp_path / "figures").mkdir()
-    ranks.build_ranks(write(tmp_path), spec(), {}, {"table": tmp_path / "tables" / "ranks.tsv",
+    ranks.build_ranks(write(tmp_path), spec(), choice_files(tmp_path), {"table": tmp_path / "tables" / "ranks.tsv",
                                                      "table_md": tmp_path / "tables" / "ranks.md",
                                                      "figure": tmp_path / "figures" / "ranks.png"})
     section = ranks.across_tasks_section(tmp_path)
@@ -214,19 +248,20 @@ def test_bootstrap_is_seeded_and_brackets_a_constant_rank():
     assert ranks.bootstrap_intervals(r2, 500, 3).equals(ranks.bootstrap_intervals(r2, 500, 3))
 
 
-def test_the_spec_reads_each_tasks_primary_metric_eval_selection_and_decoding():
+def test_the_spec_reads_each_tasks_primary_metric_eval_decodings_and_choices():
     from test_specs import raw_study
 
-    from peftgrid.plan import build_run_table, build_tune_groups, specs, validate_config
+    from peftgrid.plan import build_run_table, specs, validate_config
+    from peftgrid.plan.runs import build_choices
 
     config = validate_config(raw_study())
     tasks = sorted({c.task for c in build_run_table(config)})
-    spec = specs.ranks_spec(config, tasks, build_tune_groups(config))
+    choices = build_choices(config)
+    spec = specs.ranks_spec(config, tasks, choices)
     t = spec.tasks
     assert t["translate"]["metric"] == "chrf" and t["translate"]["eval"] == "test"
-    # translate chooses on its unreported validation split (no reported set); POS's en_dev is reported
-    assert t["translate"]["selection"] is None and t["pos_en_de"]["selection"] == "en_dev"
-    assert t["translate"]["decoding"] == "greedy"
-    assert t["emotion"]["metric"] == "f1_macro" and t["emotion"]["decoding"] == ""
+    assert t["translate"]["decodings"] == list(config["tasks"]["translate"]["decoding"])  # config order
+    assert t["emotion"]["metric"] == "f1_macro" and t["emotion"]["decodings"] == []
+    assert sorted(f for s in t.values() for f in s["choices"]) == sorted(c.file for c in choices)
     assert t["pos_en_de"]["eval"] == "de_test"
     assert specs.RanksSpec.from_params(spec.to_params()) == spec

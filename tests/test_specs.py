@@ -111,7 +111,7 @@ def all_specs(config: dict) -> dict:
     out["summary"] = specs.summary_spec(config, tasks)
     out["report"] = specs.report_spec(config, tasks)
     groups, choices = build_tune_groups(config), build_choices(config)
-    out["report_ranks"] = specs.ranks_spec(config, tasks, groups, choices)
+    out["report_ranks"] = specs.ranks_spec(config, tasks, choices)
     by_key = {c.key: c for c in cells}
     for g in groups:  # tuning checkpoints
         out[f"select/{g.selection_file}"] = specs.select_spec(g)

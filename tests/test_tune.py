@@ -353,7 +353,7 @@ def test_significance_compares_a_tuned_method_at_its_selected_configuration(tmp_
 def test_tuning_report_lists_the_grid_and_the_selected_points(tmp_path):
     """Two sweep variants of lora, each tuned: the table has every grid point, the figure is
     written, and the method's selected configuration is the better of the two winners."""
-    from peftgrid.report.tuning import build_tuning_report, selected_variants
+    from peftgrid.report.tuning import build_tuning_report
 
     _, _, groups = plan(study(tasks=["emotion"], methods=["lora"], tune={"lora": {"lr": [1.0e-3, 1.0e-2, 1.0e-1]}},
                               sweep={"lora": {"r": [4, 8]}}))
@@ -363,7 +363,6 @@ def test_tuning_report_lists_the_grid_and_the_selected_points(tmp_path):
         paths.append(tmp_path / g.group / "selection.tsv")
         select(g.to_params(), files, paths[-1])
     assert [read_selection(p)[0] for p in paths] == ["lr=0.01_r=4", "lr=0.001_r=8"]  # r=8: a tie, the smaller lr
-    assert selected_variants(paths) == {"lora": "lr=0.001_r=8"}
     out = {"table": tmp_path / "t.tsv", "table_md": tmp_path / "t.md", "figure": tmp_path / "f.png"}
     build_tuning_report("emotion", paths, out)
     md = out["table_md"].read_text()
@@ -371,12 +370,6 @@ def test_tuning_report_lists_the_grid_and_the_selected_points(tmp_path):
     assert md.count("✓") == 2 and "tied with the selected point" in md
     assert len(out["table"].read_text().splitlines()) == 7 and out["figure"].stat().st_size > 5000
 
-
-def test_a_study_without_tuning_has_no_selected_variants():
-    # the report rules pass an empty list of selection files when nothing is tuned
-    from peftgrid.report.tuning import selected_variants
-
-    assert selected_variants([]) == {}
 
 
 def test_the_methods_choice_is_always_its_groups_winner_decodings_included(tmp_path):

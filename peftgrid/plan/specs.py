@@ -265,7 +265,7 @@ def report_spec(config: dict, tasks: list[str]) -> ReportSpec:
                       report=config["report"])
 
 
-def ranks_spec(config: dict, tasks: list[str], groups: list, choices: list = ()) -> RanksSpec:
+def ranks_spec(config: dict, tasks: list[str], choices: list = ()) -> RanksSpec:
     """As report.analysis.primary_metric / primary_eval read them (that module needs pandas)."""
     out = {}
     report = config["report"]
@@ -273,12 +273,8 @@ def ranks_spec(config: dict, tasks: list[str], groups: list, choices: list = ())
         entry = config["tasks"][t]
         metric = report.get("quality_metric", {}).get(t) or entry["metrics"][0]
         main = report.get("eval_set", {}).get(t) or ("test" if "test" in entry["eval"] else next(iter(entry["eval"])))
-        selection = entry["selection"]
         out[t] = {"metric": main_column(metric), "eval": main,
-                  "selection": selection["name"] if selection and selection.get("reported") else None,
-                  "decoding": next(iter(entry["decoding"])) if entry["type"] in GENERATING and entry.get("decoding")
-                  else "",
-                  "selections": [g.selection_file for g in groups if g.task == t],
+                  "decodings": list(entry["decoding"]) if entry["type"] in GENERATING and entry.get("decoding") else [],
                   "choices": [c.file for c in choices if c.task == t]}
     return RanksSpec(tasks=out, resamples=2000, seed=0)
 

@@ -1,11 +1,11 @@
 """Across tasks: each method's average rank over the study's tasks, with its uncertainty (a
 critical-difference diagram, Demšar 2006).
 
-Per task, each method enters at one variant, chosen without looking at the reported set: a tuned
-method at the configuration its tuning selected (the selection checkpoints), a method with one
-variant at that variant, a swept method at its variant with the best mean on the task's selection
-set when that set is a reported eval set other than the primary one. Its score is the mean over
-seeds on the task's primary eval set and metric (first decoding for generation). Methods are ranked
+Per task, each method enters where the task's comparisons put it (analysis.chosen_cells): at the
+(variant, decoding) chosen on the unreported selection set at the selection seed (the choice
+files, tuning.read_choices), else at its only variant and the task's primary decoding; a method
+with several variants and no choice is left out, never chosen on the reported set. Its score is
+the mean over the reported seeds on the task's primary eval set and metric. Methods are ranked
 per task (1 = best, ties share the average rank), the ranks averaged over tasks. Only methods
 finished on every task are ranked; `none` (untrained) is ranked as a reference.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .analysis import ALPHA, aggregate_seeds, load_summary
+from .analysis import ALPHA, aggregate_seeds, chosen_cells, load_summary
 from ..metrics import higher_is_better
 from ..records import atomic_write_text
 
@@ -87,72 +87,50 @@ class Ranking:
     friedman_p: float | None = None           # None: two methods, no omnibus step
 
 
-def choose(agg: pd.DataFrame, column: str, higher: bool, evaluated: str, selection: str | None,
-           selected: dict[str, str]) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
-    """method -> (variant, how it was chosen), and method -> why it has none on this task."""
-    out, why = {}, {}
-    for method, g in agg.groupby("method"):
-        ok = g[(g["status"] == "ok") & g[column].notna()]
-        if method in selected:
-            out[method] = (selected[method], "selected by tuning on the selection set")
-            continue
-        variants = sorted(set(g.loc[g["eval"] == evaluated, "variant"]))
-        if len(variants) == 1:
-            out[method] = (variants[0], "its only variant")
-            continue
-        if selection is None or selection == evaluated:
-            why[method] = (f"{len(variants)} variants and no selection set apart from `{evaluated}` to choose "
-                           "one on (choosing on the reported set would favour it)")
-            continue
-        on = ok[ok["eval"] == selection]
-        if on.empty:
-            why[method] = f"no finished cell on the selection set `{selection}`"
-            continue
-        best = on.sort_values([column, "variant"], ascending=[not higher, True]).iloc[0]
-        out[method] = (best["variant"], f"best mean on `{selection}`")
-    return out, why
-
-
-def rank_methods(summary: pd.DataFrame, tasks: dict[str, dict], selected: dict[str, dict[str, str]] | None = None,
+def rank_methods(summary: pd.DataFrame, tasks: dict[str, dict], choices: dict[str, dict] | None = None,
                  resamples: int = 2000, seed: int = 0) -> Ranking:
-    """`tasks`: task -> {metric (summary column), eval (primary), selection (a reported eval set or
-    None), decoding ("" unless generation)}; `selected`: task -> {method: variant} of tuned methods."""
-    selected = selected or {}
+    """`tasks`: task -> {metric (summary column), eval (primary), decodings (config order; [] unless
+    generation)}; `choices`: task -> tuning.read_choices of that task's choice files."""
+    choices = choices or {}
     names = sorted(tasks)
     if len(names) < 2:
         return Ranking(names, pd.DataFrame(columns=TABLE_COLUMNS), None,
                        note=f"Across-task ranks need two or more tasks; this study has {len(names)}.")
-    scores, choices, missing, higher = {}, [], {}, {}
+    scores, entered, missing, higher = {}, [], {}, {}
     all_methods = sorted(set(summary.loc[summary["task"].isin(names), "method"]))
     for task in names:
         t = tasks[task]
-        column, ev, dec = t["metric"], t["eval"], t.get("decoding") or ""
+        column, ev = t["metric"], t["eval"]
         higher[task] = higher_is_better(column)
-        df = summary[(summary["task"] == task) & (summary["decoding"].astype(str) == dec)]
-        agg = aggregate_seeds(df, [column]) if len(df) else pd.DataFrame(columns=["method"])
-        picked, why = choose(agg, column, higher[task], ev, t.get("selection"), selected.get(task, {})) \
-            if len(agg) else ({}, {})
+        df = summary[(summary["task"] == task) & (summary["eval"] == ev)]
+        agg = aggregate_seeds(df, [column]) if len(df) else pd.DataFrame(columns=["method", "variant", "decoding"])
+        mine = choices.get(task, {})
+        picked, left_out = chosen_cells(agg, mine, t.get("decodings") or [])
         row = {}
         for method in all_methods:
-            if method in why:
-                missing.setdefault(method, []).append(f"{task}: {why[method]}")
+            if method in left_out:
+                missing.setdefault(method, []).append(f"{task}: several variants and no choice on a selection set")
                 continue
             if method not in picked:
                 missing.setdefault(method, []).append(f"{task}: not run")
                 continue
-            variant, how = picked[method]
-            hit = agg[(agg["method"] == method) & (agg["variant"] == variant) & (agg["eval"] == ev)]
+            variant, decoding = picked[method]
+            hit = agg[(agg["method"] == method) & (agg["variant"] == variant)
+                      & (agg["decoding"].astype(str) == decoding)]
             ok = hit[(hit["status"] == "ok") & hit[column].notna()]
             if ok.empty:
                 missing.setdefault(method, []).append(f"{task}: no finished `{variant}` cell on `{ev}`")
                 continue
             row[method] = float(ok[column].iloc[0])
-            choices.append({"task": task, "method": method, "variant": variant, "chosen_on": how,
-                            "eval": ev, "metric": column, "score": row[method]})
+            how = (f"chosen on `{mine[method]['on']}` at seed {mine[method]['seed']}" if method in mine
+                   else "its only variant")
+            entered.append({"task": task, "method": method, "variant": variant, "decoding": decoding,
+                            "chosen_on": how, "eval": ev, "metric": column, "score": row[method]})
         scores[task] = row
     excluded = {m: "; ".join(r) for m, r in missing.items()}
     ranked = [m for m in all_methods if m not in excluded]
-    choices = pd.DataFrame(choices, columns=["task", "method", "variant", "chosen_on", "eval", "metric", "score"])
+    choices = pd.DataFrame(entered, columns=["task", "method", "variant", "decoding", "chosen_on", "eval", "metric",
+                                             "score"])
     choices = choices[choices["method"].isin(ranked)].reset_index(drop=True)
     if len(ranked) < 2:
         return Ranking(names, pd.DataFrame(columns=TABLE_COLUMNS), None, excluded, choices,
@@ -173,7 +151,8 @@ def rank_methods(summary: pd.DataFrame, tasks: dict[str, dict], selected: dict[s
                      # no post-hoc test: no method is shown to differ from the best
                      "within CD of the best": bool(mean[m] - best < cd) if cd is not None else True,
                      "role": "reference (untrained)" if m == REFERENCE else "trained",
-                     "variants": "; ".join(f"{r.task}: {r.variant}" for r in vs.itertuples()),
+                     "variants": "; ".join(f"{r.task}: {r.variant}" + (f" [{r.decoding}]" if r.decoding else "")
+                                           for r in vs.itertuples()),
                      "lo": float(ci.loc[m, "lo"]), "hi": float(ci.loc[m, "hi"])})
     table = pd.DataFrame(rows)
     table.attrs["ranks"] = ranks
@@ -255,8 +234,8 @@ def markdown(ranking: Ranking) -> str:
         lines = [f"Average rank over {len(ranking.tasks)} tasks ({', '.join(ranking.tasks)}); 1 = best, ties share "
                  f"the average rank. {significance_words(ranking)} The interval is a bootstrap "
                  "95% interval over tasks resampled with replacement (2,000 resamples, seed 0). Each method at "
-                 "its variant chosen on the selection set (tuned: its selected configuration), scored on each "
-                 "task's primary eval set and metric. `none` is the untrained reference.\n\n",
+                 "its (variant, decoding) chosen on the unreported selection set at the selection seed (or its only "
+                 "variant), scored on each task's primary eval set and metric over the reported seeds. `none` is the untrained reference.\n\n",
                  markdown_table(shown)]
     if ranking.excluded:
         lines.append("\nLeft out (not finished on every task):\n\n")
@@ -264,15 +243,14 @@ def markdown(ranking: Ranking) -> str:
     return "".join(lines)
 
 
-def build_ranks(summary_path, tasks: dict[str, dict], selections: dict[str, list], out: dict[str, Path],
+def build_ranks(summary_path, tasks: dict[str, dict], choice_files: dict[str, list], out: dict[str, Path],
                 resamples: int = 2000, seed: int = 0) -> Ranking:
     """Write out["table"] (TSV), out["table_md"] and, with two or more tasks and methods,
-    out["figure"] (PNG + SVG). `selections`: task -> its tuned groups' selection.tsv files."""
-    from .tuning import selected_variants
+    out["figure"] (PNG + SVG). `choice_files`: task -> its choice files (plan/tune.py CHOICE_FILE)."""
+    from .tuning import read_choices
 
     summary = load_summary(summary_path)
-    chosen = {t: selected_variants(p) if p else {} for t, p in selections.items()}
-    ranking = rank_methods(summary, tasks, chosen, resamples, seed)
+    ranking = rank_methods(summary, tasks, {t: read_choices(p) for t, p in choice_files.items()}, resamples, seed)
     cols = TABLE_COLUMNS + ["lo", "hi"]
     (ranking.table[cols] if len(ranking.table) else pd.DataFrame(columns=cols)).to_csv(
         out["table"], sep="\t", index=False)

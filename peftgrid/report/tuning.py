@@ -48,22 +48,6 @@ def read_choices(paths) -> dict[str, dict]:
     return out
 
 
-def selected_variants(paths) -> dict[str, str]:
-    """method -> its selected configuration; a method tuned within several sweep variants: the
-    selected point that scored best on the selection set (every grid ran at the same selection seed)."""
-    df = load_selections(paths)
-    if df.empty:  # no tuned method (an empty object column would index columns, not rows)
-        return {}
-    out = {}
-    for method, g in df[df["selected"].astype(bool)].groupby("method"):
-        higher = not (g["metric"] == "loss").all()
-        scored = g[g["score"].notna()]
-        pick = scored if len(scored) else g
-        pick = pick.sort_values(["score", "group"], ascending=[not higher, True]) if len(scored) else pick
-        out[method] = pick.iloc[0]["variant"]
-    return out
-
-
 def _tuned_columns(df: pd.DataFrame) -> pd.DataFrame:
     tuned = pd.DataFrame([json.loads(t) for t in df["tuned"]], index=df.index)
     return tuned
