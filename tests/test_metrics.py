@@ -126,3 +126,23 @@ def test_sacrebleu_readme_example():
     scores, _ = generation_metrics(hyps, refs, ["bleu", "chrf"])
     assert round(scores["bleu"], 2) == 48.53
     assert round(scores["chrf"], 2) == 59.73
+
+
+def test_the_report_reads_each_per_example_score_the_registry_names():
+    """The report's paired tests read a column's per-example score where the registry says the
+    evaluation job keeps it (rouge1 -> rouge1, rouge -> rougeL, comet -> comet): a column whose key
+    the report looked up in a list of its own (as it once did) would score the wrong numbers."""
+    from peftgrid.metrics import METRICS, per_example_key
+    from peftgrid.report.analysis import Scorer
+
+    assert per_example_key("rouge") == "rougeL" and per_example_key("rouge2") == "rouge2"
+    assert per_example_key("accuracy") == "correct" and per_example_key("f1_macro") is None
+    assert per_example_key("comet") == "comet"
+    for m in METRICS.values():
+        for column in {m.name, *m.outputs} - {"bleu", "chrf"}:  # BLEU / chrF: corpus statistics
+            key = per_example_key(column)
+            if key is None:
+                continue
+            lines = [{"hypothesis": "h", "references": ["r"], key: v, "decoy": -v} for v in (10.0, 20.0, 60.0)]
+            scorer = Scorer(column, [lines])
+            assert list(scorer.values(lines)) == [10.0, 20.0, 60.0], column

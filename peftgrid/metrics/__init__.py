@@ -19,6 +19,7 @@ class Metric:
     higher_is_better: bool = True
     columns: tuple[str, ...] = ()     # summary columns it fills (default: its name)
     per_example: str | None = None    # per-example score kept in predictions.jsonl
+    per_example_columns: bool = False  # every column is also kept per example, under its own name
     own_rule: bool = False            # scored by its own rule (COMET: one model load per task)
 
     @property
@@ -35,8 +36,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("bleu", "text", scale=100.0, per_example="sentence_bleu"),
     Metric("sentence_bleu", "text", scale=100.0, per_example="sentence_bleu"),
     Metric("chrf", "text", scale=100.0, per_example="sentence_chrf"),
-    Metric("rouge", "text", scale=100.0, columns=("rouge1", "rouge2", "rougeL", "rougeLsum"), per_example="rougeL"),
-    Metric("comet", "text", scale=100.0, own_rule=True),
+    Metric("rouge", "text", scale=100.0, columns=("rouge1", "rouge2", "rougeL", "rougeLsum"), per_example="rougeL",
+           per_example_columns=True),
+    # its job's segment scores are attached to each predictions line (report.analysis.read_predictions)
+    Metric("comet", "text", scale=100.0, per_example="comet", own_rule=True),
 )}
 
 
@@ -45,12 +48,6 @@ def main_column(name: str) -> str:
     ranked by its per-example one (rouge -> rougeL); any other name is its own column."""
     m = METRICS.get(name)
     return m.per_example if m is not None and m.per_example in m.columns else name
-
-
-def metric(name: str) -> Metric:
-    if name not in METRICS:
-        raise ConfigError(f"unknown metric {name!r}{did_you_mean(name, METRICS)}")
-    return METRICS[name]
 
 
 def metrics_of_kind(kind: str) -> list[str]:
@@ -75,6 +72,22 @@ def higher_is_better(column: str) -> bool:
         if column in m.outputs:
             return m.higher_is_better
     return True
+
+
+def per_example_key(column: str) -> str | None:
+    """The predictions.jsonl key holding a summary column's per-example score (rouge -> rougeL,
+    rouge1 -> rouge1, accuracy -> correct); None where none is kept."""
+    if column in METRICS:
+        return METRICS[column].per_example
+    for m in METRICS.values():
+        if column in m.columns and m.per_example_columns:
+            return column
+    return None
+
+
+def own_rule_metrics(names) -> list[str]:
+    """Those of `names` scored by a rule of their own, not inside the evaluation job (COMET)."""
+    return [n for n in names if n in METRICS and METRICS[n].own_rule]
 
 
 def scale_of(column: str) -> float:

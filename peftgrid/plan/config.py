@@ -25,7 +25,7 @@ import yaml
 
 from ..errors import ConfigError, did_you_mean
 from ..methods import PRESETS, method_of, preset_defaults
-from ..metrics import check_metrics
+from ..metrics import check_metrics, own_rule_metrics
 from ..staging.datasets import conllu_column, declared_splits
 from ..tasks import TASK_TYPES, task_type
 
@@ -621,8 +621,8 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
             raise ConfigError(f"{where}.select.metric: {metric!r} is not a metric of task {t!r} (its metrics: "
                               f"{', '.join(tasks[t]['metrics'])}; or loss){did_you_mean(metric, tasks[t]['metrics'] + ['loss'])}")
         chosen = metric or tasks[t]["metrics"][0]
-        if chosen == "comet":
-            raise ConfigError(f"{where}.select.metric: comet is scored by its own rule after evaluation; select on "
+        if own_rule_metrics([chosen]):
+            raise ConfigError(f"{where}.select.metric: {chosen} is scored by its own rule after evaluation; select on "
                               f"another metric of task {t!r} or on loss")
     exp["tune"], exp["select"] = resolved, {"on": on, "metric": metric, "seed": seed}
 

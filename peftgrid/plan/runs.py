@@ -122,13 +122,13 @@ def choice_decodings(config: dict, task: str, metric: str | None) -> tuple:
 
 def _selection_target(config: dict, task: str, select: dict) -> tuple[str, str, bool]:
     """(selection set name, metric column, higher is better) an experiment's `select` means for a task."""
-    from ..metrics import METRICS, main_column
+    from ..metrics import higher_is_better, main_column
 
     t = config["tasks"][task]
     metric = select.get("metric") or t["metrics"][0]
-    if metric == "loss":  # final_val_loss of training, logged on the selection set
-        return t["selection"]["name"], "loss", False
-    return t["selection"]["name"], main_column(metric), METRICS[metric].higher_is_better
+    # loss: final_val_loss of training, logged on the selection set
+    column = "loss" if metric == "loss" else main_column(metric)
+    return t["selection"]["name"], column, higher_is_better(column)
 
 
 def _expand(config: dict) -> tuple[list[Cell], list[TuneGroup], list[Choice]]:

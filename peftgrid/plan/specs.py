@@ -184,7 +184,7 @@ def selection_eval_spec(config: dict, cell: Cell, decoding: str = "") -> EvalSpe
     eval set); generation: with one decoding (the choice generates with each it chooses among)."""
     t = config["tasks"][cell.task]
     view = _pick(t, TASK_EVAL_KEYS)
-    view["metrics"] = [m for m in t["metrics"] if m != "comet"]
+    view["metrics"] = [m for m in t["metrics"] if m not in own_rule_metrics(t["metrics"])]
     dec = {"name": decoding, "settings": t["decoding"][decoding]} if decoding else None
     return EvalSpec(cell=cell.ident, hparams=cell.hparams, task=view, model=_model(config, cell.task),
                     eval=_pick(t["selection"], SELECTION_READ_KEYS), decoding=dec)
@@ -291,7 +291,7 @@ def tracking_targets(config: dict) -> list[str]:
     return [TRACKING_RECORD] if config.get("tracking") is not None else []
 
 
-from ..metrics import main_column  # noqa: E402  (registry, torch-free)
+from ..metrics import main_column, own_rule_metrics  # noqa: E402  (registry, torch-free)
 from ..tasks import TASK_TYPES  # noqa: E402  (registry, torch-free)
 
 GENERATING = {name for name, t in TASK_TYPES.items() if t.generates}

@@ -130,8 +130,6 @@ def seed_label(cell: dict) -> str:
 # Per-example scores come from each cell's predictions.jsonl; rows of every file of one task and
 # eval set are the same examples in the same order, so systems are paired by line index.
 ALPHA = 0.05
-PER_SENTENCE = {"comet": "comet", "sentence_bleu": "sentence_bleu", "rouge": "rougeL", "rouge1": "rouge1", "rouge2": "rouge2",
-                "rougeL": "rougeL", "rougeLsum": "rougeLsum"}
 
 
 def read_predictions(path, comet: list[float] | None = None) -> list[dict]:
@@ -182,6 +180,7 @@ class Scorer:
 
     def __init__(self, metric: str, runs: list[list[dict]], labels: list[str] | None = None):
         from . import significance as sig
+        from ..metrics import per_example_key
 
         self.metric = metric
         first = runs[0][0]
@@ -189,15 +188,11 @@ class Scorer:
             refs = [line["references"] for line in runs[0]]
             self.score = sig.RunScore(sig.sacrebleu_score_fn(metric))
             self.values = lambda lines: sig.sacrebleu_stats([x["hypothesis"] for x in lines], refs, metric)
-        elif "hypothesis" in first:
-            key = PER_SENTENCE.get(metric)
-            if key is None or key not in first:
-                raise KeyError(f"no per-example {metric!r} in the predictions")
+        elif (key := per_example_key(metric)) is not None and key in first:
             self.score = sig.RunScore()
             self.values = lambda lines: np.array([float(x[key]) for x in lines])
-        elif metric == "accuracy" and "correct" in first:
-            self.score = sig.RunScore()
-            self.values = lambda lines: np.array([float(x["correct"]) for x in lines])
+        elif "hypothesis" in first:
+            raise KeyError(f"no per-example {metric!r} in the predictions")
         else:
             self._labels(metric, runs, labels)
 
@@ -413,7 +408,7 @@ def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, ev
     budget bullet picks the best mean among the methods better than `none` under the budget.
     Returns (bullets: dicts with recommendation, cell, method, variant, decoding, `metric`, costs,
     seeds; sentences)."""
-    unit = "points" if scale != 1.0 or metric in ("bleu", "chrf") else ""
+    unit = "points"  # `scale` (from the registry's) puts every metric on 0-100
     if comp.empty or "best" not in comp or not _flag(comp["best"], False).any():
         return [], [f"No paired comparison on `{eval_name}` ({why_no_comparison}): nothing is recommended."]
     comp = comp.merge(rows, on="method", how="left", suffixes=("", "_agg"))

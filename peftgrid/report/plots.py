@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..metrics import higher_is_better  # noqa: E402
 from .analysis import COSTS, FRONT, FRONT_CAPTION, cell_label, pareto_front  # noqa: E402
 from .distances import COMPONENTS  # noqa: E402
 
@@ -217,7 +218,8 @@ def tuning(df: pd.DataFrame, title: str, png) -> None:
             ax.set_xscale("log")
         metric = g["metric"].iloc[0]
         ax.set_xlabel(x)
-        ax.set_ylabel(f"{metric} on {g['on'].iloc[0]} ({'lower' if metric == 'loss' else 'higher'} is better)")
+        better = "higher" if higher_is_better(metric) else "lower"
+        ax.set_ylabel(f"{metric} on {g['on'].iloc[0]} ({better} is better)")
         ax.set_title(method)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
