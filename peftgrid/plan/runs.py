@@ -18,6 +18,7 @@ from ..errors import ConfigError
 from ..methods import method_of
 from ..tasks import task_type
 from .config import canonical, chooses_decoding
+from .report_targets import primary_decoding
 from .tune import Choice, TuneGroup, grid_points
 
 RUN_DIR = "results/runs/{task}/{method}/{variant}/seed{seed}"
@@ -116,8 +117,7 @@ def choice_decodings(config: dict, task: str, metric: str | None) -> tuple:
     t = config["tasks"][task]
     if not t.get("decoding") or not task_type(t["type"]).generates:
         return ("",)
-    decodings = tuple(t["decoding"])
-    return decodings if chooses_decoding(t, metric) else decodings[:1]
+    return tuple(t["decoding"]) if chooses_decoding(t, metric) else (primary_decoding(t["decoding"]),)
 
 
 def _selection_target(config: dict, task: str, select: dict) -> tuple[str, str, bool]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from ..plugins import LOADED
 from .config import canonical
+from .report_targets import primary_decoding, primary_eval, primary_metric
 from .runs import Cell
 
 # What training reads from a task entry (eval sets excluded: they are evaluation's, and adding
@@ -25,7 +27,11 @@ SELECTION_READ_KEYS = ("name", "dataset", "split", "max_examples")  # what train
 @dataclass(frozen=True)
 class Spec:
     def to_params(self) -> dict:
-        return canonical(asdict(self))
+        """The spec, plus the plugin modules the registries came from (the job imports them first:
+        jobs.common.run_job); editing `plugins:` re-runs every job, and a study without any keeps
+        its params."""
+        plugins = {"plugins": list(LOADED)} if LOADED else {}
+        return canonical({**asdict(self), **plugins})
 
     @classmethod
     def from_params(cls, params):
@@ -238,13 +244,11 @@ def comet_predictions(spec: CometSpec) -> list[str]:
 
 
 def summary_spec(config: dict, tasks: list[str]) -> SummarySpec:
-    shown = {}
-    for t in tasks:
-        entry = config["tasks"][t]
-        ev = "test" if "test" in entry["eval"] else next(iter(entry["eval"]))
-        first = entry["metrics"][0]
-        shown[t] = {"metric": main_column(first), "eval": ev,
-                    "decoding": next(iter(entry["decoding"])) if "decoding" in entry else ""}
+    report = config["report"]
+    shown = {t: {"metric": primary_metric(config["tasks"][t], report, t),
+                 "eval": primary_eval(config["tasks"][t], report, t),
+                 "decoding": primary_decoding(config["tasks"][t].get("decoding"))}
+             for t in tasks}
     return SummarySpec(tasks=shown)
 
 
@@ -266,14 +270,11 @@ def report_spec(config: dict, tasks: list[str]) -> ReportSpec:
 
 
 def ranks_spec(config: dict, tasks: list[str], choices: list = ()) -> RanksSpec:
-    """As report.analysis.primary_metric / primary_eval read them (that module needs pandas)."""
     out = {}
     report = config["report"]
     for t in tasks:
         entry = config["tasks"][t]
-        metric = report.get("quality_metric", {}).get(t) or entry["metrics"][0]
-        main = report.get("eval_set", {}).get(t) or ("test" if "test" in entry["eval"] else next(iter(entry["eval"])))
-        out[t] = {"metric": main_column(metric), "eval": main,
+        out[t] = {"metric": primary_metric(entry, report, t), "eval": primary_eval(entry, report, t),
                   "decodings": list(entry["decoding"]) if entry["type"] in GENERATING and entry.get("decoding") else [],
                   "choices": [c.file for c in choices if c.task == t]}
     return RanksSpec(tasks=out, resamples=2000, seed=0)
@@ -291,7 +292,7 @@ def tracking_targets(config: dict) -> list[str]:
     return [TRACKING_RECORD] if config.get("tracking") is not None else []
 
 
-from ..metrics import main_column, own_rule_metrics  # noqa: E402  (registry, torch-free)
+from ..metrics import own_rule_metrics  # noqa: E402  (registry, torch-free)
 from ..tasks import TASK_TYPES  # noqa: E402  (registry, torch-free)
 
 GENERATING = {name for name, t in TASK_TYPES.items() if t.generates}

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..plan.report_targets import primary_decoding, primary_eval, primary_metric  # noqa: F401  (one home)
+
 COSTS = {"trainable_params": "trainable parameters", "train_time_s": "training time (s)",
          "peak_train_mem_mb": "peak training memory (MB)"}
 COST_COLUMNS = ["trainable_params", "trainable_pct", "train_time_s", "time_per_epoch_s", "peak_train_mem_mb",
@@ -73,12 +75,6 @@ def cell_label(r) -> str:
     return r["method"] if r["variant"] == "default" else f"{r['method']} {r['variant']}"
 
 
-def primary_decoding(decodings) -> str:
-    """A generation task's primary decoding: the first in config order, a pre-registered choice
-    for every method that chose none on a selection set ("" for a task that does not generate)."""
-    return next(iter(decodings or []), "")
-
-
 def chosen_cells(agg: pd.DataFrame, choices: dict, decodings) -> tuple[dict, dict]:
     """Where each method enters comparisons, recommendations and fronts (the selection contract):
     method -> (variant, decoding): its choice on the selection set (`choices`: tuning.read_choices),
@@ -99,13 +95,6 @@ def chosen_cells(agg: pd.DataFrame, choices: dict, decodings) -> tuple[dict, dic
     return chosen, left_out
 
 
-def primary_eval(task_cfg: dict, report_cfg: dict, task: str) -> str:
-    chosen = report_cfg.get("eval_set", {}).get(task)
-    if chosen:
-        return chosen
-    return "test" if "test" in task_cfg["eval"] else next(iter(task_cfg["eval"]))
-
-
 def metric_columns(metrics: list[str]) -> list[str]:
     """The summary columns the task's metrics fill (rouge -> rouge1, rouge2, rougeL, rougeLsum)."""
     from ..metrics import METRICS
@@ -113,12 +102,6 @@ def metric_columns(metrics: list[str]) -> list[str]:
     return [c for m in metrics for c in (METRICS[m].outputs if m in METRICS else (m,))]
 
 
-def primary_metric(task_cfg: dict, report_cfg: dict, task: str) -> str:
-    """The summary column that ranks the task's cells."""
-    name = report_cfg.get("quality_metric", {}).get(task) or task_cfg["metrics"][0]
-    from ..metrics import main_column
-
-    return main_column(name)
 
 
 def seed_label(cell: dict) -> str:
@@ -180,7 +163,7 @@ class Scorer:
 
     def __init__(self, metric: str, runs: list[list[dict]], labels: list[str] | None = None):
         from . import significance as sig
-        from ..metrics import per_example_key
+        from ..metrics import metric_kind, per_example_key
 
         self.metric = metric
         first = runs[0][0]
@@ -193,8 +176,25 @@ class Scorer:
             self.values = lambda lines: np.array([float(x[key]) for x in lines])
         elif "hypothesis" in first:
             raise KeyError(f"no per-example {metric!r} in the predictions")
+        elif metric_kind(metric) not in (None, "label"):  # a plugin's kind of task: its own function
+            self._registered(metric, runs)
         else:
             self._labels(metric, runs, labels)
+
+    def _registered(self, metric: str, runs: list[list[dict]]) -> None:
+        """A registered metric of a task type's own kind (regression: Pearson), re-scored by its
+        function from each line's `label` (gold) and `prediction` (peftgrid.metrics.register)."""
+        from . import significance as sig
+        from ..metrics import COMPUTE
+
+        if metric not in COMPUTE:
+            raise KeyError(f"no way to re-score {metric!r} from the predictions")
+
+        def numbers(lines, key):
+            return np.array([float(x[key]) for x in lines])
+
+        self.score = sig.RunScore(lambda gold, pred: COMPUTE[metric](gold=gold, pred=pred)[0], gold=numbers(runs[0], "label"))
+        self.values = lambda lines: numbers(lines, "prediction")
 
     def _labels(self, metric: str, runs: list[list[dict]], labels: list[str] | None) -> None:
         from . import significance as sig

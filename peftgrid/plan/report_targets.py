@@ -1,0 +1,27 @@
+"""What a task's report compares on, defined once for the plan (summary and ranks specs) and the
+report (report.analysis re-exports these): its primary eval set, primary metric (a summary
+column) and primary decoding. `task_cfg` needs only the task's `eval` / `metrics` keys, in config
+order; `report_cfg` is the config's `report:` block."""
+from __future__ import annotations
+
+
+def primary_eval(task_cfg: dict, report_cfg: dict, task: str) -> str:
+    """report.eval_set.<task>, else the task's `test` set, else its first eval set."""
+    chosen = (report_cfg or {}).get("eval_set", {}).get(task)
+    if chosen:
+        return chosen
+    return "test" if "test" in task_cfg["eval"] else next(iter(task_cfg["eval"]))
+
+
+def primary_metric(task_cfg: dict, report_cfg: dict, task: str) -> str:
+    """The summary column that ranks the task's cells: report.quality_metric.<task>, else the
+    task's first metric (a metric filling several columns: its main one, rouge -> rougeL)."""
+    from ..metrics import main_column
+
+    return main_column((report_cfg or {}).get("quality_metric", {}).get(task) or task_cfg["metrics"][0])
+
+
+def primary_decoding(decodings) -> str:
+    """A generation task's primary decoding: the first in config order, a pre-registered choice
+    for every method that chose none on a selection set ("" for a task that does not generate)."""
+    return next(iter(decodings or []), "")
