@@ -26,6 +26,7 @@ import re
 import time
 from pathlib import Path
 
+from ..columns import ROW, ROW_STATUS, TRAIN_COSTS
 from ..errors import UserError
 from ..plan.runs import RUN_DIR
 from ..records import read_json, read_tsv, write_json
@@ -33,10 +34,7 @@ from ..records import read_json, read_tsv, write_json
 INSTALL_HINT = 'pip install -e ".[tracking]"'
 CURVES = ("train_loss", "val_loss", "reg_loss", "lr")  # train_log.tsv columns logged as metric history
 # a summary row's identity and text columns: never metrics
-ROW_IDENTITY = {"task", "method", "variant", "seed", "eval", "decoding", "status", "error"}
-# the training costs of a cell (also taken from run.json's stats): logged once, unprefixed
-TRAIN_COSTS = {"trainable_params", "total_params", "trainable_pct", "train_time_s", "time_per_epoch_s",
-               "peak_train_mem_mb"}
+ROW_IDENTITY = {*ROW, *ROW_STATUS}
 MAX_PARAM_CHARS = 6000
 MAX_TAG_CHARS = 5000
 BATCH = 100  # params/tags per log_batch call (MLflow's limit); metrics go up to 1000
@@ -107,7 +105,7 @@ def cell_metrics(run: dict, rows: list[dict]) -> dict[str, float]:
     """Final metrics of one cell: its training costs unprefixed, each summary row's numeric
     columns as `<eval>.<metric>` or `<eval>.<decoding>.<metric>`."""
     stats = run.get("stats") or {}
-    train_keys = set(stats) | TRAIN_COSTS
+    train_keys = set(stats) | set(TRAIN_COSTS)  # logged once, unprefixed
     out: dict[str, float] = {}
     for k, v in stats.items():
         x = _number(v)
@@ -151,10 +149,18 @@ def _cell_rows(summary: list[dict], ident: dict) -> list[dict]:
     return [r for r in summary if (r["task"], r["method"], r["variant"], str(r["seed"])) == key]
 
 
-def _experiment_id(client, name: str) -> str:
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside an SQLite database, in `mlruns/` (MLflow's
+    own default is ./mlruns under whatever the working directory is); elsewhere the store's default."""
+    if uri.startswith("sqlite:////"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlruns").as_uri()
+    return None
+
+
+def _experiment_id(client, name: str, artifacts: str | None = None) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=artifacts)
     if exp.lifecycle_stage == "deleted":
         client.restore_experiment(exp.experiment_id)
     return exp.experiment_id
@@ -233,7 +239,7 @@ def export_study(spec, summary_path, run_files: list, log_files: list, out_path=
     summary = read_tsv(summary_path)
     try:
         client = MlflowClient(tracking_uri=uri)
-        experiment_id = _experiment_id(client, spec.tracking["experiment"])
+        experiment_id = _experiment_id(client, spec.tracking["experiment"], artifact_root(uri))
         runs = [export_cell(client, experiment_id, ident, run_file, log_file, _cell_rows(summary, ident))
                 for ident, run_file, log_file in zip(spec.cells, run_files, log_files)]
     except MlflowException as e:
