@@ -12,11 +12,11 @@ from pathlib import Path
 
 from ..metrics.comet import CometScorer, read_lines
 from ..plan.specs import CometSpec
+from ..columns import ROW
 from ..records import read_json, write_tsv
 
-ID = ["task", "method", "variant", "seed", "eval", "decoding"]
-SCORE_COLUMNS = ID + ["comet", "comet_status", "n_scored"]
-EXAMPLE_COLUMNS = ID + ["example", "comet"]
+SCORE_COLUMNS = [*ROW, "comet", "comet_status", "n_scored"]
+EXAMPLE_COLUMNS = [*ROW, "example", "comet"]
 
 
 def score_task(spec: CometSpec, staged_json: Path, predictions: list[Path], scores_out: Path, examples_out: Path,

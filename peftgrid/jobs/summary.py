@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..columns import COSTS, ROW, ROW_STATUS
 from ..records import read_json, read_tsv, write_tsv
 
-ID_COLUMNS = ["task", "method", "variant", "seed", "eval", "decoding", "status", "error"]
-COST_COLUMNS = ["trainable_params", "total_params", "trainable_pct", "train_time_s", "time_per_epoch_s",
-                "peak_train_mem_mb", "peak_infer_mem_mb", "infer_throughput", "device"]
+ID_COLUMNS = [*ROW, *ROW_STATUS]
+COST_COLUMNS = [*COSTS, "device"]
 TAIL_COLUMNS = ["mem_measure", "peak_train_mem_reserved_mb", "peak_infer_mem_reserved_mb", "val_time_s",
                 "checkpoint_time_s", "encoder_time_s", "cached_examples", "inference_merged", "infer_throughput_unmerged", "infer_time_unmerged_s",
                 "peak_infer_mem_unmerged_mb",
@@ -23,20 +23,17 @@ TAIL_COLUMNS = ["mem_measure", "peak_train_mem_reserved_mb", "peak_infer_mem_res
                 "hparams"]
 
 
-COMET_KEY = ("task", "method", "variant", "seed", "eval", "decoding")
-
-
 def build_summary(metrics_files: list, stats_files: list, run_files: list, comet_files: list | None = None) -> list[dict]:
     """comet_files: the COMET tables of the tasks scored by COMET (results/comet/<task>/scores.tsv,
     one row per cell x eval set x decoding), joined on those identity columns."""
     rows = []
-    comet = {tuple(str(r[k]) for k in COMET_KEY): {"comet": r["comet"], "comet_status": r["comet_status"]}
+    comet = {tuple(str(r[k]) for k in ROW): {"comet": r["comet"], "comet_status": r["comet_status"]}
              for path in comet_files or [] for r in read_tsv(path)}
     for path, stats_path, run_path in zip(metrics_files, stats_files, run_files):
         stats = read_tsv(stats_path)[0]
         run = read_json(run_path)
         for m in read_tsv(path):
-            extra = comet.get(tuple(str(m.get(k, "")) for k in COMET_KEY), {})
+            extra = comet.get(tuple(str(m.get(k, "")) for k in ROW), {})
             row = {**{k: v for k, v in stats.items() if v != ""}, **{k: v for k, v in m.items() if v != ""}}
             if stats.get("status") != "ok":
                 row["status"], row["error"] = stats["status"], stats["error"]

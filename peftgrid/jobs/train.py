@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..columns import ROW_STATUS, TRAIN_COSTS
 from ..engine.checkpoint import Checkpointer
 from ..engine.device import (PhaseMeter, attention_implementation, mark_memory_baseline, pick_device, precision_name,
                               resolve_dtype)
@@ -29,8 +30,7 @@ from ..staging.models import NO_REMOTE_CODE, verify_staged
 from ..tasks import task_type
 
 LOG_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "reg_loss", "lr", "elapsed_s"]
-STATS_COLUMNS = ["status", "error", "device", "trainable_params", "total_params", "trainable_pct",
-                 "train_time_s", "time_per_epoch_s", "val_time_s", "checkpoint_time_s", "peak_train_mem_mb",
+STATS_COLUMNS = [*ROW_STATUS, "device", *TRAIN_COSTS, "val_time_s", "checkpoint_time_s",
                  "peak_train_mem_reserved_mb", "mem_measure", "train_examples_per_s", "steps",
                  "epochs", "load_time_s", "n_train", "truncated_train", "final_train_loss", "final_val_loss",
                  "encoder_time_s", "cached_examples"]

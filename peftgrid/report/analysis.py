@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pandas as pd
 
+from .. import columns
 from ..plan.report_targets import primary_decoding, primary_eval, primary_metric  # noqa: F401  (one home)
 
 COSTS = {"trainable_params": "trainable parameters", "train_time_s": "training time (s)",
          "peak_train_mem_mb": "peak training memory (MB)"}
-COST_COLUMNS = ["trainable_params", "trainable_pct", "train_time_s", "time_per_epoch_s", "peak_train_mem_mb",
-                "peak_infer_mem_mb", "infer_throughput"]
+COST_COLUMNS = [c for c in columns.COSTS if c != "total_params"]  # a task table shows the trainable share, not the size
 
 
 def load_summary(path) -> pd.DataFrame:
@@ -34,7 +34,7 @@ def t_quantile(n: int) -> float:
 def aggregate_seeds(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """One row per (task, method, variant, eval, decoding): mean, std and 95% interval over seeds
     for each metric, mean costs. Failed seeds are counted apart and not averaged in."""
-    keys = ["task", "method", "variant", "eval", "decoding"]
+    keys = [c for c in columns.ROW if c != "seed"]
     rows = []
     for key, g in df.groupby(keys, sort=True, dropna=False):
         ok = g[g["status"] == "ok"]
