@@ -3,8 +3,9 @@
 import os
 import re
 
-from peftgrid.plan import RUN_DIR
+from peftgrid.plan import RUN_DIR, read_selection, reported_cells
 from peftgrid.plan import specs
+from peftgrid.plan.runs import eval_dir, predictions_file
 from peftgrid.tasks import task_type
 
 CELL_BY_KEY = {(c.task, c.method, c.variant, int(c.seed)): c for c in CELLS}
@@ -66,9 +67,16 @@ def uses_comet(task):
 
 def cell_eval_outputs(cell):
     t = config["tasks"][cell.task]
-    if generates(cell.task):
-        return [f"{cell.dir}/eval/{e}/{d}/metrics.tsv" for e in t["eval"] for d in t["decoding"]]
-    return [f"{cell.dir}/eval/{name}/metrics.tsv" for name in t["eval"]]
+    decodings = t["decoding"] if generates(cell.task) else [""]
+    return [f"{eval_dir(cell.dir, e, d)}/metrics.tsv" for e in t["eval"] for d in decodings]
+
+
+def reported(task=None):
+    """The cells the tables report: untuned cells at the reported seeds and each tuned group's
+    winner at all of them — never a run at a selection seed. Reads the selection checkpoints
+    (rules/tune.smk), so an aggregate asking for these waits for them."""
+    winners = {g.key: read_selection(checkpoints.select.get(**g.wildcards).output[0]) for g in TUNE_GROUPS}
+    return [c for c in reported_cells(CELLS, TUNE_GROUPS, winners) if task is None or c.task == task]
 
 
 # Training and evaluation take every core of the job's share (they run one per GPU, so the rest of

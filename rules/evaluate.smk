@@ -9,9 +9,9 @@ rule evaluate:
         trained=f"{RUN_DIR}/model",
         run=f"{RUN_DIR}/run.json",
     output:
-        metrics=f"{RUN_DIR}/eval/{{eval}}/metrics.tsv",
-        predictions=f"{RUN_DIR}/eval/{{eval}}/predictions.jsonl",
-        per_label=f"{RUN_DIR}/eval/{{eval}}/per_label.tsv",
+        metrics=f"{eval_dir(RUN_DIR, '{eval}')}/metrics.tsv",
+        predictions=predictions_file(RUN_DIR, "{eval}"),
+        per_label=f"{eval_dir(RUN_DIR, '{eval}')}/per_label.tsv",
     params:
         spec=lambda w: specs.eval_spec(config, cell_of(w), w.eval).to_params(),
     log:
@@ -33,8 +33,8 @@ rule generate:
         trained=f"{RUN_DIR}/model",
         run=f"{RUN_DIR}/run.json",
     output:
-        metrics=f"{RUN_DIR}/eval/{{eval}}/{{decoding}}/metrics.tsv",
-        predictions=f"{RUN_DIR}/eval/{{eval}}/{{decoding}}/predictions.jsonl",
+        metrics=f"{eval_dir(RUN_DIR, '{eval}', '{decoding}')}/metrics.tsv",
+        predictions=predictions_file(RUN_DIR, "{eval}", "{decoding}"),
     params:
         spec=lambda w: specs.eval_spec(config, cell_of(w), w.eval, w.decoding).to_params(),
     log:
@@ -52,18 +52,18 @@ rule generate:
 # One job per task: the COMET model is loaded once and scores every cell x eval set x decoding of
 # the task (results/comet/<task>/scores.tsv, per example in examples.tsv). Unchanged predictions
 # are never scored twice (segment scores cached by content under results/comet/cache/). It scores
-# the cells the task reports (task_cells, rules/report.smk), the ones the summary shows.
+# the cells the task reports (reported, rules/common.smk), the ones the summary shows.
 rule comet:
     wildcard_constraints:
         task=TASK_PATTERN,
     input:
         comet="resources/comet/staged.json",
-        predictions=lambda w: specs.comet_predictions(specs.comet_spec(config, w.task, task_cells(w.task))),
+        predictions=lambda w: [path for *_, path in specs.comet_spec(config, w.task, reported(w.task)).files()],
     output:
         scores="results/comet/{task}/scores.tsv",
         examples="results/comet/{task}/examples.tsv",
     params:
-        spec=lambda w: specs.comet_spec(config, w.task, task_cells(w.task)).to_params(),
+        spec=lambda w: specs.comet_spec(config, w.task, reported(w.task)).to_params(),
     log:
         "logs/comet/{task}.log",
     threads: JOB_THREADS

@@ -3,6 +3,17 @@
 # report settings re-runs these rules and nothing upstream.
 
 
+from peftgrid.plan.report_targets import (GENERATION_FIGURES, RANKS_FIGURE, REPORT_DIR, TASK_FIGURES,
+                                          TUNING_FIGURE, figure_file)
+
+
+def figure_outputs(figures):
+    """Named outputs of a task's figures (plan/report_targets.py), each in the Snakemake report."""
+    return {name: report(f"{REPORT_DIR}/{figure_file('{task}', name)}", caption=f"../report/{caption}.rst",
+                         category="{task}", subcategory=subcategory)
+            for name, (subcategory, _, caption) in figures.items()}
+
+
 localrules:
     summary,
     report_task,
@@ -12,18 +23,14 @@ localrules:
     report,
 
 
-def summary_rows():
-    """Every (metrics file, its cell's train_stats.tsv, run.json) of the reported cells (a tuned
-    group: its winner on every reported seed, read from the selection checkpoints; never a run at a
-    selection seed), in one order."""
-    return [(m, f"{c.dir}/train_stats.tsv", f"{c.dir}/run.json") for c in reported() for m in cell_eval_outputs(c)]
-
-
 rule summary:
     input:
-        metrics=lambda w: [m for m, _, _ in summary_rows()],
-        stats=lambda w: [s for _, s, _ in summary_rows()],
-        runs=lambda w: [r for _, _, r in summary_rows()],
+        # every metrics file of the reported cells (a tuned group: its winner on every reported seed,
+        # read from the selection checkpoints; never a run at a selection seed); the job finds each
+        # row's train_stats.tsv and run.json from the row's identity
+        metrics=lambda w: [m for c in reported() for m in cell_eval_outputs(c)],
+        stats=lambda w: [f"{c.dir}/train_stats.tsv" for c in reported()],
+        runs=lambda w: [f"{c.dir}/run.json" for c in reported()],
         comet=[f"results/comet/{t}/scores.tsv" for t in TASKS_IN_STUDY if uses_comet(t)],  # rows keyed by cell
     output:
         "results/summary.tsv",
@@ -37,30 +44,21 @@ rule summary:
         "../scripts/summarize.py"
 
 
-def task_cells(task):
-    return reported(task)
-
-
 rule report_task:
     wildcard_constraints:
         task=TASK_PATTERN,
     input:
         summary="results/summary.tsv",
-        logs=lambda w: [f"{c.dir}/train_log.tsv" for c in task_cells(w.task)],
-        distances=lambda w: [f"{c.dir}/weight_distances.tsv" for c in task_cells(w.task)],
-        # per-example predictions for the paired significance tests, in the order of spec.cells x
-        # eval sets x decodings (the script pairs them with the spec, never with the path)
-        predictions=lambda w: [
-            f"{c.dir}/eval/{e}/{d}/predictions.jsonl" if d else f"{c.dir}/eval/{e}/predictions.jsonl"
-            for c in task_cells(w.task)
-            for e in config["tasks"][w.task]["eval"]
-            for d in (config["tasks"][w.task]["decoding"] if generates(w.task) else [""])
-        ],
+        # the script finds each cell's files through the same spec (never by list position)
+        logs=lambda w: [p for _, p in task_report_spec(w.task).cell_files("train_log.tsv")],
+        distances=lambda w: [p for _, p in task_report_spec(w.task).cell_files("weight_distances.tsv")],
+        # per-example predictions for the paired significance tests
+        predictions=lambda w: list(task_report_spec(w.task).predictions().values()),
         # each method's (variant, decoding) chosen on the selection set at the selection seed
         # (report/tuning.py read_choices): the comparisons use those, on the reported seeds only
         choices=lambda w: choice_files(w.task),
         # the task's label order (binary F1's positive label) as training recorded it
-        runs=lambda w: [f"{c.dir}/run.json" for c in task_cells(w.task)],
+        runs=lambda w: [p for _, p in task_report_spec(w.task).cell_files("run.json")],
         # COMET's segment scores (line-aligned with predictions.jsonl) for its paired comparisons
         comet_examples=lambda w: [f"results/comet/{w.task}/examples.tsv"] if uses_comet(w.task) else [],
     output:
@@ -68,32 +66,9 @@ rule report_task:
         table_md="results/report/tables/{task}.md",
         recommendations="results/report/tables/{task}_recommendations.tsv",
         transfer="results/report/tables/{task}_transfer.tsv",
-        learning_curves=report(
-            "results/report/figures/{task}/learning_curves.png",
-            caption="../report/learning_curves.rst",
-            category="{task}",
-            subcategory="Learning curves",
-        ),
-        pareto=report(
-            "results/report/figures/{task}/pareto.png",
-            caption="../report/pareto.rst",
-            category="{task}",
-            subcategory="Pareto fronts",
-        ),
-        distances=report(
-            "results/report/figures/{task}/distances.png",
-            caption="../report/distances.rst",
-            category="{task}",
-            subcategory="Weight distances",
-        ),
-        sweep=report(
-            "results/report/figures/{task}/sweep.png",
-            caption="../report/sweep.rst",
-            category="{task}",
-            subcategory="Sweeps",
-        ),
+        **figure_outputs(TASK_FIGURES),
     params:
-        spec=lambda w: specs.task_report_spec(config, w.task, reported(w.task)).to_params(),
+        spec=lambda w: task_report_spec(w.task).to_params(),
     log:
         "logs/report/{task}.log",
     conda:
@@ -102,35 +77,20 @@ rule report_task:
         "../scripts/report_task.py"
 
 
-def generation_outputs(task):
-    """(cell identity, eval set, decoding, predictions file) of every generation output of a task."""
-    t = config["tasks"][task]
-    return [(c.ident, e, d, f"{c.dir}/eval/{e}/{d}/predictions.jsonl")
-            for c in task_cells(task) for e in t["eval"] for d in t["decoding"]]
+def task_report_spec(task):
+    return specs.task_report_spec(config, task, reported(task))
 
 
 rule report_generation:
     wildcard_constraints:
         task=TASK_PATTERN,
     input:
-        predictions=lambda w: [p for _, _, _, p in generation_outputs(w.task)],
+        predictions=lambda w: list(task_report_spec(w.task).predictions().values()),
     output:
         qualitative="results/report/tables/{task}_qualitative.md",
-        sentence_bleu=report(
-            "results/report/figures/{task}/sentence_bleu.png",
-            caption="../report/sentence_scores.rst",
-            category="{task}",
-            subcategory="Sentence scores",
-        ),
-        sentence_chrf=report(
-            "results/report/figures/{task}/sentence_chrf.png",
-            caption="../report/sentence_scores.rst",
-            category="{task}",
-            subcategory="Sentence scores",
-        ),
+        **figure_outputs(GENERATION_FIGURES),
     params:
-        spec=lambda w: specs.task_report_spec(config, w.task, reported(w.task)).to_params(),
-        outputs=lambda w: [[c, e, d] for c, e, d, _ in generation_outputs(w.task)],
+        spec=lambda w: task_report_spec(w.task).to_params(),
     log:
         "logs/report/{task}_generation.log",
     conda:
@@ -148,7 +108,7 @@ rule report_tuning:
         table="results/report/tables/{task}_tuning.tsv",
         table_md="results/report/tables/{task}_tuning.md",
         figure=report(
-            "results/report/figures/{task}/tuning.png",
+            f"{REPORT_DIR}/{figure_file('{task}', TUNING_FIGURE)}",
             caption="../report/tuning.rst",
             category="{task}",
             subcategory="Tuning",
@@ -167,7 +127,7 @@ def ranks_outputs():
     """The across-task ranks (table + figure): only when the study has two or more tasks."""
     if len(TASKS_IN_STUDY) < 2:
         return []
-    return ["results/report/tables/ranks.md", "results/report/figures/ranks.png"]
+    return ["results/report/tables/ranks.md", f"{REPORT_DIR}/{figure_file(None, RANKS_FIGURE)}"]
 
 
 rule report_ranks:
@@ -179,7 +139,7 @@ rule report_ranks:
         table="results/report/tables/ranks.tsv",
         table_md="results/report/tables/ranks.md",
         figure=report(
-            "results/report/figures/ranks.png",
+            f"{REPORT_DIR}/{figure_file(None, RANKS_FIGURE)}",
             caption="../report/ranks.rst",
             category="Across tasks",
         ),

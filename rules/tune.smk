@@ -7,8 +7,7 @@
 #   `choose` picks its (variant, decoding) among its selection-seed runs -> results/choices/, which
 #   the report reads. Grid cells are directories keyed by variant (lr=0.0005): an unchanged grid
 #   point is reused when the grid is edited, and a winner that does not change keeps its seeds.
-from peftgrid.plan import build_tune_groups, read_selection
-from peftgrid.plan import reported_cells as _reported_cells
+from peftgrid.plan import build_tune_groups
 from peftgrid.plan.runs import build_choices
 from peftgrid.plan.tune import CHOICE_FILE, SELECTION_FILE
 
@@ -122,14 +121,6 @@ rule choose:
         "../envs/report.yaml"
     script:
         "../scripts/choose.py"
-
-
-def reported(task=None):
-    """The cells the tables report: untuned cells at the reported seeds and each tuned group's
-    winner at all of them — never a run at a selection seed. Reads the selection checkpoints (so
-    an aggregate asking for these waits for them)."""
-    winners = {g.key: read_selection(checkpoints.select.get(**g.wildcards).output[0]) for g in TUNE_GROUPS}
-    return [c for c in _reported_cells(CELLS, TUNE_GROUPS, winners) if task is None or c.task == task]
 
 
 def selection_files(task):

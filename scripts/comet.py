@@ -13,8 +13,8 @@ def main(smk):
 
     print(f"GPU claim: {gpu.record()}")
     scores = Path(smk.output.scores)
-    print(score_task(CometSpec.from_params(smk.params.spec), Path(smk.input.comet), [Path(p) for p in smk.input.predictions],
-                     scores, Path(smk.output.examples), cache_dir=scores.parent.parent / "cache"))
+    print(score_task(CometSpec.from_params(smk.params.spec), Path(smk.input.comet), scores, Path(smk.output.examples),
+                     cache_dir=scores.parent.parent / "cache"))
 
 
 run_job(main, snakemake)  # noqa: F821

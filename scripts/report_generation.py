@@ -9,11 +9,10 @@ from peftgrid.report.tables import build_generation_report
 
 def main(smk):
     spec = TaskReportSpec.from_params(smk.params.spec)
-    # the rule lists predictions in the order of smk.params.outputs: (cell, eval set, decoding)
-    keys = [(seed_label(c), e, d) for c, e, d in smk.params.outputs]
-    predictions = dict(zip(keys, map(Path, smk.input.predictions)))
+    predictions = {(seed_label({"method": m, "variant": v, "seed": s}), e, d): Path(p)
+                   for (m, v, s, e, d), p in spec.predictions().items()}
     eval_name = primary_eval({"eval": {e: {} for e in spec.evals}}, spec.report, spec.task)
-    out = {name: Path(getattr(smk.output, name)) for name in ("qualitative", "sentence_bleu", "sentence_chrf")}
+    out = {name: Path(path) for name, path in smk.output.items()}
     build_generation_report(spec.task, predictions, eval_name, out, spec.decodings)
 
 

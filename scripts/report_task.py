@@ -11,19 +11,16 @@ from peftgrid.report import tuning
 
 def main(smk):
     spec = TaskReportSpec.from_params(smk.params.spec)
-    labels = [seed_label(c) for c in spec.cells]  # the rule lists inputs in the order of spec.cells
-    logs = dict(zip(labels, map(Path, smk.input.logs)))
-    distances = dict(zip(labels, map(Path, smk.input.distances)))
-    keys = [(c["method"], c["variant"], c["seed"], e, d)
-            for c in spec.cells for e in spec.evals for d in (spec.decodings or [""])]  # the rule's order
-    predictions = dict(zip(keys, map(Path, smk.input.predictions), strict=True))
+    # each cell's files where the spec puts them (the rule lists the same paths as inputs)
+    logs = {seed_label(c): Path(p) for c, p in spec.cell_files("train_log.tsv")}
+    distances = {seed_label(c): Path(p) for c, p in spec.cell_files("weight_distances.tsv")}
+    predictions = {key: Path(p) for key, p in spec.predictions().items()}
     comet = comet_segment_scores(Path(smk.input.comet_examples[0])) if smk.input.comet_examples else {}
     task_cfg = {"eval": {e: {} for e in spec.evals}, "metrics": spec.metrics, "transfer": spec.transfer,
                 "decoding": spec.decodings}
     if list(getattr(smk.input, "runs", [])):  # the task's label order (binary F1's positive label), from run.json
         task_cfg["labels"] = json.loads(Path(smk.input.runs[0]).read_text()).get("labels")
-    out = {name: Path(getattr(smk.output, name)) for name in
-           ("table", "table_md", "recommendations", "transfer", "learning_curves", "pareto", "distances", "sweep")}
+    out = {name: Path(path) for name, path in smk.output.items()}
     # each method's (variant, decoding) chosen on the selection set; a method with none has one variant
     choices = tuning.read_choices(list(smk.input.choices)) if hasattr(smk.input, "choices") else {}
     build_task_report(spec.task, smk.input.summary, logs, distances, task_cfg, spec.report, out, predictions, choices,

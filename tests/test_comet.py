@@ -76,18 +76,17 @@ def test_one_model_load_scores_every_cell_and_failed_cells_do_not_stop_it(tiny_c
     spec = CometSpec(task="mt", batch_size=4, cells=[cell("exact"), cell("failed"), cell("garbage"), cell("missing")],
                      evals=["test"], decodings=["greedy", "sample"])
     files = {"exact": lambda p: p["ru"], "garbage": lambda p: "qqq zzz xxx"}
-    predictions = []
-    for c, ev, dec in spec.files():
-        path = tmp_path / c["method"] / ev / dec / "predictions.jsonl"
+    monkeypatch.chdir(tmp_path)  # the job reads each file where the spec's cell puts it
+    for c, ev, dec, rel in spec.files():
+        path = tmp_path / rel
         if c["method"] in files:
             write_predictions(path, pairs, files[c["method"]])
         elif c["method"] == "failed":
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("")  # what evaluation writes for a cell whose training failed
-        predictions.append(path)
 
     def run(out, cache=None):
-        record = score_task(spec, tmp_path / "staged" / "staged.json", predictions, out / "scores.tsv",
+        record = score_task(spec, tmp_path / "staged" / "staged.json", out / "scores.tsv",
                             out / "examples.tsv", cache)
         return record, read_tsv(out / "scores.tsv"), read_tsv(out / "examples.tsv")
 
@@ -151,7 +150,7 @@ def test_a_comet_checkpoint_is_read_as_weights_only(tiny_comet, tmp_path, monkey
     assert "weights_only" in row["comet_status"] or "Unpickl" in row["comet_status"], row["comet_status"]
 
 
-def test_a_broken_checkpoint_is_every_files_status_not_a_crash(tmp_path):
+def test_a_broken_checkpoint_is_every_files_status_not_a_crash(tmp_path, monkeypatch):
     from peftgrid.jobs.comet import score_task
     from peftgrid.plan.specs import CometSpec
     from peftgrid.records import read_tsv, write_json
@@ -161,8 +160,10 @@ def test_a_broken_checkpoint_is_every_files_status_not_a_crash(tmp_path):
     write_json(tmp_path / "staged.json", {"source": "x", "checkpoint": str(tmp_path / "ckpt" / "checkpoints" / "model.ckpt"),
                                           "reason": None})
     spec = CometSpec(task="mt", batch_size=4, cells=[cell("a"), cell("b")], evals=["test"], decodings=["greedy"])
-    preds = [write_predictions(tmp_path / m / "p.jsonl", [{"en": "Hi", "ru": "Привет"}], lambda p: "Привет") for m in "ab"]
-    record = score_task(spec, tmp_path / "staged.json", preds, tmp_path / "s.tsv", tmp_path / "e.tsv")
+    monkeypatch.chdir(tmp_path)
+    for *_, path in spec.files():
+        write_predictions(tmp_path / path, [{"en": "Hi", "ru": "Привет"}], lambda p: "Привет")
+    record = score_task(spec, tmp_path / "staged.json", tmp_path / "s.tsv", tmp_path / "e.tsv")
     rows = read_tsv(tmp_path / "s.tsv")
     assert record["model_loads"] == 0 and len(rows) == 2 and read_tsv(tmp_path / "e.tsv") == []
     assert all(r["comet"] == "" and r["comet_status"].startswith("COMET model could not be loaded") for r in rows)

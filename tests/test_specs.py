@@ -298,7 +298,7 @@ def test_one_comet_job_per_task_reads_every_cell_eval_set_and_decoding(baseline)
     cells = [c for c in build_run_table(config) if not c.selecting]  # the reported ones (nothing is tuned)
     spec = specs.comet_spec(config, "translate", cells)
     assert [k for k in baseline if k.startswith("comet/")] == ["comet/translate"]
-    paths = specs.comet_predictions(spec)
+    paths = [path for *_, path in spec.files()]
     assert len(paths) == len(set(paths)) == 22 * 1 * 3 == len(spec.files())
     assert paths[0] == "results/runs/translate/lora/alpha=16_lr=0.001_r=4/seed1/eval/test/beam2/predictions.jsonl"
     # adding a seed re-scores the task; its order in the config does not matter

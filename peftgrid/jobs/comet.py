@@ -19,16 +19,14 @@ SCORE_COLUMNS = [*ROW, "comet", "comet_status", "n_scored"]
 EXAMPLE_COLUMNS = [*ROW, "example", "comet"]
 
 
-def score_task(spec: CometSpec, staged_json: Path, predictions: list[Path], scores_out: Path, examples_out: Path,
+def score_task(spec: CometSpec, staged_json: Path, scores_out: Path, examples_out: Path,
                cache_dir: Path | None = None) -> dict:
     files = spec.files()
-    if len(files) != len(predictions):
-        raise ValueError(f"{len(predictions)} predictions files for {len(files)} in the spec")
     scorer = CometScorer(read_json(staged_json), spec.batch_size, cache_dir)
     rows, examples = [], []
     t0 = time.perf_counter()
-    scored = scorer.score_many([_read(Path(p)) for p in predictions])
-    for (cell, ev, dec), (row, scores) in zip(files, scored):
+    scored = scorer.score_many([_read(Path(p)) for *_, p in files])
+    for (cell, ev, dec, _), (row, scores) in zip(files, scored):
         ident = {**cell, "eval": ev, "decoding": dec}
         rows.append({**ident, **row})
         examples += [{**ident, "example": i, "comet": s} for i, s in enumerate(scores)]

@@ -1,14 +1,14 @@
 """results/summary.tsv: one row per (cell, eval set, decoding), quality next to cost.
 
-The rule passes, for every metrics file, the cell's train_stats.tsv and run.json in the same
-position of its own list (and the COMET table of each task that uses COMET); a row's identity
-comes from the metrics row itself, never from a path."""
+The rule passes every metrics file (and the COMET table of each task that uses COMET); a row's
+identity comes from the metrics row itself, never from a path, and its cell's train_stats.tsv and
+run.json are found from that identity (plan.runs.run_dir)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from ..columns import COSTS, ROW, ROW_STATUS
+from ..columns import CELL, COSTS, ROW, ROW_STATUS
+from ..plan.runs import run_dir
 from ..records import read_json, read_tsv, write_tsv
 
 ID_COLUMNS = [*ROW, *ROW_STATUS]
@@ -23,23 +23,24 @@ TAIL_COLUMNS = ["mem_measure", "peak_train_mem_reserved_mb", "peak_infer_mem_res
                 "hparams"]
 
 
-def build_summary(metrics_files: list, stats_files: list, run_files: list, comet_files: list | None = None) -> list[dict]:
+def build_summary(metrics_files: list, comet_files: list | None = None) -> list[dict]:
     """comet_files: the COMET tables of the tasks scored by COMET (results/comet/<task>/scores.tsv,
     one row per cell x eval set x decoding), joined on those identity columns."""
     rows = []
     comet = {tuple(str(r[k]) for k in ROW): {"comet": r["comet"], "comet_status": r["comet_status"]}
              for path in comet_files or [] for r in read_tsv(path)}
-    for path, stats_path, run_path in zip(metrics_files, stats_files, run_files):
-        stats = read_tsv(stats_path)[0]
-        run = read_json(run_path)
+    for path in metrics_files:
         for m in read_tsv(path):
+            cell_dir = run_dir({k: m[k] for k in CELL})
+            stats = read_tsv(f"{cell_dir}/train_stats.tsv")[0]
+            run = read_json(f"{cell_dir}/run.json")
             extra = comet.get(tuple(str(m.get(k, "")) for k in ROW), {})
             row = {**{k: v for k, v in stats.items() if v != ""}, **{k: v for k, v in m.items() if v != ""}}
             if stats.get("status") != "ok":
                 row["status"], row["error"] = stats["status"], stats["error"]
             row.update(extra)  # comet and comet_status, the reason included when there is no score
             row["device"] = m.get("device") or stats.get("device")
-            row["run_dir"] = str(Path(run_path).parent)
+            row["run_dir"] = cell_dir
             row["hparams"] = json.dumps(run["hparams"], sort_keys=True)
             rows.append(row)
     rows.sort(key=lambda r: (r["task"], r["method"], r["variant"], int(r["seed"]), r["eval"], r.get("decoding", "")))
@@ -52,8 +53,8 @@ def summary_columns(rows: list[dict]) -> list[str]:
     return ID_COLUMNS + metric_cols + COST_COLUMNS + TAIL_COLUMNS
 
 
-def write_summary(metrics_files, stats_files, run_files, comet_files, out) -> list[dict]:
-    rows = build_summary(metrics_files, stats_files, run_files, comet_files)
+def write_summary(metrics_files, comet_files, out) -> list[dict]:
+    rows = build_summary(metrics_files, comet_files)
     write_tsv(out, rows, summary_columns(rows))
     return rows
 

@@ -25,3 +25,26 @@ def primary_decoding(decodings) -> str:
     """A generation task's primary decoding: the first in config order, a pre-registered choice
     for every method that chose none on a selection set ("" for a task that does not generate)."""
     return next(iter(decodings or []), "")
+
+
+# The report's files, relative to REPORT_DIR (report.md links them so). Each figure: its name (the
+# rule's output and the report builder's key) -> (subcategory in the Snakemake report, heading in
+# report.md, caption file under report/).
+REPORT_DIR = "results/report"
+TASK_FIGURES = {
+    "pareto": ("Pareto fronts", "Quality against cost", "pareto"),
+    "learning_curves": ("Learning curves", "Loss curves", "learning_curves"),
+    "distances": ("Weight distances", "Weight distance to the pretrained model, per component", "distances"),
+    "sweep": ("Sweeps", "Hyperparameter sweeps", "sweep"),
+}
+GENERATION_FIGURES = {
+    "sentence_bleu": ("Sentence scores", "Sentence scores", "sentence_scores"),
+    "sentence_chrf": ("Sentence scores", "Sentence scores", "sentence_scores"),
+}
+TUNING_FIGURE = "tuning"
+RANKS_FIGURE = "ranks"
+
+
+def figure_file(task: str | None, name: str) -> str:
+    """A figure of one task's report (figures/<task>/<name>.png), or of the whole study (task None)."""
+    return f"figures/{task}/{name}.png" if task else f"figures/{name}.png"

@@ -24,6 +24,21 @@ from .tune import Choice, TuneGroup, grid_points
 RUN_DIR = "results/runs/{task}/{method}/{variant}/seed{seed}"
 
 
+def run_dir(ident: dict) -> str:
+    """A cell's directory from its identity (task, method, variant, seed)."""
+    return RUN_DIR.format(**ident)
+
+
+def eval_dir(run: str, eval_name: str, decoding: str = "") -> str:
+    """A run's outputs on one eval set: <run>/eval/<eval>/, or <run>/eval/<eval>/<decoding>/ for a
+    generation task (also on the RUN_DIR pattern with "{eval}" / "{decoding}" wildcards)."""
+    return f"{run}/eval/{eval_name}/{decoding}" if decoding else f"{run}/eval/{eval_name}"
+
+
+def predictions_file(run: str, eval_name: str, decoding: str = "") -> str:
+    return f"{eval_dir(run, eval_name, decoding)}/predictions.jsonl"
+
+
 @dataclass(frozen=True)
 class Cell:
     task: str
@@ -37,7 +52,7 @@ class Cell:
 
     @property
     def dir(self) -> str:
-        return RUN_DIR.format(task=self.task, method=self.method, variant=self.variant, seed=self.seed)
+        return run_dir(self.ident)
 
     @property
     def key(self) -> tuple:
@@ -48,9 +63,6 @@ class Cell:
         """The cell's identity as it travels in params (never parsed back from a path)."""
         return {"task": self.task, "method": self.method, "variant": self.variant, "seed": self.seed}
 
-    @property
-    def label(self) -> str:
-        return self.method + ("" if self.variant == "default" else f" {self.variant}") + f" {self.seed}"
 
 
 def _format_value(v) -> str:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from ..plugins import LOADED
 from .config import canonical
 from .report_targets import primary_decoding, primary_eval, primary_metric
-from .runs import Cell
+from .runs import Cell, predictions_file, run_dir
 
 # What training reads from a task entry (eval sets excluded: they are evaluation's, and adding
 # one must not retrain; the data-check job reads them before any training).
@@ -90,9 +90,10 @@ class CometSpec(Spec):
     evals: list      # sorted: the job's inputs do not depend on the order the config writes them
     decodings: list  # sorted, as evals
 
-    def files(self) -> list[tuple[dict, str, str]]:
-        """(cell, eval set, decoding) of each predictions file, in the order the rule lists them."""
-        return [(c, e, d) for c in self.cells for e in self.evals for d in self.decodings]
+    def files(self) -> list[tuple[dict, str, str, str]]:
+        """(cell, eval set, decoding, predictions file) of every output the job scores."""
+        return [(c, e, d, predictions_file(run_dir(c), e, d)) for c in self.cells for e in self.evals
+                for d in self.decodings]
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,15 @@ class TaskReportSpec(Spec):
     cells: list
     decodings: list  # generation: the decoding strategies (predictions under eval/<eval>/<decoding>/); else []
     selection: dict | None  # the task's selection set {name, dataset, split, reported}; None: it has none
+
+    def predictions(self) -> dict[tuple, str]:
+        """(method, variant, seed, eval set, decoding) -> predictions file, for every reported cell."""
+        return {(c["method"], c["variant"], c["seed"], e, d): predictions_file(run_dir(c), e, d)
+                for c in self.cells for e in self.evals for d in (self.decodings or [""])}
+
+    def cell_files(self, name: str) -> list[tuple[dict, str]]:
+        """(cell identity, its file `name`: train_log.tsv, run.json, ...) of every reported cell."""
+        return [(c, f"{run_dir(c)}/{name}") for c in self.cells]
 
 
 @dataclass(frozen=True)
@@ -234,13 +244,6 @@ def comet_spec(config: dict, task: str, cells: list[Cell]) -> CometSpec:
     t = config["tasks"][task]
     return CometSpec(task=task, batch_size=config["comet"]["batch_size"], cells=[c.ident for c in mine],
                      evals=sorted(t["eval"]), decodings=sorted(t["decoding"]))
-
-
-def comet_predictions(spec: CometSpec) -> list[str]:
-    """The predictions files the task's COMET job reads, in the order of spec.files()."""
-    from .runs import RUN_DIR
-
-    return [f"{RUN_DIR.format(**c)}/eval/{e}/{d}/predictions.jsonl" for c, e, d in spec.files()]
 
 
 def summary_spec(config: dict, tasks: list[str]) -> SummarySpec:

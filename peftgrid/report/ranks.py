@@ -27,6 +27,7 @@ import pandas as pd
 
 from .analysis import ALPHA, aggregate_seeds, chosen_cells, load_summary
 from ..metrics import higher_is_better
+from ..plan.report_targets import RANKS_FIGURE, figure_file
 from ..records import atomic_write_text
 
 REFERENCE = "none"
@@ -267,6 +268,6 @@ def across_tasks_section(report_dir) -> str:
     if not md.is_file():
         return ""
     part = "\n## Across tasks\n\n" + md.read_text()
-    if (report_dir / "figures" / "ranks.png").is_file():
-        part += "\n![Average rank over tasks with the critical difference](figures/ranks.png)\n"
+    if (report_dir / figure_file(None, RANKS_FIGURE)).is_file():
+        part += f"\n![Average rank over tasks with the critical difference]({figure_file(None, RANKS_FIGURE)})\n"
     return part

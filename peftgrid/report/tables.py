@@ -10,6 +10,7 @@ from . import plots
 from .analysis import (COST_COLUMNS, COSTS, FRONT_CAPTION, aggregate_seeds, better_pairs, cell_label, chosen_cells,
                        compare_methods, load_summary, metric_columns, primary_decoding, primary_eval,
                        primary_metric, read_predictions, recommend, significant_front)
+from ..plan.report_targets import GENERATION_FIGURES, TASK_FIGURES, TUNING_FIGURE, figure_file
 from ..records import atomic_write_text
 
 
@@ -283,7 +284,7 @@ def write_report(tasks: dict[str, dict], report_dir: Path, out_md: Path, report_
         if tuning.is_file():
             parts.append("\n### Tuning: the grid searched and what each point scored on the selection set\n\n")
             parts.append(tuning.read_text())
-            parts.append(f"\n![Selection score per grid point](figures/{task}/tuning.png)\n")
+            parts.append(f"\n![Selection score per grid point]({figure_file(task, TUNING_FIGURE)})\n")
         if cfg.get("transfer"):
             gap = pd.read_csv(report_dir / "tables" / f"{task}_transfer.tsv", sep="\t")
             parts.append(f"\n### Transfer gap: `{cfg['transfer']['source']}` minus `{cfg['transfer']['target']}`\n\n")
@@ -291,12 +292,10 @@ def write_report(tasks: dict[str, dict], report_dir: Path, out_md: Path, report_
         qualitative = report_dir / "tables" / f"{task}_qualitative.md"
         if qualitative.is_file():
             parts.append(f"\nOutputs side by side: [tables/{task}_qualitative.md](tables/{task}_qualitative.md)\n")
-            for name in ("sentence_bleu", "sentence_chrf"):
-                parts.append(f"\n![Sentence scores](figures/{task}/{name}.png)\n")
-        for name, caption in (("pareto", "Quality against cost"), ("learning_curves", "Loss curves"),
-                              ("distances", "Weight distance to the pretrained model, per component"),
-                              ("sweep", "Hyperparameter sweeps")):
-            parts.append(f"\n![{caption}](figures/{task}/{name}.png)\n")
+            for name, (_, heading, _) in GENERATION_FIGURES.items():
+                parts.append(f"\n![{heading}]({figure_file(task, name)})\n")
+        for name, (_, heading, _) in TASK_FIGURES.items():
+            parts.append(f"\n![{heading}]({figure_file(task, name)})\n")
             if name == "pareto":
                 parts.append(f"\n*{FRONT_CAPTION}*\n")
     atomic_write_text(out_md, "".join(parts))
