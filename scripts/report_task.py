@@ -17,7 +17,7 @@ def main(smk):
     predictions = {key: Path(p) for key, p in spec.predictions().items()}
     comet = comet_segment_scores(Path(smk.input.comet_examples[0])) if smk.input.comet_examples else {}
     task_cfg = {"eval": {e: {} for e in spec.evals}, "metrics": spec.metrics, "transfer": spec.transfer,
-                "decoding": spec.decodings}
+                "decoding": spec.decodings, "baseline": spec.baseline}
     if list(getattr(smk.input, "runs", [])):  # the task's label order (binary F1's positive label), from run.json
         task_cfg["labels"] = json.loads(Path(smk.input.runs[0]).read_text()).get("labels")
     out = {name: Path(path) for name, path in smk.output.items()}

@@ -54,7 +54,7 @@ def write(tmp_path, **kw):
 
 
 def spec(tasks=TEST, metric="mcc"):
-    return {t: {"metric": metric, "eval": "test", "decodings": []} for t in tasks}
+    return {t: {"metric": metric, "eval": "test", "decodings": [], "baseline": "none"} for t in tasks}
 
 
 def choice_files(tmp_path, tasks=TEST, chosen=CHOSEN):

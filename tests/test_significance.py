@@ -276,7 +276,7 @@ def test_compare_methods_columns_and_direction():
         return lines(gold, np.where(rng.random(400) < acc, gold, 1 - gold))
 
     systems = {"hi": [run(0.95)], "mid": [run(0.94)], "lo": [run(0.6)], "none": [run(0.5)]}
-    up = compare_methods(systems, "accuracy", n=300).set_index("method")
+    up = compare_methods(systems, "accuracy", n=300, baseline="none").set_index("method")
     for col in ("seeds", "examples", "score", "ci_low", "ci_high", "best", "diff_vs_best", "diff_ci_low",
                 "diff_ci_high", "p_vs_best", "worse_than_best", "diff_vs_none", "none_ci_low", "none_ci_high",
                 "p_vs_none", "better_than_none", "unit", "test"):
@@ -286,7 +286,7 @@ def test_compare_methods_columns_and_direction():
     assert up.loc["lo", "diff_vs_best"] == pytest.approx(up.loc["lo", "score"] - up.loc["hi", "score"])
     assert up.loc["hi", "better_than_none"] and up.loc["lo", "better_than_none"]
     assert (up["examples"] == 400).all() and (up["seeds"] == 1).all()
-    down = compare_methods(systems, "accuracy", n=300, higher_is_better=False).set_index("method")
+    down = compare_methods(systems, "accuracy", n=300, higher_is_better=False, baseline="none").set_index("method")
     assert down.loc["lo", "best"] and down.loc["hi", "worse_than_best"] and not down.loc["lo", "better_than_none"]
     # one family: better_pairs reads the same adjusted p-values
     pairs = better_pairs(systems, "accuracy", n=300)
@@ -327,7 +327,8 @@ def run_report(tmp_path, predictions, metric="mcc", evals=("test",), choices=Non
     out = {n: tmp_path / f"{n}.{'png' if n in ('learning_curves', 'pareto', 'distances', 'sweep') else 'tsv'}"
            for n in ("table", "table_md", "recommendations", "transfer", "learning_curves", "pareto", "distances",
                      "sweep")}
-    task_cfg = {"eval": {e: {} for e in evals}, "metrics": [metric], "transfer": None, "decoding": [], "labels": labels}
+    task_cfg = {"eval": {e: {} for e in evals}, "metrics": [metric], "transfer": None, "decoding": [], "labels": labels,
+                "baseline": "none"}
     build_task_report("cola", tmp_path / "summary.tsv", {}, {}, task_cfg, {}, out, predictions, choices)
     return (pd.read_csv(out["recommendations"], sep="\t"), pd.read_csv(out["table"], sep="\t"),
             out["table_md"].read_text())

@@ -38,7 +38,7 @@ def comparison(scores: dict, p_best: dict, p_none: dict, higher=True, seeds=3, e
 
 def verdict(rows, comp, higher=True, within=1.0, budget=1.0):
     return recommend("emotion", rows, comp, "accuracy", "test", higher_is_better=higher, scale=100.0,
-                     within_points=within, budget_pct=budget)
+                     within_points=within, budget_pct=budget, baseline="none")
 
 
 def test_nothing_is_recommended_when_the_untrained_baseline_is_significantly_better():
@@ -204,12 +204,12 @@ def _simulated_verdict(rep: int, lift: float, n_examples=500, k=4, accuracy=0.7)
         return [[{"label": str(g), "prediction": str(g if r else 1 - g), "correct": int(r)} for g, r in zip(gold, right)]]
 
     systems = {"none": run(accuracy), **{f"m{i}": run(accuracy + lift) for i in range(k)}}
-    comp = compare_methods(systems, "accuracy", n=200, seed=rep)
+    comp = compare_methods(systems, "accuracy", n=200, seed=rep, baseline="none")
     rows = pd.DataFrame([{"method": m, "variant": "default", "decoding": "", "accuracy": s, "n": 1,
                           "trainable_params": 1e3 * (i + 1), "trainable_pct": 0.1, "train_time_s": 1.0,
                           "peak_train_mem_mb": 1.0} for i, (m, s) in enumerate(zip(comp["method"], comp["score"]))])
     return recommend("sim", rows, comp, "accuracy", "test", higher_is_better=True, scale=100.0, within_points=1.0,
-                     budget_pct=1.0)[0]
+                     budget_pct=1.0, baseline="none")[0]
 
 
 def test_a_null_study_gets_a_recommendation_at_most_at_the_nominal_rate():
@@ -222,3 +222,39 @@ def test_a_null_study_gets_a_recommendation_at_most_at_the_nominal_rate():
     rate = sum(bool(_simulated_verdict(rep, lift=0.0)) for rep in range(reps)) / reps
     assert rate <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / reps), rate
     assert sum(bool(_simulated_verdict(rep, lift=0.10)) for rep in range(20)) >= 18
+
+
+def test_the_untrained_baseline_is_whichever_method_trains_nothing_whatever_its_name():
+    """The report asks the method registry which methods train nothing (through its spec), instead of
+    comparing names with "none": a baseline configured as `zero_shot` is the reference, never the
+    best nor recommended, even when it scores highest (the old name test made it the best method)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from peftgrid.methods import baseline_names
+    from peftgrid.plan import validate_config
+    from peftgrid.report.analysis import compare_methods
+    from peftgrid.plan.specs import _baseline
+
+    assert baseline_names({"zero_shot": {"kind": "none"}, "lora": {"kind": "lora"}}) == ["zero_shot"]
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 2, 300)
+
+    def run(acc):
+        right = rng.random(300) < acc
+        return [[{"label": str(g), "prediction": str(g if r else 1 - g), "correct": int(r)} for g, r in zip(gold, right)]]
+
+    comp = compare_methods({"zero_shot": run(0.9), "lora": run(0.6), "full": run(0.55)}, "accuracy", n=200,
+                           baseline="zero_shot").set_index("method")
+    assert comp.loc["lora", "best"] and not comp.loc["zero_shot", "best"]
+    assert not comp.loc["lora", "better_than_none"]  # lora is significantly worse than the baseline
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).parent.parent / "configs" / "cpu_small.yaml").read_text())
+    raw["methods"] = {**raw.get("methods", {}), "zero_shot": {"kind": "none"}}
+    for exp in raw["experiments"]:
+        exp["methods"] = ["zero_shot" if m == "none" else m for m in exp["methods"]]
+    config = validate_config(raw)
+    assert {_baseline(config, t) for t in config["tasks"]} <= {"zero_shot", None}
+    assert "zero_shot" in {_baseline(config, t) for t in config["tasks"]}

@@ -24,6 +24,12 @@ def method_of(kind: str) -> Method:
     return PRESETS[kind][0]
 
 
+def baseline_names(methods: dict) -> list[str]:
+    """The methods that train nothing (the untrained baselines the report compares against), by
+    name; `methods`: the config's resolved `methods:` block (name -> settings with their kind)."""
+    return sorted(name for name, settings in methods.items() if not method_of(settings["kind"]).trains(settings))
+
+
 def preset_defaults(kind: str) -> dict:
     method_of(kind)
     import copy

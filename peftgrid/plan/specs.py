@@ -112,6 +112,7 @@ class TaskReportSpec(Spec):
     cells: list
     decodings: list  # generation: the decoding strategies (predictions under eval/<eval>/<decoding>/); else []
     selection: dict | None  # the task's selection set {name, dataset, split, reported}; None: it has none
+    baseline: str | None  # the task's untrained method (compared against, never recommended); None: none
 
     def predictions(self) -> dict[tuple, str]:
         """(method, variant, seed, eval set, decoding) -> predictions file, for every reported cell."""
@@ -255,9 +256,17 @@ def summary_spec(config: dict, tasks: list[str]) -> SummarySpec:
     return SummarySpec(tasks=shown)
 
 
+def _baseline(config: dict, task: str) -> str | None:
+    """The task's untrained method (methods.baseline_names), the reference its report compares
+    against; None when the task has none. Its report sees method names only."""
+    studied = {m for exp in config["experiments"] if task in exp["tasks"] for m in exp["methods"]}
+    return next(iter(n for n in baseline_names(config["methods"]) if n in studied), None)
+
+
 def task_report_spec(config: dict, task: str, cells: list[Cell]) -> TaskReportSpec:
     t = config["tasks"][task]
     return TaskReportSpec(task=task, evals=list(t["eval"]), metrics=list(t["metrics"]), transfer=t.get("transfer"),
+                          baseline=_baseline(config, task),
                           report=config["report"], cells=[c.ident for c in cells if c.task == task],
                           decodings=list(t["decoding"]) if t["type"] in GENERATING else [],
                           selection=None if t["selection"] is None else _pick(t["selection"], ("name", "dataset", "split",
@@ -278,6 +287,7 @@ def ranks_spec(config: dict, tasks: list[str], choices: list = ()) -> RanksSpec:
     for t in tasks:
         entry = config["tasks"][t]
         out[t] = {"metric": primary_metric(entry, report, t), "eval": primary_eval(entry, report, t),
+                  "baseline": _baseline(config, t),
                   "decodings": list(entry["decoding"]) if entry["type"] in GENERATING and entry.get("decoding") else [],
                   "choices": [c.file for c in choices if c.task == t]}
     return RanksSpec(tasks=out, resamples=2000, seed=0)
@@ -295,6 +305,7 @@ def tracking_targets(config: dict) -> list[str]:
     return [TRACKING_RECORD] if config.get("tracking") is not None else []
 
 
+from ..methods import baseline_names  # noqa: E402  (registry, torch-free)
 from ..metrics import own_rule_metrics  # noqa: E402  (registry, torch-free)
 from ..tasks import TASK_TYPES  # noqa: E402  (registry, torch-free)
 

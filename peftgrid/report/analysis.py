@@ -239,9 +239,10 @@ COMPARISON = ["method", "seeds", "examples", "score", "ci_low", "ci_high", "best
 
 
 def compare_methods(systems: dict[str, list[list[dict]]], metric: str, n: int = 1000, seed: int = 0,
-                    higher_is_better: bool | None = None, labels: list[str] | None = None) -> pd.DataFrame:
-    """One row per system (method -> its runs' predictions, one list of lines per seed; `none` is
-    the untrained reference), columns COMPARISON: its score (mean over seeds) with a 95% interval;
+                    higher_is_better: bool | None = None, labels: list[str] | None = None,
+                    baseline: str | None = None) -> pd.DataFrame:
+    """One row per system (method -> its runs' predictions, one list of lines per seed; `baseline`:
+    the untrained reference's name, its columns named `none`), columns COMPARISON: its score (mean over seeds) with a 95% interval;
     `best`: the trained system with the best observed score (in the metric's direction,
     `higher_is_better`, by default the registry's); `diff_vs_best` / `diff_vs_none`: system minus
     reference, in the metric's units (read the sign with `higher_is_better`), with simultaneous 95%
@@ -258,15 +259,15 @@ def compare_methods(systems: dict[str, list[list[dict]]], metric: str, n: int = 
                 "ci_low": pw.score_ci[i, 0], "ci_high": pw.score_ci[i, 1], "best": False, "unit": pw.unit,
                 "test": pw.test, "resamples": pw.resamples, "higher_is_better": higher}
             for i, k in enumerate(pw.names)}
-    trained = [i for i, k in enumerate(pw.names) if k != "none"]
+    trained = [i for i, k in enumerate(pw.names) if k != baseline]
     if trained:
         b = max(trained, key=lambda i: pw.scores[i] if higher else -pw.scores[i])
         rows[pw.names[b]]["best"] = True
         for i, k in enumerate(pw.names):
             rows[k].update(_versus(pw, i, b, "diff_vs_best", "diff_ci", "p_vs_best"),
                            worse_than_best=_significantly_better(pw, b, i, higher))
-    if "none" in pw.names:
-        z = pw.index("none")
+    if baseline in pw.names:
+        z = pw.index(baseline)
         for i in trained:
             rows[pw.names[i]].update(_versus(pw, i, z, "diff_vs_none", "none_ci", "p_vs_none"),
                                      better_than_none=_significantly_better(pw, i, z, higher))
@@ -395,12 +396,12 @@ def _interval(low: float, high: float, scale: float) -> str:
 def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, eval_name: str, *,
               higher_is_better: bool, scale: float, within_points: float, budget_pct: float,
               why_no_comparison: str = "no finished trained method with per-example predictions",
-              ) -> tuple[list[dict], list[str]]:
+              baseline: str | None = None) -> tuple[list[dict], list[str]]:
     """Every recommendation of a task's report, bullets and words, from one place.
 
     `rows`: one row per method at its chosen (variant, decoding) on `eval_name` (method, variant,
     decoding, `metric`, n, and the costs); `comp`: compare_methods on the same systems. `scale`
-    turns metric units into points. Rules: `none` is a reference, never recommended; when the study
+    turns metric units into points. `baseline`: the untrained method (`none` below). Rules: `none` is a reference, never recommended; when the study
     has `none` and no trained method is significantly better than it, no bullet names a method. A
     method qualifies when it is not significantly worse than the best (and, with `none` in the
     study, significantly better than `none`); "within X points of the best" means qualifying AND
@@ -413,8 +414,8 @@ def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, ev
         return [], [f"No paired comparison on `{eval_name}` ({why_no_comparison}): nothing is recommended."]
     comp = comp.merge(rows, on="method", how="left", suffixes=("", "_agg"))
     label = {r["method"]: cell_label(r) for _, r in comp.iterrows()}
-    trained = comp[comp["method"] != "none"].copy()
-    has_none = "none" in set(comp["method"])
+    trained = comp[comp["method"] != baseline].copy()
+    has_none = baseline in set(comp["method"])
     eligible = _flag(trained["better_than_none"], False) if has_none else pd.Series(True, trained.index)
     qualify = eligible & ~_flag(trained["worse_than_best"], True)
     sentences = []
@@ -434,14 +435,15 @@ def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, ev
                      f"{int(best_row['examples'])} examples).")
     order = trained.sort_values("score", ascending=not higher_is_better)
     for _, r in order.iterrows():
-        sentences.append(_method_sentence(r, best_row, label, has_none, higher_is_better, scale, unit))
+        sentences.append(_method_sentence(r, best_row, label, baseline if has_none else None, higher_is_better, scale,
+                                          unit))
     if has_none and not eligible.any():
-        base = comp[comp["method"] == "none"].iloc[0]
-        return [], [f"No trained method is significantly better than the untrained baseline `none` on {task} "
-                    f"({metric} on `{eval_name}`: `none` scores {base['score'] * scale:.3g}): nothing is "
+        base = comp[comp["method"] == baseline].iloc[0]
+        return [], [f"No trained method is significantly better than the untrained baseline `{baseline}` on {task} "
+                    f"({metric} on `{eval_name}`: `{baseline}` scores {base['score'] * scale:.3g}): nothing is "
                     "recommended."] + sentences
     if not qualify.any():
-        return [], ["No trained method is both significantly better than `none` and not significantly worse than "
+        return [], [f"No trained method is both significantly better than `{baseline}` and not significantly worse than "
                     "the best: nothing is recommended."] + sentences
     ok = trained[qualify]
     top = ok.loc[ok["score"].idxmax() if higher_is_better else ok["score"].idxmin()]
@@ -475,8 +477,9 @@ def _least(df: pd.DataFrame, column: str):
     return known.loc[known[column].idxmin()] if len(known) else None
 
 
-def _method_sentence(r, best, label: dict, has_none: bool, higher_is_better: bool, scale: float, unit: str) -> str:
-    """One trained method against the best and against `none`, as a reviewer would write it."""
+def _method_sentence(r, best, label: dict, baseline: str | None, higher_is_better: bool, scale: float, unit: str) -> str:
+    """One trained method against the best and against the untrained `baseline` (if the study has
+    it), as a reviewer would write it."""
     evidence = f"{int(r['seeds'])} seed(s) × {int(r['examples'])} examples"
     if r["method"] == best["method"]:
         parts = [f"`{label[r['method']]}` is the best"]
@@ -484,9 +487,9 @@ def _method_sentence(r, best, label: dict, has_none: bool, higher_is_better: boo
         sig = "significantly" if r["worse_than_best"] else "not significantly"
         parts = [f"`{label[r['method']]}` is {gap_words(r['diff_vs_best'], label[best['method']], higher_is_better, scale, unit)}, "
                  f"{sig} ({_interval(r['diff_ci_low'], r['diff_ci_high'], scale)}, adjusted p = {r['p_vs_best']:.2g})"]
-    if has_none and pd.notna(r.get("diff_vs_none")):
+    if baseline is not None and pd.notna(r.get("diff_vs_none")):
         sig = "significantly" if r["p_vs_none"] < ALPHA else "not significantly"
-        parts.append(f"{gap_words(r['diff_vs_none'], 'none', higher_is_better, scale, unit)}, {sig} "
+        parts.append(f"{gap_words(r['diff_vs_none'], baseline, higher_is_better, scale, unit)}, {sig} "
                      f"({_interval(r['none_ci_low'], r['none_ci_high'], scale)}, adjusted p = {r['p_vs_none']:.2g})")
     text = "; ".join(parts) + f"; {evidence}"
     if r["method"] != best["method"]:

@@ -53,7 +53,7 @@ def learning_curves(logs: dict[str, pd.DataFrame], title: str, png) -> None:
 
 
 def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png, chosen: dict | None = None,
-           sig: pd.DataFrame | None = None, higher_is_better: bool = True) -> None:
+           sig: pd.DataFrame | None = None, higher_is_better: bool = True, baseline: str | None = None) -> None:
     """Quality against each cost, one row of panels per eval set, each method at its chosen decoding
     (`chosen`: method -> (variant, decoding), analysis.chosen_cells; without it every cell).
     With `sig` (tables.significance) the chosen cells carry their bootstrap 95% intervals, the red
@@ -69,11 +69,11 @@ def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png, ch
     fig, axes = plt.subplots(len(evals), len(COSTS), figsize=(5.2 * len(COSTS), 4.2 * len(evals)), squeeze=False)
     for row, ev in enumerate(evals):
         sub = ok[ok["eval"] == ev]
-        base = (sig.loc[(sig["eval"] == ev) & (sig["method"] == "none"), "score"] if tested
-                else sub.loc[sub["method"] == "none", metric])  # the untrained reference, a line on every panel
+        base = (sig.loc[(sig["eval"] == ev) & (sig["method"] == baseline), "score"] if tested
+                else sub.loc[sub["method"] == baseline, metric])  # the untrained reference, a line on every panel
         for col, (cost, cost_label) in enumerate(COSTS.items()):
             ax = axes[row][col]
-            pts = sub[sub[cost].notna() & (sub["method"] != "none")]  # the untrained baseline: the dotted line
+            pts = sub[sub[cost].notna() & (sub["method"] != baseline)]  # the untrained baseline: the dotted line
             if pts.empty:
                 ax.axis("off")
                 continue
@@ -81,7 +81,7 @@ def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png, ch
             if len(s):
                 s = s.merge(pts.drop_duplicates(["method", "variant"]), on=["method", "variant"], suffixes=("", "_agg"))
             if len(base):
-                ax.axhline(base.iloc[0], color="0.5", ls=":", lw=1, label="none (untrained)")
+                ax.axhline(base.iloc[0], color="0.5", ls=":", lw=1, label=f"{baseline} (untrained)")
             if len(s) and f"front_{cost}" in s and s[f"front_{cost}"].notna().any():
                 s = s[s[f"front_{cost}"].notna()]
                 on = s[f"front_{cost}"].eq(FRONT)

@@ -30,7 +30,6 @@ from ..metrics import higher_is_better
 from ..plan.report_targets import RANKS_FIGURE, figure_file
 from ..records import atomic_write_text
 
-REFERENCE = "none"
 TABLE_COLUMNS = ["method", "average rank", "95% interval", "tasks", "within CD of the best", "role", "variants"]
 
 
@@ -91,13 +90,14 @@ class Ranking:
 def rank_methods(summary: pd.DataFrame, tasks: dict[str, dict], choices: dict[str, dict] | None = None,
                  resamples: int = 2000, seed: int = 0) -> Ranking:
     """`tasks`: task -> {metric (summary column), eval (primary), decodings (config order; [] unless
-    generation)}; `choices`: task -> tuning.read_choices of that task's choice files."""
+    generation), baseline (the untrained method's name, or None)}; `choices`: task -> tuning.read_choices of that task's choice files."""
     choices = choices or {}
     names = sorted(tasks)
     if len(names) < 2:
         return Ranking(names, pd.DataFrame(columns=TABLE_COLUMNS), None,
                        note=f"Across-task ranks need two or more tasks; this study has {len(names)}.")
     scores, entered, missing, higher = {}, [], {}, {}
+    baselines = {tasks[t].get("baseline") for t in names} - {None}
     all_methods = sorted(set(summary.loc[summary["task"].isin(names), "method"]))
     for task in names:
         t = tasks[task]
@@ -151,7 +151,7 @@ def rank_methods(summary: pd.DataFrame, tasks: dict[str, dict], choices: dict[st
                      "95% interval": f"{ci.loc[m, 'lo']:.2f} – {ci.loc[m, 'hi']:.2f}", "tasks": n,
                      # no post-hoc test: no method is shown to differ from the best
                      "within CD of the best": bool(mean[m] - best < cd) if cd is not None else True,
-                     "role": "reference (untrained)" if m == REFERENCE else "trained",
+                     "role": "reference (untrained)" if m in baselines else "trained",
                      "variants": "; ".join(f"{r.task}: {r.variant}" + (f" [{r.decoding}]" if r.decoding else "")
                                            for r in vs.itertuples()),
                      "lo": float(ci.loc[m, "lo"]), "hi": float(ci.loc[m, "hi"])})

@@ -86,13 +86,13 @@ def chosen_rows(agg: pd.DataFrame, chosen: dict, ev: str) -> pd.DataFrame:
 
 
 def _with_fronts(comp: pd.DataFrame, agg: pd.DataFrame, chosen: dict, ev: str, pairs: dict,
-                 higher: bool) -> pd.DataFrame:
+                 higher: bool, baseline: str | None) -> pd.DataFrame:
     """`front_<cost>` per trained method: its place against the front of quality and that cost
-    (analysis.significant_front; `none` is a reference, on no front)."""
+    (analysis.significant_front; the untrained `baseline` is a reference, on no front)."""
     rows = chosen_rows(agg, chosen, ev)
     present = [c for c in COSTS if c in rows]
     points = comp[["method", "score"]].merge(rows[["method", *present]], on="method", how="left")
-    trained = points["method"] != "none"
+    trained = points["method"] != baseline
     for cost in present:
         col = pd.Series(float("nan"), index=points.index, dtype=object)
         known = trained & points[cost].notna()
@@ -104,9 +104,9 @@ def _with_fronts(comp: pd.DataFrame, agg: pd.DataFrame, chosen: dict, ev: str, p
 
 def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], chosen: dict, metric: str,
                  choices: dict | None = None, n: int = 1000, seed: int = 0, comet: dict | None = None,
-                 labels: list[str] | None = None) -> pd.DataFrame:
+                 labels: list[str] | None = None, baseline: str | None = None) -> pd.DataFrame:
     """Per eval set: each method at its chosen (variant, decoding) (`chosen`: analysis.chosen_cells)
-    against the best and against `none` (analysis.compare_methods), and its place on each cost's
+    against the best and against the untrained `baseline` (analysis.compare_methods), and its place on each cost's
     front. `predictions`: (method, variant, seed, eval, decoding) -> predictions.jsonl of the
     reported seeds; `comet`: the same keys -> COMET segment scores (line-aligned); `choices`:
     tuning.read_choices, for the set each choice was made on; `labels`: the task's label order
@@ -124,9 +124,10 @@ def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], chosen:
             frames.append(pd.DataFrame({"eval": ev, "method": list(chosen), "note": "fewer than two methods to compare"}))
             continue
         try:
-            comp = compare_methods(systems, column, n=n, seed=seed, higher_is_better=higher, labels=labels)
+            comp = compare_methods(systems, column, n=n, seed=seed, higher_is_better=higher, labels=labels,
+                                   baseline=baseline)
             pairs = better_pairs(systems, column, n=n, seed=seed, higher_is_better=higher, labels=labels)
-            comp = _with_fronts(comp, agg, chosen, ev, pairs, higher)
+            comp = _with_fronts(comp, agg, chosen, ev, pairs, higher, baseline)
         except KeyError as e:  # e.g. COMET: no per-example scores; binary F1 without the label order
             comp = pd.DataFrame({"method": list(chosen), "note": e.args[0] if e.args else str(e)})
         comp.insert(0, "chosen_on", [f"{choices[m]['on']} (seed {choices[m]['seed']})" if m in choices
@@ -185,13 +186,14 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
     higher = higher_is_better(metric)
     ev = primary_eval(task_cfg, report_cfg, task)
     decodings = list(task_cfg.get("decoding") or [])
+    baseline = task_cfg.get("baseline")  # the untrained method's name, if the task has one
     agg = aggregate_seeds(df, metrics)
     chosen, left_out = chosen_cells(agg, choices, decodings)
     table = task_table(agg, metrics, metric)
     sig = pd.DataFrame()
     if predictions:
         sig = significance(agg, predictions, list(task_cfg["eval"]), chosen, metric, choices=choices, comet=comet,
-                           labels=task_cfg.get("labels"))
+                           labels=task_cfg.get("labels"), baseline=baseline)
     md_extra = ""
     if not sig.empty and "p_vs_best" in sig:
         keyed = sig.set_index(["method", "variant", "eval", "decoding"])
@@ -204,7 +206,7 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
         tests = "; ".join(f"{t}, {int(r):,} resamples" for t, r in
                           sig[["test", "resamples"]].dropna().drop_duplicates().itertuples(index=False))
         md_extra = ("\n#### Paired comparisons: each method at its chosen variant and decoding against the best and "
-                    f"against `none` ({tests}; p-values adjusted over every comparison, the choice "
+                    f"against `{baseline}` ({tests}; p-values adjusted over every comparison, the choice "
                     "of the best included; differences are method minus reference, in the metric's units)\n\n"
                     + markdown_table(shown))
     notes = sorted(set(sig.loc[sig["eval"] == ev, "note"].dropna())) if "note" in sig else []
@@ -218,7 +220,7 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
     bullets, words = recommend(task, chosen_rows(agg, chosen, ev), comp, metric, ev, higher_is_better=higher,
                                scale=scale, within_points=report_cfg.get("within_points", 1.0),
                                budget_pct=report_cfg.get("param_budget_pct", 1.0),
-                               **({"why_no_comparison": "; ".join(notes)} if notes else {}))
+                               baseline=baseline, **({"why_no_comparison": "; ".join(notes)} if notes else {}))
     recs = pd.DataFrame(bullets, columns=["recommendation", "cell", "method", "variant", "decoding", metric,
                                           "trainable_params", "trainable_pct", "train_time_s", "peak_train_mem_mb",
                                           "seeds"])
@@ -238,7 +240,7 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
             curves[label] = log
     plots.learning_curves(curves, f"{task}: loss curves", out["learning_curves"])
     plots.pareto(agg, metric, list(task_cfg["eval"]), f"{task}: {metric} against cost{_decoding_title(chosen)}",
-                 out["pareto"], chosen=chosen, sig=sig, higher_is_better=higher)
+                 out["pareto"], chosen=chosen, sig=sig, higher_is_better=higher, baseline=baseline)
     frames = []
     for label, path in distances.items():
         d = pd.read_csv(path, sep="\t")
