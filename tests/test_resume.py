@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from safetensors.torch import load_file
 
 from peftgrid.jobs.train import train_cell
 from peftgrid.records import read_tsv
-from test_training import cell_spec, staged  # noqa: F401  (fixture)
+from test_training import cell_spec, clock, staged  # noqa: F401  (fixtures)
 
 # what scripts/train.py does: the spec travels as its canonical params and is rebuilt from them
 RUNNER = """
@@ -34,7 +33,7 @@ except Preempted as e:
 """
 
 
-SLOW_LOAD = 6.0  # seconds a patched checkpoint load sleeps: more than the whole training, even on a busy machine
+SLOW_LOAD = 1000.0  # virtual seconds a patched checkpoint load takes (test_training's clock)
 
 
 def run_in_subprocess(tmp_path, spec, model_dir, data, out, fault):
@@ -60,7 +59,7 @@ def weights(out, kind):
     ("lora", "term:5", 143),
 ])
 def test_interrupted_run_resumes_to_the_same_result(tiny_bert, staged, tmp_path, method, fault, signal_code,  # noqa: F811
-                                                    monkeypatch):
+                                                    monkeypatch, clock):  # noqa: F811
     overrides = {"lr": 5.0e-3, "checkpoint_every_steps": 3, "epochs": 2}
     if method == "adalora":
         overrides.update(init_r=6, target_r=4)
@@ -75,7 +74,9 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_bert, staged, tmp_path,
     assert (out / "checkpoint" / "state.pt").is_file()
     assert not (out / "run.json").exists() and not (out / "model").exists()  # nothing looks finished
     saved = torch.load(out / "checkpoint" / "state.pt", weights_only=True)["loop"]
-    assert saved["step"] == int(fault.split(":")[1]) // 3 * 3
+    kind, at = fault.split(":")
+    # SIGKILL: the last checkpoint (every 3 steps); SIGTERM: one written at the next step's end
+    assert saved["step"] == (int(at) // 3 * 3 if kind == "kill" else int(at) + 1)
     # the first segment's peak (weights included: never 0) travels in the checkpoint
     assert saved["peak_mem_mb"] >= reference["stats"]["total_params"] * 4 / 2**20
 
@@ -84,7 +85,7 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_bert, staged, tmp_path,
     real_load = Checkpointer.load
 
     def slow_load(self):  # loading the checkpoint made slow: it must not count as training time
-        time.sleep(SLOW_LOAD)
+        clock.sleep(SLOW_LOAD)
         return real_load(self)
 
     monkeypatch.setattr(Checkpointer, "load", slow_load)

@@ -216,22 +216,40 @@ def test_out_of_memory_is_recorded_with_a_hint(tiny_bert, staged, tmp_path, monk
 
 # --------------------------------------------------------------------------- what the cost columns count
 
-SLOW = 1.5  # seconds a patched step sleeps: above what the tiny model's 8 training steps take
+SLOW = 1000.0  # virtual seconds a patched step takes: far beyond any real training step, however busy the machine
 
 
-def test_validation_passes_are_not_training_time(tiny_bert, staged, tmp_path, monkeypatch):
-    """Each validation pass made SLOW seconds slower: val_time_s grows by that, train_time_s does
-    not (passes at steps 0, 4 and 8: what counting them as training would add is far more than the
-    training itself, even on a busy machine)."""
+@pytest.fixture
+def clock(monkeypatch):
+    """time.perf_counter, which every timer of ours reads, with a virtual offset: `clock.sleep(s)`
+    makes s seconds pass at once (so a patched step can take 1,000 s without the test waiting)."""
     import time
 
+    class VirtualClock:
+        def __init__(self):
+            self.real, self.offset = time.perf_counter, 0.0
+
+        def __call__(self):
+            return self.real() + self.offset
+
+        def sleep(self, seconds):
+            self.offset += seconds
+
+    virtual = VirtualClock()
+    monkeypatch.setattr(time, "perf_counter", virtual)
+    return virtual
+
+
+def test_validation_passes_are_not_training_time(tiny_bert, staged, tmp_path, monkeypatch, clock):
+    """Each validation pass made SLOW seconds slower: val_time_s grows by that, train_time_s does
+    not (passes at steps 0, 4 and 8)."""
     from peftgrid.engine import loop
 
     real, calls = loop.mean_loss, []
 
     def slow_mean_loss(*args, **kwargs):
         calls.append(1)
-        time.sleep(SLOW)
+        clock.sleep(SLOW)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(loop, "mean_loss", slow_mean_loss)
@@ -239,21 +257,19 @@ def test_validation_passes_are_not_training_time(tiny_bert, staged, tmp_path, mo
     stats = record["stats"]
     assert record["status"] == "ok" and len(calls) >= 3
     assert stats["val_time_s"] >= SLOW * len(calls)
-    assert stats["train_time_s"] < SLOW * len(calls), stats
+    assert stats["train_time_s"] < SLOW, stats
 
 
-def test_keeping_the_best_weights_is_not_training_time(tiny_bert, staged, tmp_path, monkeypatch):
+def test_keeping_the_best_weights_is_not_training_time(tiny_bert, staged, tmp_path, monkeypatch, clock):
     """checkpoint: best copies the weights at each new lowest validation loss and puts the best back
     at the end: that copying is checkpoint_time_s, never train_time_s."""
-    import time
-
     from peftgrid.engine import loop
 
     real, calls = loop.trainable_state, []
 
     def slow_copy(model):
         calls.append(1)
-        time.sleep(SLOW)
+        clock.sleep(SLOW)
         return real(model)
 
     monkeypatch.setattr(loop, "trainable_state", slow_copy)
@@ -264,16 +280,14 @@ def test_keeping_the_best_weights_is_not_training_time(tiny_bert, staged, tmp_pa
     stats = record["stats"]
     assert record["status"] == "ok" and len(calls) >= 1
     assert stats["checkpoint_time_s"] >= SLOW * len(calls)
-    assert stats["train_time_s"] < SLOW * len(calls), stats
+    assert stats["train_time_s"] < SLOW, stats
 
 
-def test_inference_cost_is_timed_warm_for_every_method(tiny_bert, staged, tmp_path):
+def test_inference_cost_is_timed_warm_for_every_method(tiny_bert, staged, tmp_path, clock):
     """A model's first forward pass is slow (a cold start, simulated: SLOW s on each model object's
     first call). The reported throughput comes from timed repeats after a warm-up, for a method that
     merges (lora: merged and unmerged figures) and for one that does not (full) alike — timing the
-    non-merging method on its cold first pass would report at most 32 examples / (2 x SLOW s)."""
-    import time
-
+    non-merging method on its cold first pass would report at most 32 examples / SLOW s."""
     import torch
 
     seen = set()
@@ -281,7 +295,7 @@ def test_inference_cost_is_timed_warm_for_every_method(tiny_bert, staged, tmp_pa
     def cold_start(module, args):
         if hasattr(module, "config") and id(module) not in seen:
             seen.add(id(module))
-            time.sleep(SLOW)
+            clock.sleep(SLOW)
 
     for method in ("full", "lora"):
         config, cell = study(tiny_bert, method, lr=5.0e-3)
@@ -296,10 +310,10 @@ def test_inference_cost_is_timed_warm_for_every_method(tiny_bert, staged, tmp_pa
             handle.remove()
         assert seen, "the simulated cold start never ran"
         assert row["n_examples"] == 32 and row["inference_merged"] is (method == "lora")
-        # a cold pass sleeps SLOW per model object with a config (2-3 of them): under 32 / (2 SLOW) examples/s
-        assert row["infer_throughput"] > 32 / SLOW, (method, row)
+        # a cold pass takes SLOW per model object with a config: under 32 / SLOW = 0.03 examples/s
+        assert row["infer_throughput"] > 1, (method, row)
         if method == "lora":
-            assert row["infer_throughput_unmerged"] > 32 / SLOW, row
+            assert row["infer_throughput_unmerged"] > 1, row
         assert row["infer_time_s"] >= SLOW  # the cold warm-up is work the job did, counted as inference time
 
 
