@@ -10,6 +10,7 @@ import time
 import traceback
 
 from ..errors import Preempted, UserError
+from ..plugins import load_plugins
 
 
 JOB_TIME_PREFIX = "[peftgrid] job time"  # benchmarks/bench_workflow.py reads these lines from logs/
@@ -71,6 +72,7 @@ def run_job(main, snakemake, offline: bool = True) -> None:
         sys.stdout = sys.stderr = log_file
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s", force=True)
     try:
+        load_plugins(dict(getattr(snakemake.params, "spec", None) or {}).get("plugins"))  # see Spec.to_params
         work = main(snakemake)
     except Preempted as e:
         print(f"Preempted: {e}", file=sys.stderr)

@@ -20,7 +20,6 @@ from ..engine.device import mark_memory_baseline, pick_device
 from ..engine.gpus import GpuClaim
 from ..methods import method_of
 from ..metrics import compute
-from ..metrics.classification import per_label_table
 from ..plan.specs import EvalSpec
 from ..staging.models import NO_REMOTE_CODE, verify_staged
 from ..records import atomic_write_text, device_description, read_json, write_tsv
@@ -142,15 +141,18 @@ def measure_cost(run, model, rows, subset, ttype, warm=None) -> dict:
 
 
 def _labels(spec, ttype, rows, labels, out, cost, per_label_path):
-    scores, _ = compute(spec.task["metrics"], "label", gold=out["gold"], pred=out["pred"], num_labels=len(labels))
+    scores, per_example = compute(spec.task["metrics"], ttype.metric_kind, gold=out["gold"], pred=out["pred"],
+                                  num_labels=len(labels), metric_settings=spec.task.get("metric_settings"))
     if per_label_path:
-        write_tsv(per_label_path, per_label_table(out["gold"], out["pred"], labels), PER_LABEL_COLUMNS)
+        write_tsv(per_label_path, ttype.per_label_rows(out, labels), PER_LABEL_COLUMNS)
     row = metrics_row(spec, status="ok", error=None, n_examples=len(rows), n_scored=len(out["gold"]), **scores,
                       infer_throughput=cost["throughput"], infer_time_s=round(cost["seconds"], 3),
                       peak_infer_mem_mb=round(cost["peak_mem_mb"], 1), mem_measure=cost["measure"],
                       **out.get("extra", {}))
     if ttype.per_token:
         row["infer_words_per_s"] = cost["words_per_s"]
+    if per_example:  # a registered metric's per-example scores (peftgrid.metrics.register)
+        return row, [{**line, **{k: round(v, 4) for k, v in s.items()}} for line, s in zip(out["predictions"], per_example)]
     return row, out["predictions"]
 
 
@@ -158,7 +160,8 @@ def _generation(spec, rows, out, cost):
     task = spec.task
     hyps = out["hypotheses"]
     refs = [references(r[task["columns"]["target"]]) for r in rows]
-    scores, per_sentence = compute(task["metrics"], "text", hypotheses=hyps, references=refs, rouge=task.get("rouge"))
+    scores, per_sentence = compute(task["metrics"], "text", hypotheses=hyps, references=refs, rouge=task.get("rouge"),
+                                   metric_settings=task.get("metric_settings"))
     src_col = task["columns"]["source"]
     lines = [{"source": source_text(r[src_col]), "references": ref, "hypothesis": h,
               **{k: round(v, 3) for k, v in s.items()}} for r, ref, h, s in zip(rows, refs, hyps, per_sentence)]

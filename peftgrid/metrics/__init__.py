@@ -43,12 +43,46 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 )}
 
 
+# name -> the function computing a registered metric (plugins; the built-ins' live beside this file)
+COMPUTE: dict = {}
+
+
+def register(metric: Metric, compute) -> Metric:
+    """Add a metric computed in the evaluation job (from a plugin module: see peftgrid.plugins).
+    `compute(**data)` gets what the task type's evaluation gives its kind of metric — text:
+    `hypotheses`, `references`; label and other kinds: `gold`, `pred` (ids, or a regression
+    task's numbers), `num_labels` — and returns (score, per-example scores or None): score is a
+    number, or a dict by column for a metric with several `columns`. Per-example scores are kept in
+    predictions.jsonl under `metric.per_example` (set it to keep them: the paired significance
+    tests use them); without them the report re-scores runs from each line's `label` and
+    `prediction`. Its direction and scale are the Metric's."""
+    known = METRICS.get(metric.name)
+    if known is not None and known != metric:
+        raise ValueError(f"metric {metric.name!r} is already registered, differently")
+    METRICS[metric.name] = metric
+    COMPUTE[metric.name] = compute
+    return metric
+
+
 def main_column(name: str) -> str:
     """The summary column that ranks cells by this metric: a metric filling several columns is
     ranked by its per-example one (rouge -> rougeL); any other name is its own column."""
     m = METRICS.get(name)
     return m.per_example if m is not None and m.per_example in m.columns else name
 
+
+def metric_settings(config: dict, names) -> dict:
+    """The config's settings of the in-job metrics `names`, for the evaluation job: a metric's
+    settings sit under the top-level key of its name (bertscore: {model, layer})."""
+    return {n: config[n] for n in names if config.get(n) is not None and not METRICS[n].own_rule}
+
+
+def metric_kind(column: str) -> str | None:
+    """The kind of the metric filling a summary column (rouge1 -> "text"); None if no metric does."""
+    for m in METRICS.values():
+        if column in m.outputs:
+            return m.kind
+    return None
 
 def metrics_of_kind(kind: str) -> list[str]:
     return sorted(n for n, m in METRICS.items() if m.kind == kind)
@@ -101,10 +135,28 @@ def scale_of(column: str) -> float:
 def compute(names: list[str], kind: str, **data) -> tuple[dict, list[dict]]:
     """(scores by column, per-example scores) of the in-job metrics (not COMET)."""
     names = [n for n in names if not METRICS[n].own_rule]
-    if kind == "label":
+    builtin = [n for n in names if n not in COMPUTE]
+    if not builtin:
+        scores, per_example = {}, []
+    elif kind == "label":
         from .classification import classification_metrics
 
-        return classification_metrics(data["gold"], data["pred"], data["num_labels"], names), []
-    from .text import generation_metrics
+        scores, per_example = classification_metrics(data["gold"], data["pred"], data["num_labels"], builtin), []
+    else:
+        from .text import generation_metrics
 
-    return generation_metrics(data["hypotheses"], data["references"], names, data.get("rouge"))
+        scores, per_example = generation_metrics(data["hypotheses"], data["references"], builtin, data.get("rouge"))
+    for name in names:
+        if name in COMPUTE:
+            scores, per_example = _add_registered(name, data, scores, per_example)
+    return scores, per_example
+
+
+def _add_registered(name: str, data: dict, scores: dict, per_example: list[dict]) -> tuple[dict, list[dict]]:
+    score, each = COMPUTE[name](**data)
+    scores = {**scores, **(score if isinstance(score, dict) else {name: score})}
+    key = METRICS[name].per_example
+    if key and each is not None:
+        each = [float(v) for v in each]
+        per_example = [{**old, key: v} for old, v in zip(per_example or [{} for _ in each], each)]
+    return scores, per_example

@@ -26,6 +26,7 @@ import yaml
 from ..errors import ConfigError, did_you_mean
 from ..methods import PRESETS, method_of, preset_defaults
 from ..metrics import check_metrics, own_rule_metrics
+from ..plugins import load_plugins
 from ..staging.datasets import conllu_column, declared_splits
 from ..tasks import TASK_TYPES, task_type
 
@@ -149,6 +150,7 @@ def validate_config(raw: dict) -> dict:
     """Return a validated, normalised deep copy of `raw`; raise ConfigError otherwise."""
     if not isinstance(raw, dict) or not raw:
         raise ConfigError("config is empty: expected the keys models, datasets, tasks, experiments (and optionally methods)")
+    load_plugins(raw.get("plugins"))  # before anything asks the registries for a task type or metric
     config = copy.deepcopy(raw)
     _unbool_select_on(config)
     _switch_tracking(config)

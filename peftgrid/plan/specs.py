@@ -191,6 +191,8 @@ def eval_spec(config: dict, cell: Cell, eval_name: str, decoding: str | None = N
     t = config["tasks"][cell.task]
     view = _pick(t, TASK_EVAL_KEYS)
     view["metrics"] = list(t["metrics"])
+    if settings := metric_settings(config, t["metrics"]):  # e.g. bertscore's model and layer
+        view["metric_settings"] = settings
     dec = None if decoding is None else {"name": decoding, "settings": t["decoding"][decoding]}
     return EvalSpec(cell=cell.ident, hparams=cell.hparams, task=view, model=_model(config, cell.task),
                     eval={"name": eval_name, **t["eval"][eval_name]}, decoding=dec)
@@ -202,6 +204,8 @@ def selection_eval_spec(config: dict, cell: Cell, decoding: str = "") -> EvalSpe
     t = config["tasks"][cell.task]
     view = _pick(t, TASK_EVAL_KEYS)
     view["metrics"] = [m for m in t["metrics"] if m not in own_rule_metrics(t["metrics"])]
+    if settings := metric_settings(config, view["metrics"]):
+        view["metric_settings"] = settings
     dec = {"name": decoding, "settings": t["decoding"][decoding]} if decoding else None
     return EvalSpec(cell=cell.ident, hparams=cell.hparams, task=view, model=_model(config, cell.task),
                     eval=_pick(t["selection"], SELECTION_READ_KEYS), decoding=dec)
@@ -306,7 +310,7 @@ def tracking_targets(config: dict) -> list[str]:
 
 
 from ..methods import baseline_names  # noqa: E402  (registry, torch-free)
-from ..metrics import own_rule_metrics  # noqa: E402  (registry, torch-free)
+from ..metrics import metric_settings, own_rule_metrics  # noqa: E402  (registry, torch-free)
 from ..tasks import TASK_TYPES  # noqa: E402  (registry, torch-free)
 
 GENERATING = {name for name, t in TASK_TYPES.items() if t.generates}

@@ -8,11 +8,26 @@ from .classification import SequenceClassification
 from .generation import CausalLM, Seq2Seq
 from .tokens import TokenClassification
 
-TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (SequenceClassification(), TokenClassification(), Seq2Seq(),
-                                                       CausalLM())}
-# a key owned by some types is refused, naming its owners, for the others (TaskType.validate)
-TaskType.key_owners = {key: sorted(t.name for t in TASK_TYPES.values() if key in t.own_keys)
-                       for key in sorted({k for t in TASK_TYPES.values() for k in t.own_keys})}
+TASK_TYPES: dict[str, TaskType] = {}
+
+
+def register(ttype: TaskType) -> TaskType:
+    """Add a task type (built-in, or from a plugin module: see peftgrid.plugins). A name already
+    taken by another class is refused; registering the same class again is a no-op."""
+    if not ttype.name:
+        raise ValueError(f"{type(ttype).__name__}: a task type needs a name")
+    known = TASK_TYPES.get(ttype.name)
+    if known is not None and type(known) is not type(ttype):
+        raise ValueError(f"task type {ttype.name!r} is already registered (by {type(known).__name__})")
+    TASK_TYPES[ttype.name] = ttype
+    # a key owned by some types is refused, naming its owners, for the others (TaskType.validate)
+    TaskType.key_owners = {key: sorted(t.name for t in TASK_TYPES.values() if key in t.own_keys)
+                           for key in sorted({k for t in TASK_TYPES.values() for k in t.own_keys})}
+    return ttype
+
+
+for _builtin in (SequenceClassification(), TokenClassification(), Seq2Seq(), CausalLM()):
+    register(_builtin)
 
 
 def task_type(name: str) -> TaskType:

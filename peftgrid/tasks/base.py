@@ -62,6 +62,10 @@ class TaskType:
     def check_labels(self, task: dict, rows: list[dict], labels: list[str], where: str) -> None:
         """Eval labels the model never saw are an error (or left out, with unseen_labels: ignore)."""
 
+    def per_label_rows(self, evaluated: dict, labels: list[str]) -> list[dict]:
+        """The evaluation's per-label table (precision, recall, F1, support); none for a task without labels."""
+        return []
+
     # ------------------------------------------------------------------ model
     def load_pretrained(self, model_dir: Path, labels: list[str], allow_pickle: bool, **kwargs):
         """(model, names of weights the checkpoint did not have: a new head, a new pooler)."""

@@ -39,6 +39,11 @@ class LabelTask(TaskType):
             raise DataError(f"{where}: labels {shown} never occur in training (known: {', '.join(labels)}); "
                             f"set unseen_labels: ignore in the task to leave them out of the metrics")
 
+    def per_label_rows(self, evaluated, labels):
+        from ..metrics.classification import per_label_table
+
+        return per_label_table(evaluated["gold"], evaluated["pred"], labels)
+
     def head_kwargs(self, labels):
         id2label = dict(enumerate(labels))
         return {"num_labels": len(labels), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
