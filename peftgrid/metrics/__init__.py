@@ -160,3 +160,13 @@ def _add_registered(name: str, data: dict, scores: dict, per_example: list[dict]
         each = [float(v) for v in each]
         per_example = [{**old, key: v} for old, v in zip(per_example or [{} for _ in each], each)]
     return scores, per_example
+
+
+def _bertscore(**data):
+    from .bertscore import bertscore  # imports torch when it scores, not when the registry is read
+
+    return bertscore(**data)
+
+
+# a built-in registered the way a plugin's metric is (model-based, scored in the evaluation job)
+register(Metric("bertscore", "text", per_example="bertscore"), compute=_bertscore)
