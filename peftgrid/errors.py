@@ -47,3 +47,12 @@ def did_you_mean(name: str, known) -> str:
         return f" — did you mean {close[0]!r}?"
     shown = ", ".join(known[:30]) + (", ..." if len(known) > 30 else "")
     return f" (known: {shown})"
+
+
+def first_line(exc: BaseException, typed: bool = True) -> str:
+    """An exception as one line for a status column or a message: `Type: its first line` (with
+    `typed=False` the first line alone); the type's name when it has no text."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if typed else text.splitlines()[0]

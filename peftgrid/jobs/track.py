@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from ..columns import ROW, ROW_STATUS, TRAIN_COSTS
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..plan.runs import RUN_DIR
 from ..records import read_json, read_tsv, write_json
 
@@ -243,8 +243,8 @@ def export_study(spec, summary_path, run_files: list, log_files: list, out_path=
         runs = [export_cell(client, experiment_id, ident, run_file, log_file, _cell_rows(summary, ident))
                 for ident, run_file, log_file in zip(spec.cells, run_files, log_files)]
     except MlflowException as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TrackingError(f"tracking.uri {spec.tracking['uri']!r}: MLflow refused the export: {first}") from None
+        raise TrackingError(f"tracking.uri {spec.tracking['uri']!r}: MLflow refused the export: "
+                            f"{first_line(e, typed=False)}") from None
     record = {"tracking_uri": uri, "experiment": spec.tracking["experiment"], "experiment_id": experiment_id,
               "runs": runs}
     if out_path is not None:

@@ -21,7 +21,7 @@ from ..engine.device import (PhaseMeter, attention_implementation, mark_memory_b
                               resolve_dtype)
 from ..engine.gpus import GpuClaim
 from ..engine.loop import set_seed, train_loop
-from ..errors import CellFailure
+from ..errors import CellFailure, first_line
 from ..methods import method_of
 from ..plan.specs import TrainSpec
 from ..records import device_description, git_commit, package_versions, write_json, write_tsv
@@ -34,11 +34,6 @@ STATS_COLUMNS = [*ROW_STATUS, "device", *TRAIN_COSTS, "val_time_s", "checkpoint_
                  "peak_train_mem_reserved_mb", "mem_measure", "train_examples_per_s", "steps",
                  "epochs", "load_time_s", "n_train", "truncated_train", "final_train_loss", "final_val_loss",
                  "encoder_time_s", "cached_examples"]
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def run_record(spec: TrainSpec, device, gpu: GpuClaim | None = None) -> dict:

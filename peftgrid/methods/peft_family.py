@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import CellFailure, ConfigError, MethodError, did_you_mean
+from ..errors import CellFailure, ConfigError, MethodError, did_you_mean, first_line
 from .base import Method, check_keys, make_adamw
 from .peft_fields import RESERVED, peft_config_fields
 
@@ -206,7 +206,7 @@ class PeftMethod(Method):
         try:
             return config_cls(task_type=task_type.peft_task_type, **kwargs)
         except (ValueError, TypeError) as e:
-            raise MethodError(f"methods.{hp['kind']}: {config_cls.__name__} refuses these settings: {_first_line(e)}") from None
+            raise MethodError(f"methods.{hp['kind']}: {config_cls.__name__} refuses these settings: {first_line(e, typed=False)}") from None
 
     def prepare(self, model, hp, task_type, total_steps, new_weights):
         import peft
@@ -218,7 +218,7 @@ class PeftMethod(Method):
         try:
             return peft.get_peft_model(model, config)
         except (ValueError, TypeError, NotImplementedError, AttributeError, RuntimeError) as e:
-            raise MethodError(f"peft cannot apply {hp['kind']} to {type(model).__name__}: {_first_line(e)}") from None
+            raise MethodError(f"peft cannot apply {hp['kind']} to {type(model).__name__}: {first_line(e, typed=False)}") from None
 
     def make_optimizer(self, model, hp):
         """LoRA+ (Hayou et al. 2024): the B matrices learn `loraplus_lr_ratio` times faster than A.
@@ -416,8 +416,3 @@ def norm_layers(model) -> list[str]:
     """The leaf names of a model's normalisation layers (BERT: LayerNorm; GPT-2: ln_1, ln_2, ln_f)."""
     return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
                    if name and "norm" in type(module).__name__.lower()})
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

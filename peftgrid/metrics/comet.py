@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import first_line
 from ..records import read_json, write_json, write_tsv
 
 
@@ -63,8 +64,7 @@ def stage_comet(spec: dict | None, out_dir: Path) -> dict:
             staged["encoder"] = stage_encoder(ckpt)
             staged["checkpoint"] = str(ckpt)
         except Exception as e:  # no network, gated model, missing file: say why, never stop the study
-            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            staged["reason"] = f"COMET model {spec['source']!r} unavailable: {type(e).__name__}: {text}"[:300]
+            staged["reason"] = f"COMET model {spec['source']!r} unavailable: {first_line(e)}"[:300]
     write_json(out_dir / "staged.json", staged)
     return staged
 
@@ -106,11 +106,6 @@ def comet_inputs(lines: list[dict]) -> list[dict]:
     return [{"src": l["source"], "mt": l["hypothesis"], "ref": l["references"][0]} for l in lines]
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
-
-
 class CometScorer:
     """Scores any number of predictions files with one model: the staged checkpoint is loaded
     once, when some file needs scoring (`loads` counts it), and the files are scored in one pass.
@@ -149,7 +144,7 @@ class CometScorer:
                 self.loads += 1
                 print(f"COMET model loaded from {self.staged['checkpoint']} in {time.perf_counter() - t0:.1f} s", flush=True)
             except Exception as e:  # a broken checkpoint, an encoder that is not staged: every file says why
-                self.load_error = f"COMET model could not be loaded: {_first_line(e)}"
+                self.load_error = f"COMET model could not be loaded: {first_line(e)[:200]}"
         return self.model
 
     def _predict(self, data: list[dict]) -> list[float]:
@@ -170,13 +165,13 @@ class CometScorer:
             for k in keys:
                 parts[k], i = flat[i:i + len(pending[k])], i + len(pending[k])
         except Exception as e:  # out of memory on the whole task, one bad line: retry each file alone
-            print(f"COMET: scoring all files at once failed ({_first_line(e)}); scoring them one by one", flush=True)
+            print(f"COMET: scoring all files at once failed ({first_line(e)[:200]}); scoring them one by one", flush=True)
             parts = {}
             for k in keys:
                 try:
                     parts[k] = self._predict(pending[k])
                 except Exception as e1:
-                    errors[k] = f"COMET scoring failed: {_first_line(e1)}"
+                    errors[k] = f"COMET scoring failed: {first_line(e1)[:200]}"
         for k, scores in parts.items():
             self._memo[k] = scores
             self.scored += 1
@@ -194,7 +189,7 @@ class CometScorer:
             if lines is None:
                 row["comet_status"] = "no predictions file (its generation job did not finish)"
             elif isinstance(lines, Exception):  # read_lines failed on this file
-                row["comet_status"] = f"COMET scoring failed: unreadable predictions: {_first_line(lines)}"
+                row["comet_status"] = f"COMET scoring failed: unreadable predictions: {first_line(lines)[:200]}"
             elif not lines:
                 row["comet_status"] = "no predictions (the cell failed)"
             elif self.staged.get("checkpoint") is None:
@@ -203,7 +198,7 @@ class CometScorer:
                 try:
                     data = comet_inputs(lines)
                 except Exception as e:  # a malformed line: this file only
-                    row["comet_status"] = f"COMET scoring failed: {_first_line(e)}"
+                    row["comet_status"] = f"COMET scoring failed: {first_line(e)[:200]}"
                 else:
                     key = self._key(data)
                     cached = None if self.cache_dir is None else self.cache_dir / f"{key}.json"

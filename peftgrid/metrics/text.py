@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import sacrebleu
-from rouge_score import rouge_scorer
 
 WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -37,9 +36,10 @@ def sentences(text: str) -> str:
     return "\n".join(s for s in SENTENCE_END.split(text.strip()) if s)
 
 
-def reference_streams(references: list[list[str]]) -> list[list[str]]:
-    """sacrebleu wants one stream per reference slot; a source with fewer references repeats
-    its first one (a duplicate reference changes neither BLEU nor chrF)."""
+def reference_streams(references) -> list[list[str]]:
+    """Per-example reference lists -> sacrebleu's one stream per reference slot; a source with
+    fewer references repeats its first one (a duplicate reference changes neither BLEU nor chrF).
+    The corpus scores and the report's paired tests (report.significance) both use it."""
     width = max(len(r) for r in references)
     return [[refs[i] if i < len(refs) else refs[0] for refs in references] for i in range(width)]
 
@@ -68,6 +68,8 @@ def generation_metrics(hypotheses: list[str], references: list[list[str]], names
         for row, h, refs in zip(per_sentence, hypotheses, references):
             row["sentence_chrf"] = sacrebleu.sentence_chrf(h, refs).score
     if "rouge" in names:
+        from rouge_score import rouge_scorer  # here: the report's environment reads reference_streams only
+
         keys = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
         scorer = rouge_scorer.RougeScorer(keys, tokenizer=UnicodeTokenizer(stem=(rouge or {}).get("stem", False)))
         totals = dict.fromkeys(keys, 0.0)

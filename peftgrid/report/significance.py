@@ -251,13 +251,6 @@ def _sacrebleu_metric(metric: str, references: list[list[str]] | None = None):
     return cls(references=references)
 
 
-def reference_streams(references: Sequence[Sequence[str]]) -> list[list[str]]:
-    """Per-example reference lists -> sacrebleu's one stream per reference slot (a source with
-    fewer references repeats its first one, as peftgrid.metrics.text does for corpus scores)."""
-    width = max(len(r) for r in references)
-    return [[refs[i] if i < len(refs) else refs[0] for refs in references] for i in range(width)]
-
-
 @contextlib.contextmanager
 def _sacrebleu_seed(seed: int):
     old = os.environ.get("SACREBLEU_SEED")
@@ -274,6 +267,8 @@ def _sacrebleu_seed(seed: int):
 def sacrebleu_stats(hyps: Sequence[str], refs: Sequence[Sequence[str]], metric: str = "bleu") -> np.ndarray:
     """Per-sentence sufficient statistics (N, K) of sacrebleu's corpus BLEU / chrF: resampling
     sentences resamples these, and the corpus score is computed from their sum (`sacrebleu_score_fn`)."""
+    from ..metrics.text import reference_streams
+
     m = _sacrebleu_metric(metric, reference_streams(refs))
     return np.array(m._extract_corpus_statistics(list(hyps), None), dtype="float64")
 
@@ -292,6 +287,8 @@ def sacrebleu_paired(hyps_a: Sequence[str], hyps_b: Sequence[str], refs: Sequenc
     it is refused). Two systems with the same statistics on every sentence get p = 1 (sacrebleu would
     report 1/(n+1))."""
     from sacrebleu.significance import PairedTest
+
+    from ..metrics.text import reference_streams
 
     if not seed:
         raise ValueError("sacrebleu_paired needs a non-zero seed (sacrebleu reads 0 as 'no seed')")
