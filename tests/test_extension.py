@@ -5,6 +5,7 @@ check, train, evaluate, summary, report — with no edit under peftgrid/. Snakem
 in their own processes, so each imports the plugin itself (PYTHONPATH names tests/plugins)."""
 import csv
 import json
+import os
 import random
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def study(model_dir, data_dir) -> dict:
         "datasets": {"pairs": {"format": "csv", "splits": splits}},
         "tasks": {"sts": {"type": "sentence_pair_regression", "model": "tiny", "dataset": "pairs",
                           "columns": {"text": "text", "text_pair": "text_pair", "label": "label"},
-                          "metrics": ["abs_error", "pearson", "spearman"], "eval": {"test": {"split": "test"}}}},
+                          "metrics": ["abs_error", "pearson", "spearman", "teacher_gap"], "eval": {"test": {"split": "test"}}}},
         "training": {"epochs": 2, "batch_size": 16, "log_every_steps": 5},
         "methods": {"full": {"lr": 2.0e-3}, "lora": {"lr": 1.0e-2, "r": 4, "alpha": 8}},
         "experiments": [{"tasks": ["sts"], "methods": ["none", "full", "lora"], "seeds": [1]}],
@@ -82,6 +83,12 @@ def read_tsv(path) -> list[dict]:
         return list(csv.DictReader(fh, delimiter="\t"))
 
 
+def in_plugin_process(code: str, stdin: str = "") -> subprocess.CompletedProcess:
+    """Run `code` where the plugin imports (its registrations stay out of this test process)."""
+    return subprocess.run([sys.executable, "-c", code], input=stdin, capture_output=True, text=True, cwd=REPO,
+                          timeout=300, env={**os.environ, "PYTHONPATH": f"{PLUGIN_DIR}:{REPO}"}, check=True)
+
+
 def markdown_table(text: str, heading: str) -> list[dict]:
     """The rows of the first markdown table after the line starting with `heading`."""
     lines = text[text.index(heading):].splitlines()[1:]
@@ -105,6 +112,14 @@ def test_a_plugin_task_type_and_metric_run_end_to_end(finished_study):
     assert len(lines) == 60
     assert all(abs(x["abs_error"] - abs(x["prediction"] - x["label"])) < 1e-3 for x in lines)
     assert float(summary["full"]["abs_error"]) == pytest.approx(sum(x["abs_error"] for x in lines) / 60, abs=1e-3)
+    # the model-based metric: scored in the job by the plugin's encoder, from the lines' inputs
+    teacher = json.loads(in_plugin_process(
+        "import json, sys; from pair_regression import teacher_similarity\n"
+        "print(json.dumps(teacher_similarity([tuple(p) for p in json.load(sys.stdin)])))",
+        json.dumps([(x["text"], x["text_pair"]) for x in lines])).stdout)
+    assert [x["teacher_gap"] for x in lines] == pytest.approx([abs(x["prediction"] - t) for x, t in zip(lines, teacher)],
+                                                              abs=1e-3)
+    assert float(summary["full"]["teacher_gap"]) == pytest.approx(sum(x["teacher_gap"] for x in lines) / 60, abs=1e-3)
     # training fits the float labels (a regression loss): the untrained head is far off them
     for method in ("full", "lora"):
         assert float(summary[method]["abs_error"]) < float(summary["none"]["abs_error"]) - 0.1, summary
@@ -127,13 +142,12 @@ def test_the_significance_tests_use_the_plugin_metrics_direction(finished_study)
         assert comp[method]["better_than_none"] == "True"
 
 
-def test_a_missing_plugin_is_one_config_error_naming_it(tmp_path):
-    write_config(tmp_path / "config.yaml", {"plugins": ["pair_regression", "no_such_plugin_module"],
-                                            "models": {}, "datasets": {}, "tasks": {}, "experiments": []})
-    proc = subprocess.run([sys.executable, "-c", "import sys, yaml; from peftgrid.plan import validate_config\n"
-                           "from peftgrid.errors import ConfigError\n"
-                           "try: validate_config(yaml.safe_load(open(sys.argv[1])))\n"
-                           "except ConfigError as e: print('config error:', e)", str(tmp_path / "config.yaml")],
-                          capture_output=True, text=True, cwd=REPO, timeout=120,
-                          env={"PYTHONPATH": f"{PLUGIN_DIR}:{REPO}", "PATH": "/usr/bin:/bin"})
-    assert proc.stdout.startswith("config error: plugins[1]: cannot import 'no_such_plugin_module'"), proc.stdout + proc.stderr
+def test_a_missing_plugin_is_one_config_error_naming_it(tmp_path, plugin_env):
+    config = study(tmp_path, tmp_path)
+    config["plugins"].append("no_such_plugin_module")
+    write_config(tmp_path / "config.yaml", config)
+    proc = run_snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "config error" in line]
+    assert errors == ["config error: plugins[1]: cannot import 'no_such_plugin_module' (No module named "
+                      "'no_such_plugin_module'); put its folder on PYTHONPATH or install it"], proc.stderr[-2000:]

