@@ -6,7 +6,6 @@ import io
 import json
 import os
 import platform
-import shutil
 import subprocess
 import tempfile
 from importlib import metadata
@@ -54,14 +53,6 @@ def write_tsv(path: str | Path, rows: list[dict], columns: list[str] | None = No
 def read_tsv(path: str | Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh, delimiter="\t"))
-
-
-def atomic_replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
-    """Move a fully written folder into place, replacing an older one."""
-    final_dir = Path(final_dir)
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    os.replace(tmp_dir, final_dir)
 
 
 def package_versions() -> dict[str, str | None]:

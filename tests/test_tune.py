@@ -11,7 +11,7 @@ from conftest import run_snakemake, shared, write_config
 from peftgrid.errors import ConfigError
 from peftgrid.jobs.select import select
 from peftgrid.plan import (auto_lr_grid, build_run_table, build_tune_groups, choose_best, read_selection,
-                           reported_cells, stage_one_cells, validate_config)
+                           reported_cells, validate_config)
 from peftgrid.plan.tune import AUTO_LR_FACTORS, SELECTION_SEED
 
 EMOTION = {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"],
@@ -63,7 +63,7 @@ def test_lr_auto_plans_the_grid_at_the_selection_seed_and_the_winner_at_the_repo
     cola = next(g for g in groups if g.key == ("cola", "full", "default"))
     assert (cola.on, cola.split) == ("selection", "selection")
     # first stage: 5 grid points x 4 groups at the selection seed only
-    first = stage_one_cells(cells, groups)
+    first = [c for c in cells if c.tuned and c.selecting]
     assert len(first) == 20 and {c.seed for c in first} == {1000} and all(c.selecting for c in first)
     assert {c.dir for c in first if c.task == "emotion" and c.method == "lora"} == {
         f"results/runs/emotion/lora/lr={v:g}/seed1000" for v in auto_lr_grid(lr)}

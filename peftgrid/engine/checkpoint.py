@@ -128,9 +128,6 @@ class Checkpointer:
             for key, values in state["rankallocator"].items():
                 getattr(adalora, key).update({k: v.to(next(model.parameters()).device) for k, v in values.items()})
 
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
     def after_step(self, step: int) -> None:
         if self.fault and step == self.fault[1]:
             os.kill(os.getpid(), signal.SIGKILL if self.fault[0] == "kill" else signal.SIGTERM)

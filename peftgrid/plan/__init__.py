@@ -1,7 +1,7 @@
 """The planning layer: config validation, the run table, the run-directory pattern and the
 typed job specs. Imports no torch: the Snakefile and every rule import only this layer."""
 from .config import canonical, load_schema, training_defaults, training_keys, validate_config
-from .runs import RUN_DIR, Cell, build_run_table, build_tune_groups, reported_cells, stage_one_cells, variant_name
+from .runs import RUN_DIR, Cell, build_run_table, build_tune_groups, reported_cells, variant_name
 from .tune import TuneGroup, auto_lr_grid, choose_best, read_selection
 
 
@@ -17,5 +17,5 @@ def plan_study(raw: dict, base_dir=".") -> tuple[dict, list[Cell]]:
     return config, build_run_table(config)
 
 __all__ = ["canonical", "load_schema", "training_defaults", "training_keys", "validate_config", "RUN_DIR", "Cell",
-           "build_run_table", "variant_name", "plan_study", "build_tune_groups", "reported_cells", "stage_one_cells",
+           "build_run_table", "variant_name", "plan_study", "build_tune_groups", "reported_cells",
            "TuneGroup", "auto_lr_grid", "choose_best", "read_selection"]

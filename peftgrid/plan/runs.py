@@ -224,12 +224,6 @@ def _choice(config: dict, task: str, method: str, select: dict, variants: list[s
                   higher, default)
 
 
-def stage_one_cells(cells: list[Cell], groups: list[TuneGroup]) -> list[Cell]:
-    """The grid: every tuned grid point at its group's selection seed."""
-    by_key = {c.key: c for c in cells}
-    return [by_key[(g.task, g.method, v, g.seed)] for g in groups for v in g.candidates]
-
-
 def reported_cells(cells: list[Cell], groups: list[TuneGroup], winners: dict[tuple, tuple[str, int]]) -> list[Cell]:
     """What the tables report: every untuned cell at a reported seed (never one at a selection
     seed), and each group's winner on all its reported seeds (`winners`: group key -> (variant,
