@@ -17,7 +17,6 @@ import math
 import random
 import time
 
-import numpy as np
 import torch
 
 from ..errors import CellFailure, Preempted
@@ -28,14 +27,6 @@ from .device import PhaseMeter, autocast, paged_state_mb
 
 class NonFiniteLoss(CellFailure):
     """The loss became NaN or infinite (a recorded cell failure)."""
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
 
 
 def optimizer_name(optimizer) -> str:

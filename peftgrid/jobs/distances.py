@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..engine.loop import set_seed
+from transformers import set_seed
+
 from ..methods import method_of
 from ..plan.specs import TrainSpec
 from ..report.distances import tensor_distances

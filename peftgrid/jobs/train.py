@@ -14,13 +14,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from transformers import set_seed  # random, numpy, torch and every accelerator's generator
 
 from ..columns import ROW_STATUS, TRAIN_COSTS
 from ..engine.checkpoint import Checkpointer
 from ..engine.device import (PhaseMeter, attention_implementation, mark_memory_baseline, pick_device, precision_name,
                               resolve_dtype)
 from ..engine.gpus import GpuClaim
-from ..engine.loop import set_seed, train_loop
+from ..engine.loop import train_loop
 from ..errors import CellFailure, first_line
 from ..methods import method_of
 from ..plan.specs import TrainSpec

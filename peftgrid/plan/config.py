@@ -130,7 +130,11 @@ def _exponent_message(err: jsonschema.ValidationError) -> str:
 
 
 def _fill_defaults(instance: dict, schema: dict) -> None:
-    """Fill `default`s of object properties, recursively, like snakemake.utils.validate."""
+    """Fill `default`s of object properties, recursively: jsonschema's documented recipe (its FAQ),
+    which snakemake.utils.validate(set_default=True) also uses, with two differences that keep it
+    here: it skips an object left null (snakemake 9.27 calls setdefault on `tracking: null` and
+    fails with AttributeError) and copies each default (snakemake's are one object shared by every
+    key it fills). It also keeps our schema's draft 7 (snakemake validates with draft 2020-12)."""
     validator_cls = jsonschema.Draft7Validator
     set_defaults = validator_cls.VALIDATORS["properties"]
 
