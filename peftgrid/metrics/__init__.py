@@ -45,9 +45,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 
 # name -> the function computing a registered metric (plugins; the built-ins' live beside this file)
 COMPUTE: dict = {}
+CHECKS: dict = {}  # name -> check(settings, base_dir) of its config entry, run when the workflow is parsed
 
 
-def register(metric: Metric, compute) -> Metric:
+def register(metric: Metric, compute, check=None) -> Metric:
     """Add a metric computed in the evaluation job (from a plugin module: see peftgrid.plugins).
     `compute(**data)` gets what the task type's evaluation gives its kind of metric — text:
     `hypotheses`, `references`; label and other kinds: `gold`, `pred` (ids, or a regression
@@ -56,13 +57,24 @@ def register(metric: Metric, compute) -> Metric:
     number, or a dict by column for a metric with several `columns`. Per-example scores are kept in
     predictions.jsonl under `metric.per_example` (set it to keep them: the paired significance
     tests use them); without them the report re-scores runs from each line's `label` and
-    `prediction`. Its direction and scale are the Metric's."""
+    `prediction`. Its direction and scale are the Metric's. `check(settings, base_dir)`, if given,
+    checks the config's entry of the metric's name (its local model, ...) before any job runs, raising
+    ConfigError."""
     known = METRICS.get(metric.name)
     if known is not None and known != metric:
         raise ValueError(f"metric {metric.name!r} is already registered, differently")
     METRICS[metric.name] = metric
     COMPUTE[metric.name] = compute
+    if check is not None:
+        CHECKS[metric.name] = check
     return metric
+
+
+def check_settings(config: dict, base_dir) -> None:
+    """Each check of a metric some task asks for, on its config entry (plan.paths, at parse time)."""
+    asked = {m for t in config["tasks"].values() for m in t["metrics"]}
+    for name in sorted(asked & set(CHECKS)):
+        CHECKS[name](config.get(name), base_dir)
 
 
 def main_column(name: str) -> str:
@@ -169,5 +181,11 @@ def _bertscore(**data):
     return bertscore(**data)
 
 
+def _bertscore_encoder(settings: dict, base_dir) -> None:
+    from .bertscore import local_encoder
+
+    local_encoder(settings, base_dir)
+
+
 # a built-in registered the way a plugin's metric is (model-based, scored in the evaluation job)
-register(Metric("bertscore", "text", per_example="bertscore"), compute=_bertscore)
+register(Metric("bertscore", "text", per_example="bertscore"), compute=_bertscore, check=_bertscore_encoder)

@@ -12,6 +12,27 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def local_encoder(settings: dict, base_dir: Path) -> Path:
+    """The encoder's folder, checked (at parse time too: plan.paths): local, and deep enough for
+    the layer asked. A relative folder starts at the working directory, as models.<m>.source does."""
+    import json
+
+    from ..errors import ConfigError, ModelError
+    from ..staging.models import resolve_local_source
+
+    try:
+        path = resolve_local_source(settings["model"], base_dir)
+    except ModelError as e:
+        raise ConfigError(f"bertscore.model: {e}") from None
+    if path is None or not (path / "config.json").is_file():
+        raise ConfigError(f"bertscore.model: {settings['model']}: expected a local model folder (config.json) or "
+                          f"package:<module>/<folder>; BERTScore runs offline, never from the hub")
+    layers = json.loads((path / "config.json").read_text()).get("num_hidden_layers")
+    if layers is not None and settings["layer"] > layers:
+        raise ConfigError(f"bertscore.layer: {settings['layer']}, but {settings['model']} has {layers} layers")
+    return path
+
+
 def bertscore(hypotheses: list[str], references: list[list[str]], metric_settings: dict, **_):
     """(F1 mean with the model and layer it used, per-example F1). `metric_settings["bertscore"]`:
     the config's `bertscore:` (model, layer, batch_size; defaults in the config schema)."""
@@ -21,16 +42,8 @@ def bertscore(hypotheses: list[str], references: list[list[str]], metric_setting
     from bert_score import BERTScorer
 
     from ..engine.device import pick_device
-    from ..errors import ConfigError, ModelError
-    from ..staging.models import resolve_local_source
 
-    try:  # a relative folder starts at the working directory, as models.<m>.source does
-        path = resolve_local_source(settings["model"], Path("."))
-    except ModelError as e:
-        raise ConfigError(f"bertscore.model: {e}") from None
-    if path is None or not path.is_dir():
-        raise ConfigError(f"bertscore.model: {settings['model']}: expected a local model folder or "
-                          f"package:<module>/<folder> (BERTScore runs offline)")
+    path = local_encoder(settings, Path("."))
     scorer = BERTScorer(model_type=str(path), num_layers=settings["layer"], batch_size=settings["batch_size"],
                         device=str(pick_device()))
     # empty hypotheses or references would make bert-score warn and score them 0 anyway; keep them explicit

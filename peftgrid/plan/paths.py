@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, ModelError, did_you_mean
+from ..metrics import check_settings
 from ..staged import check_columns, subsample
 from ..staging.datasets import declared_splits, is_url, local_path, read_local_splits, source_files
 from ..staging.models import check_model_folder, resolve_local_source
@@ -55,6 +56,7 @@ def check_local_paths(config: dict, base_dir: str | Path = ".") -> None:
         except (ImportError, ValueError) as e:  # find_spec imports the parent package of a dotted name
             raise ConfigError(f"models.{name}.source: {source}: the package cannot be imported "
                               f"({type(e).__name__}: {e}); write package:<installed module>/<folder>") from None
+    check_settings(config, base_dir)  # e.g. bertscore's local encoder
     comet = config.get("comet")
     if comet and str(comet["source"]).startswith((".", "/", "~")) and not Path(os.path.expanduser(comet["source"])).exists():
         raise ConfigError(f"comet.source: {comet['source']}: no such file or directory")
