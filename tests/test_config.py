@@ -164,9 +164,16 @@ def test_validation_during_training_reads_as_many_rows_as_its_eval_set():
     cell = next(x for x in build_run_table(c) if x.method == "full")
     assert train_spec(c, cell).task["validation"]["max_examples"] == 7
     # an unreported selection split takes its limit by split name
-    c = validate_config(cfg(tasks__emotion__validation={"split": "train"},
-                            tasks__emotion__max_examples={"train": 50}))
-    assert c["tasks"]["emotion"]["selection"]["max_examples"] == 50
+    c = validate_config(cfg(tasks__emotion__validation={"split": "validation"},
+                            tasks__emotion__max_examples={"train": 50, "validation": 12}))
+    assert c["tasks"]["emotion"]["selection"]["max_examples"] == 12
+
+
+def test_a_selection_split_that_is_the_training_split_is_refused():
+    """Choosing a variant on the data it trained on rewards fitting it (a newcomer's config: accepted
+    by the config and the data check before)."""
+    with pytest.raises(ConfigError, match=r"tasks\.emotion\.validation: reads emo's split 'train', the training split"):
+        validate_config(cfg(tasks__emotion__validation={"split": "train"}))
 
 
 def test_methods_section_is_optional_and_presets_resolve_with_their_defaults():

@@ -195,11 +195,13 @@ def test_real_splits_pass_and_their_chance_repeats_are_recorded(tmp_path):
     dirs = {"emotion": staged(tmp_path, "emotion", FILES)}
     summary = check(tmp_path, study({"max_examples": {"validation": 40}}), dirs)
     shared_inputs = summary["shared_inputs"]
-    # measured on dair-ai/emotion: 11 test texts also occur in train, 3 in validation
+    # measured on dair-ai/emotion: 11 test texts also occur in train, 3 in validation; 5 validation texts in train
     assert shared_inputs == {
         "the training split (dataset 'emotion', split 'train') | reported eval set 'test' (dataset 'emotion', split 'test')": 11,
         "the selection set (tasks.emotion.validation) (dataset 'emotion', split 'validation') | reported eval set 'test' "
-        "(dataset 'emotion', split 'test')": 3}
+        "(dataset 'emotion', split 'test')": 3,
+        "the selection set (tasks.emotion.validation) (dataset 'emotion', split 'validation') | the training split "
+        "(dataset 'emotion', split 'train')": 5}
     assert max(shared_inputs.values()) < LEAK_SHARE * 2000
     assert json.loads((tmp_path / "check.json").read_text())["examples"]["selection"] == 40
 
@@ -227,6 +229,19 @@ def test_a_selection_split_carved_from_a_reported_file_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"^tasks\.emotion: the selection set \(tasks\.emotion\.validation\) \(dataset "
                                         r"'carved', split 'validation'\) and reported eval set 'test' \(dataset 'emotion', "
                                         r"split 'test'\) share 400 of 400 inputs \(100%"):
+        check(tmp_path, raw, dirs)
+
+
+def test_a_selection_set_holding_the_training_data_is_refused(tmp_path):
+    """The training file declared again as the selection set (under another dataset name, so the
+    parse-time name check cannot see it): choices would reward fitting the training data."""
+    dirs = {"emotion": staged(tmp_path, "emotion", {"train": "train.txt", "test": "test.txt"}),
+            "emo_again": staged(tmp_path, "emo_again", {"validation": "train.txt"})}
+    raw = study({"validation": {"dataset": "emo_again", "split": "validation"}})
+    raw["datasets"]["emo_again"] = {**EMOTION, "splits": {"validation": "train.txt"}}
+    with pytest.raises(DataError, match=r"^tasks\.emotion: the selection set \(tasks\.emotion\.validation\) \(dataset "
+                                        r"'emo_again', split 'validation'\) and the training split \(dataset 'emotion', "
+                                        r"split 'train'\) are the same file"):
         check(tmp_path, raw, dirs)
 
 

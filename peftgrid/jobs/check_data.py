@@ -70,7 +70,8 @@ def _described(what: str, dataset: str, split: str) -> str:
 
 def check_leakage(name: str, task: dict, data_dirs: dict[str, Path]) -> dict[str, int]:
     """Refuse (DataError naming both sets) when training or the unreported selection set has the
-    content of a reported eval set: the same staged file, or more than LEAK_SHARE of the smaller
+    content of a reported eval set, or the selection set has the training data's (choices would
+    reward fitting the training data): the same staged file, or more than LEAK_SHARE of the smaller
     set's inputs. Returns the number of shared inputs per compared pair, for the record."""
     reported = [(_described(f"reported eval set {e!r}", ev["dataset"], ev["split"]), ev["dataset"], ev["split"])
                 for e, ev in task["eval"].items()]
@@ -90,21 +91,23 @@ def check_leakage(name: str, task: dict, data_dirs: dict[str, Path]) -> dict[str
                                                        .encode()).digest() for r in rows]
         return inputs[(dataset, split)]
 
+    pairs = [(s, t) for s in sources for t in reported]
+    if len(sources) > 1:  # the selection set against the training data
+        pairs.append((sources[1], sources[0]))
     shared = {}
-    for source, sd, ss in sources:
-        for target, td, ts in reported:
-            fix = f"{source} and {target}"
-            if _file_sha256(data_dirs[sd], ss) == _file_sha256(data_dirs[td], ts):
-                raise DataError(f"tasks.{name}: {fix} are the same file (sha256 of the staged splits): a score on it "
-                                f"is not a held-out result; point one of them at other data")
-            a, b = hashes(sd, ss), hashes(td, ts)
-            small, large = (a, set(b)) if len(a) <= len(b) else (b, set(a))
-            count = sum(h in large for h in small)
-            shared[f"{source} | {target}"] = count
-            if count > LEAK_SHARE * len(small):
-                raise DataError(f"tasks.{name}: {fix} share {count} of {len(small)} inputs ({count / len(small):.0%}; "
-                                f"chance repeats stay under {LEAK_SHARE:.0%}): a score on it is not a held-out result; "
-                                f"point one of them at data the other does not contain")
+    for (source, sd, ss), (target, td, ts) in pairs:
+        fix = f"{source} and {target}"
+        if _file_sha256(data_dirs[sd], ss) == _file_sha256(data_dirs[td], ts):
+            raise DataError(f"tasks.{name}: {fix} are the same file (sha256 of the staged splits): a score on it "
+                            f"is not a held-out result; point one of them at other data")
+        a, b = hashes(sd, ss), hashes(td, ts)
+        small, large = (a, set(b)) if len(a) <= len(b) else (b, set(a))
+        count = sum(h in large for h in small)
+        shared[f"{source} | {target}"] = count
+        if count > LEAK_SHARE * len(small):
+            raise DataError(f"tasks.{name}: {fix} share {count} of {len(small)} inputs ({count / len(small):.0%}; "
+                            f"chance repeats stay under {LEAK_SHARE:.0%}): a score on it is not a held-out result; "
+                            f"point one of them at data the other does not contain")
     return shared
 
 

@@ -164,6 +164,7 @@ def validate_config(raw: dict) -> dict:
     errors = list(jsonschema.Draft7Validator(schema).iter_errors(config))
     if errors:
         raise ConfigError(_schema_error_line(jsonschema.exceptions.best_match(errors)))
+    _refuse_unsaid_header(config["datasets"])  # before the default header: true hides that it was not said
     _fill_defaults(config, schema)
     config["training"] = {**training_defaults(), **config.get("training", {})}
     _check_datasets(config["datasets"])
@@ -338,6 +339,16 @@ def _check_datasets(datasets: dict) -> None:
 DELIMITED_ONLY = ("sep", "quoting", "column_names")
 
 
+def _refuse_unsaid_header(datasets: dict) -> None:
+    """`column_names` without `header`: the user may mean "the file has no header row" (header: false)
+    or "rename its header" (header: true); the default would silently drop a data row as a header."""
+    for name, ds in datasets.items():
+        if isinstance(ds, dict) and "column_names" in ds and "header" not in ds:
+            raise ConfigError(f"datasets.{name}.header: column_names is given but header is not: write header: false "
+                              f"(the file has no header row; column_names name its columns) or header: true (its "
+                              f"first row is a header, renamed by column_names)")
+
+
 def _check_reader_keys(where: str, ds: dict) -> None:
     """The reader settings: each one used by the format, a separator Python's csv reader can split on,
     an encoding Python can decode text with."""
@@ -403,6 +414,11 @@ def _check_task(where: str, task: dict, config: dict) -> None:
         if validation["dataset"] not in datasets:
             raise ConfigError(f"{where}.validation.dataset: unknown dataset {validation['dataset']!r}"
                               f"{did_you_mean(validation['dataset'], datasets)}")
+        if (validation["dataset"], validation["split"]) == (task["dataset"], task["train_split"]):
+            raise ConfigError(f"{where}.validation: reads {validation['dataset']}'s split {validation['split']!r}, the "
+                              f"training split: choosing on training data rewards fitting it; carve a selection "
+                              f"split instead: datasets.{validation['dataset']}.split_ratio: {{train: 0.9, selection: "
+                              f"0.1}} and validation: {{split: selection}}")
     elif validation is not None and validation not in task["eval"]:
         raise ConfigError(f"{where}.validation: {validation!r} is not an eval set of this task "
                           f"(eval sets: {', '.join(task['eval'])}); for a split that is not reported write "
