@@ -32,6 +32,11 @@ PROMPT_LEARNING = {"PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "MULTITASK_PROM
 # shifted past them (measured: "Expected input batch_size (24) to match target (14)")
 INPUT_PROMPTS = {"PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING", "CPT"}
 
+# names from papers and other libraries that difflib cannot match to peft's field (rank -> r)
+NAMES_USERS_WRITE = {"rank": "r", "lora_r": "r", "lora_rank": "r", "scaling": "alpha", "lora_scaling": "alpha",
+                     "modules": "target_modules", "target_layers": "target_modules", "n_virtual_tokens": "num_virtual_tokens",
+                     "virtual_tokens": "num_virtual_tokens"}
+
 LORA = {"peft_type": "LORA", "r": 8, "alpha": 16, "dropout": 0.1, "target_modules": "auto"}
 
 
@@ -128,7 +133,10 @@ class PeftMethod(Method):
             if key in RESERVED - {"peft_type"}:
                 raise ConfigError(f"{where}.{key}: set by peftgrid from the task and the method; leave it out")
             if key not in allowed:
-                raise ConfigError(f"{where}.{key}: {cls} has no field {key!r}{did_you_mean(key, allowed - {'peft_type'})}")
+                meant = NAMES_USERS_WRITE.get(key)
+                hint = (f" — did you mean {meant!r}?" if meant in allowed
+                        else did_you_mean(key, allowed - {"peft_type"}))
+                raise ConfigError(f"{where}.{key}: {cls} has no field {key!r}{hint}")
         for key in ("r", "init_r", "target_r", "num_virtual_tokens"):
             value = settings.get(key)
             # OFT's r may be 0 (its block size then sets the rank); every other rank is at least 1

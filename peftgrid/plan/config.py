@@ -387,7 +387,9 @@ def _check_task(where: str, task: dict, config: dict) -> None:
     if task["dataset"] not in datasets:
         raise ConfigError(f"{where}.dataset: unknown dataset {task['dataset']!r}{did_you_mean(task['dataset'], datasets)}")
     if task["type"] not in TASK_TYPES:
-        raise ConfigError(f"{where}.type: unknown task type {task['type']!r}{did_you_mean(task['type'], TASK_TYPES)}")
+        close = did_you_mean(task["type"], TASK_TYPES)
+        every = "" if "known:" in close else f" (task types: {', '.join(sorted(TASK_TYPES))})"
+        raise ConfigError(f"{where}.type: unknown task type {task['type']!r}{close}{every}")
     ttype = task_type(task["type"])
     if datasets[task["dataset"]].get("format") == "conllu":
         _conllu_columns(where, task)

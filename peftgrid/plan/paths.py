@@ -41,8 +41,9 @@ def check_local_paths(config: dict, base_dir: str | Path = ".") -> None:
             if not full.is_file():
                 key = f"datasets.{name}.splits.{split}" + (f".{lang}" if lang else "")
                 what = "a folder, not a file" if full.is_dir() else "no such file"
-                raise ConfigError(f"{key}: {path}: {what} (relative paths start at the working directory "
-                                  f"{base_dir.resolve()})")
+                where = (f"{path} is {full}" if str(path).startswith("~")
+                         else f"relative paths start at the working directory {base_dir.resolve()}")
+                raise ConfigError(f"{key}: {path}: {what} ({where})")
     for name, model in config["models"].items():
         source = model["source"]
         try:
