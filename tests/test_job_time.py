@@ -29,7 +29,7 @@ def test_process_age_counts_from_the_start_of_the_interpreter():
 def fake_job(tmp_path, rule="train"):
     log = tmp_path / "logs" / rule / "job.log"
     log.parent.mkdir(parents=True)
-    return SimpleNamespace(log=[str(log)], rule=rule), log
+    return SimpleNamespace(log=[str(log)], rule=rule, params=SimpleNamespace()), log  # as Snakemake passes it
 
 
 def test_the_log_ends_with_wall_time_split_into_timed_work_and_overhead(tmp_path, monkeypatch):
