@@ -99,40 +99,56 @@ def test_sacrebleu_identical_and_clearly_better():
 # ---------------------------------------------------------------------- all pairs: the two tests
 
 
-def test_runs_test_is_max_t_over_all_pairs_worked_by_hand():
-    """One seed: the example bootstrap (shared indices), each pair studentised by its bootstrap SE,
-    p from the max over ALL pairs (so the choice of the best is covered); a per-pair p (no max)
-    or an unstudentised max would give other numbers."""
+def test_runs_test_is_a_within_example_permutation_max_over_all_pairs_worked_by_hand():
+    """One seed: on each resample the systems' values are shuffled among the systems on each example
+    (one permutation per example), and p comes from the largest |difference| over ALL pairs (so the
+    choice of the best is covered); a per-pair p (no max), or resampling examples (the old
+    bootstrap, 6.7% false positives at 100 examples), would give other numbers. (Replaces the
+    bootstrap max-T worked example: that procedure is gone.)"""
     rng = np.random.default_rng(7)
     systems = {k: (rng.random((1, 40)) < acc).astype(float) for k, acc in (("a", .85), ("b", .7), ("c", .6))}
     pw = sig.compare(systems, n=300, seed=11)
-    assert pw.unit == "runs" and pw.seeds == [1, 1, 1] and pw.examples == 40
-    idx = np.random.default_rng(11).integers(0, 40, (300, 40))
-    boot = np.column_stack([systems[k][0][idx].mean(axis=1) for k in "abc"])
+    assert pw.unit == "runs" and pw.units == ["runs"] * 3 and pw.seeds == [1, 1, 1] and pw.examples == 40
+    x = np.stack([systems[k][0] for k in "abc"])  # (K, N)
+    perm_rng = np.random.default_rng([11, 1])
+    max_d = []
+    for start in range(0, 300, 100):
+        for keys in perm_rng.random((100, 40, 3)):
+            shuffled = np.array([[x[np.argsort(keys[i])[j], i] for i in range(40)] for j in range(3)])
+            means = shuffled.mean(axis=1)
+            max_d.append(means.max() - means.min())
+    max_d = np.array(max_d)
+    c = np.sort(max_d)[::-1][14]  # p < .05 with n = 300: at most 14 maxima at or above |d|
     obs = np.array([systems[k].mean() for k in "abc"])
-    pairs = [(0, 1), (0, 2), (1, 2)]
-    se = {(i, j): np.std(boot[:, i] - boot[:, j]) for i, j in pairs}
-    max_t = np.max([np.abs(boot[:, i] - boot[:, j] - (obs[i] - obs[j])) / se[i, j] for i, j in pairs], axis=0)
-    c = np.quantile(max_t, 0.95)
-    for i, j in pairs:
+    for i, j in [(0, 1), (0, 2), (1, 2)]:
         d = obs[i] - obs[j]
         assert pw.diff[i, j] == pytest.approx(d) and pw.diff[j, i] == pytest.approx(-d)
-        assert pw.p[i, j] == pytest.approx((1 + (max_t >= abs(d) / se[i, j]).sum()) / 301) == pw.p[j, i]
-        assert pw.diff_ci[i, j] == pytest.approx([d - c * se[i, j], d + c * se[i, j]])
-        assert pw.significant[i, j] == (pw.p[i, j] < 0.05)
-    assert pw.score_ci[0] == pytest.approx(np.percentile(boot[:, 0], [2.5, 97.5]))
+        assert pw.p[i, j] == pytest.approx((1 + (max_d >= abs(d) - 1e-12).sum()) / 301) == pw.p[j, i]
+        assert pw.diff_ci[i, j] == pytest.approx([d - c, d + c])
+        assert pw.significant[i, j] == (pw.p[i, j] < 0.05) == (abs(d) > c)
+    idx = np.random.default_rng(11).integers(0, 40, (300, 40))
+    assert pw.score_ci[0] == pytest.approx(np.percentile(x[0][idx].mean(axis=1), [2.5, 97.5]))
     # two systems alone: the same pair's p is smaller (a family of one pair)
     alone = sig.compare({"a": systems["a"], "c": systems["c"]}, n=300, seed=11)
     assert alone.p[0, 1] < pw.p[0, 2]
 
 
+def test_runs_test_is_exact_for_two_systems():
+    """Two systems, one seed: the permutation p is the exact sign-flip p of the paired differences
+    (here 6 of 16 flips of 4 discordant examples reach |d|), up to Monte Carlo error."""
+    a = np.array([[1, 1, 1, 1, 0, 1, 1, 0, 1, 1.0]])
+    b = np.array([[0, 0, 0, 1, 0, 1, 1, 0, 1, 0.0]])  # a right and b wrong on 4 examples, never the reverse
+    pw = sig.compare({"a": a, "b": b}, n=4000, seed=0)
+    assert pw.p[0, 1] == pytest.approx(2 / 16, abs=0.015)  # all 4 flipped or none: |d| = 0.4
+
+
 def test_identical_and_dominating_systems():
-    a = np.ones((1, 5))
-    b = np.zeros((1, 5))
-    pw = sig.compare({"a": a, "b": b}, n=200, seed=3)
-    # a is right wherever b is wrong, on every resample: the difference never moves; only the +1 is left
-    assert pw.diff[0, 1] == 1.0 and pw.p[0, 1] == pytest.approx(1 / 201) and pw.significant[0, 1]
-    assert pw.diff_ci[0, 1] == pytest.approx([1.0, 1.0])
+    # a right wherever b is wrong: significant only once the exact sign-flip p 2 / 2^N is below 5%
+    # (5 examples: 2/32 = 6%, not significant; the old bootstrap called it significant at 1/201)
+    five = sig.compare({"a": np.ones((1, 5)), "b": np.zeros((1, 5))}, n=2000, seed=3)
+    assert five.diff[0, 1] == 1.0 and five.p[0, 1] == pytest.approx(2 / 32, abs=0.015) and not five.significant[0, 1]
+    ten = sig.compare({"a": np.ones((1, 10)), "b": np.zeros((1, 10))}, n=2000, seed=3)
+    assert ten.p[0, 1] < 0.01 and ten.significant[0, 1] and ten.diff_ci[0, 1, 0] > 0
     rng = np.random.default_rng(0)
     x = rng.integers(0, 2, (1, 300)).astype(float)
     same = sig.compare({"x": x, "y": x.copy(), "z": x.copy()}, n=500, seed=0)
@@ -154,10 +170,11 @@ def test_methods_test_is_tukey_kramer_on_seed_scores_worked_by_hand():
     assert pw.unit == "methods" and "Tukey" in pw.test and pw.seeds == [3, 3, 3]
     ss = sum(((np.array(v) - np.mean(v)) ** 2).sum() for v in runs.values())
     pooled = ss / 6  # df = 3 x (3 - 1)
-    se = np.sqrt(pooled * 2 / 3)
     q95 = studentized_range.ppf(0.95, 3, 6)
     for (i, a), (j, b) in [((0, "a"), (1, "b")), ((0, "a"), (2, "c")), ((1, "b"), (2, "c"))]:
         d = np.mean(runs[a]) - np.mean(runs[b])
+        # the pooled variance, or the pair's own when larger (b's seeds spread more than the others')
+        se = np.sqrt(max(pooled * 2 / 3, (np.var(runs[a], ddof=1) + np.var(runs[b], ddof=1)) / 3))
         assert pw.p[i, j] == pytest.approx(studentized_range.sf(abs(d) / se * np.sqrt(2), 3, 6), rel=1e-6)
         assert pw.diff_ci[i, j] == pytest.approx([d - q95 / np.sqrt(2) * se, d + q95 / np.sqrt(2) * se])
         assert pw.significant[i, j] == (pw.p[i, j] < 0.05)
@@ -179,12 +196,34 @@ def test_methods_test_keeps_the_eval_sets_own_noise():
     assert pw.diff_ci[0, 1, 0] < 0 < pw.diff_ci[0, 1, 1]
 
 
-def test_one_single_seed_system_makes_it_runs():
-    rng = np.random.default_rng(3)
-    a = (rng.random((3, 100)) < 0.8).astype(float)
-    b = (rng.random((1, 100)) < 0.6).astype(float)
-    pw = sig.compare({"a": a, "b": b}, n=100, seed=0)
-    assert pw.unit == "runs" and pw.seeds == [3, 1] and pw.scores[0] == pytest.approx(a.mean())
+def test_one_single_seed_system_borrows_the_pooled_spread():
+    """One method with one seed no longer turns the family into a test of runs (40% false
+    positives among the 3-seed pairs, stats audit): Tukey-Kramer admits S = 1, that method's seed
+    variance being the pooled one."""
+    from scipy.stats import studentized_range
+
+    runs = {"a": [0.80, 0.82, 0.84], "b": [0.70], "c": [0.79, 0.80, 0.81]}
+    systems = {k: np.repeat(np.array(v)[:, None], 50, axis=1) for k, v in runs.items()}
+    pw = sig.compare(systems, n=200, seed=0)
+    assert pw.unit == "methods" and pw.units == ["methods", "methods, pooled spread", "methods"]
+    pooled = (0.0008 + 0.0002) / 4  # df = 2 + 0 + 2
+    se = np.sqrt(max(pooled * (1 / 3 + 1), 0.0004 / 3 + pooled))  # a's own spread, b's the pooled one
+    d = 0.82 - 0.70
+    assert pw.p[0, 1] == pytest.approx(studentized_range.sf(d / se * np.sqrt(2), 3, 4), rel=1e-6)
+
+
+def test_a_spread_out_method_is_judged_by_its_own_spread():
+    """Each pair's variance is at least s_a^2/S_a + s_b^2/S_b: a method whose seeds spread widely
+    does not borrow the others' small pooled spread (the pooled-only test: 10.9% false positives)."""
+    from scipy.stats import studentized_range
+
+    runs = {"a": [0.80, 0.801, 0.802], "b": [0.80, 0.801, 0.802], "c": [0.82, 0.90, 0.98], "d": [0.8, 0.8005, 0.801]}
+    systems = {k: np.repeat(np.array(v)[:, None], 50, axis=1) for k, v in runs.items()}
+    pw = sig.compare(systems, n=200, seed=0)
+    own = np.var(runs["c"], ddof=1) / 3 + np.var(runs["a"], ddof=1) / 3
+    d = 0.9 - 0.801
+    assert pw.p[2, 0] == pytest.approx(studentized_range.sf(d / np.sqrt(own) * np.sqrt(2), 4, 8), rel=1e-6)
+    assert not pw.significant[2, 0]  # the pooled variance alone (own / 4 or so) would call it
 
 
 def test_one_system_alone_gets_its_interval():

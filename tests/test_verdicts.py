@@ -106,6 +106,18 @@ def test_words_read_as_a_reviewer_writes_them_with_effect_sizes_and_evidence():
     assert "With one seed per method, these p-values compare these runs, not the methods" in verdict(rows, comp)[1][0]
 
 
+def test_one_single_seed_method_among_seeded_ones_is_named_and_no_p_value_is_said_to_compare_runs():
+    """Mixed seeds: the seed-level test covers every pair (the 1-seed method borrows the pooled
+    spread), so the words name that method's assumption and never say the p-values compare runs
+    (the old words said its p-values compared runs while the old test made EVERY p-value a runs test)."""
+    rows, comp = comparison({"full": 0.90, "lora": 0.895, "ia3": 0.89}, p_best={"lora": 0.41, "ia3": 0.3}, p_none={})
+    comp.loc[comp["method"] == "ia3", ["seeds", "unit"]] = [1, "methods, pooled spread"]
+    words = verdict(rows, comp)[1]
+    assert words[0] == ("`ia3` ran one seed: the p-values involving it assume its seed-to-seed spread is the other "
+                        "methods' (pooled); every p-value compares methods.")
+    assert not any("compare these runs" in w or "compare runs" in w for w in words)
+
+
 def test_a_lower_is_better_metric_recommends_the_lowest():
     rows, comp = comparison({"none": 0.50, "full": 0.10, "lora": 0.105, "bitfit": 0.20}, higher=False,
                             p_best={"lora": 0.5, "bitfit": 0.001}, p_none={"full": 0.001, "lora": 0.001, "bitfit": 0.001})

@@ -248,15 +248,17 @@ def compare_methods(systems: dict[str, list[list[dict]]], metric: str, n: int = 
     reference, in the metric's units (read the sign with `higher_is_better`), with simultaneous 95%
     intervals and p-values adjusted over every pair of the systems given, so the family-wise error
     covers the choice of the best too (significance.compare); `worse_than_best` / `better_than_none`:
-    significant at ALPHA. `unit` "methods": every system has two or more seeds and the test is at
-    the seed level; "runs": some system has one seed, and the verdicts are about these runs (another
-    seed may differ by as much). `labels`: the task's label order (see Scorer)."""
+    significant at ALPHA. `unit`, per system (significance.UNITS): "methods": the test is at the seed
+    level and the system's own seeds give its spread; "methods, pooled spread": it ran one seed, and
+    the seed-level test gives it the other systems' pooled seed spread; "runs": every system has one
+    seed, and the verdicts are about these runs (another seed may differ by as much). `labels`: the
+    task's label order (see Scorer)."""
     higher = _direction(metric, higher_is_better)
     pw = _paired_test(systems, metric, n, seed, labels)
     if pw is None:
         return pd.DataFrame(columns=COMPARISON)
     rows = {k: {"method": k, "seeds": pw.seeds[i], "examples": pw.examples, "score": pw.scores[i],
-                "ci_low": pw.score_ci[i, 0], "ci_high": pw.score_ci[i, 1], "best": False, "unit": pw.unit,
+                "ci_low": pw.score_ci[i, 0], "ci_high": pw.score_ci[i, 1], "best": False, "unit": pw.units[i],
                 "test": pw.test, "resamples": pw.resamples, "higher_is_better": higher}
             for i, k in enumerate(pw.names)}
     trained = [i for i, k in enumerate(pw.names) if k != baseline]
@@ -332,7 +334,8 @@ FRONT = "front"
 FRONT_CAPTION = ("Red: the front. From the cheapest method upwards, a costlier method joins it only when it scores "
                  "better, significantly (paired test, adjusted over all pairs), than the last method on it; so each "
                  "step along the red line buys a gain the data can show. Dashed grey: the plain front of the means "
-                 "(no method at most as costly scores better on the mean).")
+                 "(no method at most as costly scores better on the mean). With one seed per method, every one of "
+                 "these tests compares the runs, not the methods; with more seeds, all compare methods.")
 
 
 def significant_front(points: pd.DataFrame, cost: str, pairs: dict, higher_is_better: bool = True) -> pd.Series:
@@ -419,15 +422,14 @@ def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, ev
     eligible = _flag(trained["better_than_none"], False) if has_none else pd.Series(True, trained.index)
     qualify = eligible & ~_flag(trained["worse_than_best"], True)
     sentences = []
-    if (comp["unit"] == "runs").any():
-        one = list(comp.loc[comp["seeds"] == 1, "method"])
-        if len(one) == len(comp) or not one:
-            sentences.append("With one seed per method, these p-values compare these runs, not the methods: the "
-                             "variation from seed to seed is not in them.")
-        else:
-            sentences.append(f"{', '.join(f'`{label[m]}`' for m in one)} ran one seed: the p-values involving "
-                             f"{'it' if len(one) == 1 else 'them'} compare runs, not methods (the variation from "
-                             "seed to seed is not in them).")
+    if (comp["unit"] == "runs").any():  # the whole family: every method ran one seed
+        sentences.append("With one seed per method, these p-values compare these runs, not the methods: the "
+                         "variation from seed to seed is not in them.")
+    pooled = list(comp.loc[comp["unit"] == "methods, pooled spread", "method"])
+    if pooled:  # seed-level test, some methods with one seed: no p-value here compares runs only
+        sentences.append(f"{', '.join(f'`{label[m]}`' for m in pooled)} ran one seed: the p-values involving "
+                         f"{'it' if len(pooled) == 1 else 'them'} assume {'its' if len(pooled) == 1 else 'their'} "
+                         "seed-to-seed spread is the other methods' (pooled); every p-value compares methods.")
     best_row = comp[_flag(comp["best"], False)].iloc[0]
     sentences.append(f"Best trained method on `{eval_name}`: `{label[best_row['method']]}` with {metric} "
                      f"{_num(best_row['score'] * scale)}{' ' if unit else ''}{unit} (95% CI {_num(best_row['ci_low'] * scale)} to "

@@ -10,23 +10,36 @@ from gold and predicted labels); a system's score is the mean of its runs' score
 
 Two tests, by what the data can show (`compare` picks):
 
-- `"runs"` (some system has one seed): a paired bootstrap over examples with the runs held fixed
-  (one set of example indices per resample, shared by all systems), studentised per pair by the
-  bootstrap standard error, with the max-|t| over all pairs as the reference distribution
-  (single-step max-T, Westfall & Young 1993):
-      p_ab = (1 + #{r : max_pairs |d*_r - d| / se >= |d_ab| / se_ab}) / (n + 1),
-  and simultaneous 95% intervals d_ab ± c * se_ab (c: the 95th percentile of the max). It answers
-  "would these runs differ on other examples"; it says nothing about another seed: with one seed a
-  run-to-run spread of 0.85 accuracy points is called significant in about a quarter of null
-  comparisons of equal methods (FACTS.md), so its verdicts are about runs, not methods.
+- `"methods"` (some system has two or more seeds: sum(seeds - 1) >= 1): Tukey–Kramer on the runs'
+  scores, the pooled within-system variance s² over seeds (df = sum(seeds - 1)) as the error: the
+  seed-to-seed spread is estimated from the runs themselves, unbiasedly (not shrunk by (S-1)/S as
+  resampling S seeds would), and p from the studentized range of K means, which covers all
+  K(K-1)/2 pairs. Each pair's variance is the largest of s²(1/S_a + 1/S_b), the pair's own
+  s_a²/S_a + s_b²/S_b (a method whose seeds spread more than the others' would otherwise borrow
+  their smaller pooled spread: 10.9% false positives with one such method in eight, 5.5% with this
+  floor, stats audit 2026-12-06), and the example-bootstrap variance of its difference, so that a
+  small eval set still counts when the seeds happen to agree (taking the largest only makes the test
+  more conservative). A system with one seed has no spread of its own: its s² is the pooled one
+  (Tukey–Kramer admits S = 1; `units` says "methods, pooled spread" for it), so one single-seed
+  method does not turn the whole family into a test of runs. Intervals: d ± q_0.95(K, df)/√2 * se,
+  simultaneous like the p-values.
 
-- `"methods"` (every system has two or more seeds): Tukey–Kramer on the runs' scores, the pooled
-  within-system variance s² over seeds (df = sum(seeds - 1)) as the error: the seed-to-seed spread
-  is estimated from the runs themselves, unbiasedly (not shrunk by (S-1)/S as resampling S seeds
-  would), and p from the studentized range of K means, which covers all K(K-1)/2 pairs. Each pair's
-  variance is the larger of s²(1/S_a + 1/S_b) and the example-bootstrap variance of its difference,
-  so that a small eval set still counts when the seeds happen to agree (taking the larger only makes
-  the test more conservative). Intervals: d ± q_0.95(K, df)/√2 * se, simultaneous like the p-values.
+- `"runs"` (every system has one seed): a within-example permutation test, max over all pairs
+  (single-step max-T, Westfall & Young 1993): on each resample the K systems' values on each
+  example are shuffled among the systems (one permutation per example), every system re-scored, and
+  the largest |score_a - score_b| over all pairs kept; p_ab = (1 + #{r : max* >= |d_ab|}) / (n + 1).
+  When the K runs are exchangeable (the "these runs do not differ" null) this is exact at any eval
+  set size, for any metric (corpus BLEU, F1 and MCC are re-scored from the shuffled values); the
+  example bootstrap it replaces rejected equal runs 6.7% of the time at 100 examples. Intervals:
+  d ± c, c the permutation max's critical value (the 1 - CONFIDENCE point of the differences
+  equal runs show; the interval of a shift model, simultaneous, and it excludes 0 exactly when
+  p < 1 - CONFIDENCE). It answers "would these runs differ on other examples"; it says nothing about
+  another seed: with one seed a run-to-run spread of 0.85 accuracy points is called significant in
+  about 11% of null comparisons of 8 equal methods (10.6 ± 1.0%, stats audit), so its verdicts are
+  about runs, not methods.
+
+Each system's own 95% score interval: the percentile interval of the example bootstrap (one seed,
+runs fixed), or mean ± t(df) * its standard error (seeds).
 
 Every p-value is two-sided and already adjusted for the whole family; a difference is significant
 when p < 0.05, and then its simultaneous interval excludes 0. Differences are system minus
@@ -97,6 +110,10 @@ def _as_runs(x) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------- all the pairs
+UNITS = {"methods": "its own seeds' spread", "methods, pooled spread": "one seed: the other methods' pooled spread",
+         "runs": "these runs (every system has one seed)"}
+
+
 @dataclass
 class Pairwise:
     """All pairs of K systems. Matrices are K x K, entry [a, b] about score_a - score_b; `p` is
@@ -110,10 +127,11 @@ class Pairwise:
     diff: np.ndarray
     diff_ci: np.ndarray
     significant: np.ndarray
-    unit: str                   # "methods" (seed-level test) or "runs" (these runs, examples resampled)
+    unit: str                   # the family's test: "methods" (seed level) or "runs" (one seed each, permutation)
     test: str                   # the procedure, in a few words
     resamples: int
     p_values: Callable[[], np.ndarray] = field(repr=False, default=None)
+    units: list[str] = field(default_factory=list)  # per system: what its p-values are about (UNITS)
 
     @functools.cached_property
     def p(self) -> np.ndarray:
@@ -144,39 +162,54 @@ def compare(systems: dict[str, np.ndarray], score: RunScore | None = None, n: in
     idx = np.random.default_rng(seed).integers(0, n_ex, (n, n_ex))
     counts = _counts(idx, n_ex) if score.is_mean else None
     boot = np.column_stack([score.resampled(r, idx, counts) for r in runs])  # (n, K), runs held fixed
-    test = seed_level if min(len(s) for s in run_scores) >= 2 else example_bootstrap
-    return test(names, run_scores, boot, n_ex)
+    if sum(len(s) - 1 for s in run_scores) >= 1:  # some seed spread to estimate
+        return seed_level(names, run_scores, boot, n_ex)
+    return example_permutation(names, [r[0] for r in runs], run_scores, boot, score, n, seed)
 
 
-def example_bootstrap(names, run_scores: list[np.ndarray], boot: np.ndarray, n_ex: int) -> Pairwise:
-    """The "runs" test: max-T over all pairs of the example bootstrap `boot` (n, K)."""
+def example_permutation(names, runs: list[np.ndarray], run_scores: list[np.ndarray], boot: np.ndarray,
+                        score: RunScore, n: int, seed: int) -> Pairwise:
+    """The "runs" test: max-|difference| over all pairs, the systems' values shuffled within each
+    example (`runs`: one run per system, (N, ...)); `boot` (n, K) gives each system's own interval."""
+    k, n_ex = len(runs), len(runs[0])
     scores = np.array([s.mean() for s in run_scores])
     diff = scores[:, None] - scores[None, :]
-    deltas = boot[:, :, None] - boot[:, None, :]  # (n, K, K)
-    se = deltas.std(axis=0)
-    # a pair whose difference never moves (identical systems, or one right wherever the other is)
-    # adds nothing to the max; its own t is 0 (no difference) or infinite
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_star = np.where(se > 0, np.abs(deltas - diff) / se, 0.0)
-        t_obs = np.where(se > 0, np.abs(diff) / se, np.where(diff != 0, np.inf, 0.0))
-    upper = np.triu_indices(len(names), 1)
-    max_t = t_star[:, upper[0], upper[1]].max(axis=1) if len(upper[0]) else np.zeros(len(boot))
-    n = len(boot)
-    p = (1 + (max_t[None, None, :] >= t_obs[:, :, None] - 1e-12).sum(axis=2)) / (n + 1)
+    max_d = np.zeros(n)
+    if k > 1:
+        rng = np.random.default_rng([seed, 1])  # apart from the bootstrap's indices
+        stacked = np.stack(runs)  # (K, N, ...)
+        per_example = stacked.reshape(k, n_ex, -1).astype(float).mean(axis=2) if score.is_mean else None
+        for start in range(0, n, 100):  # (chunk, N, K) permutation indices at a time
+            perm = np.argsort(rng.random((min(100, n - start), n_ex, k)), axis=2)
+            if score.is_mean:
+                shuffled = np.take_along_axis(np.broadcast_to(per_example.T, perm.shape), perm, axis=2)
+                s_star = shuffled.mean(axis=1)  # (chunk, K)
+            else:  # corpus / gold-pred metrics: re-score each system's shuffled values
+                s_star = np.array([[score(stacked[p[:, j], np.arange(n_ex)]) for j in range(k)] for p in perm])
+            max_d[start:start + len(perm)] = s_star.max(axis=1) - s_star.min(axis=1)
+    p = (1 + (max_d[None, None, :] >= np.abs(diff)[:, :, None] - 1e-12).sum(axis=2)) / (n + 1)
     p[diff == 0] = 1.0  # no difference observed: nothing to reject
     np.fill_diagonal(p, 1.0)
-    c = float(np.quantile(max_t, CONFIDENCE))
-    ci = np.stack([diff - c * se, diff + c * se], axis=-1)
+    c = _critical(max_d)
+    ci = np.stack([diff - c, diff + c], axis=-1)
     tail = (1 - CONFIDENCE) / 2 * 100
     score_ci = np.percentile(boot, [tail, 100 - tail], axis=0).T
     return Pairwise(list(names), [len(s) for s in run_scores], n_ex, scores, score_ci, diff, ci,
-                    p < 1 - CONFIDENCE, "runs", "paired bootstrap over examples, runs fixed; max-T over all pairs",
-                    n, lambda: p)
+                    p < 1 - CONFIDENCE, "runs", "permutation of the systems within each example; max over all pairs",
+                    n, lambda: p, ["runs"] * k)
+
+
+def _critical(max_d: np.ndarray) -> float:
+    """The value c of the n permutation maxima with |d| > c exactly when p = (1 + #{max* >= |d|}) / (n + 1)
+    is below 1 - CONFIDENCE: the (j+1)-th largest, j the largest count whose p is still below it."""
+    n = len(max_d)
+    j = math.ceil((1 - CONFIDENCE) * (n + 1) - 1) - 1
+    return float(np.sort(max_d)[::-1][j]) if 0 <= j < n else np.inf
 
 
 def seed_level(names, run_scores: list[np.ndarray], boot: np.ndarray, n_ex: int) -> Pairwise:
-    """The "methods" test: Tukey–Kramer on the runs' scores (two or more seeds per system), each
-    pair's variance floored at its example-bootstrap variance."""
+    """The "methods" test: Tukey–Kramer on the runs' scores (sum(seeds - 1) >= 1), each pair's
+    variance floored at the pair's own seed variance and at its example-bootstrap variance."""
     from scipy.stats import studentized_range, t
 
     k = len(names)
@@ -184,9 +217,12 @@ def seed_level(names, run_scores: list[np.ndarray], boot: np.ndarray, n_ex: int)
     scores = np.array([s.mean() for s in run_scores])
     df = int((sizes - 1).sum())
     pooled = sum(((s - s.mean()) ** 2).sum() for s in run_scores) / df
+    # each system's own seed variance; one seed has none: the pooled one stands in
+    own_var = np.array([s.var(ddof=1) if len(s) > 1 else pooled for s in run_scores]) / sizes
     diff = scores[:, None] - scores[None, :]
     boot_var = (boot[:, :, None] - boot[:, None, :]).var(axis=0)
-    se = np.sqrt(np.maximum(pooled * (1 / sizes[:, None] + 1 / sizes[None, :]), boot_var))
+    se = np.sqrt(np.maximum.reduce([pooled * (1 / sizes[:, None] + 1 / sizes[None, :]),
+                                    own_var[:, None] + own_var[None, :], boot_var]))
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(se > 0, np.abs(diff) / se * math.sqrt(2), np.where(diff != 0, np.inf, 0.0))
     crit = _range_quantile(k, df) if k > 1 else np.nan  # no pairs
@@ -198,11 +234,12 @@ def seed_level(names, run_scores: list[np.ndarray], boot: np.ndarray, n_ex: int)
         p[upper] = np.where(np.isinf(q[upper]), 0.0, studentized_range.sf(np.minimum(q[upper], 1e6), k, df))
         return np.minimum(p, p.T)
 
-    own = np.sqrt(np.maximum(pooled / sizes, boot.var(axis=0)))
+    own = np.sqrt(np.maximum.reduce([pooled / sizes, own_var, boot.var(axis=0)]))
     half = float(t.ppf(1 - (1 - CONFIDENCE) / 2, df)) * own
     score_ci = np.column_stack([scores - half, scores + half])
     return Pairwise(list(names), [len(s) for s in run_scores], n_ex, scores, score_ci, diff, ci, q > crit, "methods",
-                    f"Tukey-Kramer on per-seed scores (pooled seed variance, df {df})", len(boot), p_values)
+                    f"Tukey-Kramer on per-seed scores (pooled seed variance, df {df}, floored at each pair's own)",
+                    len(boot), p_values, ["methods" if s >= 2 else "methods, pooled spread" for s in sizes])
 
 
 @functools.lru_cache(maxsize=None)
