@@ -109,18 +109,95 @@ def test_q_alpha_is_demsars_table_and_has_no_cap():
     assert ranks.q_alpha(30) > ranks.q_alpha(20) and ranks.critical_difference(25, 5) > 0
 
 
-def test_friedman_first_worked_by_hand():
-    """Friedman's statistic (Demšar eq. 3) on tie-free ranks, and scipy's p on it; two methods: no
-    omnibus step."""
-    from scipy.stats import chi2
+def brute_force_friedman(r: pd.DataFrame) -> float:
+    """Friedman's statistic (Demšar eq. 3) on every way of shuffling each task's ranks among the
+    methods: the share at least the observed one."""
+    import itertools
 
+    import numpy as np
+
+    def stat(x):
+        n, k = x.shape
+        return 12 * n / (k * (k + 1)) * ((x.mean(axis=0) ** 2).sum() - k * (k + 1) ** 2 / 4)
+
+    x = r.to_numpy(dtype=float)
+    observed = stat(x)
+    shuffles = [stat(np.array(rows)) for rows in itertools.product(*(list(itertools.permutations(row)) for row in x))]
+    return float(np.mean(np.array(shuffles) >= observed - 1e-9))
+
+
+def test_friedman_first_worked_by_hand():
+    """The Friedman p is exact (every within-task shuffle of the ranks), not scipy's chi² p (0.074
+    here; the chi² and Iman-Davenport approximations reject 6.9% of nulls at 3 methods x 4 tasks);
+    two methods: no omnibus step."""
     r = pd.DataFrame({"a": [1, 1, 2, 1, 1], "b": [2, 3, 1, 2, 3], "c": [3, 2, 3, 3, 2]}, dtype=float)
-    n, k = 5, 3
-    means = r.mean()
-    stat = 12 * n / (k * (k + 1)) * ((means ** 2).sum() - k * (k + 1) ** 2 / 4)
-    assert ranks.friedman_p(r) == pytest.approx(chi2.sf(stat, k - 1))
+    assert ranks.friedman_p(r) == pytest.approx(brute_force_friedman(r)) == pytest.approx(605 / 6480)
     assert ranks.friedman_p(r[["a", "b"]]) is None
     assert ranks.friedman_p(pd.DataFrame({"a": [2.0, 2.0], "b": [2.0, 2.0], "c": [2.0, 2.0]})) == 1.0
+    # too many shuffles to enumerate: Monte Carlo, close to the chi² p at 30 tasks
+    import numpy as np
+    from scipy.stats import friedmanchisquare
+
+    big = pd.DataFrame(np.random.default_rng(0).random((30, 6))).rank(axis=1)
+    assert ranks.friedman_p(big) == pytest.approx(friedmanchisquare(*big.to_numpy().T).pvalue, abs=0.03)
+
+
+def test_friedman_holds_its_level_at_three_methods_over_four_tasks():
+    """Every ranking of 3 methods over 4 tasks is equally likely under the null: the exact test
+    rejects at most 5% of them (the chi² p: 6.9%)."""
+    import itertools
+
+    import numpy as np
+
+    perms = list(itertools.permutations([1.0, 2.0, 3.0]))
+    cache, rejected, total = {}, 0, 0
+    for rows in itertools.product(perms, repeat=4):
+        key = tuple(sorted(rows))  # the p depends on the multiset of task rows only
+        if key not in cache:
+            cache[key] = ranks.friedman_p(pd.DataFrame(np.array(rows), columns=list("abc")))
+        rejected += cache[key] < 0.05
+        total += 1
+    assert total == 6 ** 4 and rejected / total <= 0.05
+
+
+def test_two_methods_get_the_exact_sign_test_not_the_cd():
+    """Two methods over N tasks, every task's winner a fair coin under the null (ties: half a win
+    each): enumerated, the sign test rejects at most 5% (Nemenyi's CD at k = 2 rejected 12.5% over
+    4 tasks, 7.0% over 8)."""
+    import itertools
+
+    import numpy as np
+
+    for n in (4, 5, 6, 8, 10):
+        rejected = 0
+        for wins in itertools.product([True, False], repeat=n):
+            r = pd.DataFrame({"a": [1.0 if w else 2.0 for w in wins], "b": [2.0 if w else 1.0 for w in wins]})
+            rejected += ranks.sign_test_p(r) < 0.05
+        assert rejected / 2 ** n <= 0.05, n
+    # worked: 6 of 6 tasks won: p = 2 / 64; 5 wins and a tie: 5.5 of 6, n = 6 after the tie's halves
+    six = pd.DataFrame({"a": [1.0] * 6, "b": [2.0] * 6})
+    assert ranks.sign_test_p(six) == pytest.approx(2 / 64)
+    assert ranks.sign_test_p(pd.DataFrame({"a": [1.0] * 4, "b": [2.0] * 4})) == pytest.approx(2 / 16)
+    tie = pd.DataFrame({"a": [1.0] * 5 + [1.5], "b": [2.0] * 5 + [1.5]})  # one tie: odd, dropped -> 5 of 5
+    assert ranks.sign_test_p(tie) == pytest.approx(2 / 32)
+    assert ranks.sign_test_p(pd.DataFrame({"a": [1.5] * 3, "b": [1.5] * 3})) == 1.0
+    assert np.isclose(ranks.sign_test_p(pd.DataFrame({"a": [1.0, 2.0], "b": [2.0, 1.0]})), 1.0)
+
+
+def test_two_methods_over_four_tasks_are_never_called_different(tmp_path):
+    """End to end: lora beats ia3 on all 4 tasks. The old CD at k = 2, N = 4 (0.98 ranks) called
+    that 1-rank gap significant, though 4 of 4 happens 12.5% of the time under the null; the sign
+    test's p is 0.125, and 6 of 6 (p = 2/64) is significant."""
+    four = {f"t{i}": {"lora": 0.9, "ia3": 0.5} for i in range(4)}
+    out = outputs(tmp_path)
+    tasks = {t: {"metric": "mcc", "eval": "test", "decodings": [], "baseline": None} for t in four}
+    r = ranks.build_ranks(write(tmp_path, tests=four), tasks, {}, out)
+    assert r.cd is None and r.sign_p == pytest.approx(0.125) and r.table["within CD of the best"].all()
+    assert "exact two-sided sign test over the 4 tasks" in out["table_md"].read_text()
+    six = {f"t{i}": {"lora": 0.9, "ia3": 0.5} for i in range(6)}
+    r = ranks.build_ranks(write(tmp_path, tests=six), {t: tasks["t0"] for t in six}, {}, out)
+    assert r.sign_p == pytest.approx(2 / 64)
+    assert dict(zip(r.table["method"], r.table["within CD of the best"])) == {"lora": True, "ia3": False}
 
 
 def test_lower_is_better_flips_the_ranks():
@@ -203,15 +280,13 @@ def test_figure_and_table_hold_the_hand_ranks(tmp_path):
     table = pd.read_csv(out["table"], sep="\t")
     assert dict(zip(table["method"], table["average rank"])) == pytest.approx(HAND)
     assert (table["tasks"] == 3).all()
-    # three tasks: Friedman does not reject (p 0.089 with t2's tie), so no Nemenyi post-hoc test
-    from scipy.stats import friedmanchisquare
-
+    # three tasks: Friedman does not reject (exact p 0.066 with t2's tie), so no Nemenyi post-hoc test
     hand = pd.DataFrame({"full": [1, 1.5, 2], "ia3": [2, 3, 1], "lora": [3, 1.5, 3], "none": [4, 4, 4]})
-    assert r.friedman_p == pytest.approx(friedmanchisquare(*hand.to_numpy().T).pvalue) and r.friedman_p > 0.05
+    assert r.friedman_p == pytest.approx(brute_force_friedman(hand)) and r.friedman_p > 0.05
     assert r.cd is None and table["within CD of the best"].all()
     assert (table["lo"] <= table["average rank"]).all() and (table["average rank"] <= table["hi"]).all()
     md = out["table_md"].read_text()
-    assert "Friedman test over the 3 tasks: p = 0.089" in md and "no post-hoc test" in md and "| full | 1.50 |" in md
+    assert "Friedman test over the 3 tasks (exact permutation p): p = 0.066" in md and "no post-hoc test" in md and "| full | 1.50 |" in md
     section = ranks.across_tasks_section(tmp_path.parent / "nothing")
     assert section == ""
 
