@@ -16,7 +16,7 @@ BASE = {
                           "columns": {"text": "text", "label": "label"},
                           "eval": {"test": {"split": "test"}},  # validation: the unreported selection set (default)
                           "training": {"epochs": 2}}},
-    "training": {"lr": 2.0e-5, "batch_size": 16},
+    "training": {"batch_size": 16},
     "methods": {"none": {}, "full": {"lr": 1.0e-4}, "lora": {"lr": 5.0e-4, "r": 8, "alpha": 16}},
     "experiments": [{"tasks": ["emotion"], "methods": ["none", "full", "lora"],
                      "sweep": {"lora": {"r": [2, 4], "alpha": [16, 32]}}, "seeds": [1, 2]}],
@@ -42,7 +42,7 @@ DELETE = object()
 
 def test_defaults_are_filled():
     c = validate_config(BASE)
-    assert c["training"]["lr"] == 2.0e-5 and c["training"]["batch_size"] == 16
+    assert c["training"]["lr"] == 2.0e-5 and c["training"]["batch_size"] == 16  # lr: the schema's default
     assert c["training"]["warmup_ratio"] == 0.06 and c["training"]["checkpoint"] == "last"
     assert c["models"]["tiny"]["allow_pickle"] is False
     assert c["tasks"]["emotion"]["metrics"] == ["accuracy", "f1_macro", "precision_macro", "recall_macro"]
@@ -50,7 +50,7 @@ def test_defaults_are_filled():
     assert c["tasks"]["emotion"]["selection"]["reported"] is False
     assert c["tasks"]["emotion"]["eval"]["test"]["dataset"] == "emo"
     assert c["experiments"][0]["seeds"] == [1, 2]
-    assert "training" not in BASE["tasks"]["emotion"] or BASE["training"] == {"lr": 2.0e-5, "batch_size": 16}
+    assert "training" not in BASE["tasks"]["emotion"] or BASE["training"] == {"batch_size": 16}
 
 
 @pytest.mark.parametrize("changes, fragment", [
@@ -169,6 +169,35 @@ def test_validation_during_training_reads_as_many_rows_as_its_eval_set():
     assert c["tasks"]["emotion"]["selection"]["max_examples"] == 12
 
 
+def test_a_learning_rate_no_method_uses_is_refused():
+    """Every preset has its own lr, above `training` in precedence: a training.lr (the seeds' one lr
+    for every method) was accepted and silently ignored. A `kind: peft` method has no preset lr and
+    uses it, so there it is accepted."""
+    with pytest.raises(ConfigError, match=r"^training\.lr: no method of this study uses it"):
+        validate_config(cfg(training__lr=5.0e-3))
+    with pytest.raises(ConfigError, match=r"^tasks\.emotion\.training\.lr: no method of this task uses it"):
+        validate_config(cfg(tasks__emotion__training={"lr": 5.0e-3}))
+    c = cfg(training__lr=5.0e-3, methods__my_loha={"kind": "peft", "peft_type": "LOHA", "r": 4})
+    c["experiments"][0]["methods"].append("my_loha")
+    assert validate_config(c)["methods"]["my_loha"].get("lr") is None  # the cell's lr then comes from training
+
+
+def test_one_cell_under_two_variant_names_is_refused():
+    """Plain lora in one experiment and lora swept over r (the preset's r among the values) in another
+    trained the same cell twice and reported it as two rows."""
+    from peftgrid.plan import build_run_table
+
+    c = cfg(experiments__0__sweep={}, experiments__0__methods=["none", "lora"])
+    c["experiments"].append({"tasks": ["emotion"], "methods": ["lora"], "sweep": {"lora": {"r": [2, 8]}}, "seeds": [1, 2]})
+    with pytest.raises(ConfigError, match=r"are one cell under two names"):
+        build_run_table(validate_config(c))
+
+
+def test_an_alias_and_peft_field_written_together_are_refused():
+    with pytest.raises(ConfigError, match=r"^methods\.lora\.lora_alpha: peftgrid's alpha is peft's lora_alpha"):
+        validate_config(cfg(methods__lora={"alpha": 16, "lora_alpha": 32}))
+
+
 def test_a_selection_split_that_is_the_training_split_is_refused():
     """Choosing a variant on the data it trained on rewards fitting it (a newcomer's config: accepted
     by the config and the data check before)."""
@@ -223,5 +252,5 @@ def test_whole_floats_become_integers_where_a_count_is_expected(path, value, rea
     passed and reached range() or a file name as floats (8.0 == 8 in Python: check the type)."""
     got = read(validate_config(cfg(**{path: value})))
     assert type(got) is int and got == int(got)
-    lr = validate_config(cfg(training__lr=1.0))["training"]["lr"]
+    lr = validate_config(cfg(methods__lora__lr=1.0))["methods"]["lora"]["lr"]
     assert type(lr) is float  # a number that may be fractional stays as written

@@ -129,6 +129,10 @@ class PeftMethod(Method):
         peft_type = self.peft_type(where, settings)
         cls = peft_config_fields()[peft_type][0]
         allowed = self.allowed_keys(settings)
+        for ours, theirs in ALIASES.items():
+            if ours in settings and theirs in settings:
+                raise ConfigError(f"{where}.{theirs}: peftgrid's {ours} is peft's {theirs}, one setting written twice "
+                                  f"({ours}: {settings[ours]}, {theirs}: {settings[theirs]}); keep {ours}")
         for key in settings:
             if key in RESERVED - {"peft_type"}:
                 raise ConfigError(f"{where}.{key}: set by peftgrid from the task and the method; leave it out")

@@ -173,6 +173,7 @@ def validate_config(raw: dict) -> dict:
         _check_task(f"tasks.{name}", task, config)
     config["methods"] = _resolve_methods(config)
     _check_experiments(config)
+    _refuse_unused_lr(raw, config)
     _check_report(config)
     return config
 
@@ -487,6 +488,10 @@ def _resolve_max_examples(where: str, task: dict, declared: set = frozenset()) -
     validation = task["validation"]
     if isinstance(validation, dict):
         task["selection"] = {"name": "selection", "reported": False, **validation}
+        both = (validation.get("max_examples"), limits.get(validation["split"]))
+        if None not in both and both[0] != both[1]:
+            raise ConfigError(f"{where}.validation.max_examples: {both[0]} here and max_examples.{validation['split']}: "
+                              f"{both[1]} for the same selection split; keep one")
         task["selection"].setdefault("max_examples", limits.get(validation["split"]))
     elif validation is not None:
         task["selection"] = {"name": validation, "reported": True, **task["eval"][validation]}
@@ -540,6 +545,25 @@ def _check_training_keys(where: str, settings: dict, tkeys: set[str]) -> None:
                 jsonschema.validate(value, props[key])
             except jsonschema.ValidationError as e:
                 raise ConfigError(f"{where}.{key}: {_schema_error_line(e).split(': ', 1)[1]}") from None
+
+
+def _refuse_unused_lr(raw: dict, config: dict) -> None:
+    """`training.lr` (or a task's) is below every method entry in precedence, and each preset has its
+    own lr: where every method that trains in the study (on that task) sets one, the value written is
+    never used — the seed solutions' one learning rate for every method, silently ignored."""
+    methods = config["methods"]
+
+    def own_lr(m):
+        return "lr" in methods[m] or not method_of(methods[m]["kind"]).trains(methods[m])
+
+    fix = ("each method has its own learning rate (the presets' defaults, README: Methods): set it per method, e.g. "
+           "methods: {lora: {lr: 1.0e-3}}, or tune it: tune: {lr: auto}")
+    used = {(t, m) for exp in config["experiments"] for t in exp["tasks"] for m in exp["methods"]}
+    if "lr" in (raw.get("training") or {}) and all(own_lr(m) for _, m in used):
+        raise ConfigError(f"training.lr: no method of this study uses it — {fix}")
+    for t, entry in (raw.get("tasks") or {}).items():
+        if isinstance(entry, dict) and "lr" in (entry.get("training") or {}) and all(own_lr(m) for x, m in used if x == t):
+            raise ConfigError(f"tasks.{t}.training.lr: no method of this task uses it — {fix}")
 
 
 def _check_experiments(config: dict) -> None:

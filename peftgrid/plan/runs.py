@@ -149,6 +149,11 @@ def _expand(config: dict) -> tuple[list[Cell], list[TuneGroup], list[Choice]]:
     choices: dict[tuple, Choice] = {}
 
     def add(i, cell):
+        same = next((c for c in cells.values() if (c.task, c.method, c.seed) == (cell.task, cell.method, cell.seed)
+                     and c.variant != cell.variant and c.hparams == cell.hparams), None)
+        if same is not None:
+            raise ConfigError(f"experiments[{i}]: {cell.dir} and {same.dir} are one cell under two names (the same "
+                              f"settings); drop one, e.g. list {cell.method} in only one experiment")
         old = cells.get(cell.key)
         if old is not None and old.hparams != cell.hparams:
             raise ConfigError(f"experiments[{i}]: cell {cell.dir} is defined twice with different settings")

@@ -35,9 +35,14 @@ class LabelTask(TaskType):
     def check_labels(self, task, rows, labels, where):
         unseen = sorted(self.label_values(task, rows) - set(labels))
         if unseen and task.get("unseen_labels", "error") == "error":
+            import difflib
+
             shown = ", ".join(map(repr, unseen[:10])) + (" ..." if len(unseen) > 10 else "")
-            raise DataError(f"{where}: labels {shown} never occur in training (known: {', '.join(labels)}); "
-                            f"set unseen_labels: ignore in the task to leave them out of the metrics")
+            typo = next((close[0] for u in unseen if "labels" in task
+                         for close in [difflib.get_close_matches(u, labels, n=1, cutoff=0.8)] if close), None)
+            fix = (f"tasks.labels lists {typo!r}: if that is a typo, write the label as the data does" if typo else
+                   "set unseen_labels: ignore in the task to leave them out of the metrics")
+            raise DataError(f"{where}: labels {shown} never occur in training (known: {', '.join(labels)}); {fix}")
 
     def per_label_rows(self, evaluated, labels):
         from ..metrics.classification import per_label_table
