@@ -701,7 +701,9 @@ def _check_select_on(where: str, name: str, task: dict, on: str, why: str) -> No
         raise ConfigError(f"{where}.select.on: {on!r} is a reported eval set of task {name!r}; selecting on it would "
                           f"report a selected score: {carve}")
     if selection is None:
-        raise ConfigError(f"tasks.{name}.validation: task {name!r} has no selection set, and {why} on it: {carve}")
+        unset = " (or, if you wrote validation: null and the dataset has a validation split, delete that line)"
+        raise ConfigError(f"tasks.{name}.validation: task {name!r} has no selection set, and {why} on it: {carve}"
+                          + (unset if "validation" in task and task["validation"] is None else ""))
     if on not in ("validation", selection["name"], selection["split"]):
         raise ConfigError(f"{where}.select.on: {on!r} is not task {name!r}'s selection set (tasks.{name}.validation: "
                           f"{selection['name'] if selection['reported'] else selection['split']!r})")
