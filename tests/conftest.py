@@ -21,7 +21,8 @@ os.environ.setdefault("PEFTGRID_DEVICE", "cpu")
 # (pyproject.toml: -n 2 --dist loadfile). Files go out in collection order, so the long end-to-end
 # ones go first: a long file handed out last would leave the other worker idle at the end.
 LONGEST_FIRST = ["test_workflow.py", "test_generation.py", "test_methods.py", "test_quality.py", "test_tune.py",
-                 "test_slurm.py", "test_newcomer.py", "test_comet.py", "test_optimizer.py", "test_resume.py"]
+                 "test_extension.py", "test_readme_commands.py", "test_resume.py", "test_selection.py", "test_slurm.py",
+                 "test_newcomer.py", "test_comet.py", "test_optimizer.py", "test_null_simulation.py", "test_training.py"]
 
 
 def pytest_collection_modifyitems(config, items):
