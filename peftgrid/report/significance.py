@@ -30,13 +30,16 @@ Two tests, by what the data can show (`compare` picks):
   the largest |score_a - score_b| over all pairs kept; p_ab = (1 + #{r : max* >= |d_ab|}) / (n + 1).
   When the K runs are exchangeable (the "these runs do not differ" null) this is exact at any eval
   set size, for any metric (corpus BLEU, F1 and MCC are re-scored from the shuffled values); the
-  example bootstrap it replaces rejected equal runs 6.7% of the time at 100 examples. Intervals:
+  example bootstrap it replaces rejected equal runs 6.7% of the time at 100 examples. The
+  differences are not studentized (a bootstrap inside every shuffle would cost n² scorings): a pair
+  whose runs agree on most examples is held to the same bar as any other, which costs it power, not
+  level. Intervals:
   d ± c, c the permutation max's critical value (the 1 - CONFIDENCE point of the differences
   equal runs show; the interval of a shift model, simultaneous, and it excludes 0 exactly when
   p < 1 - CONFIDENCE). It answers "would these runs differ on other examples"; it says nothing about
   another seed: with one seed a run-to-run spread of 0.85 accuracy points is called significant in
-  about 11% of null comparisons of 8 equal methods (10.6 ± 1.0%, stats audit), so its verdicts are
-  about runs, not methods.
+  about 11% of null comparisons of 8 equal methods (10.6 ± 1.0% with the bootstrap this replaced,
+  stats audit; README for this test's figure), so its verdicts are about runs, not methods.
 
 Each system's own 95% score interval: the percentile interval of the example bootstrap (one seed,
 runs fixed), or mean ± t(df) * its standard error (seeds).
