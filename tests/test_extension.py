@@ -129,12 +129,12 @@ def test_a_plugin_task_type_and_metric_run_end_to_end(finished_study):
 def test_the_significance_tests_use_the_plugin_metrics_direction(finished_study):
     """abs_error is lower-is-better: the comparison's best method has the lowest error, and the
     trained methods (about half the untrained head's error) are significantly better than `none`
-    by the example bootstrap on the plugin's per-example errors (one seed). With the direction
+    by the within-example permutation test on the plugin's per-example errors (one seed). With the direction
     ignored the best would be the highest error and nothing would beat `none`."""
     table = (finished_study / "results" / "report" / "tables" / "sts.md").read_text()
     comp = {r["cell"]: r for r in markdown_table(table, "#### Paired comparisons")}
     assert sorted(comp) == ["full", "lora", "none"]
-    assert {r["unit"] for r in comp.values()} == {"runs"}  # one seed: the per-example scores were resampled
+    assert {r["unit"] for r in comp.values()} == {"runs"}  # one seed: the test compares these runs
     best = [m for m, r in comp.items() if r["diff_vs_best"] == "0"]
     assert best == [min(("full", "lora"), key=lambda m: float(comp[m]["score"]))]
     for method in ("full", "lora"):
