@@ -85,9 +85,11 @@ def friedman_p(ranks: pd.DataFrame, shuffles: int = 20000, seed: int = 0) -> flo
         weight = sum(sums.values())
         return float(sum(c for t, c in sums.items() if sum(x * x for x in t) >= observed) / weight)
     rng = np.random.default_rng(seed)
-    shuffled = rng.permuted(np.broadcast_to(doubled, (shuffles, *doubled.shape)), axis=2)
-    stats = (shuffled.sum(axis=1) ** 2).sum(axis=1)
-    return float((1 + (stats >= observed).sum()) / (1 + shuffles))
+    at_least = 0
+    for start in range(0, shuffles, 1000):  # 1,000 shuffled tables at a time
+        shuffled = rng.permuted(np.broadcast_to(doubled, (min(1000, shuffles - start), *doubled.shape)), axis=2)
+        at_least += int(((shuffled.sum(axis=1) ** 2).sum(axis=1) >= observed).sum())
+    return float((1 + at_least) / (1 + shuffles))
 
 
 def sign_test_p(ranks: pd.DataFrame) -> float:
