@@ -276,13 +276,13 @@ def _check_output_names(config: dict) -> None:
 def _check_report(config: dict) -> None:
     """`report:` names tasks, their metrics and eval sets: a typo is found now, not after every cell trained."""
     tasks, report = config["tasks"], config["report"]
-    for key, of, what in (("quality_metric", "metrics", "metric"), ("eval_set", "eval", "eval set")):
+    for key, of, what in (("quality_metric", "metrics", "a metric"), ("eval_set", "eval", "an eval set")):
         for t, value in report[key].items():
             if t not in tasks:
                 raise ConfigError(f"report.{key}.{t}: unknown task {t!r}{did_you_mean(t, tasks)}")
             if value not in tasks[t][of]:
-                raise ConfigError(f"report.{key}.{t}: {value!r} is not a {what} of task {t!r}"
-                                  f"{did_you_mean(value, tasks[t][of])}")
+                raise ConfigError(f"report.{key}.{t}: {value!r} is not {what} of task {t!r}"
+                                  f"{did_you_mean(value, tasks[t][of])}; the report reads one of those")
 
 
 def _switch_tracking(config: dict) -> None:
@@ -706,7 +706,8 @@ def _check_select_on(where: str, name: str, task: dict, on: str, why: str) -> No
                           + (unset if "validation" in task and task["validation"] is None else ""))
     if on not in ("validation", selection["name"], selection["split"]):
         raise ConfigError(f"{where}.select.on: {on!r} is not task {name!r}'s selection set (tasks.{name}.validation: "
-                          f"{selection['name'] if selection['reported'] else selection['split']!r})")
+                          f"{selection['name'] if selection['reported'] else selection['split']!r}); write select.on: "
+                          f"validation, or point tasks.{name}.validation at the set you meant")
     if selection["reported"]:
         raise ConfigError(f"tasks.{name}.validation: task {name!r} selects on {selection['name']!r}, a reported eval "
                           f"set, and {why} on it: {carve}")
