@@ -238,9 +238,10 @@ def test_no_remote_code_anywhere():
 
 
 @pytest.mark.slow
-def test_bad_eval_set_fails_the_data_check_before_any_training(tiny_bert, tmp_path):
-    """Through the workflow: an eval set whose labels training never sees fails check_data with
-    one line, and no training job runs."""
+def test_bad_eval_set_fails_before_any_training(tiny_bert, tmp_path):
+    """Through the workflow: an eval set whose labels training never sees stops the study with one
+    line and no training job runs. Local files are read when the workflow is parsed, so it stops
+    there, before staging (the data check job catches the same for hub datasets)."""
     other = write(tmp_path, "other.jsonl", '{"text": "x", "label": "calm"}\n')
     config = {
         "models": {"tiny": {"source": str(tiny_bert)}},
@@ -259,8 +260,7 @@ def test_bad_eval_set_fails_the_data_check_before_any_training(tiny_bert, tmp_pa
     proc = run_snakemake(tmp_path, "--keep-going", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "check_data" in out and "labels 'calm' never occur in training" in out, out[-3000:]
-    assert (tmp_path / "resources" / "datasets" / "other" / "meta.json").is_file()  # staging ran; the check failed
+    assert "config error: " in out and "labels 'calm' never occur in training" in out, out[-3000:]
     assert not (tmp_path / "results" / "checks" / "emotion.json").exists()
     assert not list((tmp_path / "results").rglob("run.json"))
     assert not list((tmp_path / "logs").glob("train*/**/*.log"))
