@@ -711,11 +711,18 @@ def _check_select_on(where: str, name: str, task: dict, on: str, why: str) -> No
     if selection["reported"]:
         raise ConfigError(f"tasks.{name}.validation: task {name!r} selects on {selection['name']!r}, a reported eval "
                           f"set, and {why} on it: {carve}")
-    same = [e for e, ev in task["eval"].items()
-            if (ev["dataset"], ev["split"]) == (selection["dataset"], selection["split"])]
+    same = eval_set_reading_selection(task)
     if same:
         raise ConfigError(f"tasks.{name}.validation: task {name!r}'s selection split {selection['split']!r} is also read "
-                          f"by its reported eval set {same[0]!r}, and {why} on it: {carve}")
+                          f"by its reported eval set {same!r}, and {why} on it: {carve}")
+
+
+def eval_set_reading_selection(task: dict) -> str | None:
+    """The reported eval set that reads the task's selection split (the same data under two
+    names), if any: nothing may be chosen on it."""
+    selection = task["selection"]
+    return next((e for e, ev in task["eval"].items()
+                 if (ev["dataset"], ev["split"]) == (selection["dataset"], selection["split"])), None)
 
 
 def canonical(value):

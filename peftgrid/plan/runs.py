@@ -11,13 +11,14 @@ decided by the workflow's selection checkpoint; all are in the table so any can 
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from ..methods import method_of
 from ..tasks import task_type
-from .config import canonical, chooses_decoding
+from .config import canonical, chooses_decoding, eval_set_reading_selection
 from .report_targets import primary_decoding
 from .tune import Choice, TuneGroup, grid_points
 
@@ -104,11 +105,10 @@ def _check_selection(config: dict, task: str, method: str, hp: dict) -> None:
     if selection["reported"]:
         raise ConfigError(f"tasks.{task}.validation: {selection['name']!r} is a reported eval set, and {method} uses "
                           f"checkpoint: best, which would select on it; {carve}")
-    same = [e for e, ev in config["tasks"][task]["eval"].items()
-            if (ev["dataset"], ev["split"]) == (selection["dataset"], selection["split"])]
+    same = eval_set_reading_selection(config["tasks"][task])
     if same:
         raise ConfigError(f"tasks.{task}.validation: split {selection['split']!r} is also read by the reported eval set "
-                          f"{same[0]!r}, and {method} uses checkpoint: best, which would select on it; {carve}")
+                          f"{same!r}, and {method} uses checkpoint: best, which would select on it; {carve}")
 
 
 def build_run_table(config: dict) -> list[Cell]:
@@ -147,11 +147,12 @@ def _expand(config: dict) -> tuple[list[Cell], list[TuneGroup], list[Choice]]:
     cells: dict[tuple, Cell] = {}
     groups: dict[tuple, TuneGroup] = {}
     choices: dict[tuple, Choice] = {}
+    by_settings: dict[tuple, Cell] = {}  # (task, method, seed, settings) -> the first cell with them
 
     def add(i, cell):
-        same = next((c for c in cells.values() if (c.task, c.method, c.seed) == (cell.task, cell.method, cell.seed)
-                     and c.variant != cell.variant and c.hparams == cell.hparams), None)
-        if same is not None:
+        settings = (cell.task, cell.method, cell.seed, json.dumps(cell.hparams, sort_keys=True))
+        same = by_settings.setdefault(settings, cell)
+        if same.variant != cell.variant:
             raise ConfigError(f"experiments[{i}]: {cell.dir} and {same.dir} are one cell under two names (the same "
                               f"settings); drop one, e.g. list {cell.method} in only one experiment")
         old = cells.get(cell.key)
