@@ -240,7 +240,7 @@ COMPARISON = ["method", "seeds", "examples", "score", "ci_low", "ci_high", "best
 
 def compare_methods(systems: dict[str, list[list[dict]]], metric: str, n: int = 1000, seed: int = 0,
                     higher_is_better: bool | None = None, labels: list[str] | None = None,
-                    baseline: str | None = None) -> pd.DataFrame:
+                    baseline: str | None = None, pw=None) -> pd.DataFrame:
     """One row per system (method -> its runs' predictions, one list of lines per seed; `baseline`:
     the untrained reference's name, its columns named `none`), columns COMPARISON: its score (mean over seeds) with a 95% interval;
     `best`: the trained system with the best observed score (in the metric's direction,
@@ -254,7 +254,7 @@ def compare_methods(systems: dict[str, list[list[dict]]], metric: str, n: int = 
     seed, and the verdicts are about these runs (another seed may differ by as much). `labels`: the
     task's label order (see Scorer)."""
     higher = _direction(metric, higher_is_better)
-    pw = _paired_test(systems, metric, n, seed, labels)
+    pw = paired_test(systems, metric, n, seed, labels) if pw is None else pw
     if pw is None:
         return pd.DataFrame(columns=COMPARISON)
     rows = {k: {"method": k, "seeds": pw.seeds[i], "examples": pw.examples, "score": pw.scores[i],
@@ -296,9 +296,10 @@ def _direction(metric: str, higher_is_better: bool | None) -> bool:
     return registry(metric) if higher_is_better is None else higher_is_better
 
 
-def _paired_test(systems: dict[str, list[list[dict]]], metric: str, n: int, seed: int, labels=None):
+def paired_test(systems: dict[str, list[list[dict]]], metric: str, n: int = 1000, seed: int = 0, labels=None):
     """significance.compare of the systems with runs (None when there is nothing to compare, or
-    the runs do not have the same number of examples)."""
+    the runs do not have the same number of examples). compare_methods and better_pairs read one
+    such result when given it (`pw`), so a report computes the tests once."""
     from . import significance as sig
 
     systems = {k: [r for r in v if r] for k, v in systems.items()}
@@ -310,13 +311,13 @@ def _paired_test(systems: dict[str, list[list[dict]]], metric: str, n: int, seed
 
 
 def better_pairs(systems: dict[str, list[list[dict]]], metric: str, n: int = 1000, seed: int = 0,
-                 higher_is_better: bool | None = None, labels: list[str] | None = None) -> dict:
+                 higher_is_better: bool | None = None, labels: list[str] | None = None, pw=None) -> dict:
     """(a, b) -> adjusted p that a is better than b, for every pair of the systems given (a: the one
     better on the observed score, in the metric's direction; a tie: the first name in order). The
     family is the same as compare_methods' (every pair of the same systems), so fronts and verdicts
     agree."""
     higher = _direction(metric, higher_is_better)
-    pw = _paired_test(systems, metric, n, seed, labels)
+    pw = paired_test(systems, metric, n, seed, labels) if pw is None else pw
     if pw is None or len(pw.names) < 2:
         return {}
     out = {}

@@ -8,7 +8,7 @@ import pandas as pd
 
 from . import plots
 from .analysis import (COST_COLUMNS, COSTS, FRONT_CAPTION, aggregate_seeds, better_pairs, cell_label, chosen_cells,
-                       compare_methods, load_summary, metric_columns, primary_decoding, primary_eval,
+                       compare_methods, load_summary, metric_columns, paired_test, primary_decoding, primary_eval,
                        primary_metric, read_predictions, recommend, significant_front)
 from ..plan.report_targets import GENERATION_FIGURES, TASK_FIGURES, TUNING_FIGURE, figure_file
 from ..records import atomic_write_text
@@ -124,9 +124,10 @@ def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], chosen:
             frames.append(pd.DataFrame({"eval": ev, "method": list(chosen), "note": "fewer than two methods to compare"}))
             continue
         try:
+            pw = paired_test(systems, column, n, seed, labels)  # one family of tests for the table and the front
             comp = compare_methods(systems, column, n=n, seed=seed, higher_is_better=higher, labels=labels,
-                                   baseline=baseline)
-            pairs = better_pairs(systems, column, n=n, seed=seed, higher_is_better=higher, labels=labels)
+                                   baseline=baseline, pw=pw)
+            pairs = better_pairs(systems, column, n=n, seed=seed, higher_is_better=higher, labels=labels, pw=pw)
             comp = _with_fronts(comp, agg, chosen, ev, pairs, higher, baseline)
         except KeyError as e:  # e.g. COMET: no per-example scores; binary F1 without the label order
             comp = pd.DataFrame({"method": list(chosen), "note": e.args[0] if e.args else str(e)})
