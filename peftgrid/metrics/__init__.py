@@ -90,12 +90,15 @@ def metric_settings(config: dict, names) -> dict:
     return {n: config[n] for n in names if config.get(n) is not None and not METRICS[n].own_rule}
 
 
+def owner(column: str) -> Metric | None:
+    """The metric filling a summary column (rouge1 -> rouge); None if no metric does."""
+    return next((m for m in METRICS.values() if column in m.outputs), None)
+
+
 def metric_kind(column: str) -> str | None:
     """The kind of the metric filling a summary column (rouge1 -> "text"); None if no metric does."""
-    for m in METRICS.values():
-        if column in m.outputs:
-            return m.kind
-    return None
+    m = owner(column)
+    return m.kind if m is not None else None
 
 def metrics_of_kind(kind: str) -> list[str]:
     return sorted(n for n, m in METRICS.items() if m.kind == kind)
@@ -115,10 +118,8 @@ def higher_is_better(column: str) -> bool:
     """The direction of a summary column: its metric's (rouge1 -> rouge's); a loss is lower-is-better."""
     if column in LOSSES:
         return False
-    for m in METRICS.values():
-        if column in m.outputs:
-            return m.higher_is_better
-    return True
+    m = owner(column)
+    return m.higher_is_better if m is not None else True
 
 
 def per_example_key(column: str) -> str | None:
@@ -139,10 +140,8 @@ def own_rule_metrics(names) -> list[str]:
 
 def scale_of(column: str) -> float:
     """The scale of a summary column (rouge1 -> rouge's 100)."""
-    for m in METRICS.values():
-        if column in m.outputs:
-            return m.scale
-    return 1.0
+    m = owner(column)
+    return m.scale if m is not None else 1.0
 
 
 def compute(names: list[str], kind: str, **data) -> tuple[dict, list[dict]]:
