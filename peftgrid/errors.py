@@ -49,10 +49,12 @@ def did_you_mean(name: str, known) -> str:
     return f" (known: {shown})"
 
 
-def first_line(exc: BaseException, typed: bool = True) -> str:
+def first_line(exc: BaseException, typed: bool = True, limit: int | None = None) -> str:
     """An exception as one line for a status column or a message: `Type: its first line` (with
-    `typed=False` the first line alone); the type's name when it has no text."""
+    `typed=False` the first line alone; `limit`: that line cut to so many characters); the type's
+    name when it has no text."""
     text = str(exc).strip()
     if not text:
         return type(exc).__name__
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if typed else text.splitlines()[0]
+    line = text.splitlines()[0][:limit]
+    return f"{type(exc).__name__}: {line}" if typed else line

@@ -144,7 +144,7 @@ class CometScorer:
                 self.loads += 1
                 print(f"COMET model loaded from {self.staged['checkpoint']} in {time.perf_counter() - t0:.1f} s", flush=True)
             except Exception as e:  # a broken checkpoint, an encoder that is not staged: every file says why
-                self.load_error = f"COMET model could not be loaded: {first_line(e)[:200]}"
+                self.load_error = f"COMET model could not be loaded: {first_line(e, limit=200)}"
         return self.model
 
     def _predict(self, data: list[dict]) -> list[float]:
@@ -165,13 +165,13 @@ class CometScorer:
             for k in keys:
                 parts[k], i = flat[i:i + len(pending[k])], i + len(pending[k])
         except Exception as e:  # out of memory on the whole task, one bad line: retry each file alone
-            print(f"COMET: scoring all files at once failed ({first_line(e)[:200]}); scoring them one by one", flush=True)
+            print(f"COMET: scoring all files at once failed ({first_line(e, limit=200)}); scoring them one by one", flush=True)
             parts = {}
             for k in keys:
                 try:
                     parts[k] = self._predict(pending[k])
                 except Exception as e1:
-                    errors[k] = f"COMET scoring failed: {first_line(e1)[:200]}"
+                    errors[k] = f"COMET scoring failed: {first_line(e1, limit=200)}"
         for k, scores in parts.items():
             self._memo[k] = scores
             self.scored += 1
@@ -189,7 +189,7 @@ class CometScorer:
             if lines is None:
                 row["comet_status"] = "no predictions file (its generation job did not finish)"
             elif isinstance(lines, Exception):  # read_lines failed on this file
-                row["comet_status"] = f"COMET scoring failed: unreadable predictions: {first_line(lines)[:200]}"
+                row["comet_status"] = f"COMET scoring failed: unreadable predictions: {first_line(lines, limit=200)}"
             elif not lines:
                 row["comet_status"] = "no predictions (the cell failed)"
             elif self.staged.get("checkpoint") is None:
@@ -198,7 +198,7 @@ class CometScorer:
                 try:
                     data = comet_inputs(lines)
                 except Exception as e:  # a malformed line: this file only
-                    row["comet_status"] = f"COMET scoring failed: {first_line(e)[:200]}"
+                    row["comet_status"] = f"COMET scoring failed: {first_line(e, limit=200)}"
                 else:
                     key = self._key(data)
                     cached = None if self.cache_dir is None else self.cache_dir / f"{key}.json"
