@@ -18,6 +18,7 @@ from ..errors import DataError
 from ..plan.specs import CheckDataSpec
 from ..records import write_json
 from ..staged import load_split, staged_meta
+from ..staging.models import file_record
 from ..tasks import task_type
 
 # The columns a model reads (task types' column roles); labels and targets repeat across sets by nature.
@@ -91,13 +92,20 @@ def check_leakage(name: str, task: dict, data_dirs: dict[str, Path]) -> dict[str
                                                        .encode()).digest() for r in rows]
         return inputs[(dataset, split)]
 
+    digests: dict[tuple, str] = {}
+
+    def sha256(dataset: str, split: str) -> str:  # each staged split hashed once
+        if (dataset, split) not in digests:
+            digests[(dataset, split)] = file_record(Path(data_dirs[dataset]) / f"{split}.jsonl")["sha256"]
+        return digests[(dataset, split)]
+
     pairs = [(s, t) for s in sources for t in reported]
     if len(sources) > 1:  # the selection set against the training data
         pairs.append((sources[1], sources[0]))
     shared = {}
     for (source, sd, ss), (target, td, ts) in pairs:
         fix = f"{source} and {target}"
-        if _file_sha256(data_dirs[sd], ss) == _file_sha256(data_dirs[td], ts):
+        if sha256(sd, ss) == sha256(td, ts):
             raise DataError(f"tasks.{name}: {fix} are the same file (sha256 of the staged splits): a score on it "
                             f"is not a held-out result; point one of them at other data")
         a, b = hashes(sd, ss), hashes(td, ts)
@@ -109,11 +117,3 @@ def check_leakage(name: str, task: dict, data_dirs: dict[str, Path]) -> dict[str
                             f"chance repeats stay under {LEAK_SHARE:.0%}): a score on it is not a held-out result; "
                             f"point one of them at data the other does not contain")
     return shared
-
-
-def _file_sha256(data_dir: Path, split: str) -> str:
-    digest = hashlib.sha256()
-    with open(Path(data_dir) / f"{split}.jsonl", "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
