@@ -1,9 +1,9 @@
 """One task's tables, recommendations and figures."""
-import json
 from pathlib import Path
 
 from peftgrid.jobs.common import run_job
 from peftgrid.plan.specs import TaskReportSpec
+from peftgrid.records import read_json
 from peftgrid.report.analysis import comet_segment_scores, seed_label
 from peftgrid.report.tables import build_task_report
 from peftgrid.report import tuning
@@ -19,7 +19,7 @@ def main(smk):
     task_cfg = {"eval": {e: {} for e in spec.evals}, "metrics": spec.metrics, "transfer": spec.transfer,
                 "decoding": spec.decodings, "baseline": spec.baseline}
     if list(getattr(smk.input, "runs", [])):  # the task's label order (binary F1's positive label), from run.json
-        task_cfg["labels"] = json.loads(Path(smk.input.runs[0]).read_text()).get("labels")
+        task_cfg["labels"] = read_json(smk.input.runs[0]).get("labels")
     out = {name: Path(path) for name, path in smk.output.items()}
     # each method's (variant, decoding) chosen on the selection set; a method with none has one variant
     choices = tuning.read_choices(list(smk.input.choices)) if hasattr(smk.input, "choices") else {}

@@ -194,8 +194,8 @@ def make_adamw(groups: list[dict], lr: float, paged: bool = False):
 def check_keys(where: str, settings: dict, allowed: set[str], family: str) -> None:
     """Unknown keys are one line naming the key and suggesting the closest allowed one."""
     for key in settings:
-        if key not in allowed and not allowed:
-            raise ConfigError(f"{where}.{key}: {family} takes no settings of its own, only training keys "
-                              f"(lr, epochs, batch_size, ...; see training: in peftgrid/plan/config.schema.yaml)")
         if key not in allowed:
-            raise ConfigError(f"{where}.{key}: unknown setting for {family}{did_you_mean(key, allowed)}")
+            why = (f"{family} takes no settings of its own, only training keys (lr, epochs, batch_size, ...; see "
+                   f"training: in peftgrid/plan/config.schema.yaml)" if not allowed
+                   else f"unknown setting for {family}{did_you_mean(key, allowed)}")
+            raise ConfigError(f"{where}.{key}: {why}")

@@ -166,7 +166,7 @@ def read_local_split(spec: dict, path, base_dir: Path, cache_dir: Path | None = 
     fmt = spec["format"]
 
     def resolve(p):
-        if str(p).startswith(("http://", "https://")):
+        if is_url(p):
             return download(str(p), cache_dir or base_dir / "resources" / "downloads")
         return local_path(p, base_dir)
     if fmt in ("csv", "tsv"):
