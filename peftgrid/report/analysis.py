@@ -95,6 +95,13 @@ def chosen_cells(agg: pd.DataFrame, choices: dict, decodings) -> tuple[dict, dic
     return chosen, left_out
 
 
+def chosen_rows(agg: pd.DataFrame, chosen: dict, ev: str) -> pd.DataFrame:
+    """The finished rows of `agg` on `ev` at each method's chosen (variant, decoding)."""
+    keys = {(m, v, d) for m, (v, d) in chosen.items()}
+    at = [(m, v, str(d)) in keys for m, v, d in zip(agg["method"], agg["variant"], agg["decoding"].fillna(""))]
+    return agg[(agg["eval"] == ev) & (agg["status"] == "ok") & pd.Series(at, index=agg.index)]
+
+
 def metric_columns(metrics: list[str]) -> list[str]:
     """The summary columns the task's metrics fill (rouge -> rouge1, rouge2, rougeL, rougeLsum)."""
     from ..metrics import METRICS

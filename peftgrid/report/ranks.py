@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .analysis import ALPHA, aggregate_seeds, chosen_cells, load_summary
+from .analysis import ALPHA, aggregate_seeds, chosen_cells, chosen_rows, load_summary
 from ..metrics import higher_is_better
 from ..plan.report_targets import RANKS_FIGURE, figure_file
 from ..records import atomic_write_text
@@ -156,6 +156,7 @@ def rank_methods(summary: pd.DataFrame, tasks: dict[str, dict], choices: dict[st
         agg = aggregate_seeds(df, [column]) if len(df) else pd.DataFrame(columns=["method", "variant", "decoding"])
         mine = choices.get(task, {})
         picked, left_out = chosen_cells(agg, mine, t.get("decodings") or [])
+        finished = chosen_rows(agg, picked, ev) if len(agg) else agg
         row = {}
         for method in all_methods:
             if method in left_out:
@@ -165,9 +166,8 @@ def rank_methods(summary: pd.DataFrame, tasks: dict[str, dict], choices: dict[st
                 missing.setdefault(method, []).append(f"{task}: not run")
                 continue
             variant, decoding = picked[method]
-            hit = agg[(agg["method"] == method) & (agg["variant"] == variant)
-                      & (agg["decoding"].astype(str) == decoding)]
-            ok = hit[(hit["status"] == "ok") & hit[column].notna()]
+            hit = finished[finished["method"] == method]
+            ok = hit[hit[column].notna()]
             if ok.empty:
                 missing.setdefault(method, []).append(f"{task}: no finished `{variant}` cell on `{ev}`")
                 continue

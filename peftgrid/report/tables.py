@@ -8,8 +8,8 @@ import pandas as pd
 
 from . import plots
 from .analysis import (COST_COLUMNS, COSTS, FRONT_CAPTION, aggregate_seeds, better_pairs, cell_label, chosen_cells,
-                       compare_methods, load_summary, metric_columns, paired_test, primary_decoding, primary_eval,
-                       primary_metric, read_predictions, recommend, significant_front)
+                       chosen_rows, compare_methods, load_summary, metric_columns, paired_test, primary_decoding,
+                       primary_eval, primary_metric, read_predictions, recommend, significant_front)
 from ..plan.report_targets import GENERATION_FIGURES, TASK_FIGURES, TUNING_FIGURE, figure_file
 from ..records import atomic_write_text
 
@@ -76,13 +76,6 @@ SIG_COLUMNS = {"p_vs_best": "p vs best (adjusted)", "worse_than_best": "signific
 COMPARISON_COLUMNS = ["eval", "cell", "decoding", "chosen_on", "seeds", "examples", "unit", "score", "ci_low", "ci_high",
                       "diff_vs_best", "diff_ci_low", "diff_ci_high", "p_vs_best", "worse_than_best", "diff_vs_none",
                       "none_ci_low", "none_ci_high", "p_vs_none", "better_than_none", "test", "note"]
-
-
-def chosen_rows(agg: pd.DataFrame, chosen: dict, ev: str) -> pd.DataFrame:
-    """The finished rows of `agg` on `ev` at each method's chosen (variant, decoding)."""
-    keys = {(m, v, d) for m, (v, d) in chosen.items()}
-    at = [(m, v, str(d)) in keys for m, v, d in zip(agg["method"], agg["variant"], agg["decoding"].fillna(""))]
-    return agg[(agg["eval"] == ev) & (agg["status"] == "ok") & pd.Series(at, index=agg.index)]
 
 
 def _with_fronts(comp: pd.DataFrame, agg: pd.DataFrame, chosen: dict, ev: str, pairs: dict,
