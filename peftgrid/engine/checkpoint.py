@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..errors import Preempted  # noqa: F401  (raised by the loop when SIGTERM arrives)
 
 # Fault injection for tests: "kill:7" sends SIGKILL, "term:7" SIGTERM, to this process right after step 7.
@@ -63,8 +64,11 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 class Checkpointer:
-    def __init__(self, folder: Path, hparams: dict, every: int | None):
+    def __init__(self, folder: Path, hparams: dict, every: int | None, start_from: Path | None = None):
+        """`start_from`: another run's kept checkpoint (a halving rung's), read when `folder` holds
+        none of this run's own; never written."""
         self.folder = Path(folder)
+        self.start_from = None if start_from is None else Path(start_from)
         self.every = every
         self.tag = fingerprint(hparams)
         self.stop_requested = False
@@ -105,7 +109,16 @@ class Checkpointer:
         os.replace(tmp, self.folder)
 
     def load(self) -> dict | None:
-        path = self.folder / "state.pt"
+        own = self._read(self.folder / "state.pt")
+        if own is not None or self.start_from is None:
+            return own
+        state = self._read(self.start_from / "state.pt")
+        if state is None:
+            raise ConfigError(f"rung.from_checkpoint: {self.start_from} was written for other hyperparameters "
+                              f"or another checkpoint format; rerun the rung that wrote it")
+        return state
+
+    def _read(self, path: Path) -> dict | None:
         if not path.is_file():
             return None
         state = torch.load(path, map_location="cpu", weights_only=True)

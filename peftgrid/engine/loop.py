@@ -105,8 +105,10 @@ def _is_causal(model) -> bool:
 
 
 def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps, steps_per_epoch, log_rows,
-               ckpt: Checkpointer | None = None, meter: PhaseMeter | None = None) -> dict:
+               ckpt: Checkpointer | None = None, meter: PhaseMeter | None = None, stop_at: int | None = None) -> dict:
     """Train `model` for `total_steps`; append the loss curve to `log_rows`; return the final state.
+    `stop_at`: stop after that step (a halving rung) with the schedule of `total_steps`, and save
+    the checkpoint of that step (a later run continues from it exactly).
     `meter`: the PhaseMeter running around this call; a checkpoint keeps its peak so far, so a
     resumed run's peak memory covers every segment."""
     precision = hp["precision"]
@@ -183,7 +185,8 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
                 "peak_mem_mb": max(prior_peak, meter.peak_so_far() if meter else 0.0),
                 "best_val_loss": best["val_loss"], "epoch_rng": epoch_rng, "batch_pos": batch_pos}
 
-    while step < total_steps:
+    end = total_steps if stop_at is None else min(stop_at, total_steps)
+    while step < end:
         epoch_rng = python_rng_to_tensor(rng)
         batches = batch_order(lengths, hp["batch_size"], rng, hp["group_by_length"])
         start, resume_batch = resume_batch, 0
@@ -226,16 +229,18 @@ def train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps,
                 loss_sum.zero_()
                 reg_sum.zero_()
                 loss_count = 0
-            if ckpt and step < total_steps and (ckpt.due(step) or ckpt.stop_requested):
+            stopping = step >= end
+            if ckpt and ((step < total_steps and (ckpt.due(step) or ckpt.stop_requested))
+                         or (stopping and stop_at is not None)):
                 extra = {"best_state": best["state"]} if best["state"] is not None else {}
                 t_ckpt = time.perf_counter()
                 ckpt.save(model, optimizer, scheduler, {**loop_state(epoch_rng, pos + 1)}, **extra)
                 side["checkpoint_seconds"] += time.perf_counter() - t_ckpt
-                if ckpt.stop_requested:
+                if ckpt.stop_requested and not stopping:
                     raise Preempted(f"SIGTERM at step {step}: checkpoint saved, the next run resumes from it")
             if ckpt:
                 ckpt.after_step(step)
-            if step >= total_steps:
+            if stopping:
                 break
     if best["state"] is not None:
         t_restore = time.perf_counter()

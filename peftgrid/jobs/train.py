@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from ..engine.device import (PhaseMeter, attention_implementation, mark_memory_b
                               resolve_dtype)
 from ..engine.gpus import GpuClaim
 from ..engine.loop import train_loop
-from ..errors import CellFailure, first_line
+from ..errors import CellFailure, ConfigError, first_line
 from ..methods import method_of
 from ..plan.specs import TrainSpec
 from ..records import device_description, git_commit, package_versions, write_json, write_tsv
@@ -37,13 +38,42 @@ STATS_COLUMNS = [*ROW_STATUS, "device", *TRAIN_COSTS, "val_time_s", "checkpoint_
                  "encoder_time_s", "cached_examples"]
 
 
+KEPT_CHECKPOINT = "kept_checkpoint"  # a rung's checkpoint of its last step, in its output folder
+
+
+@dataclass(frozen=True)
+class Rung:
+    """A halving rung (TrainSpec.rung): train with the whole run's schedule, stop after
+    `stop_at_step`, keep that step's checkpoint in KEPT_CHECKPOINT/; `from_checkpoint`: another
+    rung's KEPT_CHECKPOINT/ folder to continue from (read, never written)."""
+    stop_at_step: int | None  # None: to the run's last step
+    from_checkpoint: str | None = None
+
+    @classmethod
+    def from_spec(cls, rung: dict | None) -> Rung | None:
+        if rung is None:
+            return None
+        unknown = sorted(set(rung) - {"stop_at_step", "from_checkpoint"})
+        if unknown:
+            raise ConfigError(f"rung.{unknown[0]}: unknown key; a rung has stop_at_step and from_checkpoint")
+        stop = rung.get("stop_at_step")
+        if stop is not None and (not isinstance(stop, int) or isinstance(stop, bool) or stop < 1):
+            raise ConfigError(f"rung.stop_at_step: {stop!r} is not a whole number of steps >= 1")
+        source = rung.get("from_checkpoint")
+        if source is not None and not isinstance(source, str):
+            raise ConfigError(f"rung.from_checkpoint: {source!r} is not a folder path")
+        if source is not None and not (Path(source) / "state.pt").is_file():
+            raise ConfigError(f"rung.from_checkpoint: no checkpoint at {source}; run the rung that keeps it first")
+        return cls(stop, source)
+
+
 def run_record(spec: TrainSpec, device, gpu: GpuClaim | None = None) -> dict:
     return {
         "cell": spec.cell, "hparams": spec.hparams, "task": spec.task, "model": spec.model,
         "status": "running", "error": None, "device": device_description(device) + (gpu.describe() if gpu else ""),
         "gpu": gpu.record() if gpu else None,
         "versions": package_versions(), "git_commit": git_commit(),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rung": spec.rung,
     }
 
 
@@ -65,6 +95,7 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
                gpu: GpuClaim | None = None) -> dict:
     """`gpu`: the slot scripts/train.py claimed (peftgrid.engine.gpus), recorded in run.json."""
     out_dir = Path(out_dir)
+    rung = Rung.from_spec(spec.rung)
     hp, task = spec.hparams, spec.task
     ttype, method = task_type(task["type"]), method_of(hp["kind"])
     device = pick_device()
@@ -96,6 +127,7 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
             total_steps = min(total_steps, hp["max_steps"])
         if not method.trains(hp):
             total_steps = 0
+        record["total_steps"] = total_steps  # the schedule's length (a rung stops before it)
         set_seed(hp["seed"])
         mark_memory_baseline()  # peak memory counts the model's weights (engine.device)
         model, new_weights = method.load_base(model_dir, ttype, labels, hp, device, spec.model.get("allow_pickle", False))
@@ -114,13 +146,15 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
                      n_train=len(train_ex), truncated_train=ttype.truncated(train_ex, hp["max_length"]))
 
         # ---- train
-        ckpt = Checkpointer(out_dir / "checkpoint", hp, hp["checkpoint_every_steps"])
+        ckpt = Checkpointer(out_dir / "checkpoint", hp, hp["checkpoint_every_steps"],
+                            start_from=rung and rung.from_checkpoint and Path(rung.from_checkpoint))
         meter = PhaseMeter(device)
         ckpt.install_sigterm()
         try:
             with meter:
                 final = train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps, steps_per_epoch,
-                                   log_rows, ckpt, meter)
+                                   log_rows, ckpt, meter,
+                                   stop_at=None if rung is None else rung.stop_at_step or total_steps)
         finally:
             ckpt.restore_sigterm()
         wall = final["prior_seconds"] + meter.seconds  # a resumed run adds up its segments
@@ -161,6 +195,10 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
     final_model = out_dir / "model"
     shutil.rmtree(final_model, ignore_errors=True)
     tmp_model.rename(final_model)
+    kept = out_dir / KEPT_CHECKPOINT
+    shutil.rmtree(kept, ignore_errors=True)
+    if rung and stats["status"] == "ok" and (out_dir / "checkpoint").is_dir():
+        (out_dir / "checkpoint").rename(kept)  # before run.json: a finished rung has its checkpoint
     write_json(out_dir / "run.json", record)  # last: a run.json means the cell's files are complete
     shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     return record

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from ..plugins import LOADED
 from .config import canonical
 from .report_targets import primary_decoding, primary_eval, primary_metric
-from .runs import Cell, predictions_file, run_dir
+from .runs import Cell, evaluations, predictions_file, run_dir
 
 # What training reads from a task entry (eval sets excluded: they are evaluation's, and adding
 # one must not retrain; the data-check job reads them before any training).
@@ -69,6 +69,17 @@ class TrainSpec(Spec):
     hparams: dict
     task: dict
     model: dict
+    # successive halving's rung (peftgrid.jobs.train): {"stop_at_step": int, "from_checkpoint": str | None};
+    # None trains the whole run, and is left out of params so no other cell's params change
+    rung: dict | None = None
+
+    def to_params(self) -> dict:
+        params = super().to_params()
+        return params if self.rung is not None else {k: v for k, v in params.items() if k != "rung"}
+
+    @classmethod
+    def from_params(cls, params):
+        return super().from_params({"rung": None, **params})
 
 
 @dataclass(frozen=True)
@@ -175,7 +186,8 @@ def stage_comet_spec(config: dict) -> StageCometSpec:
 
 def check_data_spec(config: dict, task: str) -> CheckDataSpec:
     t = config["tasks"][task]
-    data = {**_pick(t, TASK_TRAIN_KEYS), "eval": t["eval"], "selection": t["selection"]}
+    data = {**_pick(t, TASK_TRAIN_KEYS), "eval": t["eval"], "selection": t["selection"],
+            **({"retention": t["retention"]} if t.get("retention") else {})}  # absent: other studies' params unchanged
     return CheckDataSpec(task=task, data=data)
 
 
@@ -209,6 +221,18 @@ def selection_eval_spec(config: dict, cell: Cell, decoding: str = "") -> EvalSpe
     dec = {"name": decoding, "settings": t["decoding"][decoding]} if decoding else None
     return EvalSpec(cell=cell.ident, hparams=cell.hparams, task=view, model=_model(config, cell.task),
                     eval=_pick(t["selection"], SELECTION_READ_KEYS), decoding=dec)
+
+
+def evaluation_spec(config: dict, cell: Cell, evaluation: str) -> EvalSpec:
+    """The spec of one of a cell's evaluations, named by its directory in the run (plan/runs.py
+    evaluations): a reported eval set, or the selection set; with a decoding where the task generates."""
+    found = evaluations(config, cell.task).get(evaluation)
+    if found is None:
+        raise ValueError(f"{cell.dir}/{evaluation}: no such evaluation in the config's task {cell.task!r}")
+    eval_name, decoding = found
+    if eval_name is None:
+        return selection_eval_spec(config, cell, decoding)
+    return eval_spec(config, cell, eval_name, decoding or None)
 
 
 @dataclass(frozen=True)
@@ -317,3 +341,52 @@ from ..tasks import TASK_TYPES  # noqa: E402  (registry, torch-free)
 def _generates(type_name: str) -> bool:
     """Asked when a spec is built, not at import: a plugin's task types are registered by then."""
     return TASK_TYPES[type_name].generates
+
+
+# --------------------------------------------------------------------------- retention (issue 20)
+
+@dataclass(frozen=True)
+class RetentionSpec(Spec):
+    """One reported cell scored on one retention set (plan/retention.py): the model it loads as
+    evaluation does, the set's settings and what the model family measures."""
+    cell: dict
+    hparams: dict
+    task: dict       # {"type": ...}: how the cell's model is loaded
+    model: dict
+    retention: dict  # {"name", "dataset", "split", "max_examples", "max_length"}
+    family: str      # causal | seq2seq | encoder (plan/retention.py family)
+
+
+@dataclass(frozen=True)
+class RetentionBaseSpec(Spec):
+    """The pretrained model scored once on one retention set: the reference of every cell of
+    every task that uses both."""
+    task: dict
+    model: dict
+    retention: dict
+    family: str
+
+
+def _retention_set(config: dict, task: str, name: str) -> dict:
+    return {"name": name, **_pick(config["tasks"][task]["retention"][name], RETENTION_SET_KEYS)}
+
+
+def retention_spec(config: dict, cell: Cell, name: str) -> RetentionSpec:
+    t = config["tasks"][cell.task]
+    return RetentionSpec(cell=cell.ident, hparams=cell.hparams, task={"type": t["type"]},
+                         model=_model(config, cell.task), retention=_retention_set(config, cell.task, name),
+                         family=retention_family(TASK_TYPES[t["type"]]))
+
+
+def retention_base_spec(config: dict, model: str, name: str) -> RetentionBaseSpec:
+    """From the first task (by name) that scores `model` on set `name`; the config check makes
+    every such task's set and model family the same."""
+    task = next(t for t in sorted(config["tasks"]) if config["tasks"][t]["model"] == model
+                and name in (config["tasks"][t].get("retention") or {}))
+    t = config["tasks"][task]
+    return RetentionBaseSpec(task={"type": t["type"]}, model=_model(config, task),
+                             retention=_retention_set(config, task, name),
+                             family=retention_family(TASK_TYPES[t["type"]]))
+
+
+from .retention import SET_KEYS as RETENTION_SET_KEYS, family as retention_family  # noqa: E402  (torch-free)

@@ -1,0 +1,89 @@
+"""Halving rungs (TrainSpec.rung): a run stopped at step k keeps a checkpoint of k, and a run that
+continues from that checkpoint ends bit-identical to a run that never stopped — same trainable
+weights, same loss log — while the checkpoint it read is left as it was."""
+import hashlib
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from peftgrid.errors import ConfigError
+from peftgrid.jobs.train import KEPT_CHECKPOINT, train_cell
+from peftgrid.plan.specs import TrainSpec
+from peftgrid.records import read_json, read_tsv
+from test_training import cell_spec, staged  # noqa: F401  (fixtures)
+
+
+def with_rung(spec, stop_at_step, from_checkpoint=None):
+    # what the workflow does: the spec travels as its params and is rebuilt from them
+    rung = {"stop_at_step": stop_at_step, "from_checkpoint": None if from_checkpoint is None else str(from_checkpoint)}
+    return TrainSpec.from_params({**spec.to_params(), "rung": rung})
+
+
+def train(spec, staged, out):  # noqa: F811
+    record = train_cell(spec, staged / "tiny", {"emo": staged / "emo"}, out)
+    assert record["status"] == "ok", record["error"]
+    return record
+
+
+def adapter(out):
+    return load_file(out / "model" / "adapter_model.safetensors")
+
+
+def log_without_time(out):
+    return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in read_tsv(out / "train_log.tsv")]
+
+
+def folder_digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_a_rung_continued_from_a_kept_checkpoint_ends_as_an_uninterrupted_run(tiny_bert, staged, tmp_path):  # noqa: F811
+    # 8 steps an epoch, 2 epochs; logs every 2 steps, validation every 4: the rung stops at 5, in
+    # the middle of a logging window, and the continuation crosses into the second epoch
+    spec = cell_spec(tiny_bert, "lora", lr=5.0e-3, epochs=2)
+    first = train(with_rung(spec, 5), staged, tmp_path / "rung1")
+    kept = tmp_path / "rung1" / KEPT_CHECKPOINT
+    assert first["total_steps"] == 16 and first["stats"]["steps"] == 5
+    assert (kept / "state.pt").is_file() and (tmp_path / "rung1" / "model").is_dir()
+    assert not (tmp_path / "rung1" / "checkpoint").exists()
+    before = folder_digest(kept)
+    kept.chmod(0o555)  # read-only: the continuation may read it, never write it
+    try:
+        continued = train(with_rung(spec, 11, kept), staged, tmp_path / "rung2")
+    finally:
+        kept.chmod(0o755)
+    assert folder_digest(kept) == before
+    straight = train(with_rung(spec, 11), staged, tmp_path / "straight")
+    assert continued["resumed"] is True and straight["resumed"] is False
+    assert continued["stats"]["steps"] == straight["stats"]["steps"] == 11
+    a, b = adapter(tmp_path / "rung2"), adapter(tmp_path / "straight")
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+    assert log_without_time(tmp_path / "rung2") == log_without_time(tmp_path / "straight")
+    assert [int(r["step"]) for r in log_without_time(tmp_path / "rung1")] == [0, 2, 4]
+
+    # the last rung (stop_at_step None: to the end) is the full run's own result
+    last = train(with_rung(spec, None, tmp_path / "rung2" / KEPT_CHECKPOINT), staged, tmp_path / "rung3")
+    full = train(spec, staged, tmp_path / "full")
+    assert last["stats"]["steps"] == full["stats"]["steps"] == 16
+    a, b = adapter(tmp_path / "rung3"), adapter(tmp_path / "full")
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert log_without_time(tmp_path / "rung3") == log_without_time(tmp_path / "full")
+    assert read_json(tmp_path / "full" / "run.json")["rung"] is None
+    assert not (tmp_path / "full" / KEPT_CHECKPOINT).exists()
+
+
+def test_a_rung_leaves_every_other_cells_params_as_they_were(tiny_bert):
+    spec = cell_spec(tiny_bert, "lora")
+    assert "rung" not in spec.to_params()
+    assert TrainSpec.from_params(spec.to_params()) == spec
+    assert with_rung(spec, 5).hparams == spec.hparams  # the checkpoint's fingerprint is of hparams alone
+
+
+def test_a_missing_kept_checkpoint_is_one_clear_error(tiny_bert, staged, tmp_path):  # noqa: F811
+    spec = with_rung(cell_spec(tiny_bert, "lora"), 6, tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="rung.from_checkpoint: no checkpoint at"):
+        train_cell(spec, staged / "tiny", {"emo": staged / "emo"}, tmp_path / "out")
+    bad = TrainSpec.from_params({**spec.to_params(), "rung": {"stop_at_step": 0}})
+    with pytest.raises(ConfigError, match="rung.stop_at_step"):
+        train_cell(bad, staged / "tiny", {"emo": staged / "emo"}, tmp_path / "out")
