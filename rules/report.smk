@@ -61,6 +61,8 @@ rule report_task:
         runs=lambda w: [p for _, p in task_report_spec(w.task).cell_files("run.json")],
         # COMET's segment scores (line-aligned with predictions.jsonl) for its paired comparisons
         comet_examples=lambda w: [f"results/comet/{w.task}/examples.tsv"] if uses_comet(w.task) else [],
+        # each cell's retention measurements (metrics + per-document losses) on each retention set
+        retention=lambda w: [f for pair in task_report_spec(w.task).retention_files().values() for f in pair],
     output:
         table="results/report/tables/{task}.tsv",
         table_md="results/report/tables/{task}.md",

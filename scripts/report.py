@@ -10,7 +10,8 @@ from peftgrid.report.tables import write_report
 
 def main(smk):
     spec = ReportSpec.from_params(smk.params.spec)
-    tasks = {t: {"eval": {e: {} for e in s["evals"]}, "metrics": s["metrics"], "transfer": s.get("transfer")}
+    tasks = {t: {"eval": {e: {} for e in s["evals"]}, "metrics": s["metrics"], "transfer": s.get("transfer"),
+                 "retention": s.get("retention")}
              for t, s in spec.tasks.items()}
     out = Path(smk.output[0])
     write_report(tasks, out.parent, out, spec.report)

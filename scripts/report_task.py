@@ -4,7 +4,7 @@ from pathlib import Path
 from peftgrid.jobs.common import run_job
 from peftgrid.plan.specs import TaskReportSpec
 from peftgrid.records import read_json
-from peftgrid.report.analysis import comet_segment_scores, seed_label
+from peftgrid.report.analysis import comet_segment_scores, load_retention, seed_label
 from peftgrid.report.tables import build_task_report
 from peftgrid.report import tuning
 
@@ -23,8 +23,9 @@ def main(smk):
     out = {name: Path(path) for name, path in smk.output.items()}
     # each method's (variant, decoding) chosen on the selection set; a method with none has one variant
     choices = tuning.read_choices(list(smk.input.choices)) if hasattr(smk.input, "choices") else {}
+    retention = load_retention(spec.retention_files())  # each retention set: every cell's metrics and documents
     build_task_report(spec.task, smk.input.summary, logs, distances, task_cfg, spec.report, out, predictions, choices,
-                      comet)
+                      comet, retention)
 
 
 run_job(main, snakemake, offline=False)  # noqa: F821

@@ -363,9 +363,9 @@ def write_study(tmp_path, systems, metric="mcc"):
 def run_report(tmp_path, predictions, metric="mcc", evals=("test",), choices=None, labels=None):
     from peftgrid.report.tables import build_task_report
 
-    out = {n: tmp_path / f"{n}.{'png' if n in ('learning_curves', 'pareto', 'distances', 'sweep') else 'tsv'}"
-           for n in ("table", "table_md", "recommendations", "transfer", "learning_curves", "pareto", "distances",
-                     "sweep")}
+    figures = ("learning_curves", "pareto", "learn_forget", "distances", "sweep")
+    out = {n: tmp_path / f"{n}.{'png' if n in figures else 'tsv'}"
+           for n in ("table", "table_md", "recommendations", "transfer", *figures)}
     task_cfg = {"eval": {e: {} for e in evals}, "metrics": [metric], "transfer": None, "decoding": [], "labels": labels,
                 "baseline": "none"}
     build_task_report("cola", tmp_path / "summary.tsv", {}, {}, task_cfg, {}, out, predictions, choices)

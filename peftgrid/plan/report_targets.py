@@ -33,6 +33,7 @@ def primary_decoding(decodings) -> str:
 REPORT_DIR = "results/report"
 TASK_FIGURES = {
     "pareto": ("Pareto fronts", "Quality against cost", "pareto"),
+    "learn_forget": ("Learning and forgetting", "Task score against forgetting", "learn_forget"),
     "learning_curves": ("Learning curves", "Loss curves", "learning_curves"),
     "distances": ("Weight distances", "Weight distance to the pretrained model, per component", "distances"),
     "sweep": ("Sweeps", "Hyperparameter sweeps", "sweep"),

@@ -124,6 +124,7 @@ class TaskReportSpec(Spec):
     decodings: list  # generation: the decoding strategies (predictions under eval/<eval>/<decoding>/); else []
     selection: dict | None  # the task's selection set {name, dataset, split, reported}; None: it has none
     baseline: str | None  # the task's untrained method (compared against, never recommended); None: none
+    retention: list  # the task's retention sets, config order (plan/retention.py); [] measures nothing
 
     def predictions(self) -> dict[tuple, str]:
         """(method, variant, seed, eval set, decoding) -> predictions file, for every reported cell."""
@@ -133,6 +134,12 @@ class TaskReportSpec(Spec):
     def cell_files(self, name: str) -> list[tuple[dict, str]]:
         """(cell identity, its file `name`: train_log.tsv, run.json, ...) of every reported cell."""
         return [(c, f"{run_dir(c)}/{name}") for c in self.cells]
+
+    def retention_files(self) -> dict[tuple, tuple[str, str]]:
+        """(method, variant, seed, retention set) -> (metrics.tsv, per_document.tsv) of every reported cell."""
+        return {(c["method"], c["variant"], c["seed"], name): tuple(f"{retention_dir(run_dir(c), name)}/{RETENTION_FILES[k]}"
+                                                                    for k in ("metrics", "per_document"))
+                for c in self.cells for name in self.retention}
 
 
 @dataclass(frozen=True)
@@ -294,7 +301,7 @@ def _baseline(config: dict, task: str) -> str | None:
 def task_report_spec(config: dict, task: str, cells: list[Cell]) -> TaskReportSpec:
     t = config["tasks"][task]
     return TaskReportSpec(task=task, evals=list(t["eval"]), metrics=list(t["metrics"]), transfer=t.get("transfer"),
-                          baseline=_baseline(config, task),
+                          baseline=_baseline(config, task), retention=retention_sets(t),
                           report=config["report"], cells=[c.ident for c in cells if c.task == task],
                           decodings=list(t["decoding"]) if _generates(t["type"]) else [],
                           selection=None if t["selection"] is None else _pick(t["selection"], ("name", "dataset", "split",
@@ -304,7 +311,8 @@ def task_report_spec(config: dict, task: str, cells: list[Cell]) -> TaskReportSp
 def report_spec(config: dict, tasks: list[str]) -> ReportSpec:
     return ReportSpec(tasks={t: {"evals": list(config["tasks"][t]["eval"]), "metrics": config["tasks"][t]["metrics"],
                                  "transfer": config["tasks"][t].get("transfer"),
-                                 "generates": _generates(config["tasks"][t]["type"])}
+                                 "generates": _generates(config["tasks"][t]["type"]),
+                                 "retention": retention_sets(config["tasks"][t])}
                              for t in tasks},
                       report=config["report"])
 
@@ -389,4 +397,5 @@ def retention_base_spec(config: dict, model: str, name: str) -> RetentionBaseSpe
                              family=retention_family(TASK_TYPES[t["type"]]))
 
 
-from .retention import SET_KEYS as RETENTION_SET_KEYS, family as retention_family  # noqa: E402  (torch-free)
+from .retention import FILES as RETENTION_FILES, SET_KEYS as RETENTION_SET_KEYS, family as retention_family  # noqa: E402
+from .retention import retention_dir, retention_sets  # noqa: E402  (torch-free)

@@ -407,7 +407,7 @@ def _interval(low: float, high: float, scale: float) -> str:
 def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, eval_name: str, *,
               higher_is_better: bool, scale: float, within_points: float, budget_pct: float,
               why_no_comparison: str = "no finished trained method with per-example predictions",
-              baseline: str | None = None) -> tuple[list[dict], list[str]]:
+              baseline: str | None = None, retention: list | tuple = ()) -> tuple[list[dict], list[str]]:
     """Every recommendation of a task's report, bullets and words, from one place.
 
     `rows`: one row per method at its chosen (variant, decoding) on `eval_name` (method, variant,
@@ -418,7 +418,9 @@ def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, ev
     study, significantly better than `none`); "within X points of the best" means qualifying AND
     at most X points from the best on the mean; costs are compared among those methods only. The
     budget bullet picks the best mean among the methods better than `none` under the budget.
-    Returns (bullets: dicts with recommendation, cell, method, variant, decoding, `metric`, costs,
+    `retention`: the task's Retention sets; per set, a sentence on which method that learns the task
+    (the eligible ones: better than `none`, or every trained method without it) forgets least
+    (least_forgetting_sentence). Returns (bullets: dicts with recommendation, cell, method, variant, decoding, `metric`, costs,
     seeds; sentences)."""
     unit = "points"  # `scale` (from the registry's) puts every metric on 0-100
     if comp.empty or "best" not in comp or not _flag(comp["best"], False).any():
@@ -447,6 +449,8 @@ def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, ev
     for _, r in order.iterrows():
         sentences.append(_method_sentence(r, best_row, label, baseline if has_none else None, higher_is_better, scale,
                                           unit))
+    learners = list(trained.loc[eligible, "method"])
+    sentences.extend(x for ret in retention if (x := least_forgetting_sentence(ret, learners, label)))
     if has_none and not eligible.any():
         base = comp[comp["method"] == baseline].iloc[0]
         return [], [f"No trained method is significantly better than the untrained baseline `{baseline}` on {task} "
@@ -506,3 +510,184 @@ def _method_sentence(r, best, label: dict, baseline: str | None, higher_is_bette
         text += (f"; {_share(r.get('trainable_params'), best.get('trainable_params'), 'trainable parameters')} "
                  f"and {_share(r.get('peak_train_mem_mb'), best.get('peak_train_mem_mb'), 'training memory')}")
     return text + "."
+
+
+# ------------------------------------------------------------------------ retention (issue 20)
+# What fine-tuning cost the base model, per retention set (peftgrid/plan/retention.py): each
+# reported cell's <run>/retention/<set>/metrics.tsv and per_document.tsv (columns.RETENTION,
+# columns.RETENTION_DOCUMENT). "Forgetting" is the loss on the set minus the pretrained model's, in
+# nats per token, where the model has an LM head to score text with; else the drift of its hidden
+# states, 1 - linear CKA. Higher is worse either way: it is the cost axis of the learn-versus-forget
+# front.
+LEARN_FORGET_CAPTION = ("Task score against forgetting, each method at its chosen variant, 95% intervals over seeds on "
+                        "both axes. Red: the front. From the method that forgets least onwards, a method that forgets "
+                        "more joins it only when it scores better on the task, significantly (paired test, adjusted "
+                        "over all pairs), than the last method on it: each step to the right buys a gain the data can "
+                        "show. Dashed grey: the plain front of the means. Forgetting: the loss on the retention text "
+                        "minus the pretrained model's (nats/token) where the model has an LM head, else 1 - linear CKA "
+                        "of its hidden states with the pretrained model's.")
+PRETRAINED = "(pretrained)"  # the base model as a system in the retention tests (no method has parentheses)
+LOSS_MEASURES = ("lm_loss", "mlm_loss")
+
+
+def retention_column(name: str) -> str:
+    """The comparison table's forgetting column of retention set `name` (its p-values: + _p_vs_pretrained,
+    _p_vs_best; its place on the learn-versus-forget front: front_ + this)."""
+    return f"retention_{name}"
+
+
+def forgetting_unit(measure: str) -> str:
+    return "nats/token" if measure in LOSS_MEASURES else "1 − CKA"
+
+
+def forgetting_label(measure: str) -> str:
+    """The learn-versus-forget figure's x axis."""
+    if measure in LOSS_MEASURES:
+        return "forgetting: loss on the retention text minus the pretrained model's (nats/token)"
+    return "representation drift: 1 − linear CKA with the pretrained model"
+
+
+def forgetting(row) -> float:
+    """One retention metrics row's forgetting (see above); NaN when the row failed."""
+    if row.get("status", "ok") != "ok":
+        return math.nan
+    if row["measure"] in LOSS_MEASURES:
+        return float(row["retention_loss_delta"])
+    return 1.0 - float(row["cka"])
+
+
+def document_values(per_document: pd.DataFrame, column: str = "loss") -> np.ndarray:
+    """Each document's loss (`column`: loss, the fine-tuned model's; base_loss, the pretrained model's
+    on the same tokens) weighted by its share of the tokens, t_i / mean(t): their mean is the loss per
+    token over all scored tokens (metrics.tsv's retention_loss), so the paired tests score a run by
+    the plain mean (on a resample: its documents' nats over the average document's tokens; every
+    system shares the documents and their tokens)."""
+    tokens = per_document["n_tokens"].to_numpy(dtype=float)
+    return per_document[column].to_numpy(dtype=float) * tokens / tokens.mean()
+
+
+class Retention:
+    """One retention set of one task: each method at its chosen cell (`chosen`: method -> (variant,
+    decoding), analysis.chosen_cells), its forgetting over the reported seeds, and — where the
+    measure has per-document losses — every pair of {the pretrained model, each trained method}
+    compared at once with significance.compare (the verdicts' tests: the seeds' spread when some
+    method has two or more, else a permutation of the systems within each document; adjusted over
+    the whole family). `metrics`: cell key (method, variant, seed) -> metrics row (dict);
+    `documents`: the same keys -> per_document.tsv as a DataFrame. The untrained `baseline` is the
+    pretrained model itself: forgetting 0, in no test."""
+
+    def __init__(self, name: str, metrics: dict, documents: dict, chosen: dict, baseline: str | None = None,
+                 n: int = 1000, seed: int = 0):
+        self.name, self.baseline = name, baseline
+        rows = {m: [r for (mm, v, _), r in sorted(metrics.items(), key=str) if (mm, v) == (m, var)]
+                for m, (var, _) in chosen.items()}
+        ok = {m: [r for r in rs if r.get("status") == "ok"] for m, rs in rows.items()}
+        measures = {r["measure"] for rs in ok.values() for r in rs}
+        self.measure = measures.pop() if len(measures) == 1 else ("" if not measures else "mixed")
+        self.pw = None
+        self.table = pd.DataFrame([self._row(m, ok[m]) for m in sorted(ok) if ok[m]],
+                                  columns=["method", "forgetting", "low", "high", "seeds", "documents"])
+        if self.measure in LOSS_MEASURES:
+            self._test(documents, chosen, n, seed)
+
+    def _row(self, method: str, rows: list[dict]) -> dict:
+        values = np.array([forgetting(r) for r in rows])
+        s = len(values)
+        half = t_quantile(s) * values.std(ddof=1) / math.sqrt(s) if s > 1 else math.nan
+        return {"method": method, "forgetting": float(values.mean()), "low": values.mean() - half,
+                "high": values.mean() + half, "seeds": s, "documents": int(float(rows[0]["n_documents"]))}
+
+    def _test(self, documents: dict, chosen: dict, n: int, seed: int) -> None:
+        from . import significance as sig
+
+        trained = [m for m in self.table["method"] if m != self.baseline]
+        runs = {m: [documents[k] for k in sorted(documents, key=str) if (k[0], k[1]) == (m, chosen[m][0])
+                    and len(documents[k])] for m in trained}
+        runs = {m: r for m, r in runs.items() if r}
+        first = next(iter(runs.values()))[0] if runs else None
+        if first is None or not all(d["n_tokens"].equals(first["n_tokens"]) for r in runs.values() for d in r):
+            return  # nothing to pair, or the cells scored different tokens: no paired test
+        systems = {PRETRAINED: document_values(first, "base_loss")[None]}
+        systems.update({m: np.stack([document_values(d) for d in r]) for m, r in runs.items()})
+        self.pw = sig.compare(systems, n=n, seed=seed)
+        base = self.pw.index(PRETRAINED)
+        at = {m: self.pw.index(m) for m in runs}
+        diff = {m: self.pw.diff[i, base] for m, i in at.items()}
+        ci = {m: self.pw.score_ci[i] - self.pw.scores[base] for m, i in at.items()}  # the base is fixed: its own
+        t = self.table.set_index("method")
+        for m in at:  # the tests' numbers: the token-weighted delta (metrics.tsv's), its interval over seeds
+            t.loc[m, ["forgetting", "low", "high"]] = [diff[m], *ci[m]]
+        t["p_vs_pretrained"] = [self.pw.p[at[m], base] if m in at else math.nan for m in t.index]
+        t["forgot"] = [m in at and diff[m] > 0 and bool(self.pw.significant[at[m], base]) for m in t.index]
+        t["unit"] = [self.pw.units[at[m]] if m in at else "" for m in t.index]
+        self.table = t.reset_index()
+
+    @property
+    def tested(self) -> bool:
+        return self.pw is not None
+
+    def versus(self, method: str, reference: str) -> tuple[float, bool]:
+        """(adjusted p, `method` forgets significantly more than `reference`); (NaN, False) when the
+        pair was not tested."""
+        if not self.tested or method not in self.pw.names or reference not in self.pw.names or method == reference:
+            return math.nan, False
+        i, j = self.pw.index(method), self.pw.index(reference)
+        return float(self.pw.p[i, j]), bool(self.pw.diff[i, j] > 0 and self.pw.significant[i, j])
+
+
+def _amount(x: float, measure: str) -> str:
+    return f"{x:+.3g} nats/token" if measure in LOSS_MEASURES else f"1 − CKA {x:.3g}"
+
+
+def least_forgetting_sentence(ret: Retention, learners: list[str], label: dict) -> str | None:
+    """Of the methods that learn the task (`learners`: the ones recommend() may name), the one that
+    forgets least on retention set `ret`, said only as far as the tests support it: named when it
+    forgets significantly less than each other learner; "not resolved" when some learner is within
+    the noise (or the measure has no per-document values to test); None when no learner has a
+    measurement."""
+    known = ret.table[ret.table["method"].isin(learners) & ret.table["forgetting"].notna()]
+    if known.empty:
+        return None
+    least = known.loc[known["forgetting"].idxmin()]
+    m, where = least["method"], f"on the retention set `{ret.name}`"
+    amount = _amount(least["forgetting"], ret.measure)
+    if len(known) == 1:
+        if not ret.tested:
+            return f"`{label.get(m, m)}` is the only method that learns the task; {where} it forgets {amount}."
+        p = least["p_vs_pretrained"]
+        return (f"`{label.get(m, m)}` is the only method that learns the task; {where} it forgets {amount}, "
+                f"{'significantly' if least['forgot'] else 'not significantly'} more than the pretrained model "
+                f"(adjusted p = {p:.2g}).")
+    others = known[known["method"] != m]
+    if not ret.tested:
+        return (f"Which method that learns the task forgets least {where} is not tested ({forgetting_unit(ret.measure)} "
+                f"is a statistic of the whole set: no per-document values to pair): on the mean `{label.get(m, m)}` "
+                f"({amount}), then " + ", ".join(f"`{label.get(o, o)}` ({_amount(f, ret.measure)})" for o, f in
+                                               zip(others["method"], others["forgetting"])) + ".")
+    tests = {o: ret.versus(o, m) for o in others["method"]}
+    runs = " (one seed: about these runs)" if (ret.table["unit"] == "runs").any() else ""
+    unresolved = [o for o, (_, more) in tests.items() if not more]
+    if unresolved:
+        return (f"Which method that learns the task forgets least {where} is not resolved{runs}: `{label.get(m, m)}` "
+                f"forgets least on the mean ({amount}) but not significantly less than "
+                + ", ".join(f"`{label.get(o, o)}` (adjusted p = {tests[o][0]:.2g})" for o in unresolved) + ".")
+    return (f"`{label.get(m, m)}` learns the task with the least forgetting {where}{runs}: {amount}, significantly "
+            "less than " + ", ".join(f"`{label.get(o, o)}` (adjusted p = {p:.2g})" for o, (p, _) in tests.items()) + ".")
+
+
+def load_retention(files: dict) -> dict[str, tuple[dict, dict]]:
+    """set -> (metrics, documents) for Retention, from `files`: (method, variant, seed, set) ->
+    (metrics.tsv, per_document.tsv) of each reported cell; a file that is missing is left out (its
+    cell failed before the measurement wrote anything)."""
+    from pathlib import Path
+
+    from ..records import read_tsv
+
+    out: dict[str, tuple[dict, dict]] = {}
+    for (method, variant, seed, name), (metrics, per_document) in sorted(files.items(), key=str):
+        rows, docs = out.setdefault(name, ({}, {}))
+        if Path(metrics).is_file() and (found := read_tsv(metrics)):
+            rows[(method, variant, seed)] = found[0]
+        if Path(per_document).is_file():
+            docs[(method, variant, seed)] = pd.read_csv(per_document, sep="\t")
+    return out

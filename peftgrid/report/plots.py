@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..metrics import higher_is_better  # noqa: E402
-from .analysis import COSTS, FRONT, FRONT_CAPTION, cell_label, pareto_front  # noqa: E402
+from .analysis import (COSTS, FRONT, FRONT_CAPTION, LEARN_FORGET_CAPTION, cell_label, forgetting_label,  # noqa: E402
+                       pareto_front, retention_column)
 from .distances import COMPONENTS  # noqa: E402
 
 
@@ -116,6 +117,53 @@ def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png, ch
     fig.tight_layout()
     caption = FRONT_CAPTION if tested else "Red: the plain front of the means (no paired tests: no per-example predictions)."
     fig.text(0.5, 0.0, textwrap.fill(caption, 160), ha="center", va="top", fontsize=8)
+    save(fig, png)
+
+
+def learn_forget(comp: pd.DataFrame, retention: list, metric: str, title: str, png, higher_is_better: bool = True,
+                 baseline: str | None = None) -> None:
+    """Task score against forgetting, one panel per retention set (`retention`: analysis.Retention),
+    one point per method at its chosen cell (`comp`: tables.significance's rows on the primary eval
+    set, with the retention columns) with its 95% intervals on both axes, the red front
+    (analysis.significant_front, forgetting as the cost) and the plain front of the means in grey."""
+    if not retention:
+        return empty(png, f"{title}: the task has no retention set")
+    if comp.empty or "score" not in comp:
+        return empty(png, f"{title}: no paired comparison of the task's methods")
+    fig, axes = plt.subplots(1, len(retention), figsize=(6.4 * len(retention), 4.8), squeeze=False)
+    for ax, ret in zip(axes[0], retention):
+        col = retention_column(ret.name)
+        pts = comp[(comp["method"] != baseline) & comp[col].notna()].merge(
+            ret.table[["method", "low", "high"]], on="method", how="left")
+        if pts.empty:
+            ax.axis("off")
+            ax.set_title(f"{ret.name}: no measurement")
+            continue
+        base = comp.loc[comp["method"] == baseline, "score"]
+        if len(base):
+            ax.axhline(base.iloc[0], color="0.5", ls=":", lw=1, label=f"{baseline} (untrained)")
+        ax.axvline(0.0, color="0.7", ls="-", lw=0.8, label="the pretrained model (no forgetting)")
+        xerr = [(pts[col] - pts["low"]).clip(lower=0).fillna(0).to_numpy(),
+                (pts["high"] - pts[col]).clip(lower=0).fillna(0).to_numpy()]
+        yerr = [(pts["score"] - pts["ci_low"]).to_numpy(), (pts["ci_high"] - pts["score"]).to_numpy()]
+        ax.errorbar(pts[col].to_numpy(), pts["score"].to_numpy(), xerr=xerr, yerr=yerr, fmt="none", ecolor="0.3",
+                    elinewidth=1, capsize=3, label="95% intervals")
+        plain = pts[pareto_front(pts, "score", col, higher_is_better)].sort_values(col)
+        ax.plot(plain[col], plain["score"], "--", color="0.55", lw=1.2, label="plain front of the means")
+        on = pts[f"front_{col}"].eq(FRONT)
+        ax.scatter(pts.loc[~on, col], pts.loc[~on, "score"], color="0.45", s=28, label="off the front")
+        fr = pts[on].sort_values(col)
+        ax.plot(fr[col], fr["score"], "-o", color="tab:red", ms=6, label="front (each step a significant gain)")
+        for _, r in pts.iterrows():
+            ax.annotate(cell_label(r), (r[col], r["score"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(textwrap.fill(forgetting_label(ret.measure), 60))
+        ax.set_ylabel(f"{metric} ({comp['eval'].iloc[0]}, {'higher' if higher_is_better else 'lower'} is better)")
+        ax.set_title(f"retention set `{ret.name}`")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.text(0.5, 0.0, textwrap.fill(LEARN_FORGET_CAPTION, 120), ha="center", va="top", fontsize=8)
     save(fig, png)
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import pandas as pd
 
 from . import plots
-from .analysis import (COST_COLUMNS, COSTS, FRONT_CAPTION, aggregate_seeds, better_pairs, cell_label, chosen_cells,
-                       chosen_rows, compare_methods, load_summary, metric_columns, paired_test, primary_decoding,
-                       primary_eval, primary_metric, read_predictions, recommend, significant_front)
+from .analysis import (COST_COLUMNS, COSTS, FRONT_CAPTION, LEARN_FORGET_CAPTION, Retention, aggregate_seeds,
+                       better_pairs, cell_label, chosen_cells, chosen_rows, compare_methods, forgetting, forgetting_unit,
+                       load_summary, metric_columns, paired_test, primary_decoding, primary_eval, primary_metric,
+                       read_predictions, recommend, retention_column, significant_front)
 from ..plan.report_targets import GENERATION_FIGURES, TASK_FIGURES, TUNING_FIGURE, figure_file
 from ..records import atomic_write_text
 
@@ -95,15 +96,38 @@ def _with_fronts(comp: pd.DataFrame, agg: pd.DataFrame, chosen: dict, ev: str, p
     return comp
 
 
+def _with_retention(comp: pd.DataFrame, retention, pairs: dict, higher: bool, baseline: str | None) -> pd.DataFrame:
+    """Per retention set (analysis.Retention): each method's forgetting, its adjusted p against the
+    pretrained model (did it forget at all?) and against the best-scoring method on this eval set
+    (does it forget more?), and its place on the learn-versus-forget front: forgetting is the cost,
+    the task score the quality, under significant_front's rules with the task's own paired tests."""
+    best = comp.loc[comp["best"].astype(bool), "method"]
+    best = best.iloc[0] if len(best) else None
+    for ret in retention:
+        col = retention_column(ret.name)
+        known = ret.table.set_index("method")
+        comp[col] = [known.loc[m, "forgetting"] if m in known.index else float("nan") for m in comp["method"]]
+        comp[f"{col}_p_vs_pretrained"] = [known.loc[m, "p_vs_pretrained"] if m in known.index and ret.tested
+                                          else float("nan") for m in comp["method"]]
+        comp[f"{col}_p_vs_best"] = [ret.versus(m, best)[0] for m in comp["method"]]
+        front = pd.Series(float("nan"), index=comp.index, dtype=object)
+        points = comp[(comp["method"] != baseline) & comp[col].notna()]
+        if len(points):
+            front[points.index] = significant_front(points, col, pairs, higher)
+        comp[f"front_{col}"] = front.values
+    return comp
+
+
 def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], chosen: dict, metric: str,
                  choices: dict | None = None, n: int = 1000, seed: int = 0, comet: dict | None = None,
-                 labels: list[str] | None = None, baseline: str | None = None) -> pd.DataFrame:
+                 labels: list[str] | None = None, baseline: str | None = None, retention=()) -> pd.DataFrame:
     """Per eval set: each method at its chosen (variant, decoding) (`chosen`: analysis.chosen_cells)
     against the best and against the untrained `baseline` (analysis.compare_methods), and its place on each cost's
     front. `predictions`: (method, variant, seed, eval, decoding) -> predictions.jsonl of the
     reported seeds; `comet`: the same keys -> COMET segment scores (line-aligned); `choices`:
     tuning.read_choices, for the set each choice was made on; `labels`: the task's label order
-    (binary F1's positive label, see analysis.Scorer)."""
+    (binary F1's positive label, see analysis.Scorer); `retention`: the task's analysis.Retention
+    sets (their columns and the learn-versus-forget front, _with_retention)."""
     choices, comet = choices or {}, comet or {}
     from ..metrics import higher_is_better, main_column, scale_of
 
@@ -122,6 +146,7 @@ def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], chosen:
                                    baseline=baseline, pw=pw)
             pairs = better_pairs(systems, column, n=n, seed=seed, higher_is_better=higher, labels=labels, pw=pw)
             comp = _with_fronts(comp, agg, chosen, ev, pairs, higher, baseline)
+            comp = _with_retention(comp, retention, pairs, higher, baseline)
         except KeyError as e:  # e.g. COMET: no per-example scores; binary F1 without the label order
             comp = pd.DataFrame({"method": list(chosen), "note": e.args[0] if e.args else str(e)})
         comp.insert(0, "chosen_on", [f"{choices[m]['on']} (seed {choices[m]['seed']})" if m in choices
@@ -154,6 +179,33 @@ def selection_sentences(choices: dict, left_out: dict, decodings: list) -> list[
     return out
 
 
+def _mean_forgetting(agg: pd.DataFrame, rows: dict) -> list[float]:
+    """Per row of `agg`: its cell's forgetting (analysis.forgetting) averaged over its finished seeds
+    (`rows`: (method, variant, seed) -> retention metrics row)."""
+    by_cell: dict[tuple, list[float]] = {}
+    for (method, variant, _), r in rows.items():
+        if not math.isnan(value := forgetting(r)):
+            by_cell.setdefault((method, variant), []).append(value)
+    return [sum(v) / len(v) if (v := by_cell.get((m, var))) else float("nan")
+            for m, var in zip(agg["method"], agg["variant"])]
+
+
+def retention_note(retained: list) -> str:
+    """What the retention columns of the comparison table hold, per set."""
+    lines = []
+    for ret in retained:
+        col = retention_column(ret.name)
+        tests = (f"`{col}_p_vs_pretrained`: adjusted p that the method's loss differs from the pretrained model's "
+                 f"(did it forget?); `{col}_p_vs_best`: against the best-scoring method (does it forget more?); "
+                 f"per-document paired tests over {int(ret.table['documents'].max())} documents, "
+                 f"{ret.pw.test}, adjusted over the pretrained model and every method"
+                 if ret.tested else "no p-values: 1 − CKA is a statistic of the whole set, with no per-document values "
+                 "to pair")
+        lines.append(f"- `{col}`: forgetting on retention set `{ret.name}` ({forgetting_unit(ret.measure)}, "
+                     f"higher is worse); {tests}. `front_{col}`: the learn-versus-forget front.\n")
+    return ("\n" + "".join(lines)) if lines else ""
+
+
 def _decoding_title(chosen: dict) -> str:
     used = sorted({d for _, d in chosen.values() if d})
     if not used:
@@ -165,11 +217,13 @@ def _decoding_title(chosen: dict) -> str:
 
 def build_task_report(task: str, summary_path, logs: dict[str, Path], distances: dict[str, Path], task_cfg: dict,
                       report_cfg: dict, out: dict[str, Path], predictions: dict | None = None,
-                      choices: dict | None = None, comet: dict | None = None) -> None:
+                      choices: dict | None = None, comet: dict | None = None, retention: dict | None = None) -> None:
     """All of one task's report outputs (`out`: name -> path, see rules/report.smk). `choices`:
     tuning.read_choices (method -> variant, decoding, selection set, seed). With `predictions`
     ((method, variant, seed, eval, decoding) -> predictions.jsonl), the paired significance tests:
-    columns of the task table, a comparison table, the fronts and the recommendations."""
+    columns of the task table, a comparison table, the fronts and the recommendations. `retention`:
+    set -> (metrics, documents) of every reported cell (analysis.load_retention): forgetting per cell,
+    its tests in the comparison table, the learn-versus-forget figure and a recommendation sentence."""
     choices = choices or {}
     df = load_summary(summary_path)
     df = df[df["task"] == task]  # reported seeds only: the plan never reports a selection-seed run
@@ -184,10 +238,13 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
     agg = aggregate_seeds(df, metrics)
     chosen, left_out = chosen_cells(agg, choices, decodings)
     table = task_table(agg, metrics, metric)
+    retained = [Retention(name, rows, documents, chosen, baseline) for name, (rows, documents) in (retention or {}).items()]
+    for name, (rows, _) in (retention or {}).items():  # every cell, chosen or not: its mean forgetting over seeds
+        table[retention_column(name)] = _mean_forgetting(agg, rows)
     sig = pd.DataFrame()
     if predictions:
         sig = significance(agg, predictions, list(task_cfg["eval"]), chosen, metric, choices=choices, comet=comet,
-                           labels=task_cfg.get("labels"), baseline=baseline)
+                           labels=task_cfg.get("labels"), baseline=baseline, retention=retained)
     md_extra = ""
     if not sig.empty and "p_vs_best" in sig:
         keyed = sig.set_index(["method", "variant", "eval", "decoding"])
@@ -196,13 +253,13 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
             table[title] = [keyed.loc[k, col] if k in keyed.index else float("nan") for k in keys]
         shown = sig.assign(cell=[cell_label(r) for _, r in sig.iterrows()])
         shown = shown[[c for c in COMPARISON_COLUMNS if c in shown and (c != "decoding" or shown[c].astype(bool).any())]
-                      + [c for c in shown if c.startswith("front_")]]
+                      + [c for c in shown if c.startswith(("retention_", "front_"))]]
         tests = "; ".join(f"{t}, {int(r):,} resamples" for t, r in
                           sig[["test", "resamples"]].dropna().drop_duplicates().itertuples(index=False))
         md_extra = ("\n#### Paired comparisons: each method at its chosen variant and decoding against the best and "
                     f"against `{baseline}` ({tests}; p-values adjusted over every comparison, the choice "
                     "of the best included; differences are method minus reference, in the metric's units)\n\n"
-                    + markdown_table(shown))
+                    + markdown_table(shown) + retention_note(retained))
     notes = sorted(set(sig.loc[sig["eval"] == ev, "note"].dropna())) if "note" in sig else []
     if notes and "p_vs_best" not in sig:
         md_extra = f"\n#### Paired comparisons\n\nNot made: {'; '.join(notes)}.\n"
@@ -214,7 +271,8 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
     bullets, words = recommend(task, chosen_rows(agg, chosen, ev), comp, metric, ev, higher_is_better=higher,
                                scale=scale, within_points=report_cfg.get("within_points", 1.0),
                                budget_pct=report_cfg.get("param_budget_pct", 1.0),
-                               baseline=baseline, **({"why_no_comparison": "; ".join(notes)} if notes else {}))
+                               baseline=baseline, retention=retained,
+                               **({"why_no_comparison": "; ".join(notes)} if notes else {}))
     recs = pd.DataFrame(bullets, columns=["recommendation", "cell", "method", "variant", "decoding", metric,
                                           "trainable_params", "trainable_pct", "train_time_s", "peak_train_mem_mb",
                                           "seeds"])
@@ -233,6 +291,8 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
         if len(log):
             curves[label] = log
     plots.learning_curves(curves, f"{task}: loss curves", out["learning_curves"])
+    plots.learn_forget(comp, retained, metric, f"{task}: {metric} on `{ev}` against forgetting{_decoding_title(chosen)}",
+                       out["learn_forget"], higher_is_better=higher, baseline=baseline)
     plots.pareto(agg, metric, list(task_cfg["eval"]), f"{task}: {metric} against cost{_decoding_title(chosen)}",
                  out["pareto"], chosen=chosen, sig=sig, higher_is_better=higher, baseline=baseline)
     frames = []
@@ -291,9 +351,13 @@ def write_report(tasks: dict[str, dict], report_dir: Path, out_md: Path, report_
             for name, (_, heading, _) in GENERATION_FIGURES.items():
                 parts.append(f"\n![{heading}]({figure_file(task, name)})\n")
         for name, (_, heading, _) in TASK_FIGURES.items():
+            if name == "learn_forget" and not cfg.get("retention"):
+                continue  # the task measures no retention: its figure only says so
             parts.append(f"\n![{heading}]({figure_file(task, name)})\n")
             if name == "pareto":
                 parts.append(f"\n*{FRONT_CAPTION}*\n")
+            if name == "learn_forget":
+                parts.append(f"\n*{LEARN_FORGET_CAPTION}*\n")
     atomic_write_text(out_md, "".join(parts))
 
 
