@@ -65,6 +65,9 @@ def test_forgetting_is_the_token_weighted_loss_change_and_tested_against_the_pre
     assert not t.loc["ia3", "forgot"] and t.loc["ia3", "forgetting"] < -0.1  # improved: significant, not forgetting
     assert t.loc["ia3", "p_vs_pretrained"] < 0.01
     assert set(t["unit"]) == {"runs"}
+    # the interval is the paired test's (documents' own difficulty cancels): it excludes 0 exactly when significant
+    assert (t["low"] > 0).tolist() == t["forgot"].tolist() == [True, False, False]
+    assert t.loc["full", "high"] - t.loc["full", "low"] < 0.2
     # direction of the pair test: full forgets more than lora, not the other way
     assert ret.versus("full", "lora")[1] and not ret.versus("lora", "full")[1]
     assert ret.versus("full", "lora")[0] == ret.versus("lora", "full")[0] < 0.01
@@ -218,3 +221,49 @@ def test_retention_null_rates_full(seeds, spread):
     print(f"seeds {seeds}, spread {spread} nats: forgot (no forgetting) {forgot:.4f}, "
           f"forgets more than the best (equal forgetting) {more:.4f} (1000 replicates)")
     assert forgot <= 0.064 and more <= 0.064, (forgot, more)  # 5% + 2 SE
+
+
+def test_the_task_report_shows_forgetting_in_the_tables_the_figure_and_the_words(tmp_path):
+    """build_task_report with retention: the comparison table's retention columns (the p-values
+    from the same tests), every cell's mean forgetting in the task table, the learn-versus-forget
+    figure and the recommendation sentence."""
+    import json
+
+    from peftgrid.report.tables import build_task_report
+
+    rng = np.random.default_rng(3)
+    gold = rng.integers(0, 2, 300)
+    accuracy = {"none": 0.5, "full": 0.9, "lora": 0.88, "prompt_tuning": 0.55}
+    rows, predictions = [], {}
+    for m, acc in accuracy.items():
+        pred = np.where(rng.random(300) < acc, gold, 1 - gold)
+        path = tmp_path / f"{m}.jsonl"
+        path.write_text("".join(json.dumps({"label": str(g), "prediction": str(p), "correct": int(g == p)}) + "\n"
+                                for g, p in zip(gold, pred)))
+        predictions[(m, "default", 0, "test", "")] = path
+        rows.append({"task": "emotion", "method": m, "variant": "default", "seed": 0, "eval": "test", "decoding": "",
+                     "status": "ok", "error": "", "accuracy": float((pred == gold).mean()), "trainable_params": 1e5,
+                     "trainable_pct": 1.0, "train_time_s": 10.0, "time_per_epoch_s": 5.0, "peak_train_mem_mb": 100.0,
+                     "peak_infer_mem_mb": 50.0, "infer_throughput": 10.0})
+    pd.DataFrame(rows).to_csv(tmp_path / "summary.tsv", sep="\t", index=False)
+    docs = documents(rng, {"full": 0.4, "lora": 0.02, "prompt_tuning": 0.0, "none": 0.0})
+    docs["none"][0]["loss"] = docs["none"][0]["base_loss"]
+    metrics, files, _ = as_cells(docs)
+    figures = ("learning_curves", "pareto", "learn_forget", "distances", "sweep")
+    out = {n: tmp_path / f"{n}.{'png' if n in figures else 'tsv'}"
+           for n in ("table", "table_md", "recommendations", "transfer", *figures)}
+    task_cfg = {"eval": {"test": {}}, "metrics": ["accuracy"], "transfer": None, "decoding": [], "baseline": "none"}
+    build_task_report("emotion", tmp_path / "summary.tsv", {}, {}, task_cfg, {}, out, predictions,
+                      retention={"general_en": (metrics, files)})
+    md = out["table_md"].read_text()
+    col = retention_column("general_en")
+    comparison = md.split("#### Paired comparisons")[1]
+    assert f"{col}_p_vs_pretrained" in comparison and f"{col}_p_vs_best" in comparison
+    assert f"front_{col}" in comparison and "per-document paired tests over 150 documents" in comparison
+    table = pd.read_csv(out["table"], sep="\t").set_index("cell")
+    assert table.loc["none", col] == 0.0 and table.loc["full", col] == pytest.approx(
+        float(metrics[("full", "default", 0)]["retention_loss_delta"]))
+    words = list(pd.read_csv(out["recommendations"], sep="\t")["statement"].dropna())
+    assert any(w.startswith("`lora` learns the task with the least forgetting on the retention set `general_en`")
+               for w in words), words
+    assert out["learn_forget"].stat().st_size > 10000

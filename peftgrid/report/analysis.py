@@ -519,8 +519,8 @@ def _method_sentence(r, best, label: dict, baseline: str | None, higher_is_bette
 # nats per token, where the model has an LM head to score text with; else the drift of its hidden
 # states, 1 - linear CKA. Higher is worse either way: it is the cost axis of the learn-versus-forget
 # front.
-LEARN_FORGET_CAPTION = ("Task score against forgetting, each method at its chosen variant, 95% intervals over seeds on "
-                        "both axes. Red: the front. From the method that forgets least onwards, a method that forgets "
+LEARN_FORGET_CAPTION = ("Task score against forgetting, each method at its chosen variant with 95% intervals (forgetting: "
+                        "the paired test's interval of the difference from the pretrained model). Red: the front. From the method that forgets least onwards, a method that forgets "
                         "more joins it only when it scores better on the task, significantly (paired test, adjusted "
                         "over all pairs), than the last method on it: each step to the right buys a gain the data can "
                         "show. Dashed grey: the plain front of the means. Forgetting: the loss on the retention text "
@@ -568,7 +568,9 @@ def document_values(per_document: pd.DataFrame, column: str = "loss") -> np.ndar
 
 class Retention:
     """One retention set of one task: each method at its chosen cell (`chosen`: method -> (variant,
-    decoding), analysis.chosen_cells), its forgetting over the reported seeds, and — where the
+    decoding), analysis.chosen_cells), its forgetting over the reported seeds (`table`: forgetting,
+    low, high — the 95% interval: over seeds, or where tested the paired test's simultaneous interval
+    of the difference from the pretrained model, which excludes 0 exactly when p < 0.05), and — where the
     measure has per-document losses — every pair of {the pretrained model, each trained method}
     compared at once with significance.compare (the verdicts' tests: the seeds' spread when some
     method has two or more, else a permutation of the systems within each document; adjusted over
@@ -613,10 +615,9 @@ class Retention:
         base = self.pw.index(PRETRAINED)
         at = {m: self.pw.index(m) for m in runs}
         diff = {m: self.pw.diff[i, base] for m, i in at.items()}
-        ci = {m: self.pw.score_ci[i] - self.pw.scores[base] for m, i in at.items()}  # the base is fixed: its own
         t = self.table.set_index("method")
-        for m in at:  # the tests' numbers: the token-weighted delta (metrics.tsv's), its interval over seeds
-            t.loc[m, ["forgetting", "low", "high"]] = [diff[m], *ci[m]]
+        for m, i in at.items():  # the tests' numbers: the per-token delta (metrics.tsv's), its paired interval
+            t.loc[m, ["forgetting", "low", "high"]] = [diff[m], *self.pw.diff_ci[i, base]]
         t["p_vs_pretrained"] = [self.pw.p[at[m], base] if m in at else math.nan for m in t.index]
         t["forgot"] = [m in at and diff[m] > 0 and bool(self.pw.significant[at[m], base]) for m in t.index]
         t["unit"] = [self.pw.units[at[m]] if m in at else "" for m in t.index]

@@ -124,7 +124,7 @@ def learn_forget(comp: pd.DataFrame, retention: list, metric: str, title: str, p
                  baseline: str | None = None) -> None:
     """Task score against forgetting, one panel per retention set (`retention`: analysis.Retention),
     one point per method at its chosen cell (`comp`: tables.significance's rows on the primary eval
-    set, with the retention columns) with its 95% intervals on both axes, the red front
+    set, with the retention columns) with its 95% intervals on both axes (Retention.table's on x), the red front
     (analysis.significant_front, forgetting as the cost) and the plain front of the means in grey."""
     if not retention:
         return empty(png, f"{title}: the task has no retention set")
