@@ -5,9 +5,9 @@ rule weight_distances:
     input:
         model=lambda w: task_model(w.task),
         trained=f"{RUN_DIR}/model",
-        run=f"{RUN_DIR}/run.json",
+        run=f"{RUN_DIR}/{RUN_FILE}",
     output:
-        f"{RUN_DIR}/weight_distances.tsv",
+        f"{RUN_DIR}/{WEIGHT_DISTANCES_FILE}",
     params:
         spec=lambda w: specs.train_spec(config, cell_of(w)).to_params(),
     log:

@@ -5,21 +5,22 @@ import re
 
 from peftgrid.plan import RUN_DIR, read_selection, reported_cells
 from peftgrid.plan import specs
-from peftgrid.plan.runs import eval_dir, predictions_file
+from peftgrid.plan.layout import (METRICS_FILE, PER_LABEL_FILE, PREDICTIONS_FILE, RUN_FILE, TRAIN_LOG_FILE,
+                                   TRAIN_STATS_FILE, WEIGHT_DISTANCES_FILE)
+from peftgrid.plan.runs import evaluations
 from peftgrid.tasks import task_type
 
 CELL_BY_KEY = {(c.task, c.method, c.variant, int(c.seed)): c for c in CELLS}
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"  # a task's, method's, eval set's, decoding's ... name
 
 
 wildcard_constraints:
-    task=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
-    method=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    task=NAME_PATTERN,
+    method=NAME_PATTERN,
     variant=r"[A-Za-z0-9_.+=-]+",
     seed=r"\d+",
-    eval=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
-    decoding=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
-    dataset=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
-    model=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    dataset=NAME_PATTERN,
+    model=NAME_PATTERN,
 
 
 def cell_of(wildcards):
@@ -27,6 +28,15 @@ def cell_of(wildcards):
     if key not in CELL_BY_KEY:
         raise WorkflowError(f"no cell {'/'.join(map(str, key))} in the config's experiments")
     return CELL_BY_KEY[key]
+
+
+def evaluation_spec(wildcards):
+    """The spec of the evaluation a requested path names (rule evaluate: its `evaluation` wildcard,
+    looked up among the cell's evaluations, never parsed)."""
+    try:
+        return specs.evaluation_spec(config, cell_of(wildcards), wildcards.evaluation)
+    except ValueError as err:
+        raise WorkflowError(str(err)) from None
 
 
 def staged_model(name):
@@ -66,9 +76,8 @@ def uses_comet(task):
 
 
 def cell_eval_outputs(cell):
-    t = config["tasks"][cell.task]
-    decodings = t["decoding"] if generates(cell.task) else [""]
-    return [f"{eval_dir(cell.dir, e, d)}/metrics.tsv" for e in t["eval"] for d in decodings]
+    """A cell's metrics on every reported eval set (and decoding), in config order."""
+    return [f"{cell.dir}/{where}/{METRICS_FILE}" for where, (e, _) in evaluations(config, cell.task).items() if e is not None]
 
 
 def reported(task=None):

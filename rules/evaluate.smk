@@ -1,21 +1,25 @@
-# One job per (cell, eval set): predictions, quality metrics and inference cost. Generation
-# tasks: one job per (cell, eval set, decoding strategy), then COMET in one job per task.
+# One job per evaluation of a cell (plan/runs.py evaluations): a reported eval set, or, for a run
+# at the selection seed, the task's unreported selection set; generation: one per decoding. Each
+# writes predictions, quality metrics and inference cost to <run>/<evaluation>/ (evaluation_dir):
+# eval/<eval>[/<decoding>] or select[/<decoding>]. Then COMET in one job per task.
 
 
 rule evaluate:
+    wildcard_constraints:
+        # every evaluation but a label task's on a reported eval set (rule evaluate_per_label)
+        evaluation=rf"(?:select(?:/{NAME_PATTERN})?|eval/{NAME_PATTERN}/{NAME_PATTERN})",
     input:
         model=lambda w: task_model(w.task),
-        dataset=lambda w: staged_dataset(config["tasks"][w.task]["eval"][w.eval]["dataset"]),
+        dataset=lambda w: staged_dataset(evaluation_spec(w).eval["dataset"]),
         trained=f"{RUN_DIR}/model",
-        run=f"{RUN_DIR}/run.json",
+        run=f"{RUN_DIR}/{RUN_FILE}",
     output:
-        metrics=f"{eval_dir(RUN_DIR, '{eval}')}/metrics.tsv",
-        predictions=predictions_file(RUN_DIR, "{eval}"),
-        per_label=f"{eval_dir(RUN_DIR, '{eval}')}/per_label.tsv",
+        metrics=f"{RUN_DIR}/{{evaluation}}/{METRICS_FILE}",
+        predictions=f"{RUN_DIR}/{{evaluation}}/{PREDICTIONS_FILE}",
     params:
-        spec=lambda w: specs.eval_spec(config, cell_of(w), w.eval).to_params(),
+        spec=lambda w: evaluation_spec(w).to_params(),
     log:
-        f"logs/{RUN_DIR}/eval_{{eval}}.log",
+        f"logs/{RUN_DIR}/{{evaluation}}.log",
     threads: JOB_THREADS
     resources:
         gpu=1,
@@ -26,27 +30,15 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
-rule generate:
-    input:
-        model=lambda w: task_model(w.task),
-        dataset=lambda w: staged_dataset(config["tasks"][w.task]["eval"][w.eval]["dataset"]),
-        trained=f"{RUN_DIR}/model",
-        run=f"{RUN_DIR}/run.json",
+# A label task on a reported eval set also writes its per-label table. Snakemake cannot declare an
+# output that only some jobs of a rule write, so this is rule evaluate with that one more output.
+use rule evaluate as evaluate_per_label with:
+    wildcard_constraints:
+        evaluation=rf"eval/{NAME_PATTERN}",
     output:
-        metrics=f"{eval_dir(RUN_DIR, '{eval}', '{decoding}')}/metrics.tsv",
-        predictions=predictions_file(RUN_DIR, "{eval}", "{decoding}"),
-    params:
-        spec=lambda w: specs.eval_spec(config, cell_of(w), w.eval, w.decoding).to_params(),
-    log:
-        f"logs/{RUN_DIR}/generate_{{eval}}_{{decoding}}.log",
-    threads: JOB_THREADS
-    resources:
-        gpu=1,
-        gpu_slots_per_device=config["gpu_slots_per_device"],  # the job claims a free slot itself
-    conda:
-        "../envs/train.yaml"
-    script:
-        "../scripts/evaluate.py"
+        metrics=f"{RUN_DIR}/{{evaluation}}/{METRICS_FILE}",
+        predictions=f"{RUN_DIR}/{{evaluation}}/{PREDICTIONS_FILE}",
+        per_label=f"{RUN_DIR}/{{evaluation}}/{PER_LABEL_FILE}",
 
 
 # One job per task: the COMET model is loaded once and scores every cell x eval set x decoding of

@@ -29,8 +29,8 @@ rule summary:
         # read from the selection checkpoints; never a run at a selection seed); the job finds each
         # row's train_stats.tsv and run.json from the row's identity
         metrics=lambda w: [m for c in reported() for m in cell_eval_outputs(c)],
-        stats=lambda w: [f"{c.dir}/train_stats.tsv" for c in reported()],
-        runs=lambda w: [f"{c.dir}/run.json" for c in reported()],
+        stats=lambda w: [f"{c.dir}/{TRAIN_STATS_FILE}" for c in reported()],
+        runs=lambda w: [f"{c.dir}/{RUN_FILE}" for c in reported()],
         comet=[f"results/comet/{t}/scores.tsv" for t in TASKS_IN_STUDY if uses_comet(t)],  # rows keyed by cell
     output:
         "results/summary.tsv",
@@ -50,15 +50,15 @@ rule report_task:
     input:
         summary="results/summary.tsv",
         # the script finds each cell's files through the same spec (never by list position)
-        logs=lambda w: [p for _, p in task_report_spec(w.task).cell_files("train_log.tsv")],
-        distances=lambda w: [p for _, p in task_report_spec(w.task).cell_files("weight_distances.tsv")],
+        logs=lambda w: [p for _, p in task_report_spec(w.task).cell_files(TRAIN_LOG_FILE)],
+        distances=lambda w: [p for _, p in task_report_spec(w.task).cell_files(WEIGHT_DISTANCES_FILE)],
         # per-example predictions for the paired significance tests
         predictions=lambda w: list(task_report_spec(w.task).predictions().values()),
         # each method's (variant, decoding) chosen on the selection set at the selection seed
         # (report/tuning.py read_choices): the comparisons use those, on the reported seeds only
         choices=lambda w: choice_files(w.task),
         # the task's label order (binary F1's positive label) as training recorded it
-        runs=lambda w: [p for _, p in task_report_spec(w.task).cell_files("run.json")],
+        runs=lambda w: [p for _, p in task_report_spec(w.task).cell_files(RUN_FILE)],
         # COMET's segment scores (line-aligned with predictions.jsonl) for its paired comparisons
         comet_examples=lambda w: [f"results/comet/{w.task}/examples.tsv"] if uses_comet(w.task) else [],
         # each cell's retention measurements (metrics + per-document losses) on each retention set

@@ -11,8 +11,8 @@ if config.get("tracking") is not None:
         input:
             summary="results/summary.tsv",
             # in the order of spec.cells: the job pairs them by position, never by path (tuned: the reported cells)
-            runs=lambda w: [f"{c.dir}/run.json" for c in reported()],
-            logs=lambda w: [f"{c.dir}/train_log.tsv" for c in reported()],
+            runs=lambda w: [f"{c.dir}/{RUN_FILE}" for c in reported()],
+            logs=lambda w: [f"{c.dir}/{TRAIN_LOG_FILE}" for c in reported()],
         output:
             specs.TRACKING_RECORD,
         params:

@@ -10,9 +10,9 @@ rule train:
         checks=ancient(expand("results/checks/{task}.json", task=TASKS_IN_STUDY)),
     output:
         model=directory(f"{RUN_DIR}/model"),
-        log=f"{RUN_DIR}/train_log.tsv",
-        stats=f"{RUN_DIR}/train_stats.tsv",
-        run=f"{RUN_DIR}/run.json",
+        log=f"{RUN_DIR}/{TRAIN_LOG_FILE}",
+        stats=f"{RUN_DIR}/{TRAIN_STATS_FILE}",
+        run=f"{RUN_DIR}/{RUN_FILE}",
     params:
         spec=lambda w: specs.train_spec(config, cell_of(w)).to_params(),
     log:

@@ -46,53 +46,6 @@ def run_dir_of(choice):
     return lambda variant, seed: RUN_DIR.format(task=choice.task, method=choice.method, variant=variant, seed=seed)
 
 
-rule evaluate_selection:
-    input:
-        model=lambda w: task_model(w.task),
-        dataset=lambda w: staged_dataset(config["tasks"][w.task]["selection"]["dataset"]),
-        trained=f"{RUN_DIR}/model",
-        run=f"{RUN_DIR}/run.json",
-    output:
-        metrics=f"{RUN_DIR}/select/metrics.tsv",
-        predictions=f"{RUN_DIR}/select/predictions.jsonl",
-    params:
-        spec=lambda w: specs.selection_eval_spec(config, cell_of(w)).to_params(),
-    log:
-        f"logs/{RUN_DIR}/select.log",
-    threads: JOB_THREADS
-    resources:
-        gpu=1,
-        gpu_slots_per_device=config.get("gpu_slots_per_device", 1),  # as rule evaluate: the job claims a slot
-    conda:
-        "../envs/train.yaml"
-    script:
-        "../scripts/evaluate.py"
-
-
-# generation: the selection-seed run generates on the selection set with each decoding it chooses among
-rule generate_selection:
-    input:
-        model=lambda w: task_model(w.task),
-        dataset=lambda w: staged_dataset(config["tasks"][w.task]["selection"]["dataset"]),
-        trained=f"{RUN_DIR}/model",
-        run=f"{RUN_DIR}/run.json",
-    output:
-        metrics=f"{RUN_DIR}/select/{{decoding}}/metrics.tsv",
-        predictions=f"{RUN_DIR}/select/{{decoding}}/predictions.jsonl",
-    params:
-        spec=lambda w: specs.selection_eval_spec(config, cell_of(w), w.decoding).to_params(),
-    log:
-        f"logs/{RUN_DIR}/select_{{decoding}}.log",
-    threads: JOB_THREADS
-    resources:
-        gpu=1,
-        gpu_slots_per_device=config.get("gpu_slots_per_device", 1),
-    conda:
-        "../envs/train.yaml"
-    script:
-        "../scripts/evaluate.py"
-
-
 checkpoint select:
     input:
         scores=lambda w: tune_group(w).score_files(run_dir_of(tune_group(w))),

@@ -9,8 +9,8 @@ import yaml
 from conftest import REPO
 from peftgrid.plan import build_run_table, build_tune_groups, validate_config
 from peftgrid.plan import specs
-from peftgrid.plan.runs import build_choices
-from peftgrid.tasks import task_type
+from peftgrid.plan.layout import evaluation_dir
+from peftgrid.plan.runs import build_choices, evaluations
 
 
 def raw_study() -> dict:
@@ -98,13 +98,9 @@ def all_specs(config: dict) -> dict:
         out[f"train/{c.dir}"] = specs.train_spec(config, c)
         if c.selecting:
             continue  # a run at the selection seed is scored on the selection set only (below)
-        task = config["tasks"][c.task]
-        for ev in task["eval"]:
-            if task_type(task["type"]).generates:
-                for dec in task["decoding"]:
-                    out[f"generate/{c.dir}/{ev}/{dec}"] = specs.eval_spec(config, c, ev, dec)
-            else:
-                out[f"evaluate/{c.dir}/{ev}"] = specs.eval_spec(config, c, ev)
+        for where, (ev, _) in evaluations(config, c.task).items():  # rule evaluate, as it looks them up
+            if ev is not None:
+                out[f"evaluate/{c.dir}/{where}"] = specs.evaluation_spec(config, c, where)
     for t in tasks:
         if "comet" in config["tasks"][t]["metrics"] and config.get("comet") is not None:
             out[f"comet/{t}"] = specs.comet_spec(config, t, cells)  # one COMET job per task
@@ -120,8 +116,8 @@ def all_specs(config: dict) -> dict:
         for v, d in ch.pairs():
             cell = by_key[(ch.task, ch.method, v, ch.seed)]
             if ch.metric != "loss":
-                rule = f"generate_selection/{cell.dir}/{d}" if d else f"evaluate_selection/{cell.dir}"
-                out[rule] = specs.selection_eval_spec(config, cell, d)
+                where = evaluation_dir(None, d)
+                out[f"evaluate/{cell.dir}/{where}"] = specs.evaluation_spec(config, cell, where)
     for t in sorted({g.task for g in groups}):
         out[f"report_tuning/{t}"] = specs.tuning_report_spec(t, groups)
     if config.get("tracking") is not None:
@@ -152,14 +148,14 @@ def baseline():
 def test_the_study_builds_every_kind_of_spec(baseline):
     kinds = {k.split("/")[0] for k in baseline}
     assert kinds == {"stage_dataset", "stage_model", "stage_comet", "check_data", "report_task", "train", "evaluate",
-                     "generate", "comet", "summary", "report", "report_ranks", "choose", "evaluate_selection",
-                     "generate_selection"}
+                     "comet", "summary", "report", "report_ranks", "choose"}
     # translate: none + 8 lora variants + 2 prefix variants at 2 reported seeds and at the selection
     # seed (each method chooses a decoding, lora and prefix_tuning a variant too); 1 eval set x 3 decodings
     assert sum(k.startswith("train/results/runs/translate/") for k in baseline) == 11 * 3
-    assert sum(k.startswith("generate/") for k in baseline) == 22 * 1 * 3
-    assert sum(k.startswith("generate_selection/") for k in baseline) == 11 * 3
-    assert not any("/seed1000/" in k for k in baseline if k.startswith(("generate/", "evaluate/")))
+    translate = [k for k in baseline if k.startswith("evaluate/results/runs/translate/")]
+    assert sum("/eval/test/" in k for k in translate) == 22 * 1 * 3
+    assert sum("/select/" in k for k in translate) == 11 * 3 and len(translate) == 22 * 3 + 11 * 3
+    assert not any("/seed1000/" in k for k in baseline if k.startswith("evaluate/") and "/eval/" in k)
     assert len(set(baseline.values())) == len(baseline)  # every job has its own params
 
 
@@ -208,7 +204,7 @@ def test_eval_set_and_decoding_order_changes_only_the_reports(baseline):
     assert specs.summary_spec(summary, ["emotion", "pos_en_de"]).tasks["emotion"]["eval"] == "test"
 
 
-CELL_JOBS = ("train", "evaluate", "generate", "evaluate_selection", "generate_selection")  # a cell's jobs
+CELL_JOBS = ("train", "evaluate")  # a cell's jobs
 
 
 def changed_by(baseline, edit) -> set[str]:
@@ -259,7 +255,7 @@ def test_eval_set_edit_changes_its_checks_and_evaluations_not_training(baseline)
     assert "check_data/emotion" in changed
     assert not any(k.startswith("train/") for k in changed)
     assert changed == {"check_data/emotion"} | {k for k in baseline if k.startswith("evaluate/results/runs/emotion/")
-                                                and k.endswith("/test")}
+                                                and k.endswith("/eval/test")}
 
 
 def test_validation_limit_edit_retrains_that_tasks_cells(baseline):
@@ -267,14 +263,14 @@ def test_validation_limit_edit_retrains_that_tasks_cells(baseline):
     it) and by the selection-seed runs' scoring (emotion's validation split is its unreported selection set)."""
     changed = changed_by(baseline, lambda r: r["tasks"]["emotion"]["max_examples"].update(validation=100))
     train = {k for k in baseline if k.startswith("train/results/runs/emotion/")}
-    selection_evals = {k for k in baseline if k.startswith("evaluate_selection/results/runs/emotion/")}
+    selection_evals = {k for k in baseline if k.startswith("evaluate/results/runs/emotion/") and k.endswith("/select")}
     assert len(selection_evals) == 3 and all("/seed1000" in k for k in selection_evals)  # lora r=2, 8, 32
     assert changed == {"check_data/emotion"} | train | selection_evals
 
 
 def test_decoding_edit_changes_that_decodings_generations_only(baseline):
     changed = changed_by(baseline, lambda r: r["tasks"]["translate"]["decoding"]["beam2"].update(num_beams=3))
-    assert changed == {k for k in baseline if k.startswith(("generate/", "generate_selection/")) and k.endswith("/beam2")}
+    assert changed == {k for k in baseline if k.startswith("evaluate/") and k.endswith("/beam2")}
 
 
 def test_training_default_edit_changes_every_trained_cell(baseline):

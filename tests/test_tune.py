@@ -272,8 +272,8 @@ def cells_on_disk(workdir) -> set[str]:
 def test_grid_at_the_selection_seed_then_the_winner_and_an_edit_reruns_one_point(tiny_bert, tmp_path):
     write_config(tmp_path / "config.yaml", tiny_tuned_study(tiny_bert, [1.0e-3, 1.0e-2]))
     first = planned_jobs(tmp_path)  # before any selection: the grid at the selection seed and its scoring only
-    assert (first["train"], first["evaluate_selection"], first["select"], first["choose"]) == (2, 2, 1, 1)
-    assert "evaluate" not in first and "weight_distances" not in first
+    assert (first["train"], first["evaluate"], first["select"], first["choose"]) == (2, 2, 1, 1)  # on the selection set
+    assert "evaluate_per_label" not in first and "weight_distances" not in first
     run_snakemake(tmp_path)
 
     selection = tmp_path / "results" / "tune" / "emotion" / "lora" / "default" / "selection.tsv"
@@ -307,8 +307,8 @@ def test_grid_at_the_selection_seed_then_the_winner_and_an_edit_reruns_one_point
     stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/seed*/train_stats.tsv")}
     write_config(tmp_path / "config.yaml", tiny_tuned_study(tiny_bert, [keep, new]))
     edited = planned_jobs(tmp_path)
-    assert (edited["train"], edited["evaluate_selection"], edited["select"], edited["choose"]) == (1, 1, 1, 1)
-    assert "evaluate" not in edited and "weight_distances" not in edited
+    assert (edited["train"], edited["evaluate"], edited["select"], edited["choose"]) == (1, 1, 1, 1)
+    assert "evaluate_per_label" not in edited and "weight_distances" not in edited
     run_snakemake(tmp_path)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # nothing that existed retrained
     now, _ = read_selection(selection)

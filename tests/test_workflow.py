@@ -122,7 +122,7 @@ def test_editing_one_cell_reruns_that_cell_and_the_aggregates(finished_study):
     config = yaml.safe_load((finished_study / "config.yaml").read_text())
     config["methods"]["ia3"]["lr"] = 1.0e-2  # only emotion/ia3/default uses ia3
     write_config(finished_study / "config.yaml", config)
-    assert planned_jobs(finished_study) == {"train": 1, "evaluate": 1, "weight_distances": 1, "summary": 1,
+    assert planned_jobs(finished_study) == {"train": 1, "evaluate_per_label": 1, "weight_distances": 1, "summary": 1,
                                             "report_task": 2, "report_ranks": 1, "report": 1, "all": 1}
     before = {r["run_dir"]: r["train_time_s"] for r in read_summary(finished_study)}
     run_snakemake(finished_study)
@@ -150,7 +150,7 @@ AGGREGATES = {"summary": 1, "report_task": 2, "report_ranks": 1, "report": 1, "a
 
 
 def per_cell(cells: int, evals: int) -> dict[str, int]:
-    return {"train": cells, "evaluate": evals, "weight_distances": cells}
+    return {"train": cells, "evaluate_per_label": evals, "weight_distances": cells}
 
 
 def test_rerun_rules(finished_study):
@@ -173,7 +173,7 @@ def test_rerun_rules(finished_study):
         c["experiments"] = list(reversed(c["experiments"]))
 
     assert plan_after_edit(finished_study, add_seed) == {**per_cell(3, 3), **AGGREGATES}
-    choosing = {"evaluate_selection": 2, "choose": 1}  # emotion lora r=2, r=4 at the selection seed
+    choosing = {"evaluate": 2, "choose": 1}  # emotion lora r=2, r=4 at the selection seed, on the selection set
     assert plan_after_edit(finished_study, method_default) == {**per_cell(3, 3), "train": 5, **choosing, **AGGREGATES}
     assert plan_after_edit(finished_study, training_default) == {**per_cell(13, 13), "train": 15, **choosing,
                                                                  **AGGREGATES}

@@ -1,6 +1,6 @@
 """The run table: `experiments` expanded into cells, one per (task, method, variant, seed),
-each with its resolved hyperparameters in canonical form, and the one pattern that names a
-cell's directory. Precedence, lowest first: training < tasks.<t>.training < methods.<m> (the
+each with its resolved hyperparameters in canonical form (a cell's directory: plan/layout.py), and
+the evaluations a cell can run. Precedence, lowest first: training < tasks.<t>.training < methods.<m> (the
 preset's defaults, then the config's entry) < the sweep cell < the tuned grid point.
 
 A (task, method) that needs a choice (plan/tune.py: several variants, or several decodings and
@@ -19,25 +19,18 @@ from ..errors import ConfigError
 from ..methods import method_of
 from ..tasks import task_type
 from .config import canonical, chooses_decoding, eval_set_reading_selection
+from .layout import RUN_DIR, evaluation_dir, run_dir
 from .report_targets import primary_decoding
 from .tune import Choice, TuneGroup, grid_points
 
-RUN_DIR = "results/runs/{task}/{method}/{variant}/seed{seed}"
-
-
-def run_dir(ident: dict) -> str:
-    """A cell's directory from its identity (task, method, variant, seed)."""
-    return RUN_DIR.format(**ident)
-
-
-def eval_dir(run: str, eval_name: str, decoding: str = "") -> str:
-    """A run's outputs on one eval set: <run>/eval/<eval>/, or <run>/eval/<eval>/<decoding>/ for a
-    generation task (also on the RUN_DIR pattern with "{eval}" / "{decoding}" wildcards)."""
-    return f"{run}/eval/{eval_name}/{decoding}" if decoding else f"{run}/eval/{eval_name}"
-
-
-def predictions_file(run: str, eval_name: str, decoding: str = "") -> str:
-    return f"{eval_dir(run, eval_name, decoding)}/predictions.jsonl"
+def evaluations(config: dict, task: str) -> dict[str, tuple[str | None, str]]:
+    """Every evaluation a cell of `task` can run, by its evaluation_dir -> (eval set, None for the
+    selection set; decoding, "" unless the task generates). The evaluate rule looks a requested
+    directory up here instead of parsing it."""
+    t = config["tasks"][task]
+    decodings = list(t["decoding"]) if task_type(t["type"]).generates else [""]
+    sets = [*t["eval"], *([None] if t["selection"] is not None else [])]
+    return {evaluation_dir(e, d): (e, d) for e in sets for d in decodings}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, fields
 from ..plugins import LOADED
 from .config import canonical
 from .report_targets import primary_decoding, primary_eval, primary_metric
-from .runs import Cell, evaluations, predictions_file, run_dir
+from .layout import predictions_file, run_dir
+from .runs import Cell, evaluations
 
 # What training reads from a task entry (eval sets excluded: they are evaluation's, and adding
 # one must not retrain; the data-check job reads them before any training).

@@ -30,6 +30,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from .layout import METRICS_FILE, TRAIN_STATS_FILE, eval_dir
+
 AUTO_LR_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
 SELECTION_SEED = 1000  # `select.seed` when not given: choices are made at this seed, never reported
 TUNE_DIR = "results/tune/{task}/{method}/{group}"
@@ -45,8 +47,8 @@ def score_file(run_dir: str, metric: str, decoding: str = "") -> str:
     """What a selection-seed run is scored from: its selection-set evaluation (generation: one per
     decoding), or (select.metric: loss) the final validation loss training logged on that set."""
     if metric == "loss":
-        return f"{run_dir}/train_stats.tsv"
-    return f"{run_dir}/select/{decoding}/metrics.tsv" if decoding else f"{run_dir}/select/metrics.tsv"
+        return f"{run_dir}/{TRAIN_STATS_FILE}"
+    return f"{eval_dir(run_dir, None, decoding)}/{METRICS_FILE}"
 
 
 def auto_lr_grid(lr: float) -> list[float]:

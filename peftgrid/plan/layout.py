@@ -1,0 +1,37 @@
+"""The results tree's names, in one place: a cell's run directory, the files in it, and each of its
+evaluations' directories. No imports: the run table (runs.py) and the tuning plan (tune.py) both
+name files from here, and tune.py cannot import runs.py (runs.py imports it)."""
+from __future__ import annotations
+
+RUN_DIR = "results/runs/{task}/{method}/{variant}/seed{seed}"
+# A cell's files in its run directory, named here only: training writes the first three (run.json
+# last: its presence means the cell is complete), the weight-distance analysis the fourth, and each
+# evaluation the last three in a directory of its own (evaluation_dir).
+TRAIN_LOG_FILE = "train_log.tsv"
+TRAIN_STATS_FILE = "train_stats.tsv"
+RUN_FILE = "run.json"
+WEIGHT_DISTANCES_FILE = "weight_distances.tsv"
+METRICS_FILE = "metrics.tsv"
+PREDICTIONS_FILE = "predictions.jsonl"
+PER_LABEL_FILE = "per_label.tsv"  # label tasks on a reported eval set only
+
+
+def run_dir(ident: dict) -> str:
+    """A cell's directory from its identity (task, method, variant, seed)."""
+    return RUN_DIR.format(**ident)
+
+
+def evaluation_dir(eval_name: str | None, decoding: str = "") -> str:
+    """One evaluation's directory in its run directory: eval/<eval set>, or select for the task's
+    unreported selection set (eval_name None); a generation task's one per decoding below it."""
+    where = "select" if eval_name is None else f"eval/{eval_name}"
+    return f"{where}/{decoding}" if decoding else where
+
+
+def eval_dir(run: str, eval_name: str | None, decoding: str = "") -> str:
+    """A run's outputs of one evaluation (evaluation_dir; also on the RUN_DIR pattern)."""
+    return f"{run}/{evaluation_dir(eval_name, decoding)}"
+
+
+def predictions_file(run: str, eval_name: str | None, decoding: str = "") -> str:
+    return f"{eval_dir(run, eval_name, decoding)}/{PREDICTIONS_FILE}"
