@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from ..columns import CELL, COSTS, ROW, ROW_STATUS
-from ..plan.runs import run_dir
+from ..plan.layout import RUN_FILE, TRAIN_STATS_FILE, run_dir
 from ..records import read_json, read_tsv, write_tsv
 
 ID_COLUMNS = [*ROW, *ROW_STATUS]
@@ -32,8 +32,8 @@ def build_summary(metrics_files: list, comet_files: list | None = None) -> list[
     for path in metrics_files:
         for m in read_tsv(path):
             cell_dir = run_dir({k: m[k] for k in CELL})
-            stats = read_tsv(f"{cell_dir}/train_stats.tsv")[0]
-            run = read_json(f"{cell_dir}/run.json")
+            stats = read_tsv(f"{cell_dir}/{TRAIN_STATS_FILE}")[0]
+            run = read_json(f"{cell_dir}/{RUN_FILE}")
             extra = comet.get(tuple(str(m.get(k, "")) for k in ROW), {})
             row = {**{k: v for k, v in stats.items() if v != ""}, **{k: v for k, v in m.items() if v != ""}}
             if stats.get("status") != "ok":

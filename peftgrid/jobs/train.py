@@ -25,6 +25,7 @@ from ..engine.gpus import GpuClaim
 from ..engine.loop import train_loop
 from ..errors import CellFailure, ConfigError, first_line
 from ..methods import method_of
+from ..plan.layout import RUN_FILE, TRAIN_LOG_FILE, TRAIN_STATS_FILE
 from ..plan.specs import TrainSpec
 from ..records import device_description, git_commit, package_versions, write_json, write_tsv
 from ..staged import staged_meta
@@ -190,8 +191,8 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
         shutil.rmtree(tmp_model, ignore_errors=True)
         tmp_model.mkdir(parents=True)
         write_json(tmp_model / "FAILED.json", {"error": stats["error"]})
-    write_tsv(out_dir / "train_log.tsv", log_rows, LOG_COLUMNS)
-    write_tsv(out_dir / "train_stats.tsv", [stats], STATS_COLUMNS)
+    write_tsv(out_dir / TRAIN_LOG_FILE, log_rows, LOG_COLUMNS)
+    write_tsv(out_dir / TRAIN_STATS_FILE, [stats], STATS_COLUMNS)
     final_model = out_dir / "model"
     shutil.rmtree(final_model, ignore_errors=True)
     tmp_model.rename(final_model)
@@ -199,6 +200,6 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
     shutil.rmtree(kept, ignore_errors=True)
     if rung and stats["status"] == "ok" and (out_dir / "checkpoint").is_dir():
         (out_dir / "checkpoint").rename(kept)  # before run.json: a finished rung has its checkpoint
-    write_json(out_dir / "run.json", record)  # last: a run.json means the cell's files are complete
+    write_json(out_dir / RUN_FILE, record)  # last: a run.json means the cell's files are complete
     shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     return record
