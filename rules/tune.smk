@@ -48,7 +48,9 @@ def run_dir_of(choice):
 
 checkpoint select:
     input:
-        scores=lambda w: tune_group(w).score_files(run_dir_of(tune_group(w))),
+        # a staged group (halving, extension; rules/halving.smk): its stage files, in order
+        scores=lambda w: stage_files(tune_group(w)) if tune_group(w).staged else tune_group(w).score_files(
+            run_dir_of(tune_group(w))),
     output:
         SELECTION_FILE,
     params:

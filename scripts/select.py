@@ -1,12 +1,15 @@
 """The tuning checkpoint: pick one (task, method, sweep variant)'s grid point on the selection set."""
 from peftgrid.jobs.common import run_job
-from peftgrid.jobs.select import select
+from peftgrid.jobs.select import select, select_staged
 from peftgrid.plan.specs import SelectSpec
+from peftgrid.plan.tune import TuneGroup
 
 
 def main(smk):
     spec = SelectSpec.from_params(smk.params.spec)
-    row = select(spec.group, list(smk.input.scores), smk.output[0])
+    # a staged group (halving, extension: plan/tune.py) reads its stage files, a plain grid its points' scores
+    pick = select_staged if TuneGroup.from_params(spec.group).staged else select
+    row = pick(spec.group, list(smk.input.scores), smk.output[0])
     print(f"selected {row['variant']} ({row['metric']} {row['score']} on {row['on']}; "
           f"{row['finished']} of {len(spec.group['candidates'])} grid points finished)")
 

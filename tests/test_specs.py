@@ -111,6 +111,8 @@ def all_specs(config: dict) -> dict:
     by_key = {c.key: c for c in cells}
     for g in groups:  # tuning checkpoints
         out[f"select/{g.selection_file}"] = specs.select_spec(g)
+        if g.staged:  # halving, extension: the first stage (later ones are planned from it)
+            out[f"tune_stage/{g.stage_file(0)}"] = specs.stage_spec(g, 0, list(g.candidates))
     for ch in choices:  # every choice, and the selection-seed runs' scores on the selection set
         out[f"choose/{ch.file}"] = specs.choose_spec(ch)
         for v, d in ch.pairs():

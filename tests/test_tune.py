@@ -62,9 +62,13 @@ def test_lr_auto_plans_the_grid_at_the_selection_seed_and_the_winner_at_the_repo
     assert (lora.on, lora.split, lora.metric, lora.higher_is_better) == ("selection", "validation", "accuracy", True)
     cola = next(g for g in groups if g.key == ("cola", "full", "default"))
     assert (cola.on, cola.split) == ("selection", "selection")
-    # first stage: 5 grid points x 4 groups at the selection seed only
-    first = [c for c in cells if c.tuned and c.selecting]
+    # first stage: 5 grid points x 4 groups at the selection seed only; past the grid, 3 points each
+    # side that `extend` may add (planned like grid points: they run only if an edge winner asks)
+    by_group = {g.key[:2]: g for g in groups}
+    planned = [c for c in cells if c.tuned and c.selecting]
+    first = [c for c in planned if c.variant in by_group[(c.task, c.method)].candidates]
     assert len(first) == 20 and {c.seed for c in first} == {1000} and all(c.selecting for c in first)
+    assert len(planned) == 20 + 4 * 6 and all(len(g.extensions) == 6 and g.extend == 3 for g in groups)
     assert {c.dir for c in first if c.task == "emotion" and c.method == "lora"} == {
         f"results/runs/emotion/lora/lr={v:g}/seed1000" for v in auto_lr_grid(lr)}
     cell = next(c for c in first if c.variant == f"lr={auto_lr_grid(lr)[0]:g}" and c.method == "lora")

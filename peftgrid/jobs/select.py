@@ -1,6 +1,9 @@
 """Choices on the selection set, at the selection seed (plan/tune.py; the rule is `choose_best`):
 - `select`, the tuning checkpoint: every grid point of one (task, method, sweep variant) ->
   results/tune/<task>/<method>/<group>/selection.tsv, which plans the winner's reported seeds;
+- `stage`, a checkpoint of a staged group (halving's rungs, extension points): its competitors
+  scored at the stage's rung -> results/tune/<task>/<method>/<group>/stage<s>.tsv, which says who
+  goes on; `select_staged` then writes selection.tsv from every stage file;
 - `choose`: one (task, method)'s (variant, decoding) -> results/choices/<task>/<method>.tsv,
   which the report reads (report/tuning.py read_choices)."""
 from __future__ import annotations
@@ -8,7 +11,8 @@ from __future__ import annotations
 import json
 import math
 
-from ..plan.tune import CHOICE_COLUMNS, SELECTION_COLUMNS, choose_best, ranks
+from ..plan.tune import (CHOICE_COLUMNS, SELECTION_COLUMNS, SELECTION_EXTRA_COLUMNS, STAGE_COLUMNS, TuneGroup,
+                         choose_best, ranks)
 from ..records import read_tsv, write_tsv
 
 
@@ -78,9 +82,80 @@ def select(group: dict, files: list, out) -> dict:
     return rows[winner]
 
 
+def stage(group: dict, number: int, competitors: list, files: list, out) -> list[dict]:
+    """Score `competitors` (grid order) at stage `number`'s rung and mark the best `keeps` of them
+    `advance` (choose_best's order: score, then grid order; a failed or NaN point never goes on).
+    A stage that leaves one point adds, when that point has the lowest or highest learning rate of
+    the grid (and the extension points so far), the next extension point: it advances too."""
+    g = TuneGroup.from_params(group)
+    pairs, n = grid_scores(group, files), len(g.decodings)
+    points = [_best_decoding(pairs[i * n:(i + 1) * n], list(g.decodings), g.higher_is_better)
+              for i in range(len(competitors))]
+    rank, keep = ranks(points, g.higher_is_better), g.keeps(number, len(competitors))
+    rung = g.stage_rung(number)
+    rows = [{"variant": v, "tuned": json.dumps(g.tuned_of(v), sort_keys=True), "rung": rung, "status": p["status"],
+             "error": p["error"], "score": p["score"], "decoding": p["decoding"],
+             "advance": rank[i] is not None and rank[i] <= keep, "note": ""}
+            for i, (v, p) in enumerate(zip(competitors, points, strict=True))]
+    going = [r for r in rows if r["advance"]]
+    if len(going) == 1:
+        winner = going[0]
+        extension = g.next_extension(list(g.candidates) + list(competitors), winner["variant"])  # the limit: None
+        if extension is not None:
+            rows.append({"variant": extension, "tuned": json.dumps(g.tuned_of(extension), sort_keys=True),
+                         "rung": rung, "status": "extension", "error": "", "score": None, "decoding": "",
+                         "advance": True, "note": f"added past {winner['variant']}, the best at the grid's edge"})
+        elif g.extend and g.lr_edge(list(g.candidates) + list(competitors), winner["variant"]):
+            winner["note"] = f"still at the edge after {g.extend} extensions (extend: {g.extend}, the limit)"
+    write_tsv(out, rows, STAGE_COLUMNS)
+    return rows
+
+
+def select_staged(group: dict, stage_files: list, out) -> dict:
+    """selection.tsv of a staged group from its stage files (in stage order): one row per point that
+    competed (grid order), at the last rung it reached (`rung`), with its score at every rung it
+    reached (`rung_scores`, JSON {rung: score}); the winner is the one point the last stage kept."""
+    g = TuneGroup.from_params(group)
+    stages = [read_tsv(f) for f in stage_files]
+    last, scores, reached_stage = {}, {}, {}
+    for number, rows in enumerate(stages):
+        for r in rows:
+            if r["status"] == "extension":
+                continue
+            last[r["variant"]], reached_stage[r["variant"]] = r, number
+            scores.setdefault(r["variant"], {})[r["rung"]] = _score(r, "score")
+    kept = [r["variant"] for r in stages[-1] if r["advance"] == "True"] if stages else []
+    order = g.grid_order(last)
+    points = [{"status": last[v]["status"], "score": _score(last[v], "score")} for v in order]
+    finished = sum(p["status"] == "ok" and p["score"] is not None for p in points)
+    winner = kept[0] if len(kept) == 1 else (g.default if g.default in last else order[0])
+    # rank: later stages first (a point that went on beat those that stopped), then score, then grid order
+    ok = [v for v, p in zip(order, points) if p["status"] == "ok" and p["score"] is not None]
+    sign = -1 if g.higher_is_better else 1
+    ranked = sorted(ok, key=lambda v: (-reached_stage[v], v != winner, sign * _score(last[v], "score"), order.index(v)))
+    rank = {v: i for i, v in enumerate(ranked, 1)}
+    edge = edges({"tuned": [g.tuned_of(v) for v in order]}, order.index(winner)) if finished else ""
+    note = last[winner]["note"] if finished else ""
+    if edge and note:
+        edge = f"{edge}; {note}"
+    rows = []
+    for v, p in zip(order, points):
+        r = last[v]
+        rows.append({"task": g.task, "method": g.method, "group": g.group, "variant": v, "decoding": r["decoding"],
+                     "seed": g.seed, "tuned": json.dumps(g.tuned_of(v), sort_keys=True), "status": r["status"],
+                     "error": r["error"], "on": g.on, "split": g.split, "metric": g.metric, "score": p["score"],
+                     "rank": rank.get(v), "selected": v == winner, "finished": finished,
+                     "edge": edge if v == winner else "", "rung": r["rung"],
+                     "rung_scores": json.dumps(scores[v], sort_keys=True)})
+    write_tsv(out, rows, SELECTION_COLUMNS + SELECTION_EXTRA_COLUMNS)
+    return rows[order.index(winner)]
+
+
 def choose(choice: dict, files: list, out) -> dict:
     """Write one row per (variant, decoding) at the selection seed, the chosen one marked; no run
     finished: the default variant with the primary decoding stands in (`finished` 0)."""
+    if choice.get("selections"):
+        return _choose_among_winners(choice, files, out)
     pairs = [(v, d) for v in choice["variants"] for d in choice["decodings"]]
     points = grid_scores(choice, files)
     default = choice["variants"].index(choice["default"]) * len(choice["decodings"])
@@ -91,5 +166,23 @@ def choose(choice: dict, files: list, out) -> dict:
              "score": p["score"], "status": p["status"], "error": p["error"], "rank": rank[i], "chosen": i == winner,
              "finished": finished}
             for i, ((v, d), p) in enumerate(zip(pairs, points, strict=True))]
+    write_tsv(out, rows, CHOICE_COLUMNS)
+    return rows[winner]
+
+
+def _choose_among_winners(choice: dict, files: list, out) -> dict:
+    """A staged method's choice: among its groups' winners (selection.tsv `selected` rows, groups in
+    name order), each with the score and decoding its selection recorded."""
+    winners = [next(r for r in read_tsv(f) if r["selected"] == "True") for f in files]
+    points = [{"status": w["status"] if int(w["finished"]) else "failed", "error": w["error"],
+               "score": _score(w, "score")} for w in winners]
+    winner, finished = choose_best(points, choice["higher_is_better"], 0)
+    rank = ranks(points, choice["higher_is_better"])
+    rows = [{"task": choice["task"], "method": choice["method"], "variant": w["variant"],
+             "decoding": w["decoding"] or (choice["decodings"][0] if choice["decodings"] != [""] else ""),
+             "seed": choice["seed"], "on": choice["on"], "dataset": choice["dataset"], "split": choice["split"],
+             "metric": choice["metric"], "score": p["score"], "status": p["status"], "error": p["error"],
+             "rank": rank[i], "chosen": i == winner, "finished": finished}
+            for i, (w, p) in enumerate(zip(winners, points))]
     write_tsv(out, rows, CHOICE_COLUMNS)
     return rows[winner]

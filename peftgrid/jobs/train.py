@@ -27,6 +27,7 @@ from ..errors import CellFailure, ConfigError, first_line
 from ..methods import method_of
 from ..plan.layout import RUN_FILE, TRAIN_LOG_FILE, TRAIN_STATS_FILE
 from ..plan.specs import TrainSpec
+from ..plan.tune import KEPT_CHECKPOINT, rung_stop_step  # a rung's kept checkpoint: the rules name it too
 from ..records import device_description, git_commit, package_versions, write_json, write_tsv
 from ..staged import staged_meta
 from ..staging.models import NO_REMOTE_CODE, verify_staged
@@ -39,7 +40,6 @@ STATS_COLUMNS = [*ROW_STATUS, "device", *TRAIN_COSTS, "val_time_s", "checkpoint_
                  "encoder_time_s", "cached_examples"]
 
 
-KEPT_CHECKPOINT = "kept_checkpoint"  # a rung's checkpoint of its last step, in its output folder
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,29 @@ class Rung:
     rung's KEPT_CHECKPOINT/ folder to continue from (read, never written)."""
     stop_at_step: int | None  # None: to the run's last step
     from_checkpoint: str | None = None
+    # or, as the halving plan gives it (it cannot know a run's length): a share of the run's steps, at
+    # least min_steps (plan/tune.py rung_stop_step)
+    share: float | None = None
+    min_steps: int = 1
+
+    def stop(self, total_steps: int) -> int:
+        if self.share is not None:
+            return rung_stop_step(total_steps, self.share, self.min_steps)
+        return self.stop_at_step or total_steps
 
     @classmethod
     def from_spec(cls, rung: dict | None) -> Rung | None:
         if rung is None:
             return None
-        unknown = sorted(set(rung) - {"stop_at_step", "from_checkpoint"})
+        unknown = sorted(set(rung) - {"stop_at_step", "from_checkpoint", "share", "min_steps"})
         if unknown:
-            raise ConfigError(f"rung.{unknown[0]}: unknown key; a rung has stop_at_step and from_checkpoint")
+            raise ConfigError(f"rung.{unknown[0]}: unknown key; a rung has stop_at_step (or share and min_steps) "
+                              f"and from_checkpoint")
+        share, min_steps = rung.get("share"), rung.get("min_steps", 1)
+        if share is not None and (not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share <= 1):
+            raise ConfigError(f"rung.share: {share!r} is not a share of the run's steps in (0, 1]")
+        if not isinstance(min_steps, int) or isinstance(min_steps, bool) or min_steps < 1:
+            raise ConfigError(f"rung.min_steps: {min_steps!r} is not a whole number of steps >= 1")
         stop = rung.get("stop_at_step")
         if stop is not None and (not isinstance(stop, int) or isinstance(stop, bool) or stop < 1):
             raise ConfigError(f"rung.stop_at_step: {stop!r} is not a whole number of steps >= 1")
@@ -65,7 +80,7 @@ class Rung:
             raise ConfigError(f"rung.from_checkpoint: {source!r} is not a folder path")
         if source is not None and not (Path(source) / "state.pt").is_file():
             raise ConfigError(f"rung.from_checkpoint: no checkpoint at {source}; run the rung that keeps it first")
-        return cls(stop, source)
+        return cls(stop, source, share, min_steps)
 
 
 def run_record(spec: TrainSpec, device, gpu: GpuClaim | None = None) -> dict:
@@ -155,7 +170,7 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
             with meter:
                 final = train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps, steps_per_epoch,
                                    log_rows, ckpt, meter,
-                                   stop_at=None if rung is None else rung.stop_at_step or total_steps)
+                                   stop_at=None if rung is None else rung.stop(total_steps))
         finally:
             ckpt.restore_sigterm()
         wall = final["prior_seconds"] + meter.seconds  # a resumed run adds up its segments

@@ -622,7 +622,8 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
     that is reported and a metric the task does not compute. See plan/tune.py for what runs."""
     from .tune import SELECTION_SEED
 
-    tune, tasks, methods, tkeys = exp.get("tune") or {}, config["tasks"], config["methods"], training_keys()
+    tune, tasks, methods, tkeys = dict(exp.get("tune") or {}), config["tasks"], config["methods"], training_keys()
+    options = {k: tune.pop(k) for k in TUNE_OPTIONS if k in tune and k not in exp["methods"]}
     shared = {k: v for k, v in tune.items() if k not in exp["methods"]}
     for k in shared:
         if k not in tkeys:
@@ -652,6 +653,7 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
             _check_grid_values(f"{where}.tune.{m}", methods[m], k, values, tkeys, at)
         if grid:
             resolved[m] = grid
+    exp["tuning"] = _check_tune_options(where, options, resolved, exp, config)
     select = dict(exp.get("select") or {})
     on, metric, seed = select.get("on", "validation"), select.get("metric"), select.get("seed", SELECTION_SEED)
     swept = sorted(m for m in exp["methods"] if m not in resolved and _sweep_size(exp["sweep"].get(m, {})) > 1)
@@ -673,6 +675,41 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
             raise ConfigError(f"{where}.select.metric: {chosen} is scored by its own rule after evaluation; select on "
                               f"another metric of task {t!r} or on loss")
     exp["tune"], exp["select"] = resolved, {"on": on, "metric": metric, "seed": seed}
+
+
+TUNE_OPTIONS = ("strategy", "eta", "min_steps", "extend")  # keys of `tune` that say how, not what, to search
+
+
+def _check_tune_options(where: str, options: dict, grids: dict, exp: dict, config: dict) -> dict:
+    """{strategy, eta, min_steps, extend} of an experiment's `tune` (plan/tune.py), defaults filled;
+    refuse what cannot work: halving without a grid of 2+ points, or with checkpoint: best (a rung
+    scores the weights at its last step; a run's best step is known only at its end); extend
+    without any lr: auto grid (an explicit grid is the user's, the auto one is ours to widen)."""
+    from .tune import ETA, EXTEND_LIMIT, MIN_STEPS, grid_size
+
+    strategy = options.get("strategy", "grid")
+    autos = sorted(m for m, grid in grids.items() if grid.get("lr") == "auto")
+    if options.get("extend") and not autos:
+        raise ConfigError(f"{where}.tune.extend: widens an lr: auto grid, and this experiment has none; write "
+                          f"tune: {{lr: auto}} or remove extend")
+    if strategy == "halving":
+        if not grids:
+            raise ConfigError(f"{where}.tune.strategy: halving needs a grid to search: add lr: auto (or lr: [values])")
+        for m, grid in sorted(grids.items()):
+            if grid_size(grid) < 2:
+                raise ConfigError(f"{where}.tune.strategy: halving needs 2 or more grid points, and {m}'s grid has one; "
+                                  f"add values or use strategy: grid")
+            for t in exp["tasks"]:
+                hp = {**config["training"], **config["tasks"][t].get("training", {}), **config["methods"][m]}
+                if hp.get("checkpoint") == "best" or "checkpoint" in grid:
+                    raise ConfigError(f"{where}.tune.strategy: halving scores each rung at its last step, and {m} uses "
+                                      f"checkpoint: best on task {t!r} (a run's best step is known only at its end); "
+                                      f"use checkpoint: last for {m} or strategy: grid")
+    elif "eta" in options or "min_steps" in options:
+        key = "eta" if "eta" in options else "min_steps"
+        raise ConfigError(f"{where}.tune.{key}: a setting of strategy: halving; add strategy: halving or remove it")
+    return {"strategy": strategy, "eta": options.get("eta", ETA), "min_steps": options.get("min_steps", MIN_STEPS),
+            "extend": options.get("extend", EXTEND_LIMIT) if autos else 0}
 
 
 def chooses_decoding(task: dict, metric: str | None) -> bool:

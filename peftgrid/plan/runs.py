@@ -21,7 +21,7 @@ from ..tasks import task_type
 from .config import canonical, chooses_decoding, eval_set_reading_selection
 from .layout import RUN_DIR, evaluation_dir, run_dir
 from .report_targets import primary_decoding
-from .tune import Choice, TuneGroup, grid_points
+from .tune import Choice, TuneGroup, extension_points, grid_points
 
 def evaluations(config: dict, task: str) -> dict[str, tuple[str | None, str]]:
     """Every evaluation a cell of `task` can run, by its evaluation_dir -> (eval set, None for the
@@ -176,10 +176,17 @@ def _expand(config: dict) -> tuple[list[Cell], list[TuneGroup], list[Choice]]:
                 on, metric, higher = _selection_target(config, task, select)
                 default = next((v for v, p in zip(grid, points)
                                 if all(canonical(p[k]) == canonical(base.get(k)) for k in p)), next(iter(grid)))
+                how = exp["tuning"]
+                extend = how["extend"] if tune[method].get("lr") == "auto" else 0
+                beyond = extension_points(tune[method], base["lr"], extend)  # planned like grid points: any may run
+                extensions = {variant_name({**sweep_cell, **p}): {**base, **canonical(p)} for p in beyond}
+                variants.update(extensions)
                 task_groups.append(TuneGroup(task, method, variant_name(sweep_cell), tuple(exp["seeds"]), tuple(grid),
                                              tuple(canonical(p) for p in points), on,
                                              config["tasks"][task]["selection"]["split"], metric, higher, default,
-                                             select["seed"], choice_decodings(config, task, metric)))
+                                             select["seed"], choice_decodings(config, task, metric), how["strategy"],
+                                             how["eta"], how["min_steps"], extend, tuple(extensions),
+                                             tuple(canonical(p) for p in beyond)))
             tuned = method in tune
             several_decodings = len(choice_decodings(config, task, select["metric"])) > 1
             choice = (_choice(config, task, method, select, list(variants), task_groups)
@@ -220,7 +227,7 @@ def _choice(config: dict, task: str, method: str, select: dict, variants: list[s
         default = variants[0]
     return Choice(task, method, select["seed"], tuple(variants), choice_decodings(config, task, metric),
                   f"{selection['dataset']}/{selection['split']}", selection["dataset"], selection["split"], metric,
-                  higher, default)
+                  higher, default, tuple(g.selection_file for g in groups if g.staged))
 
 
 def reported_cells(cells: list[Cell], groups: list[TuneGroup], winners: dict[tuple, tuple[str, int]]) -> list[Cell]:

@@ -400,3 +400,23 @@ def retention_base_spec(config: dict, model: str, name: str) -> RetentionBaseSpe
 
 from .retention import FILES as RETENTION_FILES, SET_KEYS as RETENTION_SET_KEYS, family as retention_family  # noqa: E402
 from .retention import retention_dir, retention_sets  # noqa: E402  (torch-free)
+
+
+@dataclass(frozen=True)
+class StageSpec(Spec):
+    """One stage of a staged tuning group (plan/tune.py: halving's rungs, extension points): its
+    competitors in grid order, which the job pairs with the rule's score files by position."""
+    group: dict
+    stage: int
+    competitors: list
+
+
+def stage_spec(group, stage: int, competitors: list) -> StageSpec:
+    return StageSpec(group=group.to_params(), stage=stage, competitors=list(competitors))
+
+
+def rung_train_spec(config: dict, cell: Cell, rung: dict) -> TrainSpec:
+    """A halving rung of a selection-seed run: the run's own spec with the rung (jobs/train.py Rung)."""
+    from dataclasses import replace
+
+    return replace(train_spec(config, cell), rung=rung)

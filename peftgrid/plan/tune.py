@@ -21,6 +21,20 @@ functions.
   goes to the first in that order (values sorted ascending, keys by name: the smaller learning
   rate). No finished point: the point at the method's own setting (else the first), flagged
   `finished = 0`, and the report lists the failure.
+
+Strategies (`tune: {strategy: grid | halving}`; `TuneGroup.strategy`):
+- `grid` (default): every point trains the full run, one selection.
+- `halving` (successive halving): with n points and eta (default 3), R = ceil(log_eta n) rungs,
+  rung r stopping at the share eta^(r-R) of the full run's steps (5 points: 1/9, 1/3; 3 points:
+  1/3), never shorter than `min_steps` (default 10; never past the run's end). Every point trains
+  rung 0 with the full run's schedule; after each rung the best ceil(k/eta) of its k points go on
+  from their checkpoint to the next one, until one point remains: the winner (its run at the
+  selection seed never finishes). A rung's score is exactly what the full run scores at that step.
+- `extend` (with `lr: auto`, default EXTEND_LIMIT): a winner at the lowest or highest learning
+  rate of its grid competes with a point one factor 2 beyond it, trained to the winner's rung (grid:
+  the full run), up to `extend` such points; the edge column says when the limit was reached.
+Both are planned as stages (`stage_*`, STAGE_FILE, one Snakemake checkpoint each): stage s compares
+its competitors at rung min(s, rungs - 1), and says which go on to stage s + 1.
 """
 from __future__ import annotations
 
@@ -33,14 +47,28 @@ from dataclasses import dataclass, field
 from .layout import METRICS_FILE, TRAIN_STATS_FILE, eval_dir
 
 AUTO_LR_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
+STRATEGIES = ("grid", "halving")
+ETA = 3           # halving keeps the best 1/ETA of a rung's points
+MIN_STEPS = 10    # no halving rung stops before this many steps (unless the run is shorter)
+EXTEND_LIMIT = 3  # lr: auto adds at most this many points past an edge winner
+EXTEND_FACTOR = 2.0
+KEPT_CHECKPOINT = "kept_checkpoint"  # in a rung's folder: its last step, resumable (jobs/train.py writes it)
 SELECTION_SEED = 1000  # `select.seed` when not given: choices are made at this seed, never reported
 TUNE_DIR = "results/tune/{task}/{method}/{group}"
 SELECTION_FILE = TUNE_DIR + "/selection.tsv"
 SELECTION_COLUMNS = ["task", "method", "group", "variant", "decoding", "seed", "tuned", "status", "error", "on",
                      "split", "metric", "score", "rank", "selected", "finished", "edge"]
+SELECTION_EXTRA_COLUMNS = ["rung", "rung_scores"]  # staged groups only: the rung a point stopped at, its score per rung
+STAGE_FILE = TUNE_DIR + "/stage{stage}.tsv"
+STAGE_COLUMNS = ["variant", "tuned", "rung", "status", "error", "score", "decoding", "advance", "note"]
 CHOICE_FILE = "results/choices/{task}/{method}.tsv"
 CHOICE_COLUMNS = ["task", "method", "variant", "decoding", "seed", "on", "dataset", "split", "metric", "score",
                   "status", "error", "rank", "chosen", "finished"]
+
+
+def rung_dir(run_dir: str, rung: int) -> str:
+    """Where a halving rung of a selection-seed run trains and is scored (RUN_DIR pattern + rung)."""
+    return f"{run_dir}/rung{rung}"
 
 
 def score_file(run_dir: str, metric: str, decoding: str = "") -> str:
@@ -54,6 +82,47 @@ def score_file(run_dir: str, metric: str, decoding: str = "") -> str:
 def auto_lr_grid(lr: float) -> list[float]:
     """The learning rates `lr: auto` searches around a method's resolved default `lr`."""
     return [float(f"{lr * f:.3g}") for f in AUTO_LR_FACTORS]
+
+
+def extension_lrs(grid: list[float], limit: int) -> list[float]:
+    """The learning rates `extend` may add past an auto grid: `limit` below it, then `limit` above it."""
+    low = [float(f"{min(grid) / EXTEND_FACTOR ** i:.3g}") for i in range(1, limit + 1)]
+    high = [float(f"{max(grid) * EXTEND_FACTOR ** i:.3g}") for i in range(1, limit + 1)]
+    return low + high
+
+
+def rung_shares(n: int, eta: int) -> list[float]:
+    """Each halving rung's share of the full run: eta^(r-R), r = 0..R-1, R = ceil(log_eta n) (the
+    rounds that take n points down to one). 5 points, eta 3: [1/9, 1/3]."""
+    rounds, reach = 0, 1
+    while reach < n:
+        rounds, reach = rounds + 1, reach * eta
+    return [eta ** (r - rounds) for r in range(rounds)]
+
+
+def rung_stop_step(total_steps: int, share: float, min_steps: int) -> int:
+    """The step a rung stops after: its share of the run, at least `min_steps`, at most the run."""
+    return min(total_steps, max(min_steps, math.ceil(total_steps * share - 1e-9)))
+
+
+def survivors(k: int, eta: int) -> int:
+    """How many of a rung's k points go on to the next one."""
+    return math.ceil(k / eta)
+
+
+def tuning_steps(n: int, total_steps: int, strategy: str = "grid", eta: int = ETA, min_steps: int = MIN_STEPS,
+                 extensions: int = 0) -> int:
+    """The training steps one group's selection costs at the selection seed, from the plan alone:
+    grid, every point's full run; halving, each rung's points times the steps that rung adds
+    (a survivor continues, it never restarts). Each extension point: its full run (grid) or the
+    last rung's steps from step 0 (halving)."""
+    if strategy == "grid":
+        return (n + extensions) * total_steps
+    steps, done, points = 0, 0, n
+    for share in rung_shares(n, eta):
+        stop = rung_stop_step(total_steps, share, min_steps)
+        steps, done, points = steps + points * (stop - done), stop, survivors(points, eta)
+    return steps + extensions * done
 
 
 @dataclass(frozen=True)
@@ -72,10 +141,78 @@ class TuneGroup:
     default: str = ""          # the candidate at the method's own setting (fallback when none finished)
     seed: int = SELECTION_SEED  # the grid runs at this seed, never a reported one
     decodings: tuple = ("",)   # generation: each grid point is scored with each decoding; else ("",)
+    strategy: str = "grid"     # or "halving" (the module docstring)
+    eta: int = ETA
+    min_steps: int = MIN_STEPS
+    extend: int = 0            # lr: auto: at most this many points past an edge winner
+    extensions: tuple = ()     # the variant names they would have (extension_lrs order)
+    extension_tuned: tuple = field(default=(), compare=False)  # per extension: {tuned key: value}
 
     @property
     def key(self) -> tuple:
         return (self.task, self.method, self.group)
+
+    # -- stages: halving's rungs, then one stage per extension point (the module docstring)
+    @property
+    def staged(self) -> bool:
+        """Selected stage by stage (STAGE_FILE checkpoints), not in one go from the full grid."""
+        return self.strategy == "halving" or self.extend > 0
+
+    @property
+    def shares(self) -> list[float]:
+        """Each rung's share of the full run: halving's rungs, or the full run alone (grid)."""
+        return rung_shares(len(self.candidates), self.eta) if self.strategy == "halving" else [1.0]
+
+    def stage_rung(self, stage: int) -> int:
+        """Stages past the last rung compare extension points at that rung."""
+        return min(stage, len(self.shares) - 1)
+
+    def keeps(self, stage: int, competitors: int) -> int:
+        return survivors(competitors, self.eta) if self.strategy == "halving" and stage < len(self.shares) else 1
+
+    def stage_file(self, stage: int) -> str:
+        return STAGE_FILE.format(task=self.task, method=self.method, group=self.group, stage=stage)
+
+    def tuned_of(self, variant: str) -> dict:
+        return dict(zip(self.candidates + self.extensions, self.tuned + self.extension_tuned))[variant]
+
+    def run_of(self, run_dir_of, variant: str, rung: int) -> str:
+        """The folder a (point, rung) trains in: halving's rung folder, or (grid) the point's run."""
+        run = run_dir_of(variant, self.seed)
+        return rung_dir(run, rung) if self.strategy == "halving" else run
+
+    def stage_score_files(self, run_dir_of, stage: int, competitors: list) -> list[str]:
+        """Per (competitor, decoding), competitors outer, at the stage's rung."""
+        rung = self.stage_rung(stage)
+        return [score_file(self.run_of(run_dir_of, v, rung), self.metric, d) for v in competitors for d in self.decodings]
+
+    def continues_from(self, variant: str, rung: int) -> int | None:
+        """The rung whose checkpoint (variant, rung) continues from: the one before, for a grid
+        point; None for rung 0 and for an extension point (it trains from step 0 to its rung)."""
+        return rung - 1 if rung > 0 and variant in self.candidates else None
+
+    def lr_edge(self, reached: list, variant: str) -> int:
+        """-1 / 1 when `variant` has the lowest / highest lr among the points `reached` that share its
+        other tuned values (an axis of 3+ values), else 0."""
+        won = self.tuned_of(variant)
+        others = {k: v for k, v in won.items() if k != "lr"}
+        axis = [self.tuned_of(v)["lr"] for v in reached
+                if {k: x for k, x in self.tuned_of(v).items() if k != "lr"} == others]
+        if len(axis) < 3 or min(axis) < won["lr"] < max(axis):
+            return 0
+        return -1 if won["lr"] == min(axis) else 1
+
+    def next_extension(self, reached: list, winner: str) -> str | None:
+        """The point one factor 2 past `winner` when it is at an lr edge of the points `reached`;
+        None when it is interior or the `extend` points on that side are spent (the limit)."""
+        side = self.lr_edge(reached, winner) if self.extend else 0
+        if not side:
+            return None
+        won = self.tuned_of(winner)
+        others = {k: v for k, v in won.items() if k != "lr"}
+        beyond = [(side * t["lr"], v) for v, t in zip(self.extensions, self.extension_tuned)
+                  if {k: x for k, x in t.items() if k != "lr"} == others and side * (t["lr"] - won["lr"]) > 0]
+        return min(beyond)[1] if beyond else None  # the nearest: one factor 2 past the winner
 
     def score_files(self, run_dir_of) -> list[str]:
         """Per (candidate, decoding), candidates outer: `run_dir_of(variant, seed)` names a run."""
@@ -89,12 +226,26 @@ class TuneGroup:
     def wildcards(self) -> dict:
         return {"task": self.task, "method": self.method, "group": self.group}
 
+    def grid_order(self, variants) -> list[str]:
+        """`variants` (grid and extension points) in grid order: tuned keys by name, values ascending."""
+        return sorted(variants, key=lambda v: [_sort_key(x) for _, x in sorted(self.tuned_of(v).items())])
+
+    @classmethod
+    def from_params(cls, params: dict) -> TuneGroup:
+        """The group back from `to_params` (a job's spec)."""
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k != "shares"}
+        return cls(**fields)
+
     def to_params(self) -> dict:
         return json.loads(json.dumps({
             "task": self.task, "method": self.method, "group": self.group, "seeds": list(self.seeds),
             "candidates": list(self.candidates), "tuned": list(self.tuned), "on": self.on, "split": self.split,
             "metric": self.metric, "higher_is_better": self.higher_is_better, "default": self.default,
-            "seed": self.seed, "decodings": list(self.decodings)}, sort_keys=True))
+            "seed": self.seed, "decodings": list(self.decodings),
+            # only a staged group's params carry how it searches: a plain grid's select job stays as it was
+            **({"strategy": self.strategy, "eta": self.eta, "min_steps": self.min_steps, "extend": self.extend,
+                "extensions": list(self.extensions), "extension_tuned": list(self.extension_tuned),
+                "shares": self.shares} if self.staged else {})}, sort_keys=True))
 
 
 @dataclass(frozen=True)
@@ -113,6 +264,9 @@ class Choice:
     metric: str                # a metric column of the selection eval, or 'loss' (final_val_loss)
     higher_is_better: bool
     default: str               # the fallback when no run finished
+    # staged groups (halving, extension): their selection.tsv files, whose winners the choice compares
+    # (their points' runs at the selection seed may stop at a rung or never run)
+    selections: tuple = ()
 
     @property
     def key(self) -> tuple:
@@ -127,14 +281,16 @@ class Choice:
         return [(v, d) for v in self.variants for d in self.decodings]
 
     def score_files(self, run_dir_of) -> list[str]:
+        if self.selections:
+            return list(self.selections)
         return [score_file(run_dir_of(v, self.seed), self.metric, d) for v, d in self.pairs()]
 
     def to_params(self) -> dict:
         return json.loads(json.dumps({
             "task": self.task, "method": self.method, "seed": self.seed, "variants": list(self.variants),
             "decodings": list(self.decodings), "on": self.on, "dataset": self.dataset, "split": self.split,
-            "metric": self.metric, "higher_is_better": self.higher_is_better, "default": self.default},
-            sort_keys=True))
+            "metric": self.metric, "higher_is_better": self.higher_is_better, "default": self.default,
+            **({"selections": list(self.selections)} if self.selections else {})}, sort_keys=True))
 
 
 def grid_points(grid: dict, resolved_lr: float) -> list[dict]:
@@ -142,6 +298,20 @@ def grid_points(grid: dict, resolved_lr: float) -> list[dict]:
     keys = sorted(grid)
     axes = [sorted(auto_lr_grid(resolved_lr) if grid[k] == "auto" else grid[k], key=_sort_key) for k in keys]
     return [dict(zip(keys, values)) for values in itertools.product(*axes)]
+
+
+def extension_points(grid: dict, resolved_lr: float, limit: int) -> list[dict]:
+    """The points `extend` may add to an lr: auto grid: each value of the other tuned keys with
+    each of extension_lrs (none without lr: auto or a limit)."""
+    if grid.get("lr") != "auto" or not limit:
+        return []
+    others = grid_points({k: v for k, v in grid.items() if k != "lr"}, resolved_lr)
+    return [{**o, "lr": lr} for o in others for lr in extension_lrs(auto_lr_grid(resolved_lr), limit)]
+
+
+def grid_size(grid: dict) -> int:
+    """How many points a tune grid has (`auto`: the AUTO_LR_FACTORS)."""
+    return math.prod(len(AUTO_LR_FACTORS) if v == "auto" else len(v) for v in grid.values())
 
 
 def _sort_key(value):
@@ -175,6 +345,21 @@ def ranks(points: list[dict], higher_is_better: bool) -> list[int | None]:
     for r, i in enumerate(order, 1):
         out[i] = r
     return out
+
+
+def stage_competitors(group: TuneGroup, stage: int, previous: list[dict] | None) -> list[str]:
+    """The points stage `stage` compares, in grid order: every grid point at stage 0, then the rows
+    the previous stage file (`previous`, read_tsv rows) marked `advance`. [] when that stage ended it."""
+    if stage == 0:
+        return list(group.candidates)
+    going = [r["variant"] for r in previous if r["advance"] == "True"]
+    return group.grid_order(going) if len(going) > 1 else []
+
+
+def read_stage(path) -> list[dict]:
+    """A stage file's rows (STAGE_COLUMNS), as the rules read them to plan the next stage."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
 
 
 def read_selection(path) -> tuple[str, int]:

@@ -16,7 +16,8 @@ COLUMNS = ["method", "group", "variant", "seed", "score on selection set", "metr
 
 
 def load_selections(paths) -> pd.DataFrame:
-    frames = [pd.read_csv(p, sep="\t", dtype={"variant": str, "group": str, "error": str, "edge": str, "decoding": str})
+    frames = [pd.read_csv(p, sep="\t", dtype={"variant": str, "group": str, "error": str, "edge": str, "decoding": str,
+                                             "rung_scores": str})
               for p in paths]
     frames = [f for f in frames if len(f)]
     if not frames:
@@ -66,6 +67,8 @@ def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
         out[col] = df[col]
     out["selected"] = ["✓" if s else "" for s in df["selected"]]
     out["status"] = df["status"]
+    if "rung" in df and df["rung"].notna().any():  # halving: where each point stopped (a plain grid: the full run)
+        out["stopped at rung"] = [("" if pd.isna(r) else int(r)) for r in df["rung"]]
     best = df[df["selected"]].set_index(["method", "group"])["score"]
     tied = [not sel and pd.notna(sc) and best.get((m, g)) == sc
             for m, g, sc, sel in zip(df["method"], df["group"], df["score"], df["selected"])]
@@ -89,10 +92,32 @@ def grid_lines(df: pd.DataFrame) -> list[str]:
                          f"no grid point finished, so `{win['variant']}` stands in and its failure is reported.")
             continue
         edge = f" — at the edge of the grid ({win['edge']}): the optimum may lie outside it" if win["edge"] else ""
+        if "rung" in g and pd.notna(win.get("rung")):
+            reached = g["rung"].max()
+            edge += (f"; successive halving: {len(g)} points, {int((g['rung'] == reached).sum())} reached rung "
+                     f"{int(reached)}, the winner's run at the selection seed stopped there")
         lines.append(f"- `{method}`{'' if group == 'default' else f' ({group})'}: grid {grid} on seed {win['seed']}; "
                      f"selected `{win['variant']}` ({win['metric']} {win['score']:.4g} on {where}; "
                      f"{int(win['finished'])}/{len(g)} points finished){edge}.")
     return lines
+
+
+def rung_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """For the figure: one row per (grid point, rung it reached) of a halving group, its `group`
+    naming the rung (one line per rung), selected at the winner's last rung; other rows as they are."""
+    if "rung_scores" not in df:
+        return df
+    rows = []
+    for _, r in df.iterrows():
+        scores = json.loads(r["rung_scores"]) if isinstance(r["rung_scores"], str) and r["rung_scores"] else {}
+        if pd.isna(r.get("rung")) or len(scores) < 1:
+            rows.append(r.to_dict())
+            continue
+        for rung, score in sorted(scores.items(), key=lambda kv: int(kv[0])):
+            name = f"rung {rung}" if r["group"] == "default" else f"{r['group']} rung {rung}"
+            rows.append({**r.to_dict(), "group": name, "score": score,
+                         "selected": bool(r["selected"]) and int(rung) == int(r["rung"])})
+    return pd.DataFrame(rows)
 
 
 def build_tuning_report(task: str, selection_paths, out: dict[str, Path]) -> None:
@@ -112,4 +137,5 @@ def build_tuning_report(task: str, selection_paths, out: dict[str, Path]) -> Non
               "those runs are in the tables above.\n\n"
               + "\n".join(grid_lines(df)) + "\n\n" + markdown_table(table))
     atomic_write_text(out["table_md"], md)
-    plots.tuning(df, f"{task}: selection score per grid point (selection seed)", out["figure"])
+    plots.tuning(rung_rows(df), f"{task}: selection score per grid point (selection seed; halving: per rung)",
+                 out["figure"])

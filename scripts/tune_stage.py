@@ -1,0 +1,14 @@
+"""One stage of a staged tuning group: score its competitors at the stage's rung, say who goes on."""
+from peftgrid.jobs.common import run_job
+from peftgrid.jobs.select import stage
+from peftgrid.plan.specs import StageSpec
+
+
+def main(smk):
+    spec = StageSpec.from_params(smk.params.spec)
+    rows = stage(spec.group, spec.stage, spec.competitors, list(smk.input.scores), smk.output[0])
+    going = [r["variant"] for r in rows if r["advance"]]
+    print(f"stage {spec.stage}: {len(spec.competitors)} points, going on: {', '.join(going) or 'none'}")
+
+
+run_job(main, snakemake, offline=False)  # noqa: F821

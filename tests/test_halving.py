@@ -1,0 +1,273 @@
+"""Successive halving and the extension of an lr: auto grid (peftgrid/plan/tune.py, rules/halving.smk):
+the rung layout and its cost from the plan, the refusals, each stage's choice on fake score files
+(who goes on, ties, NaN, an edge winner's extension point and its limit), the selection and choice
+written from the stages; one tiny workflow run (slow) checks that a rung is the full run's prefix,
+that a killed rung resumes, that a second run has nothing to do and that an edited grid value
+re-runs only its own rungs and the stages after them."""
+import json
+import math
+
+import pytest
+
+from conftest import run_snakemake, write_config
+from peftgrid.errors import ConfigError
+from peftgrid.jobs.select import choose, select_staged, stage
+from peftgrid.plan import build_run_table, build_tune_groups, validate_config
+from peftgrid.plan.runs import build_choices
+from peftgrid.plan.tune import (ETA, EXTEND_LIMIT, MIN_STEPS, auto_lr_grid, read_selection, rung_shares, rung_stop_step,
+                                stage_competitors, tuning_steps)
+from peftgrid.records import read_tsv, write_tsv
+from test_tune import planned_jobs, study
+
+
+def plan(**tune):
+    config = validate_config(study(tune=tune, select={"on": "validation", "metric": "accuracy"}))
+    return config, build_run_table(config), build_tune_groups(config)
+
+
+def group_of(groups, task="emotion", method="lora"):
+    return next(g for g in groups if g.key == (task, method, "default"))
+
+
+# ------------------------------------------------------------------------------ the plan
+
+def test_rungs_take_the_grid_down_to_one_point_at_shares_of_the_full_run():
+    assert (ETA, MIN_STEPS, EXTEND_LIMIT) == (3, 10, 3)
+    assert rung_shares(5, 3) == [1 / 9, 1 / 3]      # the auto grid: 5 -> 2 -> 1
+    assert rung_shares(3, 3) == rung_shares(2, 3) == [1 / 3]
+    assert rung_shares(4, 2) == [1 / 4, 1 / 2]
+    assert rung_shares(10, 3) == [1 / 27, 1 / 9, 1 / 3]
+    assert rung_stop_step(64, 1 / 9, 10) == 10       # 7.1 steps: lengthened to min_steps
+    assert rung_stop_step(64, 1 / 3, 10) == 22       # ceil(21.3)
+    assert rung_stop_step(90, 1 / 9, 1) == 10        # exact: no float dust pushes 10.0 to 11
+    assert rung_stop_step(6, 1 / 3, 10) == 6         # never past the run's end
+
+
+def test_halving_costs_under_40_percent_of_the_grid_from_the_plan():
+    # 5 points x 10 steps, then 2 survivors continue 12 steps (10 -> 22): 74 of the grid's 5 x 64
+    assert tuning_steps(5, 64, "halving") == 5 * 10 + 2 * 12 == 74
+    assert tuning_steps(5, 64, "grid") == 320
+    assert tuning_steps(5, 64, "halving", extensions=3) == 74 + 3 * 22  # each trains to the last rung
+    assert tuning_steps(5, 64, "grid", extensions=3) == 8 * 64
+    assert tuning_steps(5, 64, "halving") / tuning_steps(5, 64, "grid") <= 0.4
+
+
+def test_halving_plans_the_same_grid_cells_and_strategy_grid_changes_nothing():
+    _, grid_cells, _ = plan(lr=[1.0e-4, 1.0e-3, 1.0e-2])
+    _, named_cells, named = plan(lr=[1.0e-4, 1.0e-3, 1.0e-2], strategy="grid")
+    assert [(c.key, c.hparams) for c in named_cells] == [(c.key, c.hparams) for c in grid_cells]
+    assert not any(g.staged for g in named)  # an explicit grid is not extended: its select job is as before
+    _, auto_cells, auto = plan(lr="auto")
+    _, halving_cells, halving = plan(lr="auto", strategy="halving", eta=2, min_steps=4)
+    assert [(c.key, c.hparams) for c in halving_cells] == [(c.key, c.hparams) for c in auto_cells]
+    g = group_of(halving)
+    assert (g.strategy, g.eta, g.min_steps, g.extend, g.staged) == ("halving", 2, 4, 3, True)
+    assert g.shares == [1 / 8, 1 / 4, 1 / 2]
+    lr = auto_lr_grid(validate_config(study())["methods"]["lora"]["lr"])
+    # past the grid: 3 halvings below it and 3 doublings above it, planned like grid points
+    assert [t["lr"] for t in g.extension_tuned] == [float(f"{lr[0] / 2:.3g}"), float(f"{lr[0] / 4:.3g}"),
+                                                     float(f"{lr[0] / 8:.3g}"), lr[-1] * 2, lr[-1] * 4, lr[-1] * 8]
+    assert {c.variant for c in auto_cells if c.key[:2] == ("emotion", "lora") and c.seed == 1000} == \
+        set(g.candidates) | set(g.extensions)
+    _, _, off = plan(lr="auto", extend=0)
+    assert not group_of(off).staged and group_of(off).extensions == ()
+
+
+@pytest.mark.parametrize("tune, message", [
+    ({"strategy": "halving"}, "experiments[0].tune.strategy: halving needs a grid"),
+    ({"lr": [1.0e-3], "strategy": "halving"}, "experiments[0].tune.strategy: halving needs 2 or more grid points"),
+    ({"lr": "auto", "strategy": "halving", "eta": 1}, "experiments[0].tune.eta: 1 is less than the minimum of 2"),
+    ({"lr": "auto", "strategy": "halving", "min_steps": 0}, "experiments[0].tune.min_steps: 0 is less than"),
+    ({"lr": "auto", "eta": 2}, "experiments[0].tune.eta: a setting of strategy: halving"),
+    ({"lr": [1.0e-3, 1.0e-2], "extend": 2}, "experiments[0].tune.extend: widens an lr: auto grid"),
+    ({"lr": "auto", "strategy": "successive"}, "experiments[0].tune.strategy: 'successive' is not one of"),
+])
+def test_what_cannot_work_is_refused_naming_the_key(tune, message):
+    with pytest.raises(ConfigError) as err:
+        plan(**tune)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_halving_with_checkpoint_best_is_refused():
+    raw = study(tune={"lr": "auto", "strategy": "halving"}, select={"on": "validation"})
+    raw["training"] = {"checkpoint": "best"}
+    with pytest.raises(ConfigError, match=r"experiments\[0\]\.tune\.strategy: halving scores each rung at its last "
+                                          r"step, and full uses checkpoint: best"):
+        validate_config(raw)
+
+
+# ------------------------------------------------------------------------------ the stages
+
+def scores(tmp_path, name, values) -> list:
+    """One selection metrics.tsv per value (None: a failed run)."""
+    files = []
+    for i, v in enumerate(values):
+        path = tmp_path / name / str(i) / "metrics.tsv"
+        path.parent.mkdir(parents=True)
+        row = {"status": "failed", "error": "loss became nan"} if v is None else {"status": "ok", "accuracy": v}
+        write_tsv(path, [row], ["status", "error", "accuracy"])
+        files.append(str(path))
+    return files
+
+
+def test_a_rung_keeps_the_best_third_ties_to_the_smaller_lr_and_never_a_failed_point(tmp_path):
+    _, _, groups = plan(lr="auto", strategy="halving")
+    g = group_of(groups)
+    five = list(g.candidates)
+    # the 2nd and 4th tie for second place: the smaller lr goes on; the failed 5th never does
+    rows = stage(g.to_params(), 0, five, scores(tmp_path, "s0", [0.5, 0.6, 0.7, 0.6, None]), tmp_path / "stage0.tsv")
+    assert [r["advance"] for r in rows] == [False, True, True, False, False]
+    going = stage_competitors(g, 1, read_tsv(tmp_path / "stage0.tsv"))
+    assert going == [five[1], five[2]] and g.stage_rung(1) == 1
+    # rung 1: the middle point wins, interior: no extension, the search ends
+    rows = stage(g.to_params(), 1, going, scores(tmp_path, "s1", [0.65, 0.8]), tmp_path / "stage1.tsv")
+    assert [(r["variant"], r["advance"]) for r in rows] == [(five[1], False), (five[2], True)]
+    assert stage_competitors(g, 2, read_tsv(tmp_path / "stage1.tsv")) == []
+    winner = select_staged(g.to_params(), [tmp_path / "stage0.tsv", tmp_path / "stage1.tsv"], tmp_path / "sel.tsv")
+    assert winner["variant"] == five[2] and winner["edge"] == ""
+    table = {r["variant"]: r for r in read_tsv(tmp_path / "sel.tsv")}
+    assert list(table) == five  # grid order, the old columns and the rung each point stopped at
+    assert [table[v]["rung"] for v in five] == ["0", "1", "1", "0", "0"]
+    assert json.loads(table[five[2]]["rung_scores"]) == {"0": 0.7, "1": 0.8}
+    assert [table[v]["rank"] for v in five] == ["4", "2", "1", "3", ""]  # later rungs first; the failure unranked
+    assert table[five[4]]["status"] == "failed" and read_selection(tmp_path / "sel.tsv") == (five[2], 4)
+
+
+def test_an_edge_winner_extends_the_grid_until_it_is_interior(tmp_path):
+    _, _, groups = plan(lr="auto")  # strategy grid: every stage compares full runs
+    g = group_of(groups)
+    five, up = list(g.candidates), [v for v, t in zip(g.extensions, g.extension_tuned) if t["lr"] > g.tuned[-1]["lr"]]
+    rows = stage(g.to_params(), 0, five, scores(tmp_path, "s0", [0.1, 0.2, 0.3, 0.4, 0.5]), tmp_path / "stage0.tsv")
+    assert [r["variant"] for r in rows if r["advance"]] == [five[4], up[0]]  # highest lr won: 2x past it enters
+    assert rows[-1]["status"] == "extension"
+    assert g.tuned_of(up[0])["lr"] == g.tuned[-1]["lr"] * 2
+    nxt = stage_competitors(g, 1, read_tsv(tmp_path / "stage0.tsv"))
+    assert nxt == [five[4], up[0]] and g.stage_rung(1) == 0  # grid: at the full run
+    # the extension point wins: at the edge again, one more; then the old winner beats the next: interior
+    stage(g.to_params(), 1, nxt, scores(tmp_path, "s1", [0.5, 0.6]), tmp_path / "stage1.tsv")
+    nxt = stage_competitors(g, 2, read_tsv(tmp_path / "stage1.tsv"))
+    assert nxt == [up[0], up[1]]
+    stage(g.to_params(), 2, nxt, scores(tmp_path, "s2", [0.6, 0.55]), tmp_path / "stage2.tsv")
+    assert stage_competitors(g, 3, read_tsv(tmp_path / "stage2.tsv")) == []
+    files = [tmp_path / f"stage{i}.tsv" for i in range(3)]
+    winner = select_staged(g.to_params(), files, tmp_path / "sel.tsv")
+    assert winner["variant"] == up[0] and winner["edge"] == ""  # bracketed: 2x and 4x the grid's top
+    assert [r["variant"] for r in read_tsv(tmp_path / "sel.tsv")] == five + up[:2]
+
+
+def test_an_interior_winner_adds_nothing_and_the_limit_is_reported(tmp_path):
+    _, _, groups = plan(lr="auto", strategy="halving", extend=1)
+    g = group_of(groups)
+    five = list(g.candidates)
+    rows = stage(g.to_params(), 1, five[1:3], scores(tmp_path, "a", [0.4, 0.3]), tmp_path / "interior.tsv")
+    assert [r["variant"] for r in rows] == five[1:3] and stage_competitors(g, 2, read_tsv(tmp_path / "interior.tsv")) == []
+    # the lowest lr wins its last rung: one point 2x below enters at that rung, from step 0
+    stage(g.to_params(), 0, five, scores(tmp_path, "r0", [0.9, 0.8, 0.1, 0.1, 0.1]), tmp_path / "stage0.tsv")
+    stage(g.to_params(), 1, five[:2], scores(tmp_path, "r1", [0.9, 0.8]), tmp_path / "stage1.tsv")
+    low = stage_competitors(g, 2, read_tsv(tmp_path / "stage1.tsv"))
+    assert low[1] == five[0] and g.tuned_of(low[0])["lr"] == float(f"{g.tuned[0]['lr'] / 2:.3g}")
+    assert g.continues_from(low[0], 1) is None and g.continues_from(five[0], 1) == 0 and g.stage_rung(2) == 1
+    # it wins too, and extend: 1 is spent: the selection says so
+    stage(g.to_params(), 2, low, scores(tmp_path, "r2", [0.95, 0.9]), tmp_path / "stage2.tsv")
+    assert stage_competitors(g, 3, read_tsv(tmp_path / "stage2.tsv")) == []
+    winner = select_staged(g.to_params(), [tmp_path / f"stage{i}.tsv" for i in range(3)], tmp_path / "sel.tsv")
+    assert winner["variant"] == low[0] and winner["rung"] == "1"
+    assert winner["edge"] == "lr (lowest); still at the edge after 1 extensions (extend: 1, the limit)"
+
+
+def test_no_point_finishing_the_first_rung_ends_the_search_with_the_default_standing_in(tmp_path):
+    _, _, groups = plan(lr="auto", strategy="halving")
+    g = group_of(groups)
+    stage(g.to_params(), 0, list(g.candidates), scores(tmp_path, "s", [None] * 5), tmp_path / "stage0.tsv")
+    assert stage_competitors(g, 1, read_tsv(tmp_path / "stage0.tsv")) == []
+    winner = select_staged(g.to_params(), [tmp_path / "stage0.tsv"], tmp_path / "sel.tsv")
+    assert (winner["variant"], winner["finished"]) == (g.default, 0)
+
+
+def test_a_staged_methods_choice_is_its_groups_winner(tmp_path):
+    config = validate_config(study(tune={"lr": "auto", "strategy": "halving"}, sweep={"lora": {"r": [4, 8]}},
+                                   select={"on": "validation"}))
+    groups = [g for g in build_tune_groups(config) if g.key[:2] == ("emotion", "lora")]
+    choice = next(c for c in build_choices(config) if c.key == ("emotion", "lora"))
+    assert choice.score_files(None) == [g.selection_file for g in groups]
+    files = []
+    for g, best in zip(groups, (0.7, 0.75)):
+        stages = [tmp_path / f"{g.group}{i}.tsv" for i in (0, 1)]
+        stage(g.to_params(), 0, list(g.candidates), scores(tmp_path, g.group, [0.5, 0.6, 0.65, 0.2, 0.1]), stages[0])
+        stage(g.to_params(), 1, list(g.candidates[1:3]), scores(tmp_path, g.group + "r1", [0.6, best]), stages[1])
+        files.append(tmp_path / f"{g.group}.tsv")
+        select_staged(g.to_params(), stages, files[-1])
+    row = choose(choice.to_params(), files, tmp_path / "choice.tsv")
+    assert row["variant"] == groups[1].candidates[2] and row["score"] == 0.75
+    assert math.isclose(float(read_tsv(tmp_path / "choice.tsv")[0]["score"]), 0.7)
+
+
+# ------------------------------------------------------------------------------ the workflow
+
+def halving_study(tiny_bert, lrs) -> dict:
+    """4 points, 16 steps a run, rungs after 2 and 6 steps (1/9 and 1/3, min_steps 2), validation
+    every step and selection on it: a rung's score is the loss the full run logs at that step."""
+    from test_tune import tiny_tuned_study
+
+    config = tiny_tuned_study(tiny_bert, lrs)
+    config["training"] = {"epochs": 2, "batch_size": 8, "eval_every_steps": 1, "log_every_steps": 1,
+                          "checkpoint_every_steps": 2}
+    config["experiments"][0].update(tune={"lora": {"lr": lrs}, "strategy": "halving", "min_steps": 2},
+                                    select={"on": "validation", "metric": "loss"}, seeds=[1])
+    return config
+
+
+def log_rows(path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in read_tsv(path)]
+
+
+@pytest.mark.slow
+def test_rungs_are_the_full_runs_prefix_resume_when_killed_and_rerun_only_what_an_edit_changes(tiny_bert, tmp_path):
+    import os
+
+    lrs = [1.0e-4, 1.0e-3, 1.0e-2, 3.0e-2]
+    write_config(tmp_path / "config.yaml", halving_study(tiny_bert, lrs))
+    first = planned_jobs(tmp_path)  # up to the first checkpoint: rung 0 of every point, its stage
+    assert (first["train_rung"], first["tune_stage"], first["select"], first["choose"]) == (4, 1, 1, 1)
+    assert "train" not in first  # no full run at the selection seed
+
+    # a rung job killed after step 5 (rung 1 goes from step 2 to 6): the run fails, its checkpoint stays
+    os.environ["PEFTGRID_FAULT"] = "kill:5"
+    try:
+        assert run_snakemake(tmp_path, check=False).returncode != 0
+    finally:
+        del os.environ["PEFTGRID_FAULT"]
+    runs = tmp_path / "results" / "runs" / "emotion" / "lora"
+    killed = [p.parent for p in runs.glob("*/seed1000/rung1/checkpoint/state.pt")]
+    assert len(killed) == 1 and not (killed[0] / "run.json").exists()
+    run_snakemake(tmp_path)
+    assert json.loads((killed[0] / "run.json").read_text())["resumed"] is True
+    assert planned_jobs(tmp_path) == {}  # a second run has nothing to do
+
+    tune = tmp_path / "results" / "tune" / "emotion" / "lora" / "default"
+    winner, finished = read_selection(tune / "selection.tsv")
+    stages = [read_tsv(tune / f"stage{i}.tsv") for i in (0, 1)]
+    assert [len(s) for s in stages] == [4, 2] and finished == 4 and not (tune / "stage2.tsv").exists()
+    assert {r["variant"] for r in stages[1]} == {r["variant"] for r in stages[0] if r["advance"] == "True"}
+    assert not (runs / winner / "seed1000" / "train_log.tsv").exists()  # the winner's full run never ran
+    # the full run of a point that reached rung 1: every rung is its prefix, every rung score its loss there
+    point = stages[1][0]["variant"]
+    run_snakemake(tmp_path, f"results/runs/emotion/lora/{point}/seed1000/train_log.tsv")
+    full = log_rows(runs / point / "seed1000" / "train_log.tsv")
+    for rung, stop, rows in ((0, 2, stages[0]), (1, 6, stages[1])):
+        assert log_rows(runs / point / "seed1000" / f"rung{rung}" / "train_log.tsv") == full[:stop + 1]
+        score = next(float(r["score"]) for r in rows if r["variant"] == point)
+        assert score == pytest.approx(float(full[stop]["val_loss"]), abs=1e-6) and full[stop]["step"] == str(stop)
+
+    # edit the grid value rung 0 dropped: only the new point's rung 0 trains, then the stages after it
+    dropped = next(r["variant"] for r in stages[0] if r["advance"] == "False")
+    new_lrs = [lr for lr in lrs if f"lr={lr:g}" != dropped] + [5.0e-3]
+    stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/seed*/**/train_stats.tsv")}
+    write_config(tmp_path / "config.yaml", halving_study(tiny_bert, new_lrs))
+    edited = planned_jobs(tmp_path)
+    assert (edited["train_rung"], edited["tune_stage"], edited["select"], edited["choose"]) == (1, 1, 1, 1)
+    assert "train" not in edited
+    run_snakemake(tmp_path)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # nothing that existed retrained
+    assert (runs / "lr=0.005" / "seed1000" / "rung0" / "run.json").is_file()
+    assert planned_jobs(tmp_path) == {}
