@@ -7,10 +7,13 @@ import pytest
 import yaml
 
 from conftest import REPO
+from peftgrid.errors import ConfigError
 from peftgrid.plan import build_run_table, build_tune_groups, validate_config
 from peftgrid.plan import specs
 from peftgrid.plan.layout import evaluation_dir
 from peftgrid.plan.runs import build_choices, evaluations
+from peftgrid.tasks import TASK_TYPES
+from peftgrid.tasks.classification import SequenceClassification
 
 
 def raw_study() -> dict:
@@ -321,3 +324,32 @@ def test_every_spec_reads_back_from_its_params(baseline):
     subclasses = {c for c in vars(specs).values() if isinstance(c, type) and issubclass(c, specs.Spec)
                   and c is not specs.Spec}
     assert seen == subclasses
+
+
+class GradedClassification(SequenceClassification):
+    """A plugin's task type (registered as tests/plugins/ does) with config keys of its own: one
+    that training and evaluation both read, one that only evaluation reads."""
+    name = "graded_classification"
+    own_keys = SequenceClassification.own_keys | {"grade_scale", "grade_report"}
+    train_ignores = frozenset({"grade_report"})
+
+
+def test_a_plugin_task_types_own_keys_reach_its_jobs(monkeypatch):
+    """A key that only a plugin's task type owns is accepted for its tasks (the schema does not know
+    it), refused for the others, and reaches the jobs that read it, asked of the type when the spec
+    is built: lists of task keys in plan/specs.py dropped such a key without a word."""
+    monkeypatch.setitem(TASK_TYPES, GradedClassification.name, GradedClassification())
+    raw = raw_study()
+    raw["tasks"]["emotion_local"].update(type="graded_classification", grade_scale=5, grade_report={"bins": 3})
+    config = validate_config(raw)
+    cell = next(c for c in build_run_table(config) if c.task == "emotion_local" and not c.selecting)
+    train = specs.train_spec(config, cell).task
+    evaluation = specs.eval_spec(config, cell, "test").task
+    assert train["grade_scale"] == 5 and "grade_report" not in train  # editing it re-trains nothing
+    assert evaluation["grade_scale"] == 5 and evaluation["grade_report"] == {"bins": 3}
+    assert specs.check_data_spec(config, "emotion_local").data["grade_scale"] == 5
+    raw = raw_study()
+    raw["tasks"]["pos_en_de"]["grade_scale"] = 5
+    with pytest.raises(ConfigError, match="^tasks.pos_en_de.grade_scale: only for graded_classification tasks, "
+                                          "not token_classification$"):
+        validate_config(raw)

@@ -28,7 +28,7 @@ from ..methods import PRESETS, method_of, preset_defaults
 from ..metrics import check_metrics, own_rule_metrics
 from ..plugins import load_plugins
 from ..staging.datasets import conllu_column, declared_splits
-from ..tasks import TASK_TYPES, task_type
+from ..tasks import TASK_TYPES, task_type, validate_task
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
 
@@ -159,7 +159,7 @@ def validate_config(raw: dict) -> dict:
     _unbool_select_on(config)
     _switch_tracking(config)
     _refuse_seed_keys(config)
-    schema = load_schema()
+    schema = _with_own_keys(load_schema())
     _coerce_whole_floats(config, schema)
     errors = list(jsonschema.Draft7Validator(schema).iter_errors(config))
     if errors:
@@ -176,6 +176,15 @@ def validate_config(raw: dict) -> dict:
     _refuse_unused_lr(raw, config)
     _check_report(config)
     return config
+
+
+def _with_own_keys(schema: dict) -> dict:
+    """The schema admitting every registered task type's own keys that it does not describe (a
+    plugin's): validate_task refuses them for other types, and the type's validate checks them."""
+    task = schema["properties"]["tasks"]["additionalProperties"]["properties"]
+    for ttype in TASK_TYPES.values():
+        task.update({key: {} for key in sorted(ttype.own_keys - set(task))})
+    return schema
 
 
 SEED_HINT = ("a cell's seed is one of its experiment's seeds (one cell per seed, compared across seeds): remove it "
@@ -394,7 +403,7 @@ def _check_task(where: str, task: dict, config: dict) -> None:
     ttype = task_type(task["type"])
     if datasets[task["dataset"]].get("format") == "conllu":
         _conllu_columns(where, task)
-    ttype.validate(where, task)
+    validate_task(where, task)
     shared = [role for role, column in task["columns"].items() if list(task["columns"].values()).count(column) > 1]
     if shared:
         raise ConfigError(f"{where}.columns: {' and '.join(shared)} both read column {task['columns'][shared[0]]!r}; "

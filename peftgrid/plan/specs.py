@@ -16,12 +16,6 @@ from .report_targets import primary_decoding, primary_eval, primary_metric
 from .layout import predictions_file, run_dir
 from .runs import Cell, evaluations
 
-# What training reads from a task entry (eval sets excluded: they are evaluation's, and adding
-# one must not retrain; the data-check job reads them before any training).
-TASK_TRAIN_KEYS = ("type", "dataset", "train_split", "train_max_examples", "columns", "labels", "unseen_labels",
-                   "prompt", "coverage_threshold", "max_new_tokens", "chat_template")
-TASK_EVAL_KEYS = ("type", "dataset", "train_split", "columns", "labels", "unseen_labels", "prompt", "metrics",
-                  "max_new_tokens", "chat_template", "rouge")
 SELECTION_READ_KEYS = ("name", "dataset", "split", "max_examples")  # what training and the selection eval read of it
 
 
@@ -194,14 +188,14 @@ def stage_comet_spec(config: dict) -> StageCometSpec:
 
 def check_data_spec(config: dict, task: str) -> CheckDataSpec:
     t = config["tasks"][task]
-    data = {**_pick(t, TASK_TRAIN_KEYS), "eval": t["eval"], "selection": t["selection"],
+    data = {**_pick(t, TASK_TYPES[t["type"]].train_keys), "eval": t["eval"], "selection": t["selection"],
             **({"retention": t["retention"]} if t.get("retention") else {})}  # absent: other studies' params unchanged
     return CheckDataSpec(task=task, data=data)
 
 
 def train_spec(config: dict, cell: Cell) -> TrainSpec:
     t = config["tasks"][cell.task]
-    view = _pick(t, TASK_TRAIN_KEYS)
+    view = _pick(t, TASK_TYPES[t["type"]].train_keys)
     if t["selection"] is not None:
         view["validation"] = _pick(t["selection"], SELECTION_READ_KEYS)
     return TrainSpec(cell=cell.ident, hparams=cell.hparams, task=view, model=_model(config, cell.task))
@@ -209,7 +203,7 @@ def train_spec(config: dict, cell: Cell) -> TrainSpec:
 
 def eval_spec(config: dict, cell: Cell, eval_name: str, decoding: str | None = None) -> EvalSpec:
     t = config["tasks"][cell.task]
-    view = _pick(t, TASK_EVAL_KEYS)
+    view = _pick(t, TASK_TYPES[t["type"]].eval_keys)
     view["metrics"] = list(t["metrics"])
     if settings := metric_settings(config, t["metrics"]):  # e.g. bertscore's model and layer
         view["metric_settings"] = settings
@@ -222,7 +216,7 @@ def selection_eval_spec(config: dict, cell: Cell, decoding: str = "") -> EvalSpe
     """A run at the selection seed scored on the task's unreported selection set (never a reported
     eval set); generation: with one decoding (the choice generates with each it chooses among)."""
     t = config["tasks"][cell.task]
-    view = _pick(t, TASK_EVAL_KEYS)
+    view = _pick(t, TASK_TYPES[t["type"]].eval_keys)
     view["metrics"] = [m for m in t["metrics"] if m not in own_rule_metrics(t["metrics"])]
     if settings := metric_settings(config, view["metrics"]):
         view["metric_settings"] = settings

@@ -20,9 +20,6 @@ def register(ttype: TaskType) -> TaskType:
     if known is not None and type(known) is not type(ttype):
         raise ValueError(f"task type {ttype.name!r} is already registered (by {type(known).__name__})")
     TASK_TYPES[ttype.name] = ttype
-    # a key owned by some types is refused, naming its owners, for the others (TaskType.validate)
-    TaskType.key_owners = {key: sorted(t.name for t in TASK_TYPES.values() if key in t.own_keys)
-                           for key in sorted({k for t in TASK_TYPES.values() for k in t.own_keys})}
     return ttype
 
 
@@ -34,3 +31,14 @@ def task_type(name: str) -> TaskType:
     if name not in TASK_TYPES:
         raise ConfigError(f"unknown task type {name!r}{did_you_mean(name, TASK_TYPES)}")
     return TASK_TYPES[name]
+
+
+def validate_task(where: str, task: dict) -> None:
+    """A task entry's type-specific part: a key that other registered types own is refused, naming
+    them; then its type's own checks (TaskType.validate, which fills its defaults into `task`)."""
+    ttype = task_type(task["type"])
+    for key in task:
+        owners = sorted(t.name for t in TASK_TYPES.values() if key in t.own_keys)
+        if owners and key not in ttype.own_keys:
+            raise ConfigError(f"{where}.{key}: only for {', '.join(owners)} tasks, not {ttype.name}")
+    ttype.validate(where, task)

@@ -11,6 +11,11 @@ from pathlib import Path
 from ..errors import ConfigError, DataError, did_you_mean
 from ..staged import check_columns, load_split, subsample
 
+# The keys of every task entry that a training / an evaluation job receives (eval sets are not
+# training's: adding one must not retrain); a type adds its own keys (TaskType.train_keys, eval_keys).
+TRAIN_KEYS = frozenset({"type", "dataset", "train_split", "train_max_examples", "columns"})
+EVAL_KEYS = frozenset({"type", "dataset", "train_split", "columns", "metrics"})
+
 
 class TaskType:
     name: str = ""
@@ -22,9 +27,12 @@ class TaskType:
     per_token: bool = False
     auto_class: str = ""                  # the transformers Auto class of the model
     own_keys: frozenset[str] = frozenset()  # task keys only this type accepts (prompt, decoding, ...)
+    # Each own key reaches both the training and the evaluation jobs (their specs' `task`), except
+    # those a type lists here as never read by one of them: editing such a key re-runs only the other.
+    train_ignores: frozenset[str] = frozenset()
+    eval_ignores: frozenset[str] = frozenset()
     peft_task_type: str = ""              # peft's TaskType for this kind of model (SEQ_CLS, CAUSAL_LM, ...)
     short_name: str = ""                  # the README preset table's column label
-    key_owners: dict[str, list[str]] = {}  # own key -> the registered types that own it (set by the registry)
 
     # ------------------------------------------------------------------ planning (no torch)
     def validate(self, where: str, task: dict) -> None:
@@ -38,10 +46,16 @@ class TaskType:
         if unknown:
             role = sorted(unknown)[0]
             raise ConfigError(f"{where}.columns.{role}: unknown role{did_you_mean(role, roles)}")
-        for key in task:
-            owners = self.key_owners.get(key)
-            if owners and key not in self.own_keys:
-                raise ConfigError(f"{where}.{key}: only for {', '.join(owners)} tasks, not {self.name}")
+
+    @property
+    def train_keys(self) -> frozenset[str]:
+        """The task-entry keys a training job of this type receives (plan/specs.py train_spec)."""
+        return TRAIN_KEYS | (self.own_keys - self.train_ignores)
+
+    @property
+    def eval_keys(self) -> frozenset[str]:
+        """The task-entry keys an evaluation job of this type receives (plan/specs.py eval_spec)."""
+        return EVAL_KEYS | (self.own_keys - self.eval_ignores)
 
     # ------------------------------------------------------------------ data
     def load_rows(self, task: dict, data_dir: Path, split: str, limit: int | None, dataset: str) -> list[dict]:

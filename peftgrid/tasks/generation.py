@@ -59,6 +59,10 @@ class GenerationTask(TaskType):
     default_metrics = ("bleu", "sentence_bleu", "chrf", "rouge")
     generates = True
     own_keys = frozenset({"prompt", "decoding", "max_new_tokens", "coverage_threshold", "rouge"})
+    # an evaluation job gets its one decoding in its spec's own field; coverage is checked before
+    # training; rouge's settings are a metric's
+    train_ignores = frozenset({"decoding", "rouge"})
+    eval_ignores = frozenset({"decoding", "coverage_threshold"})
 
     def validate(self, where, task):
         super().validate(where, task)
