@@ -87,3 +87,71 @@ def test_a_missing_kept_checkpoint_is_one_clear_error(tiny_bert, staged, tmp_pat
     bad = TrainSpec.from_params({**spec.to_params(), "rung": {"stop_at_step": 0}})
     with pytest.raises(ConfigError, match="rung.stop_at_step"):
         train_cell(bad, staged / "tiny", {"emo": staged / "emo"}, tmp_path / "out")
+
+
+# the loop state's keys as the code before CHECKPOINT_FORMAT 2 wrote them (no "format" key)
+OLD_LOOP_KEYS = {"step": "step", "examples": "examples", "loss_sum": "loss_sum", "window_steps": "loss_count",
+                 "reg_sum": "reg_sum", "best_snapshot": "best_snapshot", "log_rows": "log_rows",
+                 "train_loss": "last_train_loss", "val_loss": "val", "prior_seconds": "seconds",
+                 "val_seconds": "val_seconds", "checkpoint_seconds": "checkpoint_seconds",
+                 "prior_peak_mb": "peak_mem_mb", "best_val_loss": "best_val_loss", "epoch_rng": "epoch_rng",
+                 "batch_pos": "batch_pos"}
+
+
+def old_format(state: dict) -> dict:
+    """A checkpoint as the old loop wrote it: the same tensors, its 15 string keys, no version."""
+    loop = {old: state["loop"][new] for new, old in OLD_LOOP_KEYS.items()}
+    old = {k: v for k, v in state.items() if k not in ("format", "loop")}
+    return {**old, "loop": loop}
+
+
+def test_a_checkpoint_of_the_old_format_is_not_resumed(tiny_bert, staged, tmp_path, capsys):  # noqa: F811
+    spec = cell_spec(tiny_bert, "lora", lr=5.0e-3)
+    train(with_rung(spec, 5), staged, tmp_path / "rung")
+    written = torch.load(tmp_path / "rung" / KEPT_CHECKPOINT / "state.pt", weights_only=True)
+    assert written["format"] == 2 and written["loop"]["step"] == 5
+
+    # control: the same checkpoint, as written, in a cell's checkpoint/ folder is resumed from step 5
+    (tmp_path / "new" / "checkpoint").mkdir(parents=True)
+    torch.save(written, tmp_path / "new" / "checkpoint" / "state.pt")
+    assert train(spec, staged, tmp_path / "new")["resumed"] is True
+
+    (tmp_path / "old" / "checkpoint").mkdir(parents=True)
+    torch.save(old_format(written), tmp_path / "old" / "checkpoint" / "state.pt")
+    capsys.readouterr()
+    record = train(spec, staged, tmp_path / "old")
+    assert "checkpoint format 1, this code resumes format 2: not resumed, training starts from step 0" in capsys.readouterr().out
+    fresh = train(spec, staged, tmp_path / "fresh")
+    assert record["resumed"] is False and record["checkpoint_format"] == 2
+    assert log_without_time(tmp_path / "old") == log_without_time(tmp_path / "fresh")
+    a, b = adapter(tmp_path / "old"), adapter(tmp_path / "fresh")
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+    # a rung never continues from one: that is a clear error, not a silent restart
+    (tmp_path / "old_kept").mkdir()
+    torch.save(old_format(written), tmp_path / "old_kept" / "state.pt")
+    with pytest.raises(ConfigError, match="rung.from_checkpoint: .*checkpoint format 1, this code resumes format 2; rerun"):
+        train_cell(with_rung(spec, 8, tmp_path / "old_kept"), staged / "tiny", {"emo": staged / "emo"},
+                   tmp_path / "continued")
+    other = cell_spec(tiny_bert, "lora", lr=1.0e-3)  # another grid point's checkpoint is refused too
+    with pytest.raises(ConfigError, match="rung.from_checkpoint: .*written for other hyperparameters"):
+        train_cell(with_rung(other, 8, tmp_path / "rung" / KEPT_CHECKPOINT), staged / "tiny", {"emo": staged / "emo"},
+                   tmp_path / "other")
+
+
+def test_training_hparams_are_the_schemas_keys_typed(tiny_bert):
+    from dataclasses import fields
+
+    from peftgrid.engine.loop import TrainingHparams
+    from peftgrid.plan.config import training_keys
+
+    hparams = cell_spec(tiny_bert, "lora").hparams
+    hp = TrainingHparams.of(hparams)
+    assert {f.name for f in fields(hp)} - {"hparams"} == training_keys() | {"kind", "seed"}
+    assert hp.lr == hparams["lr"] and hp.hparams == hparams and hp.compile is False
+    with pytest.raises(ConfigError, match=r"hparams\.batch_size: '16' is not int"):
+        TrainingHparams.of({**hparams, "batch_size": "16"})
+    with pytest.raises(ConfigError, match=r"hparams\.group_by_length: 1 is not bool"):
+        TrainingHparams.of({**hparams, "group_by_length": 1})
+    with pytest.raises(ConfigError, match=r"hparams\.lr: missing"):
+        TrainingHparams.of({k: v for k, v in hparams.items() if k != "lr"})

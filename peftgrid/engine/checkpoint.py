@@ -2,7 +2,9 @@
 exactly where it stopped — trainable weights, optimizer, scheduler, every RNG state, the batch
 position, the loss curve so far. It is written atomically every `checkpoint_every_steps` and on
 SIGTERM (SLURM preemption), loaded by the next run of the same cell, and removed when the cell
-finishes. A checkpoint of other hyperparameters (the config was edited) is ignored.
+finishes (a halving rung keeps it: jobs.train). A checkpoint of other hyperparameters (the config
+was edited) or of another CHECKPOINT_FORMAT (written by other code) is not resumed: the run starts
+from step 0 and its log says why.
 
 Files are loaded with `torch.load(weights_only=True)`: tensors and plain values only, no pickle.
 """
@@ -21,6 +23,11 @@ import torch
 
 from ..errors import ConfigError
 from ..errors import Preempted  # noqa: F401  (raised by the loop when SIGTERM arrives)
+
+# The layout of state.pt and of the loop's state in it (engine.loop.LoopState); recorded in the
+# checkpoint and in run.json. Bump it whenever either changes, or seeding does: a checkpoint of
+# another format is never resumed. 1: the layout before it was recorded (no "format" key).
+CHECKPOINT_FORMAT = 2
 
 # Fault injection for tests: "kill:7" sends SIGKILL, "term:7" SIGTERM, to this process right after step 7.
 FAULT_ENV = "PEFTGRID_FAULT"
@@ -93,11 +100,10 @@ class Checkpointer:
     def due(self, step: int) -> bool:
         return bool(self.every) and step % self.every == 0
 
-    def save(self, model, optimizer, scheduler, loop: dict, best_state: dict | None = None) -> None:
-        state = {"tag": self.tag, "model": trainable_state(model), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "loop": loop}
-        if best_state is not None:
-            state["best_state"] = best_state
+    def save(self, model, optimizer, scheduler, loop: dict) -> None:
+        state = {"format": CHECKPOINT_FORMAT, "tag": self.tag, "model": trainable_state(model),
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                 "loop": loop}
         adalora = _rankallocator(model)
         if adalora is not None:
             state["rankallocator"] = {k: dict(getattr(adalora, k)) for k in ("ipt", "exp_avg_ipt", "exp_avg_unc")}
@@ -109,22 +115,30 @@ class Checkpointer:
         os.replace(tmp, self.folder)
 
     def load(self) -> dict | None:
-        own = self._read(self.folder / "state.pt")
-        if own is not None or self.start_from is None:
-            return own
-        state = self._read(self.start_from / "state.pt")
-        if state is None:
-            raise ConfigError(f"rung.from_checkpoint: {self.start_from} was written for other hyperparameters "
-                              f"or another checkpoint format; rerun the rung that wrote it")
+        """This run's own checkpoint, else the one it starts from, else None (from step 0)."""
+        own = self.folder / "state.pt"
+        if own.is_file():
+            state = torch.load(own, map_location="cpu", weights_only=True)
+            refused = self._refusal(state)
+            if refused is None:
+                return state
+            print(f"checkpoint {own}: {refused}: not resumed, training starts from step 0", flush=True)
+        if self.start_from is None:
+            return None
+        state = torch.load(self.start_from / "state.pt", map_location="cpu", weights_only=True)
+        refused = self._refusal(state)
+        if refused is not None:
+            raise ConfigError(f"rung.from_checkpoint: {self.start_from}: {refused}; rerun the rung that wrote it")
         return state
 
-    def _read(self, path: Path) -> dict | None:
-        if not path.is_file():
-            return None
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    def _refusal(self, state: dict) -> str | None:
+        """Why a checkpoint cannot be resumed into this run, or None."""
+        written = state.get("format", 1)
+        if written != CHECKPOINT_FORMAT:
+            return f"checkpoint format {written}, this code resumes format {CHECKPOINT_FORMAT}"
         if state.get("tag") != self.tag:
-            return None  # written for other hyperparameters: start afresh
-        return state
+            return "written for other hyperparameters"
+        return None
 
     def restore(self, state: dict, model, optimizer, scheduler) -> None:
         params = dict(model.named_parameters())

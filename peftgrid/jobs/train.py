@@ -18,11 +18,11 @@ import torch
 from transformers import set_seed  # random, numpy, torch and every accelerator's generator
 
 from ..columns import ROW_STATUS, TRAIN_COSTS
-from ..engine.checkpoint import Checkpointer
+from ..engine.checkpoint import CHECKPOINT_FORMAT, Checkpointer
 from ..engine.device import (PhaseMeter, attention_implementation, mark_memory_baseline, pick_device, precision_name,
                               resolve_dtype)
 from ..engine.gpus import GpuClaim
-from ..engine.loop import train_loop
+from ..engine.loop import LoopResult, LoopState, TrainingData, TrainingHparams, train_loop
 from ..errors import CellFailure, ConfigError, first_line
 from ..methods import method_of
 from ..plan.layout import RUN_FILE, TRAIN_LOG_FILE, TRAIN_STATS_FILE
@@ -90,6 +90,7 @@ def run_record(spec: TrainSpec, device, gpu: GpuClaim | None = None) -> dict:
         "gpu": gpu.record() if gpu else None,
         "versions": package_versions(), "git_commit": git_commit(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rung": spec.rung,
+        "checkpoint_format": CHECKPOINT_FORMAT,  # a checkpoint of another format is not resumed (engine.checkpoint)
     }
 
 
@@ -109,96 +110,128 @@ def load_training_data(spec: TrainSpec, data_dirs: dict[str, Path]):
 
 def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out_dir: Path,
                gpu: GpuClaim | None = None) -> dict:
-    """`gpu`: the slot scripts/train.py claimed (peftgrid.engine.gpus), recorded in run.json."""
+    """Load, train, record. `gpu`: the slot scripts/train.py claimed (peftgrid.engine.gpus), recorded in run.json."""
     out_dir = Path(out_dir)
     rung = Rung.from_spec(spec.rung)
-    hp, task = spec.hparams, spec.task
-    ttype, method = task_type(task["type"]), method_of(hp["kind"])
+    hp = TrainingHparams.of(spec.hparams)
     device = pick_device()
     record = run_record(spec, device, gpu)
     stats = {"status": "running", "device": record["device"]}
-    log_rows: list[dict] = []
+    state = LoopState()  # its loss log is written whatever happens
     tmp_model = out_dir / "model.tmp"
     shutil.rmtree(tmp_model, ignore_errors=True)
     verify_staged(model_dir)
     try:
-        method.check_device(hp, device)
-        resolve_dtype(device, hp["precision"])
-        train_rows, val_rows, labels = load_training_data(spec, data_dirs)
-        record["labels"] = labels
-
-        # ---- model: always a fresh copy of the staged pretrained weights
-        method.import_libraries()
-        from transformers import AutoTokenizer
-
-        t_load = time.perf_counter()
-        tokenizer = ttype.prepare_tokenizer(AutoTokenizer.from_pretrained(model_dir, **NO_REMOTE_CODE))
-        record.update(ttype.check_training_data(task, tokenizer, train_rows, spec.model["name"]))
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        train_ex = ttype.encode(task, train_rows, tokenizer, labels, hp["max_length"])
-        val_ex = ttype.encode(task, val_rows, tokenizer, labels, hp["max_length"]) if val_rows else None
-        steps_per_epoch = math.ceil(len(train_ex) / hp["batch_size"])
-        total_steps = math.ceil(steps_per_epoch * hp["epochs"])
-        if hp["max_steps"] is not None:
-            total_steps = min(total_steps, hp["max_steps"])
-        if not method.trains(hp):
-            total_steps = 0
-        record["total_steps"] = total_steps  # the schedule's length (a rung stops before it)
-        set_seed(hp["seed"])
-        mark_memory_baseline()  # peak memory counts the model's weights (engine.device)
-        model, new_weights = method.load_base(model_dir, ttype, labels, hp, device, spec.model.get("allow_pickle", False))
-        model = method.place(method.prepare(model, hp, ttype, total_steps, new_weights), device)
-        trainable, total = method.count_parameters(model)
-        # how the steps run, for run.json: the precision setting on this device, attention kernel, compile, optimizer
-        runtime = record["runtime"] = {
-            "precision": precision_name(device, hp["precision"]), "attention": attention_implementation(model),
-            "compiled": bool(hp.get("compile")) and total_steps > 0, "pinned_batches": device.type == "cuda",
-            "optimizer": None}
-        if runtime["compiled"]:
-            model.compile()  # in place: the module, its parameter names and its saving stay as they are
-        load_time = time.perf_counter() - t_load
-        stats.update(trainable_params=trainable, total_params=total,
-                     trainable_pct=round(100.0 * trainable / total, 6), load_time_s=round(load_time, 3),
-                     n_train=len(train_ex), truncated_train=ttype.truncated(train_ex, hp["max_length"]))
-
-        # ---- train
-        ckpt = Checkpointer(out_dir / "checkpoint", hp, hp["checkpoint_every_steps"],
-                            start_from=rung and rung.from_checkpoint and Path(rung.from_checkpoint))
-        meter = PhaseMeter(device)
-        ckpt.install_sigterm()
-        try:
-            with meter:
-                final = train_loop(model, method, hp, train_ex, val_ex, pad_id, device, total_steps, steps_per_epoch,
-                                   log_rows, ckpt, meter,
-                                   stop_at=None if rung is None else rung.stop(total_steps))
-        finally:
-            ckpt.restore_sigterm()
-        wall = final["prior_seconds"] + meter.seconds  # a resumed run adds up its segments
-        # training time is the optimizer steps only: validation passes and checkpoints (writing,
-        # loading, keeping the best weights) have their own columns (engine.loop)
-        seconds = max(wall - final["val_seconds"] - final["checkpoint_seconds"], 0.0)
-        # paged optimizer states sit outside torch's allocator: added at their size (engine.device)
-        peak = max(meter.peak_mem_mb, final["prior_peak"]) + (final["paged_state_mb"] if device.type == "cuda" else 0.0)
-        epochs_done = final["step"] / steps_per_epoch if steps_per_epoch else 0.0
-        stats.update(
-            status="ok", error=None,
-            train_time_s=round(seconds, 3),
-            time_per_epoch_s=round(seconds / epochs_done, 3) if epochs_done else 0.0,
-            val_time_s=round(final["val_seconds"], 3), checkpoint_time_s=round(final["checkpoint_seconds"], 3),
-            peak_train_mem_mb=round(peak, 1),
-            peak_train_mem_reserved_mb=None if meter.peak_reserved_mb is None else round(meter.peak_reserved_mb, 1),
-            mem_measure=meter.measure,
-            train_examples_per_s=round(final["examples"] / seconds, 2) if final["examples"] and seconds else 0.0,
-            steps=final["step"], epochs=round(epochs_done, 4),
-            final_train_loss=final["train_loss"], final_val_loss=final["val_loss"], **method.extra_stats(model))
-        record["resumed"] = final["prior_seconds"] > 0
-        runtime["optimizer"] = final["optimizer"]
-        method.save(model, hp, tmp_model, new_weights)
-        tokenizer.save_pretrained(tmp_model / "tokenizer")
+        cell = load_cell(spec, hp, model_dir, data_dirs, device, record, stats)
+        train(cell, hp, device, out_dir / "checkpoint", rung, state, record, stats)
+        cell.method.save(cell.model, spec.hparams, tmp_model, cell.new_weights)
+        cell.tokenizer.save_pretrained(tmp_model / "tokenizer")
     except CellFailure as e:
         stats.update(status="failed", error=first_line(e))
     except torch.OutOfMemoryError as e:
         stats.update(status="failed", error=f"out of memory ({first_line(e)[:120]}); try a smaller batch_size")
+    write_outputs(out_dir, tmp_model, record, stats, state.log_rows, keep_checkpoint=rung is not None)
+    return record
+
+
+@dataclass
+class LoadedCell:
+    """A cell ready to train: its method, tokenizer, encoded data and model."""
+    method: object
+    tokenizer: object
+    data: TrainingData
+    model: object
+    new_weights: list[str]
+
+
+def load_cell(spec: TrainSpec, hp: TrainingHparams, model_dir: Path, data_dirs: dict[str, Path], device,
+              record: dict, stats: dict) -> LoadedCell:
+    """The data first (cheap, checked), then always a fresh copy of the staged pretrained weights;
+    what was loaded and how the steps will run go into run.json and train_stats."""
+    task, ttype, method = spec.task, task_type(spec.task["type"]), method_of(hp.kind)
+    method.check_device(spec.hparams, device)
+    resolve_dtype(device, hp.precision)
+    train_rows, val_rows, labels = load_training_data(spec, data_dirs)
+    record["labels"] = labels
+    method.import_libraries()
+    from transformers import AutoTokenizer
+
+    t_load = time.perf_counter()
+    tokenizer = ttype.prepare_tokenizer(AutoTokenizer.from_pretrained(model_dir, **NO_REMOTE_CODE))
+    record.update(ttype.check_training_data(task, tokenizer, train_rows, spec.model["name"]))
+    train_ex = ttype.encode(task, train_rows, tokenizer, labels, hp.max_length)
+    data = TrainingData(
+        train=train_ex, val=ttype.encode(task, val_rows, tokenizer, labels, hp.max_length) if val_rows else None,
+        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        steps_per_epoch=math.ceil(len(train_ex) / hp.batch_size),
+        total_steps=schedule_length(len(train_ex), hp) if method.trains(spec.hparams) else 0)
+    record["total_steps"] = data.total_steps  # the schedule's length (a rung stops before it)
+    set_seed(hp.seed)
+    mark_memory_baseline()  # peak memory counts the model's weights (engine.device)
+    model, new_weights = method.load_base(model_dir, ttype, labels, spec.hparams, device,
+                                          spec.model.get("allow_pickle", False))
+    model = method.place(method.prepare(model, spec.hparams, ttype, data.total_steps, new_weights), device)
+    trainable, total = method.count_parameters(model)
+    # how the steps run, for run.json: the precision setting on this device, attention kernel, compile, optimizer
+    record["runtime"] = {
+        "precision": precision_name(device, hp.precision), "attention": attention_implementation(model),
+        "compiled": hp.compile and data.total_steps > 0, "pinned_batches": device.type == "cuda", "optimizer": None}
+    if record["runtime"]["compiled"]:
+        model.compile()  # in place: the module, its parameter names and its saving stay as they are
+    stats.update(trainable_params=trainable, total_params=total, trainable_pct=round(100.0 * trainable / total, 6),
+                 load_time_s=round(time.perf_counter() - t_load, 3), n_train=len(train_ex),
+                 truncated_train=ttype.truncated(train_ex, hp.max_length))
+    return LoadedCell(method, tokenizer, data, model, new_weights)
+
+
+def schedule_length(n_train: int, hp: TrainingHparams) -> int:
+    """Optimizer steps of the whole run: its epochs' worth of batches, capped by max_steps."""
+    steps = math.ceil(math.ceil(n_train / hp.batch_size) * hp.epochs)
+    return steps if hp.max_steps is None else min(steps, hp.max_steps)
+
+
+def train(cell: LoadedCell, hp: TrainingHparams, device, checkpoint_dir: Path, rung: Rung | None, state: LoopState,
+          record: dict, stats: dict) -> None:
+    """The loop, resumable (SIGTERM checkpoints and stops), measured; its costs into `stats`."""
+    start_from = Path(rung.from_checkpoint) if rung and rung.from_checkpoint else None
+    ckpt = Checkpointer(checkpoint_dir, hp.hparams, hp.checkpoint_every_steps, start_from=start_from)
+    meter = PhaseMeter(device)
+    ckpt.install_sigterm()
+    try:
+        with meter:
+            result = train_loop(cell.model, cell.method, hp, cell.data, device, state, ckpt=ckpt, meter=meter,
+                                stop_at=None if rung is None else rung.stop(cell.data.total_steps))
+    finally:
+        ckpt.restore_sigterm()
+    record["resumed"] = state.prior_seconds > 0
+    record["runtime"]["optimizer"] = result.optimizer
+    stats.update(status="ok", error=None, **cost_stats(state, result, meter, cell.data, device),
+                 **cell.method.extra_stats(cell.model))
+
+
+def cost_stats(state: LoopState, result: LoopResult, meter: PhaseMeter, data: TrainingData, device) -> dict:
+    """train_stats' cost columns, over every segment of a resumed run. Training time is the optimizer
+    steps only: validation passes and checkpoints (writing, loading, keeping the best weights) have
+    their own columns (engine.loop)."""
+    seconds = max(state.prior_seconds + meter.seconds - state.val_seconds - state.checkpoint_seconds, 0.0)
+    # paged optimizer states sit outside torch's allocator: added at their size (engine.device)
+    peak = max(meter.peak_mem_mb, state.prior_peak_mb) + (result.paged_state_mb if device.type == "cuda" else 0.0)
+    epochs_done = state.step / data.steps_per_epoch if data.steps_per_epoch else 0.0
+    return dict(
+        train_time_s=round(seconds, 3), time_per_epoch_s=round(seconds / epochs_done, 3) if epochs_done else 0.0,
+        val_time_s=round(state.val_seconds, 3), checkpoint_time_s=round(state.checkpoint_seconds, 3),
+        peak_train_mem_mb=round(peak, 1),
+        peak_train_mem_reserved_mb=None if meter.peak_reserved_mb is None else round(meter.peak_reserved_mb, 1),
+        mem_measure=meter.measure,
+        train_examples_per_s=round(state.examples / seconds, 2) if state.examples and seconds else 0.0,
+        steps=state.step, epochs=round(epochs_done, 4), final_train_loss=state.train_loss,
+        final_val_loss=None if state.val_loss is None else round(state.val_loss, 6))
+
+
+def write_outputs(out_dir: Path, tmp_model: Path, record: dict, stats: dict, log_rows: list[dict],
+                  keep_checkpoint: bool) -> None:
+    """model/ (or FAILED.json), the loss log, the stats, a rung's kept checkpoint, and run.json last:
+    its presence means the cell's files are complete."""
     record["status"], record["error"] = stats["status"], stats.get("error")
     record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record["stats"] = stats
@@ -211,10 +244,9 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
     final_model = out_dir / "model"
     shutil.rmtree(final_model, ignore_errors=True)
     tmp_model.rename(final_model)
-    kept = out_dir / KEPT_CHECKPOINT
+    kept, working = out_dir / KEPT_CHECKPOINT, out_dir / "checkpoint"
     shutil.rmtree(kept, ignore_errors=True)
-    if rung and stats["status"] == "ok" and (out_dir / "checkpoint").is_dir():
-        (out_dir / "checkpoint").rename(kept)  # before run.json: a finished rung has its checkpoint
-    write_json(out_dir / RUN_FILE, record)  # last: a run.json means the cell's files are complete
-    shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
-    return record
+    if keep_checkpoint and stats["status"] == "ok" and working.is_dir():
+        working.rename(kept)  # before run.json: a finished rung has its checkpoint
+    write_json(out_dir / RUN_FILE, record)
+    shutil.rmtree(working, ignore_errors=True)
