@@ -10,3 +10,14 @@ TRAIN_COSTS = ("trainable_params", "total_params", "trainable_pct", "train_time_
                "peak_train_mem_mb")                  # train_stats.tsv: the same for each eval row of a cell
 INFER_COSTS = ("peak_infer_mem_mb", "infer_throughput")  # metrics.tsv: one per eval set and decoding
 COSTS = TRAIN_COSTS + INFER_COSTS
+
+# Retention (issue 20; peftgrid/jobs/retention.py): a cell on one retention set, its documents, its layers
+RETENTION_VALUES = ("measure", "retention_loss", "base_loss", "retention_loss_delta", "retention_loss_rel", "cka",
+                    "n_documents", "n_tokens", "retention_time_s")
+RETENTION = CELL + ("retention_set",) + RETENTION_VALUES + ROW_STATUS   # <run>/retention/<set>/metrics.tsv
+RETENTION_DOCUMENT = ("document", "n_tokens", "loss", "base_loss", "delta")  # per_document.tsv (nats/token)
+RETENTION_LAYER = ("layer", "cka")                                           # per_layer.tsv (0 = embeddings)
+# summary.tsv: a cell's first retention set under these names (its own status and error beside the row's)
+RETENTION_SUMMARY = {c: c if c.startswith("retention_") else f"retention_{c}"
+                     for c in ("retention_set",) + RETENTION_VALUES + ROW_STATUS}
+INTRUDERS = "intruders"  # weight_distances.tsv per matrix; summary.tsv: the cell's total

@@ -61,10 +61,11 @@ def train_datasets(task):
 
 
 def task_datasets(task):
-    """Every dataset a task reads: training, validation and all eval sets."""
+    """Every dataset a task reads: training, validation, all eval sets and retention sets."""
     t = config["tasks"][task]
     selection = [t["selection"]["dataset"]] if t["selection"] else []
-    return sorted({t["dataset"], *selection} | {ev["dataset"] for ev in t["eval"].values()})
+    retention = [r["dataset"] for r in (t.get("retention") or {}).values()]
+    return sorted({t["dataset"], *selection, *retention} | {ev["dataset"] for ev in t["eval"].values()})
 
 
 def generates(task):

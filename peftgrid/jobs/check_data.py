@@ -7,7 +7,9 @@ Leakage is judged by content, not by names: a set declared twice under two datas
 hub entries with one source, or a `split_ratio` carved from a file that is also reported all
 pass a name check. The staged split files are compared by sha256 and their rows by the hash of
 the text the model reads; training and the selection set are each compared with every reported
-eval set."""
+eval set. A retention set (plan/retention.py) is compared the same way with every set the task
+reads, by every text the task's rows hold (inputs and targets): a model scored on text it was
+trained or evaluated on would show no forgetting."""
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +20,7 @@ from ..errors import DataError
 from ..plan.specs import CheckDataSpec
 from ..records import write_json
 from ..staged import load_split, staged_meta
+from ..staging.datasets import retention_documents
 from ..staging.models import file_record
 from ..tasks import task_type
 
@@ -49,6 +52,9 @@ def check_task_data(spec: CheckDataSpec, data_dirs: dict[str, Path], out: Path) 
         ttype.check_labels(task, rows, labels, f"tasks.{spec.task}.validation")
         counts["selection"] = len(rows)
     overlaps = check_leakage(spec.task, task, data_dirs)
+    for name, rset in (task.get("retention") or {}).items():
+        counts[f"retention {name}"] = len(retention_documents(data_dirs[rset["dataset"]], {"name": name, **rset}))
+    overlaps.update(check_retention_overlap(spec.task, task, data_dirs))
     summary = {"task": spec.task, "examples": counts, "labels": labels, "shared_inputs": overlaps}
     write_json(out, summary)
     return summary
@@ -104,16 +110,57 @@ def check_leakage(name: str, task: dict, data_dirs: dict[str, Path]) -> dict[str
         pairs.append((sources[1], sources[0]))
     shared = {}
     for (source, sd, ss), (target, td, ts) in pairs:
-        fix = f"{source} and {target}"
         if sha256(sd, ss) == sha256(td, ts):
-            raise DataError(f"tasks.{name}: {fix} are the same file (sha256 of the staged splits): a score on it "
-                            f"is not a held-out result; point one of them at other data")
-        a, b = hashes(sd, ss), hashes(td, ts)
-        small, large = (a, set(b)) if len(a) <= len(b) else (b, set(a))
-        count = sum(h in large for h in small)
-        shared[f"{source} | {target}"] = count
-        if count > LEAK_SHARE * len(small):
-            raise DataError(f"tasks.{name}: {fix} share {count} of {len(small)} inputs ({count / len(small):.0%}; "
-                            f"chance repeats stay under {LEAK_SHARE:.0%}): a score on it is not a held-out result; "
-                            f"point one of them at data the other does not contain")
+            raise DataError(f"tasks.{name}: {source} and {target} are the same file (sha256 of the staged splits): "
+                            f"a score on it is not a held-out result; point one of them at other data")
+        shared[f"{source} | {target}"] = refuse_shared(name, source, target, hashes(sd, ss), hashes(td, ts))
+    return shared
+
+
+def refuse_shared(name: str, source: str, target: str, a: list[bytes], b: list[bytes],
+                  what: str = "a score on it is not a held-out result") -> int:
+    """The number of the smaller set's items whose hash the other set has; DataError naming both
+    sets when it is more than LEAK_SHARE of them."""
+    small, large = (a, set(b)) if len(a) <= len(b) else (b, set(a))
+    count = sum(h in large for h in small)
+    if count > LEAK_SHARE * len(small):
+        raise DataError(f"tasks.{name}: {source} and {target} share {count} of {len(small)} inputs "
+                        f"({count / len(small):.0%}; chance repeats stay under {LEAK_SHARE:.0%}): {what}; "
+                        f"point one of them at data the other does not contain")
+    return count
+
+
+# The columns whose text the task's rows hold: what the model reads and what it is taught to write
+TEXT_ROLES = INPUT_ROLES + ("target",)
+
+
+def _text_hash(value) -> bytes:
+    text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return hashlib.sha256(text.strip().encode()).digest()
+
+
+def check_retention_overlap(name: str, task: dict, data_dirs: dict[str, Path]) -> dict[str, int]:
+    """Refuse a retention set whose documents are the task's own data: the same staged file as a
+    split the task reads, or more than LEAK_SHARE of its documents equal to a text of one (any
+    input or target column, compared stripped). Returns the shared documents per compared pair."""
+    reads = [("the training split", task["dataset"], task["train_split"])]
+    selection = task.get("selection")
+    if selection and not selection["reported"]:
+        reads.append((f"the selection set (tasks.{name}.validation)", selection["dataset"], selection["split"]))
+    reads += [(f"reported eval set {e!r}", ev["dataset"], ev["split"]) for e, ev in task["eval"].items()]
+    columns = [task["columns"][role] for role in TEXT_ROLES if role in task["columns"]]
+    shared = {}
+    for set_name, rset in (task.get("retention") or {}).items():
+        label = _described(f"retention set {set_name!r}", rset["dataset"], rset["split"])
+        docs = [_text_hash(d) for d in retention_documents(data_dirs[rset["dataset"]], {"name": set_name, **rset})]
+        own = file_record(Path(data_dirs[rset["dataset"]]) / f"{rset['split']}.jsonl")["sha256"]
+        for what, dataset, split in reads:
+            target = _described(what, dataset, split)
+            if own == file_record(Path(data_dirs[dataset]) / f"{split}.jsonl")["sha256"]:
+                raise DataError(f"tasks.{name}: {label} and {target} are the same file (sha256 of the staged splits): "
+                                f"retention would be measured on the task's own data; point the retention set at "
+                                f"general text the task does not read")
+            texts = [_text_hash(r[c]) for r in load_split(data_dirs[dataset], split, dataset) for c in columns if c in r]
+            shared[f"{label} | {target}"] = refuse_shared(name, label, target, docs, texts,
+                                                          "retention would be measured on the task's own data")
     return shared

@@ -2,17 +2,24 @@
 
 The rule passes every metrics file (and the COMET table of each task that uses COMET); a row's
 identity comes from the metrics row itself, never from a path, and its cell's train_stats.tsv and
-run.json are found from that identity (plan.runs.run_dir)."""
+run.json are found from that identity (plan.runs.run_dir).
+
+Retention (issue 20): the rule also passes each cell's metrics file of its task's FIRST retention
+set (config order), joined by the cell identity its row holds, under columns.RETENTION_SUMMARY's
+names (retention_set says which set); `intruders` is the cell's total of intruder dimensions over
+its weight_distances.tsv rows (found from the identity)."""
 from __future__ import annotations
 
 import json
+import os
 
-from ..columns import CELL, COSTS, ROW, ROW_STATUS
+from ..columns import CELL, COSTS, INTRUDERS, RETENTION_SUMMARY, ROW, ROW_STATUS
 from ..plan.layout import RUN_FILE, TRAIN_STATS_FILE, run_dir
 from ..records import read_json, read_tsv, write_tsv
 
 ID_COLUMNS = [*ROW, *ROW_STATUS]
 COST_COLUMNS = [*COSTS, "device"]
+RETENTION_COLUMNS = [*RETENTION_SUMMARY.values(), INTRUDERS]
 TAIL_COLUMNS = ["mem_measure", "peak_train_mem_reserved_mb", "peak_infer_mem_reserved_mb", "val_time_s",
                 "checkpoint_time_s", "encoder_time_s", "cached_examples", "inference_merged", "infer_throughput_unmerged", "infer_time_unmerged_s",
                 "peak_infer_mem_unmerged_mb",
@@ -23,12 +30,15 @@ TAIL_COLUMNS = ["mem_measure", "peak_train_mem_reserved_mb", "peak_infer_mem_res
                 "hparams"]
 
 
-def build_summary(metrics_files: list, comet_files: list | None = None) -> list[dict]:
+def build_summary(metrics_files: list, comet_files: list | None = None, retention_files: list | None = None) -> list[dict]:
     """comet_files: the COMET tables of the tasks scored by COMET (results/comet/<task>/scores.tsv,
-    one row per cell x eval set x decoding), joined on those identity columns."""
+    one row per cell x eval set x decoding), joined on those identity columns. retention_files:
+    each cell's first retention set's metrics.tsv, joined on the cell's identity."""
     rows = []
     comet = {tuple(str(r[k]) for k in ROW): {"comet": r["comet"], "comet_status": r["comet_status"]}
              for path in comet_files or [] for r in read_tsv(path)}
+    retention = {tuple(str(r[k]) for k in CELL): {RETENTION_SUMMARY[k]: v for k, v in r.items() if k in RETENTION_SUMMARY}
+                 for path in retention_files or [] for r in read_tsv(path)}
     for path in metrics_files:
         for m in read_tsv(path):
             cell_dir = run_dir({k: m[k] for k in CELL})
@@ -39,6 +49,8 @@ def build_summary(metrics_files: list, comet_files: list | None = None) -> list[
             if stats.get("status") != "ok":
                 row["status"], row["error"] = stats["status"], stats["error"]
             row.update(extra)  # comet and comet_status, the reason included when there is no score
+            row.update(retention.get(tuple(str(m[k]) for k in CELL), {}))
+            row[INTRUDERS] = intruder_total(f"{cell_dir}/weight_distances.tsv")
             row["device"] = m.get("device") or stats.get("device")
             row["run_dir"] = cell_dir
             row["hparams"] = json.dumps(run["hparams"], sort_keys=True)
@@ -47,14 +59,23 @@ def build_summary(metrics_files: list, comet_files: list | None = None) -> list[
     return rows
 
 
+def intruder_total(distances_file: str) -> int | None:
+    """The cell's intruder dimensions summed over its weight matrices; None without counted rows
+    (a failed cell, a file not made)."""
+    if not os.path.isfile(distances_file):
+        return None
+    counted = [int(r[INTRUDERS]) for r in read_tsv(distances_file) if r.get(INTRUDERS, "") != ""]
+    return sum(counted) if counted else None
+
+
 def summary_columns(rows: list[dict]) -> list[str]:
-    fixed = set(ID_COLUMNS + COST_COLUMNS + TAIL_COLUMNS)
+    fixed = set(ID_COLUMNS + COST_COLUMNS + RETENTION_COLUMNS + TAIL_COLUMNS)
     metric_cols = sorted({k for r in rows for k in r} - fixed)
-    return ID_COLUMNS + metric_cols + COST_COLUMNS + TAIL_COLUMNS
+    return ID_COLUMNS + metric_cols + COST_COLUMNS + RETENTION_COLUMNS + TAIL_COLUMNS
 
 
-def write_summary(metrics_files, comet_files, out) -> list[dict]:
-    rows = build_summary(metrics_files, comet_files)
+def write_summary(metrics_files, comet_files, out, retention_files=None) -> list[dict]:
+    rows = build_summary(metrics_files, comet_files, retention_files)
     write_tsv(out, rows, summary_columns(rows))
     return rows
 

@@ -29,6 +29,7 @@ from ..metrics import check_metrics, own_rule_metrics
 from ..plugins import load_plugins
 from ..staging.datasets import conllu_column, declared_splits
 from ..tasks import TASK_TYPES, task_type, validate_task
+from .retention import check_retention
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
 
@@ -171,6 +172,7 @@ def validate_config(raw: dict) -> dict:
     _check_output_names(config)
     for name, task in config["tasks"].items():
         _check_task(f"tasks.{name}", task, config)
+    check_retention(config)  # tasks.<t>.retention (plan/retention.py)
     config["methods"] = _resolve_methods(config)
     _check_experiments(config)
     _refuse_unused_lr(raw, config)

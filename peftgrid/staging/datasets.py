@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..records import atomic_write_text, write_json
-from ..staged import read_jsonl
+from ..staged import load_split, read_jsonl, subsample
 
 
 # --------------------------------------------------------------------------- local formats
@@ -133,6 +133,36 @@ def read_parallel(paths: dict[str, Path], encoding: str = "utf-8") -> list[dict]
     return [{lang: columns[lang][i] for lang in langs} for i in range(next(iter(counts.values()), 0))]
 
 
+TEXT_COLUMN = "text"  # format text stages each document under this column; retention sets read it
+
+
+def read_lines(path: Path, encoding: str = "utf-8") -> list[dict]:
+    """format text: one document per line (column `text`); empty and whitespace-only lines are
+    skipped (they separate paragraphs, they are not documents). Line ends are not kept."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: file not found")
+    lines = read_text(Path(path), encoding).splitlines()
+    return [{TEXT_COLUMN: line} for line in lines if line.strip()]
+
+
+def documents(rows: list[dict], where: str) -> list[str]:
+    """The non-empty `text` of staged rows (a hub dataset such as WikiText keeps its blank lines)."""
+    if rows and TEXT_COLUMN not in rows[0]:
+        raise DataError(f"{where}: no {TEXT_COLUMN!r} column (columns: {', '.join(sorted(rows[0]))}); a retention "
+                        f"set reads documents from a {TEXT_COLUMN!r} column: use format: text (one document per line)")
+    return [r[TEXT_COLUMN] for r in rows if isinstance(r.get(TEXT_COLUMN), str) and r[TEXT_COLUMN].strip()]
+
+
+def retention_documents(data_dir: Path, rset: dict) -> list[str]:
+    """A retention set's documents (plan/retention.py): the staged split's non-empty `text`,
+    `max_examples` of them by the studies' fixed shuffle — what the jobs score and the data check compares."""
+    where = f"dataset {rset['dataset']!r} split {rset['split']!r}"
+    docs = subsample(documents(load_split(data_dir, rset["split"], rset["dataset"]), where), rset.get("max_examples"))
+    if not docs:
+        raise DataError(f"{where}: no non-empty text for retention set {rset['name']!r}")
+    return docs
+
+
 def download(url: str, cache_dir: Path) -> Path:
     """Fetch a URL once into cache_dir (staging is the only step allowed on the network)."""
     import hashlib
@@ -183,6 +213,8 @@ def read_local_split(spec: dict, path, base_dir: Path, cache_dir: Path | None = 
         return read_conllu(resolve(path), spec.get("encoding", "utf-8"))
     if fmt == "parallel":
         return read_parallel({lang: resolve(p) for lang, p in path.items()}, spec.get("encoding", "utf-8"))
+    if fmt == "text":
+        return read_lines(resolve(path), spec.get("encoding", "utf-8"))
     raise DataError(f"format {fmt!r} is not implemented yet")
 
 
@@ -206,7 +238,7 @@ def read_hub(spec: dict, name: str = "") -> tuple[dict[str, list[dict]], dict[st
     import datasets  # slow import: only staging needs it
     from huggingface_hub import HfApi
 
-    offline = ("without the Hub, give local files: datasets.{0}: {{format: csv|tsv|jsonl|conllu|parallel, "
+    offline = ("without the Hub, give local files: datasets.{0}: {{format: csv|tsv|jsonl|conllu|parallel|text, "
                "splits: {{train: path, ...}}}}").format(name or "<name>")
     try:  # one quick probe: datasets.load_dataset would retry for half a minute before failing
         HfApi().dataset_info(spec["source"], revision=spec.get("revision"), timeout=15)
@@ -249,21 +281,21 @@ def declared_splits(spec: dict) -> set[str] | None:
         return None
     splits = set(spec["splits"])
     ratio = spec.get("split_ratio")
-    if not ratio:
-        return splits
-    source = next(iter(splits)) if len(splits) == 1 else "train" if "train" in splits else None
+    source = carved_split(list(spec["splits"])) if ratio else None
     return (splits - {source}) | set(ratio) if source else splits
 
 
+def carved_split(names: list[str]) -> str | None:
+    """The split `split_ratio` carves: the only one, or `train` when there are several; None: neither."""
+    return names[0] if len(names) == 1 else "train" if "train" in names else None
+
+
 def carve_splits(splits: dict[str, list[dict]], ratio: dict[str, float], seed: int) -> dict[str, list[dict]]:
-    """Split one source split into the named fractions (a fixed shuffle): the only split, or
-    `train` when there are several (the others are kept as they are) — e.g. CoLA's train carved
-    into train + selection, its one labelled dev set kept for reporting."""
-    if len(splits) == 1:
-        (source,) = splits
-    elif "train" in splits:
-        source = "train"
-    else:
+    """Split one source split (carved_split) into the named fractions (a fixed shuffle); the others
+    are kept as they are — e.g. CoLA's train carved into train + selection, its one labelled dev
+    set kept for reporting."""
+    source = carved_split(list(splits))
+    if source is None:
         raise DataError(f"split_ratio carves one split: the only one, or 'train'; found {', '.join(splits)}")
     clash = sorted(set(ratio) & (set(splits) - {source}))
     if clash:
