@@ -419,8 +419,8 @@ def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, ev
     at most X points from the best on the mean; costs are compared among those methods only. The
     budget bullet picks the best mean among the methods better than `none` under the budget.
     `retention`: the task's Retention sets; per set, a sentence on which method that learns the task
-    (the eligible ones: better than `none`, or every trained method without it) forgets least
-    (least_forgetting_sentence). Returns (bullets: dicts with recommendation, cell, method, variant, decoding, `metric`, costs,
+    (significantly better than `none`; a study without `none` shows no method learning, and gets no
+    such sentence) forgets least (least_forgetting_sentence). Returns (bullets: dicts with recommendation, cell, method, variant, decoding, `metric`, costs,
     seeds; sentences)."""
     unit = "points"  # `scale` (from the registry's) puts every metric on 0-100
     if comp.empty or "best" not in comp or not _flag(comp["best"], False).any():
@@ -449,7 +449,7 @@ def recommend(task: str, rows: pd.DataFrame, comp: pd.DataFrame, metric: str, ev
     for _, r in order.iterrows():
         sentences.append(_method_sentence(r, best_row, label, baseline if has_none else None, higher_is_better, scale,
                                           unit))
-    learners = list(trained.loc[eligible, "method"])
+    learners = list(trained.loc[eligible, "method"]) if has_none else []  # without `none`: nothing shown to learn
     sentences.extend(x for ret in retention if (x := least_forgetting_sentence(ret, learners, label)))
     if has_none and not eligible.any():
         base = comp[comp["method"] == baseline].iloc[0]
