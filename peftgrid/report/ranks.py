@@ -36,6 +36,7 @@ from .analysis import ALPHA, aggregate_seeds, chosen_cells, chosen_rows, load_su
 from ..metrics import higher_is_better
 from ..plan.report_targets import RANKS_FIGURE, figure_file
 from ..records import atomic_write_text
+from .significance import range_quantile
 
 TABLE_COLUMNS = ["method", "average rank", "95% interval", "tasks", "within CD of the best", "role", "variants"]
 
@@ -43,11 +44,9 @@ TABLE_COLUMNS = ["method", "average rank", "95% interval", "tasks", "within CD o
 def q_alpha(k: int, alpha: float = ALPHA) -> float:
     """Nemenyi's q_alpha for k methods: the studentized range quantile q(1 - alpha; k, inf) / sqrt(2)
     (Demšar 2006, Table 5(a) for k <= 10: 2.569 for k = 4)."""
-    from scipy.stats import studentized_range
-
     if k < 2:
         raise ValueError(f"the Nemenyi test compares two or more methods, not {k}")
-    return float(studentized_range.ppf(1 - alpha, k, np.inf)) / math.sqrt(2)
+    return range_quantile(k, math.inf, 1 - alpha) / math.sqrt(2)
 
 
 def critical_difference(k: int, n: int, alpha: float = ALPHA) -> float:

@@ -228,7 +228,7 @@ def seed_level(names, run_scores: list[np.ndarray], boot: np.ndarray, n_ex: int)
                                     own_var[:, None] + own_var[None, :], boot_var]))
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(se > 0, np.abs(diff) / se * math.sqrt(2), np.where(diff != 0, np.inf, 0.0))
-    crit = _range_quantile(k, df) if k > 1 else np.nan  # no pairs
+    crit = range_quantile(k, df) if k > 1 else np.nan  # no pairs
     ci = np.stack([diff - crit / math.sqrt(2) * se, diff + crit / math.sqrt(2) * se], axis=-1)
 
     def p_values() -> np.ndarray:  # the studentized range's tail: ~10 ms a pair, hence lazily
@@ -246,11 +246,12 @@ def seed_level(names, run_scores: list[np.ndarray], boot: np.ndarray, n_ex: int)
 
 
 @functools.lru_cache(maxsize=None)
-def _range_quantile(k: int, df: int) -> float:
-    """The CONFIDENCE quantile of the studentized range of k means with df error degrees of freedom."""
+def range_quantile(k: int, df: float, confidence: float = CONFIDENCE) -> float:
+    """The `confidence` quantile of the studentized range of k means with df error degrees of
+    freedom (math.inf: the normal limit, as Nemenyi's test uses it in report/ranks.py)."""
     from scipy.stats import studentized_range
 
-    return float(studentized_range.ppf(CONFIDENCE, k, df))
+    return float(studentized_range.ppf(confidence, k, df))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

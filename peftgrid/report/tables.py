@@ -118,21 +118,21 @@ def _with_retention(comp: pd.DataFrame, retention, pairs: dict, higher: bool, ba
     return comp
 
 
-def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], chosen: dict, metric: str,
+def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], chosen: dict, column: str,
                  choices: dict | None = None, n: int = 1000, seed: int = 0, comet: dict | None = None,
                  labels: list[str] | None = None, baseline: str | None = None, retention=()) -> pd.DataFrame:
     """Per eval set: each method at its chosen (variant, decoding) (`chosen`: analysis.chosen_cells)
-    against the best and against the untrained `baseline` (analysis.compare_methods), and its place on each cost's
-    front. `predictions`: (method, variant, seed, eval, decoding) -> predictions.jsonl of the
-    reported seeds; `comet`: the same keys -> COMET segment scores (line-aligned); `choices`:
-    tuning.read_choices, for the set each choice was made on; `labels`: the task's label order
-    (binary F1's positive label, see analysis.Scorer); `retention`: the task's analysis.Retention
-    sets (their columns and the learn-versus-forget front, _with_retention)."""
+    against the best and against the untrained `baseline` (analysis.compare_methods) on the summary
+    `column` (the task's primary metric), and its place on each cost's front. `predictions`:
+    (method, variant, seed, eval, decoding) -> predictions.jsonl of the reported seeds; `comet`: the
+    same keys -> COMET segment scores (line-aligned); `choices`: tuning.read_choices, for the set
+    each choice was made on; `labels`: the task's label order (binary F1's positive label, see
+    analysis.Scorer); `retention`: the task's analysis.Retention sets (their columns and the
+    learn-versus-forget front, _with_retention)."""
     choices, comet = choices or {}, comet or {}
-    from ..metrics import higher_is_better, main_column, scale_of
+    from ..metrics import higher_is_better, scale_of
 
-    column = main_column(metric)
-    higher = higher_is_better(column)
+    higher = higher_is_better(column)  # the registry's direction of the column (a loss: lower)
     frames = []
     for ev in evals:
         systems = {m: [read_predictions(p, comet.get(key)) for key, p in sorted(predictions.items(), key=str)
