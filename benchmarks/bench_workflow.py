@@ -91,6 +91,34 @@ def job_time_table(by_rule: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def time_split(by_rule: dict[str, list[dict]]) -> str:
+    """Per rule, summed over its jobs: processes, wall, timed work, the rest (start-up: interpreter,
+    imports, reading and writing outside the timers) and CPU seconds. CPU seconds stay meaningful on
+    a shared machine, where wall times stretch with other people's load."""
+    lines = ["| rule | processes | wall s | timed work s | start-up + untimed s | per job s (median) | CPU s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    total = {"n": 0, "wall_s": 0.0, "work_s": 0.0, "overhead_s": 0.0, "cpu_s": 0.0}
+    for rule, jobs in sorted(by_rule.items()):
+        sums = {k: sum(j.get(k, 0.0) for j in jobs) for k in ("wall_s", "work_s", "overhead_s", "cpu_s")}
+        per_job = statistics.median(j["overhead_s"] for j in jobs)
+        lines.append(f"| {rule} | {len(jobs)} | {sums['wall_s']:.1f} | {sums['work_s']:.1f} | "
+                     f"{sums['overhead_s']:.1f} | {per_job:.2f} | {sums['cpu_s']:.1f} |")
+        total["n"] += len(jobs)
+        for k in sums:
+            total[k] += sums[k]
+    lines.append(f"| all jobs | {total['n']} | {total['wall_s']:.1f} | {total['work_s']:.1f} | "
+                 f"{total['overhead_s']:.1f} | | {total['cpu_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children (Snakemake and every job it waited for)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -126,10 +154,10 @@ def main():
         cmd.append("-n")
     print("$ " + " ".join(cmd))
     log = root / "snakemake.log"
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), children_cpu()
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - t0
+    wall, study_cpu = time.perf_counter() - t0, children_cpu() - cpu0
     if proc.returncode != 0:
         print(log.read_text()[-3000:])
         print(f"snakemake exited {proc.returncode} after {wall:.0f} s (log: {log})")
@@ -159,8 +187,16 @@ def main():
     print("(checkpoint and load time are outside training and evaluation; summed job times can exceed "
           "the wall time where jobs overlapped)")
     print()
+    by_rule = job_times(work)
     print("Per job (each job's log ends with its time; overhead = wall - timed work; target <= 3 s):")
-    print(job_time_table(job_times(work)))
+    print(job_time_table(by_rule))
+    print()
+    print("Summed per rule (train: timed work = loading, training, validation, checkpoints; evaluate: "
+          "loading and inference):")
+    print(time_split(by_rule))
+    jobs_cpu = sum(j.get("cpu_s", 0.0) for jobs in by_rule.values() for j in jobs)
+    print(f"CPU seconds: the whole run {study_cpu:.1f} (Snakemake and every job), the jobs {jobs_cpu:.1f}, "
+          f"Snakemake itself and the jobs' script wrappers {study_cpu - jobs_cpu:.1f}")
     print("machine BUSY at the start: figures are noisy" if busy else "machine idle at the start")
     print(f"working folder: {root}" if args.keep else f"log: {log}")
     if args.keep is None:

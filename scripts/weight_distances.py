@@ -9,7 +9,7 @@ from peftgrid.records import read_json, write_tsv
 
 def main(smk):
     spec = TrainSpec.from_params(smk.params.spec)
-    skip_unused_imports(method_of(spec.hparams["kind"]).libraries)
+    skip_unused_imports(method_of(spec.hparams["kind"]).libraries, computes_metrics=False)
     from peftgrid.jobs.distances import cell_distances
     from peftgrid.report.distances import COLUMNS, component_distances
 

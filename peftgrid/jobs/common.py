@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 import time
 import traceback
@@ -17,16 +18,20 @@ JOB_TIME_PREFIX = "[peftgrid] job time"  # benchmarks/bench_workflow.py reads th
 
 # Libraries that others import by themselves whenever they are installed, for features no job of
 # ours uses: transformers imports scikit-learn (assisted generation), peft imports bitsandbytes
-# (4-bit layers; only quantised methods use it). About 1.5 s of every model job's start-up.
-OPTIONAL_IMPORTS = ("sklearn", "bitsandbytes")
+# (4-bit layers; only quantised methods use it), accelerate imports boto3 (its SageMaker config).
+# About 1.8 s of every model job's start-up.
+OPTIONAL_IMPORTS = ("sklearn", "bitsandbytes", "boto3")
+# transformers also imports scipy whenever installed (object-detection losses), but a metric may use
+# it (a plugin's Pearson correlation): only jobs that compute no metric skip it (~0.3 s CPU).
+METRIC_IMPORTS = ("scipy",)
 
 
-def skip_unused_imports(used: tuple[str, ...]) -> None:
+def skip_unused_imports(used: tuple[str, ...], computes_metrics: bool = True) -> None:
     """Make the OPTIONAL_IMPORTS not in `used` (a method's `libraries`) look uninstalled to the
     libraries that probe for them: a None entry in sys.modules makes importlib.util.find_spec answer
     None and `import` raise ImportError. Only in a job's own process (one job per process), before
     transformers or peft are imported."""
-    for name in OPTIONAL_IMPORTS:
+    for name in OPTIONAL_IMPORTS + (() if computes_metrics else METRIC_IMPORTS):
         if name not in used and name not in sys.modules:
             sys.modules[name] = None
 
@@ -42,13 +47,21 @@ def process_age() -> float | None:
         return None
 
 
-def job_time_line(rule: str, before_main: float | None, main_seconds: float, work: float | None) -> str:
-    """`work`: the seconds the job timed itself (None: all of main counts as work)."""
+def cpu_seconds() -> float:
+    """CPU time (user + system, all threads) this process has used since it started."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def job_time_line(rule: str, before_main: float | None, main_seconds: float, work: float | None,
+                  cpu: float | None = None) -> str:
+    """`work`: the seconds the job timed itself (None: all of main counts as work); `cpu`: the
+    process's CPU seconds (on a shared machine the wall time says little; this stays honest)."""
     wall = (before_main or 0.0) + main_seconds
     work = main_seconds if work is None else min(work, main_seconds)
     before = "unknown" if before_main is None else f"{before_main:.2f}"
     return (f"{JOB_TIME_PREFIX} rule={rule} wall_s={wall:.2f} work_s={work:.2f} overhead_s={wall - work:.2f} "
-            f"before_main_s={before}")
+            f"before_main_s={before}" + ("" if cpu is None else f" cpu_s={cpu:.2f}"))
 
 
 def run_job(main, snakemake, offline: bool = True) -> None:
@@ -90,7 +103,7 @@ def run_job(main, snakemake, offline: bool = True) -> None:
         raise
     finally:
         print(job_time_line(snakemake.rule, before_main, time.perf_counter() - started,
-                            work if isinstance(work, (int, float)) else None), file=sys.stderr)
+                            work if isinstance(work, (int, float)) else None, cpu_seconds()), file=sys.stderr)
         if log_file:
             sys.stdout, sys.stderr = sys.__stdout__, console
             log_file.close()
