@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 
 import torch
 
@@ -133,7 +133,8 @@ class TrainingHparams:
     @classmethod
     def of(cls, hparams: dict) -> TrainingHparams:
         keys = [f.name for f in fields(cls) if f.name != "hparams"]
-        missing = [k for k in keys if k not in hparams and k != "compile"]
+        missing = [f.name for f in fields(cls) if f.name not in hparams and f.default is MISSING
+                   and f.default_factory is MISSING]
         if missing:
             raise ConfigError(f"hparams.{missing[0]}: missing from the cell's settings (plan.runs.resolve_hparams)")
         return cls(**{k: hparams[k] for k in keys if k in hparams}, hparams=dict(hparams))
