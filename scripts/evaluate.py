@@ -1,4 +1,5 @@
-"""Evaluate one cell on one eval set (generation: with one decoding strategy) -> metrics.tsv + predictions.jsonl."""
+"""Evaluate one cell on one eval set or the selection set (generation: with one decoding strategy)
+-> metrics.tsv + predictions.jsonl (+ per_label.tsv where rule evaluate_per_label asks for it)."""
 from pathlib import Path
 
 from peftgrid.engine.gpus import claim_gpu

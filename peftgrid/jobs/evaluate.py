@@ -1,5 +1,6 @@
-"""One cell on one eval set (generation: and one decoding strategy): predictions, quality
-metrics, a per-label table (label tasks) and inference cost.
+"""One cell on one eval set, or on its task's selection set (generation: with one decoding
+strategy): predictions, quality metrics, a per-label table (label tasks on a reported eval set,
+rules/evaluate.smk) and inference cost.
 
 Inference cost, one protocol for every method (`measure_cost`): a warm-up pass over the whole eval
 set — for the saved model that is the quality pass itself, for a merged model its own first pass —
