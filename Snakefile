@@ -41,4 +41,5 @@ rule all:
         "results/report/report.md",
         specs.tracking_targets(config),  # results/tracking.json when `tracking:` is set
         untuned_outputs(),  # with tune: the untuned cells start beside the grids (rules/tune.smk)
+        all_retention_outputs,  # every reported cell on every retention set (rules/retention.smk)
     default_target: True

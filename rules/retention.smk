@@ -14,6 +14,11 @@ def retention_outputs(cell, first_only=False):
     return [f"{retention_dir(cell.dir, n)}/{FILES['metrics']}" for n in (names[:1] if first_only else names)]
 
 
+def all_retention_outputs(wildcards):
+    """`rule all`: every reported cell on every retention set of its task (reads the selection checkpoints)."""
+    return [p for c in reported() for p in retention_outputs(c)]
+
+
 def base_files(task, rset):
     folder = base_retention_dir(config["tasks"][task]["model"], rset)
     return {f"base_{k}": f"{folder}/{v}" for k, v in BASE_FILES.items()}
@@ -47,7 +52,7 @@ rule retention:
         model=lambda w: task_model(w.task),
         dataset=lambda w: staged_dataset(config["tasks"][w.task]["retention"][w.rset]["dataset"]),
         trained=f"{RUN_DIR}/model",
-        run=f"{RUN_DIR}/run.json",
+        run=f"{RUN_DIR}/{RUN_FILE}",
     output:
         metrics=f"{retention_dir(RUN_DIR, '{rset}')}/{FILES['metrics']}",
         per_document=f"{retention_dir(RUN_DIR, '{rset}')}/{FILES['per_document']}",

@@ -228,7 +228,6 @@ def test_causal_lm_none_is_exactly_the_base_and_hard_training_on_other_text_forg
     Defects caught: the base reference scored on other tokens or batches than the cells (none's
     delta would not be exactly 0); the cell scored on the pretrained weights instead of its own
     (full's delta would be 0); the sign of the delta; per-document rows that do not add up."""
-    torch.set_num_threads(2)
     model_dir = _pretrained_gpt2(tmp_path / "gpt2")
     ru = [p["ru"] for p in en_ru_pairs(200)]
     data = {"flores_en": _flores(tmp_path),
@@ -266,7 +265,6 @@ def test_encoder_with_an_mlm_head_scores_masked_lm_and_drift(tmp_path):
     too, full fine-tuning changes both the masked-LM loss and the hidden states. Defects caught: the
     MLM path not taken when the head exists; masks differing between base and cell; a linear probe's
     encoder read from the trained head's wrapper instead of its frozen encoder."""
-    torch.set_num_threads(2)
     model_dir = _tiny_bert_mlm(tmp_path)
     data = {"flores_en": _flores(tmp_path), "task_data": stage_emotion(tmp_path / "task", "train", "test")}
     task = {"type": "sequence_classification", "columns": {"text": "text", "label": "label"},
@@ -286,7 +284,6 @@ def test_encoder_without_an_mlm_head_is_cka_only(tmp_path, tiny_bert):
     """The conftest's tiny BERT has no MLM head (like MiniLM): no loss is invented from a random
     head, the CKA drift is still measured. Defect caught: a masked-LM loss through a freshly
     initialised head reported as retention."""
-    torch.set_num_threads(2)
     data = {"flores_en": _flores(tmp_path), "task_data": stage_emotion(tmp_path / "task", "train", "test")}
     task = {"type": "sequence_classification", "columns": {"text": "text", "label": "label"},
             "max_examples": {"train": 200, "test": 50}}
@@ -343,7 +340,9 @@ def test_workflow_measures_each_reported_cell_against_one_base_reference(tiny_be
                         {"tasks": ["emo_b"], "methods": ["lora"], "seeds": [1]}],
     }
     write_config(tmp_path / "config.yaml", config)
-    run_snakemake(tmp_path, "--keep-going", "results/summary.tsv")  # a flag first: --resources would take the target
+    more = [f"{retention_dir(f'results/runs/emo_a/{m}/default/seed1', 'more')}/metrics.tsv"
+            for m in ("none", "lora", "prefix_tuning")]  # rule all asks for every set; summary.tsv for the first
+    run_snakemake(tmp_path, "--keep-going", "results/summary.tsv", *more)  # a flag first: --resources would take a target
     base = tmp_path / base_retention_dir("tiny", "general")
     assert (base / "metrics.tsv").is_file() and (tmp_path / base_retention_dir("tiny", "more") / "metrics.tsv").is_file()
     assert len(list((tmp_path / "logs" / "retention" / "base" / "tiny").iterdir())) == 2  # once per set, not per task
