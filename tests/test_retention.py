@@ -234,8 +234,11 @@ def test_causal_lm_none_is_exactly_the_base_and_hard_training_on_other_text_forg
             "task_data": _jsonl(tmp_path, [{"src": ru[i], "tgt": ru[i + 1]} for i in range(0, 200, 2)])}
     task = {"type": "causal_lm", "columns": {"source": "src", "target": "tgt"}, "prompt": "{source}\n",
             "max_new_tokens": 8}
-    rows = _study(tmp_path, model_dir, task, {"none": {}, "full": {"lr": 1.0e-2, "epochs": 6}}, data)
+    rows = _study(tmp_path, model_dir, task, {"none": {}, "full": {"lr": 1.0e-2, "epochs": 6},
+                                              "prompt_tuning": {"lr": 1.0e-2, "num_virtual_tokens": 4}}, data)
     base, none, full = rows["base"], rows["none"], rows["full"]
+    # virtual tokens come first in its outputs: sliced off, it scores the same tokens as the base
+    assert rows["prompt_tuning"]["status"] == "ok" and rows["prompt_tuning"]["n_tokens"] == base["n_tokens"]
     print({m: {k: r.get(k) for k in ("base_loss", "retention_loss", "retention_loss_delta", "cka", "retention_time_s")}
            for m, r in rows.items()})
     assert base["measure"] == "lm_loss" and base["n_documents"] == 40
@@ -257,6 +260,21 @@ def test_causal_lm_none_is_exactly_the_base_and_hard_training_on_other_text_forg
     assert all(float(d["delta"]) == 0.0 for d in read_tsv(none["files"]["per_document"]))
     layers = read_tsv(full["files"]["per_layer"])
     assert list(layers[0]) == list(RETENTION_LAYER) and len(layers) == 3  # embeddings + 2 blocks
+
+
+def test_seq2seq_scores_the_text_as_the_target_of_an_empty_source(tmp_path, tiny_t5):
+    """T5: the document is the decoder's target for an encoder input of the tokenizer's special
+    tokens only; `none` is exactly the base, a LoRA cell is measured merged. Defects caught: the
+    seq2seq path scoring the encoder side (no loss), or the base and cells on different targets."""
+    ru = [p["ru"] for p in en_ru_pairs(64)]
+    data = {"flores_en": _flores(tmp_path),
+            "task_data": _jsonl(tmp_path, [{"src": ru[i], "tgt": ru[i + 1]} for i in range(0, 64, 2)])}
+    task = {"type": "seq2seq", "columns": {"source": "src", "target": "tgt"}, "max_new_tokens": 8}
+    rows = _study(tmp_path, tiny_t5, task, {"none": {}, "lora": {"lr": 1.0e-2, "r": 4, "alpha": 8}}, data)
+    base, none, lora = rows["base"], rows["none"], rows["lora"]
+    assert base["measure"] == "lm_loss" and base["n_tokens"] > 40 * 10  # every target token scored
+    assert none["retention_loss_delta"] == 0.0 and none["cka"] == 1.0
+    assert lora["status"] == "ok" and lora["retention_loss_delta"] != 0.0 and lora["n_tokens"] == base["n_tokens"]
 
 
 @pytest.mark.slow
