@@ -104,6 +104,11 @@ def all_specs(config: dict) -> dict:
         for where, (ev, _) in evaluations(config, c.task).items():  # rule evaluate, as it looks them up
             if ev is not None:
                 out[f"evaluate/{c.dir}/{where}"] = specs.evaluation_spec(config, c, where)
+    for c in cells:  # rule retention: every reported cell on each retention set of its task
+        for name in ([] if c.selecting else config["tasks"][c.task].get("retention") or {}):
+            out[f"retention/{c.dir}/{name}"] = specs.retention_spec(config, c, name)
+    for model, name in sorted({(config["tasks"][t]["model"], n) for t in tasks for n in config["tasks"][t].get("retention") or {}}):
+        out[f"retention_base/{model}/{name}"] = specs.retention_base_spec(config, model, name)  # once per (model, set)
     for t in tasks:
         if "comet" in config["tasks"][t]["metrics"] and config.get("comet") is not None:
             out[f"comet/{t}"] = specs.comet_spec(config, t, cells)  # one COMET job per task
@@ -153,7 +158,7 @@ def baseline():
 def test_the_study_builds_every_kind_of_spec(baseline):
     kinds = {k.split("/")[0] for k in baseline}
     assert kinds == {"stage_dataset", "stage_model", "stage_comet", "check_data", "report_task", "train", "evaluate",
-                     "comet", "summary", "report", "report_ranks", "choose"}
+                     "comet", "summary", "report", "report_ranks", "choose", "retention", "retention_base"}
     # translate: none + 8 lora variants + 2 prefix variants at 2 reported seeds and at the selection
     # seed (each method chooses a decoding, lora and prefix_tuning a variant too); 1 eval set x 3 decodings
     assert sum(k.startswith("train/results/runs/translate/") for k in baseline) == 11 * 3
@@ -209,7 +214,7 @@ def test_eval_set_and_decoding_order_changes_only_the_reports(baseline):
     assert specs.summary_spec(summary, ["emotion", "pos_en_de"]).tasks["emotion"]["eval"] == "test"
 
 
-CELL_JOBS = ("train", "evaluate")  # a cell's jobs
+CELL_JOBS = ("train", "evaluate", "retention")  # a cell's jobs
 
 
 def changed_by(baseline, edit) -> set[str]:
@@ -353,3 +358,11 @@ def test_a_plugin_task_types_own_keys_reach_its_jobs(monkeypatch):
     with pytest.raises(ConfigError, match="^tasks.pos_en_de.grade_scale: only for graded_classification tasks, "
                                           "not token_classification$"):
         validate_config(raw)
+
+
+def test_a_retention_set_edit_changes_the_data_check_and_retention_jobs_only(baseline):
+    """Retention (issue 20) is measured on trained cells: editing a set re-scores them against a
+    re-computed base reference, and never retrains or re-evaluates a cell."""
+    changed = changed_by(baseline, lambda r: r["tasks"]["emotion"]["retention"]["general_en"].update(max_examples=50))
+    assert changed == {"check_data/emotion"} | {k for k in baseline if k.split("/")[0] in ("retention", "retention_base")}
+    assert any(k.startswith("retention/results/runs/emotion/") for k in changed) and "retention_base/minilm/general_en" in changed
