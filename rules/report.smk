@@ -33,7 +33,7 @@ rule summary:
         runs=lambda w: [f"{c.dir}/{RUN_FILE}" for c in reported()],
         comet=[f"results/comet/{t}/scores.tsv" for t in TASKS_IN_STUDY if uses_comet(t)],  # rows keyed by cell
         retention=lambda w: [p for c in reported() for p in retention_outputs(c, first_only=True)],  # rows keyed by cell
-        distances=lambda w: [f"{c.dir}/weight_distances.tsv" for c in reported()],  # intruder totals (found by identity)
+        distances=lambda w: [f"{c.dir}/{WEIGHT_DISTANCES_FILE}" for c in reported()],  # intruder totals (found by identity)
     output:
         "results/summary.tsv",
     params:

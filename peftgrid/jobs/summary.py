@@ -14,7 +14,7 @@ import json
 import os
 
 from ..columns import CELL, COSTS, INTRUDERS, RETENTION_SUMMARY, ROW, ROW_STATUS
-from ..plan.layout import RUN_FILE, TRAIN_STATS_FILE, run_dir
+from ..plan.layout import RUN_FILE, TRAIN_STATS_FILE, WEIGHT_DISTANCES_FILE, run_dir
 from ..records import read_json, read_tsv, write_tsv
 
 ID_COLUMNS = [*ROW, *ROW_STATUS]
@@ -50,7 +50,7 @@ def build_summary(metrics_files: list, comet_files: list | None = None, retentio
                 row["status"], row["error"] = stats["status"], stats["error"]
             row.update(extra)  # comet and comet_status, the reason included when there is no score
             row.update(retention.get(tuple(str(m[k]) for k in CELL), {}))
-            row[INTRUDERS] = intruder_total(f"{cell_dir}/weight_distances.tsv")
+            row[INTRUDERS] = intruder_total(f"{cell_dir}/{WEIGHT_DISTANCES_FILE}")
             row["device"] = m.get("device") or stats.get("device")
             row["run_dir"] = cell_dir
             row["hparams"] = json.dumps(run["hparams"], sort_keys=True)
