@@ -18,11 +18,14 @@ os.environ.setdefault("PEFTGRID_DEVICE", "cpu")
 
 
 # The test command runs the files on two pytest-xdist workers, a file per worker at a time
-# (pyproject.toml: -n 2 --dist loadfile). Files go out in collection order, so the long end-to-end
-# ones go first: a long file handed out last would leave the other worker idle at the end.
-LONGEST_FIRST = ["test_workflow.py", "test_generation.py", "test_methods.py", "test_quality.py", "test_tune.py",
-                 "test_extension.py", "test_readme_commands.py", "test_resume.py", "test_selection.py", "test_slurm.py",
-                 "test_newcomer.py", "test_comet.py", "test_optimizer.py", "test_null_simulation.py", "test_training.py"]
+# (pyproject.toml: -n 2 --dist loadfile). Files go out in collection order, so the long ones go
+# first: a long file handed out last would leave the other worker idle at the end. The two null
+# simulations' 1,000-2,000-replicate settings take about 600 s and 500 s of CPU (measured per
+# replicate, 2026-12-06), more than any end-to-end study.
+LONGEST_FIRST = ["test_null_simulation.py", "test_retention_report.py", "test_workflow.py", "test_generation.py",
+                 "test_methods.py", "test_quality.py", "test_tune.py", "test_halving.py", "test_extension.py",
+                 "test_readme_commands.py", "test_resume.py", "test_selection.py", "test_slurm.py", "test_comet.py",
+                 "test_optimizer.py", "test_training.py", "test_newcomer.py"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -67,6 +70,30 @@ def stage_emotion(out_dir: Path, *splits: str) -> Path:
     spec = {**EMOTION, "splits": {s: str(shared("emotion", EMOTION_FILES[s])) for s in splits}}
     stage_dataset(out_dir.name, spec, out_dir)
     return out_dir
+
+
+def newcomer_study(tiny_bert: Path, workdir: Path) -> dict:
+    """A small emotion study written as a new user writes it from the README, in their own project
+    folder: the first 200 lines of each emotion file copied to workdir/data, relative paths, two eval
+    sets, no methods section (tests/test_newcomer.py edits it; tests/test_readme_commands.py runs it)."""
+    data = workdir / "data"
+    data.mkdir(exist_ok=True)
+    for name in EMOTION_FILES.values():
+        lines = shared("emotion", name).read_text().splitlines()[:200]
+        (data / name).write_text("\n".join(lines) + "\n")
+    return {
+        "models": {"tiny": {"source": str(tiny_bert)}},
+        "datasets": {"emotion": {**EMOTION, "splits": {"train": "data/train.txt", "validation": "data/val.txt",
+                                                       "test": "data/test.txt"}}},
+        "tasks": {"emotion": {"type": "sequence_classification", "model": "tiny", "dataset": "emotion",
+                              "columns": {"text": "text", "label": "label"},
+                              "labels": ["sadness", "joy", "love", "anger", "fear", "surprise"],
+                              "eval": {"dev": {"split": "validation"}, "test": {"split": "test"}},
+                              "validation": "dev",
+                              "max_examples": {"train": 64, "validation": 32, "test": 32}}},
+        "training": {"epochs": 1, "batch_size": 16, "eval_every_steps": 2},
+        "experiments": [{"tasks": ["emotion"], "methods": ["none", "full", "linear_probe", "lora"]}],
+    }
 
 
 def build_tiny_bert(out: Path, corpus: list[str], num_layers: int = 2) -> Path:

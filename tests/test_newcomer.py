@@ -1,40 +1,14 @@
-"""Studies written the way a new user writes them from the README: each either plans (and one
-runs end to end), or stops at parse time with one line naming the key — and no job starts.
+"""Studies written the way a new user writes them from the README (conftest.newcomer_study): each
+either plans, or stops at parse time with one line naming the key — and no job starts.
 
 The table runs what the Snakefile runs at parse time (peftgrid.plan.plan_study) in-process; real
-Snakemake runs check that the same line reaches the console, that a valid study plans, and that one
-runs end to end."""
-import os
-
+Snakemake runs check that the same line reaches the console and that a valid study plans. The study
+itself runs end to end, with the README's command, in tests/test_readme_commands.py."""
 import pytest
 
-from conftest import run_snakemake, shared, write_config
+from conftest import newcomer_study, run_snakemake, shared, write_config
 from peftgrid.errors import ConfigError
 from peftgrid.plan import plan_study
-
-EMOTION_COLUMNS = {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"]}
-
-
-def base(tiny_bert, workdir):
-    """A small emotion study with relative paths, as a user in their own project folder writes it."""
-    data = workdir / "data"
-    data.mkdir(exist_ok=True)
-    for name in ("train.txt", "val.txt", "test.txt"):
-        lines = shared("emotion", name).read_text().splitlines()[:200]
-        (data / name).write_text("\n".join(lines) + "\n")
-    return {
-        "models": {"tiny": {"source": str(tiny_bert)}},
-        "datasets": {"emotion": {**EMOTION_COLUMNS, "splits": {"train": "data/train.txt", "validation": "data/val.txt",
-                                                               "test": "data/test.txt"}}},
-        "tasks": {"emotion": {"type": "sequence_classification", "model": "tiny", "dataset": "emotion",
-                              "columns": {"text": "text", "label": "label"},
-                              "labels": ["sadness", "joy", "love", "anger", "fear", "surprise"],
-                              "eval": {"dev": {"split": "validation"}, "test": {"split": "test"}},
-                              "validation": "dev",
-                              "max_examples": {"train": 64, "validation": 32, "test": 32}}},
-        "training": {"epochs": 1, "batch_size": 16, "eval_every_steps": 2},
-        "experiments": [{"tasks": ["emotion"], "methods": ["none", "full", "linear_probe", "lora"]}],
-    }
 
 
 def pos_task(c):
@@ -89,7 +63,7 @@ CASES = [
 
 @pytest.mark.parametrize("name,change,error", CASES, ids=[c[0] for c in CASES])
 def test_newcomer_config(tiny_bert, tmp_path, monkeypatch, name, change, error):
-    config = base(tiny_bert, tmp_path)
+    config = newcomer_study(tiny_bert, tmp_path)
     change(config)
     monkeypatch.chdir(tmp_path)  # relative paths start at the working directory, as under snakemake -d
     if error is None:
@@ -106,7 +80,7 @@ def test_newcomer_config(tiny_bert, tmp_path, monkeypatch, name, change, error):
 @pytest.mark.parametrize("name", ["partial methods section", "typo in a method name"])
 def test_snakemake_plans_or_prints_the_one_line(tiny_bert, tmp_path, name):
     _, change, error = next(c for c in CASES if c[0] == name)
-    config = base(tiny_bert, tmp_path)
+    config = newcomer_study(tiny_bert, tmp_path)
     change(config)
     write_config(tmp_path / "config.yaml", config)
     proc = run_snakemake(tmp_path, "-n", check=False)
@@ -124,7 +98,7 @@ def test_snakemake_plans_or_prints_the_one_line(tiny_bert, tmp_path, name):
 
 @pytest.mark.slow
 def test_hub_id_offline_stops_at_staging_with_one_line_and_nothing_trains(tiny_bert, tmp_path):
-    config = base(tiny_bert, tmp_path)
+    config = newcomer_study(tiny_bert, tmp_path)
     config["models"]["tiny"] = {"source": "google-bert/bert-base-uncased"}
     write_config(tmp_path / "config.yaml", config)
     proc = run_snakemake(tmp_path, check=False)
@@ -134,17 +108,3 @@ def test_hub_id_offline_stops_at_staging_with_one_line_and_nothing_trains(tiny_b
             "Hub") in output
     assert "models.tiny.source at a local folder" in output
     assert not (tmp_path / "results" / "runs").exists()
-
-
-@pytest.mark.slow
-def test_newcomer_study_runs_end_to_end(tiny_bert, tmp_path):
-    config = base(tiny_bert, tmp_path)
-    config["methods"] = {"lora": {"r": 4}}
-    write_config(tmp_path / "config.yaml", config)
-    proc = run_snakemake(tmp_path)
-    summary = (tmp_path / "results" / "summary.tsv").read_text().splitlines()
-    assert len(summary) == 1 + 4 * 2  # 4 methods x 2 eval sets
-    # the comparison table is printed to the console when the run ends
-    assert "emotion — accuracy on test" in proc.stderr + proc.stdout
-    train_log = (tmp_path / "logs" / "results" / "runs" / "emotion" / "lora" / "default" / "seed42" / "train.log").read_text()
-    assert "step 4/4" in train_log and "ex/s" in train_log and "ETA" in train_log

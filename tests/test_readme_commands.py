@@ -1,8 +1,9 @@
 """Every `snakemake` command the README shows runs as written, in a finished tiny study.
 
-The study directory looks like the user's checkout (the repository's files linked in, a config.yaml
-of its own, ../shared beside it for the offline CPU config) and is run to the end once. Then each
-command, read from the README (code blocks and inline code; `<task>`-style placeholders filled with
+The study directory looks like the user's checkout (the repository's files linked in, ../shared
+beside it for the offline CPU config) with the study a new user writes (conftest.newcomer_study:
+data and config.yaml of its own, relative paths), run to the end once with the README's first
+command as a newcomer types it — the one end-to-end run of that study. Then each command, read from the README (code blocks and inline code; `<task>`-style placeholders filled with
 the study's cell), runs there as written: for real when it starts no job (the report, --unlock, or
 nothing left to do), else as a dry run (-n) — the CPU studies, a forced rerun, the SLURM profile."""
 import os
@@ -14,7 +15,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, SHARED_DATA, require, shared
+from conftest import REPO, SHARED_DATA, newcomer_study, require
 
 pytestmark = pytest.mark.slow
 
@@ -58,25 +59,9 @@ def snakemake(study, command: str, *extra: str, timeout: int = 300) -> subproces
     return subprocess.run(args, cwd=study, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def config(tiny_bert) -> dict:
-    return {
-        "models": {"tiny": {"source": str(tiny_bert)}},
-        "datasets": {"emotion": {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"],
-                                 "splits": {"train": str(shared("emotion", "train.txt")),
-                                            "validation": str(shared("emotion", "val.txt")),
-                                            "test": str(shared("emotion", "test.txt"))}}},
-        "tasks": {"emotion": {"type": "sequence_classification", "model": "tiny", "dataset": "emotion",
-                              "columns": {"text": "text", "label": "label"}, "eval": {"test": {"split": "test"}},
-                              "max_examples": {"train": 64, "validation": 32, "test": 32},
-                              "unseen_labels": "ignore"}},
-        "training": {"epochs": 1, "batch_size": 32},
-        "methods": {"none": {}, "lora": {"lr": 5.0e-3, "r": 4, "alpha": 8}},
-        "experiments": [{"tasks": ["emotion"], "methods": ["none", "lora"]}],
-    }
-
-
 @pytest.fixture(scope="module")
-def finished_study(tiny_bert, tmp_path_factory):
+def first_run(tiny_bert, tmp_path_factory) -> tuple:
+    """(the study folder, the console output of its first run)."""
     root = tmp_path_factory.mktemp("readme")
     require(SHARED_DATA.is_dir(), f"{SHARED_DATA} not found")
     (root / "shared").symlink_to(SHARED_DATA.parent)  # ../shared/data, as beside the repository
@@ -85,11 +70,28 @@ def finished_study(tiny_bert, tmp_path_factory):
     for entry in REPO.iterdir():
         if entry.name not in NOT_LINKED and not entry.name.startswith("."):
             (study / entry.name).symlink_to(entry)
-    (study / "config.yaml").write_text(yaml.safe_dump(config(tiny_bert), sort_keys=False))
+    config = newcomer_study(tiny_bert, study)
+    config["methods"] = {"lora": {"r": 4}}  # a partial methods section: the rest keep their presets
+    (study / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     proc = snakemake(study, "snakemake --cores 2 --resources gpu=1", timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return study, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def finished_study(first_run):
+    return first_run[0]
+
+
+def test_the_newcomers_study_runs_end_to_end(first_run):
+    study, console = first_run
+    summary = (study / "results" / "summary.tsv").read_text().splitlines()
+    assert len(summary) == 1 + 4 * 2  # 4 methods x 2 eval sets
     assert (study / "results" / "report" / "report.md").is_file()
-    return study
+    # the comparison table is printed to the console when the run ends
+    assert "emotion — accuracy on test" in console
+    train_log = (study / "logs" / "results" / "runs" / "emotion" / "lora" / "default" / "seed42" / "train.log").read_text()
+    assert "step 4/4" in train_log and "ex/s" in train_log and "ETA" in train_log
 
 
 def starts_no_job(command: str) -> bool:
@@ -115,7 +117,7 @@ def test_readme_command_runs_as_written(finished_study, command):
         assert proc.returncode == 0, f"{command}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
         if "--report" in command:
             html = finished_study / command.split("--report")[1].split()[0]
-            assert html.stat().st_size > 100_000  # the figures packed in
+            assert html.stat().st_size > 100_000 and "pareto.png" in html.read_text(errors="replace")  # figures packed in
         return
     dry = snakemake(finished_study, command, "-n")
     assert dry.returncode == 0, f"{command} -n:\n{dry.stdout[-2000:]}\n{dry.stderr[-3000:]}"

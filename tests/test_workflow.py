@@ -221,12 +221,6 @@ def test_report_has_every_figure_and_table(finished_study):
     assert {"layer_first", "layer_last", "head"} <= moved and "embeddings" not in moved
 
 
-def test_snakemake_report_writes_html(finished_study):
-    run_snakemake(finished_study, "--report", "report.html")
-    html = (finished_study / "report.html").read_text(errors="replace")
-    assert len(html) > 10000 and "pareto.png" in html
-
-
 def test_editing_report_settings_reruns_only_the_report(finished_study):
     config = yaml.safe_load((finished_study / "config.yaml").read_text())
     config["report"] = {"within_points": 5.0}
