@@ -172,7 +172,7 @@ def test_an_interior_winner_adds_nothing_and_the_limit_is_reported(tmp_path):
     assert stage_competitors(g, 3, read_tsv(tmp_path / "stage2.tsv")) == []
     winner = select_staged(g.to_params(), [tmp_path / f"stage{i}.tsv" for i in range(3)], tmp_path / "sel.tsv")
     assert winner["variant"] == low[0] and winner["rung"] == "1"
-    assert winner["edge"] == "lr (lowest); still at the edge after 1 extensions (extend: 1, the limit)"
+    assert winner["edge"] == "lr (lowest); still at the edge after 1 extension (extend: 1, the limit)"
 
 
 def test_no_point_finishing_the_first_rung_ends_the_search_with_the_default_standing_in(tmp_path):
@@ -238,7 +238,7 @@ def test_rungs_are_the_full_runs_prefix_resume_when_killed_and_rerun_only_what_a
     finally:
         del os.environ["PEFTGRID_FAULT"]
     runs = tmp_path / "results" / "runs" / "emotion" / "lora"
-    killed = [p.parent for p in runs.glob("*/seed1000/rung1/checkpoint/state.pt")]
+    killed = [p.parent.parent for p in runs.glob("*/seed1000/rung1/checkpoint/state.pt")]
     assert len(killed) == 1 and not (killed[0] / "run.json").exists()
     run_snakemake(tmp_path)
     assert json.loads((killed[0] / "run.json").read_text())["resumed"] is True
@@ -252,7 +252,7 @@ def test_rungs_are_the_full_runs_prefix_resume_when_killed_and_rerun_only_what_a
     assert not (runs / winner / "seed1000" / "train_log.tsv").exists()  # the winner's full run never ran
     # the full run of a point that reached rung 1: every rung is its prefix, every rung score its loss there
     point = stages[1][0]["variant"]
-    run_snakemake(tmp_path, f"results/runs/emotion/lora/{point}/seed1000/train_log.tsv")
+    run_snakemake(tmp_path, "--keep-going", f"results/runs/emotion/lora/{point}/seed1000/train_log.tsv")  # a flag first: --resources would take the target
     full = log_rows(runs / point / "seed1000" / "train_log.tsv")
     for rung, stop, rows in ((0, 2, stages[0]), (1, 6, stages[1])):
         assert log_rows(runs / point / "seed1000" / f"rung{rung}" / "train_log.tsv") == full[:stop + 1]
@@ -270,4 +270,29 @@ def test_rungs_are_the_full_runs_prefix_resume_when_killed_and_rerun_only_what_a
     run_snakemake(tmp_path)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # nothing that existed retrained
     assert (runs / "lr=0.005" / "seed1000" / "rung0" / "run.json").is_file()
+    assert planned_jobs(tmp_path) == {}
+
+
+@pytest.mark.slow
+def test_an_edge_winner_extends_the_grid_from_step_zero_to_the_last_rung(tiny_bert, tmp_path):
+    """A learning rate too small to move the loss (1e-9: every point ties, and a tie goes to the
+    smaller lr) makes the lowest point win: the point 2x below it trains from step 0 to the last
+    rung, wins the tie again, and extend: 1 is spent: the selection says the limit was reached."""
+    config = halving_study(tiny_bert, [])
+    config["methods"] = {"lora": {"lr": 1.0e-9}}
+    config["experiments"][0]["tune"] = {"lr": "auto", "strategy": "halving", "min_steps": 2, "extend": 1}
+    write_config(tmp_path / "config.yaml", config)
+    run_snakemake(tmp_path)
+    tune = tmp_path / "results" / "tune" / "emotion" / "lora" / "default"
+    stages = [read_tsv(tune / f"stage{i}.tsv") for i in range(3)]
+    assert not (tune / "stage3.tsv").exists()
+    low = stages[1][-1]
+    # the auto grid is 2.5e-10 ... 4e-9: the point below it is 1.25e-10
+    assert (low["status"], low["advance"], low["variant"]) == ("extension", "True", "lr=1.25e-10")
+    assert [r["variant"] for r in stages[2]] == ["lr=1.25e-10", "lr=2.5e-10"] and stages[2][0]["rung"] == "1"
+    rung = tmp_path / "results" / "runs" / "emotion" / "lora" / "lr=1.25e-10" / "seed1000"
+    assert json.loads((rung / "rung1" / "run.json").read_text())["rung"]["from_checkpoint"] is None
+    assert not (rung / "rung0").exists()  # it entered at the last rung, trained from step 0
+    winner = next(r for r in read_tsv(tune / "selection.tsv") if r["selected"] == "True")
+    assert winner["variant"] == "lr=1.25e-10" and "the limit" in winner["edge"]
     assert planned_jobs(tmp_path) == {}

@@ -106,7 +106,8 @@ def stage(group: dict, number: int, competitors: list, files: list, out) -> list
                          "rung": rung, "status": "extension", "error": "", "score": None, "decoding": "",
                          "advance": True, "note": f"added past {winner['variant']}, the best at the grid's edge"})
         elif g.extend and g.lr_edge(list(g.candidates) + list(competitors), winner["variant"]):
-            winner["note"] = f"still at the edge after {g.extend} extensions (extend: {g.extend}, the limit)"
+            winner["note"] = (f"still at the edge after {g.extend} extension{'s' if g.extend > 1 else ''} "
+                              f"(extend: {g.extend}, the limit)")
     write_tsv(out, rows, STAGE_COLUMNS)
     return rows
 
