@@ -133,6 +133,27 @@ def test_a_rung_keeps_the_best_third_ties_to_the_smaller_lr_and_never_a_failed_p
     assert table[five[4]]["status"] == "failed" and read_selection(tmp_path / "sel.tsv") == (five[2], 4)
 
 
+def test_the_tuning_report_shows_where_each_point_stopped_and_a_line_per_rung(tmp_path):
+    from peftgrid.report.tuning import build_tuning_report, load_selections, rung_rows
+
+    _, _, groups = plan(lr="auto", strategy="halving")
+    g = group_of(groups)
+    five = list(g.candidates)
+    stage(g.to_params(), 0, five, scores(tmp_path, "s0", [0.5, 0.6, 0.7, 0.4, 0.3]), tmp_path / "stage0.tsv")
+    stage(g.to_params(), 1, five[1:3], scores(tmp_path, "s1", [0.65, 0.8]), tmp_path / "stage1.tsv")
+    select_staged(g.to_params(), [tmp_path / "stage0.tsv", tmp_path / "stage1.tsv"], tmp_path / "sel.tsv")
+    lines = rung_rows(load_selections([tmp_path / "sel.tsv"]))
+    assert sorted(zip(lines["group"], lines["variant"], lines["score"])) == sorted(
+        [("rung 0", v, x) for v, x in zip(five, [0.5, 0.6, 0.7, 0.4, 0.3])] + [("rung 1", five[1], 0.65),
+                                                                             ("rung 1", five[2], 0.8)])
+    assert list(lines[lines["selected"]]["group"]) == ["rung 1"]  # circled at the winner's last rung
+    out = {"table": tmp_path / "t.tsv", "table_md": tmp_path / "t.md", "figure": tmp_path / "tuning.png"}
+    build_tuning_report("emotion", [tmp_path / "sel.tsv"], out)
+    table = read_tsv(out["table"])
+    assert [r["stopped at rung"] for r in table] == ["0", "1", "1", "0", "0"] and out["figure"].is_file()
+    assert "successive halving: 5 points, 2 reached rung 1" in out["table_md"].read_text()
+
+
 def test_an_edge_winner_extends_the_grid_until_it_is_interior(tmp_path):
     _, _, groups = plan(lr="auto")  # strategy grid: every stage compares full runs
     g = group_of(groups)
@@ -250,8 +271,9 @@ def test_rungs_are_the_full_runs_prefix_resume_when_killed_and_rerun_only_what_a
     assert [len(s) for s in stages] == [4, 2] and finished == 4 and not (tune / "stage2.tsv").exists()
     assert {r["variant"] for r in stages[1]} == {r["variant"] for r in stages[0] if r["advance"] == "True"}
     assert not (runs / winner / "seed1000" / "train_log.tsv").exists()  # the winner's full run never ran
-    # the full run of a point that reached rung 1: every rung is its prefix, every rung score its loss there
-    point = stages[1][0]["variant"]
+    # the full run of the point whose rung 1 was killed and resumed: every rung is exactly its prefix,
+    # every rung's score its validation loss at that step
+    point = killed[0].parent.parent.name
     run_snakemake(tmp_path, "--keep-going", f"results/runs/emotion/lora/{point}/seed1000/train_log.tsv")  # a flag first: --resources would take the target
     full = log_rows(runs / point / "seed1000" / "train_log.tsv")
     for rung, stop, rows in ((0, 2, stages[0]), (1, 6, stages[1])):

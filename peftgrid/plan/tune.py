@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from .layout import METRICS_FILE, TRAIN_STATS_FILE, eval_dir
 
 AUTO_LR_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
-STRATEGIES = ("grid", "halving")
 ETA = 3           # halving keeps the best 1/ETA of a rung's points
 MIN_STEPS = 10    # no halving rung stops before this many steps (unless the run is shorter)
 EXTEND_LIMIT = 3  # lr: auto adds at most this many points past an edge winner

@@ -137,5 +137,6 @@ def build_tuning_report(task: str, selection_paths, out: dict[str, Path]) -> Non
               "those runs are in the tables above.\n\n"
               + "\n".join(grid_lines(df)) + "\n\n" + markdown_table(table))
     atomic_write_text(out["table_md"], md)
-    plots.tuning(rung_rows(df), f"{task}: selection score per grid point (selection seed; halving: per rung)",
+    halving = "rung" in df and df["rung"].notna().any()
+    plots.tuning(rung_rows(df), f"{task}: selection score per grid point (selection seed{'; a line per rung' if halving else ''})",
                  out["figure"])
