@@ -168,8 +168,14 @@ def test_the_recommendation_names_the_learner_that_forgets_least_only_when_the_t
     assert not [w for w in recommendation({"full": 0.5, "lora": 0.5, "prompt_tuning": 0.5}, [ret]) if "general_en" in w]
     # CKA drift only: the order on the mean, said to be untested
     enc = Retention("general_en", *as_cells(docs, "cka_only", cka={"full": 0.6, "lora": 0.9, "prompt_tuning": 1.0}))
-    assert least_forgetting_sentence(enc, ["full", "lora"], {}).startswith(
-        "Which method that learns the task forgets least on the retention set `general_en` is not tested")
+    said = least_forgetting_sentence(enc, ["full", "lora", "prefix_tuning"], {})
+    assert said.startswith("Which method that learns the task forgets least on the retention set `general_en` is not "
+                           "tested") and said.index("`lora` (1 − CKA 0.1)") < said.index("`full` (1 − CKA 0.4)")
+    # a frozen encoder keeps the pretrained hidden states exactly: that needs no test
+    said = least_forgetting_sentence(enc, ["full", "lora", "prompt_tuning"], {})
+    assert said.startswith("`prompt_tuning` learns the task with the least forgetting on the retention set `general_en`: "
+                           "its hidden states are the pretrained model's (1 − CKA 0)")
+    assert said.endswith("drifts: `lora` (1 − CKA 0.1), `full` (1 − CKA 0.4).")
 
 
 # ------------------------------------------------------------------------------- null simulations

@@ -659,12 +659,16 @@ def least_forgetting_sentence(ret: Retention, learners: list[str], label: dict) 
         return (f"`{label.get(m, m)}` is the only method that learns the task; {where} it forgets {amount}, "
                 f"{'significantly' if least['forgot'] else 'not significantly'} more than the pretrained model "
                 f"(adjusted p = {p:.2g}).")
-    others = known[known["method"] != m]
+    others = known[known["method"] != m].sort_values("forgetting")
+    listed = ", ".join(f"`{label.get(o, o)}` ({_amount(f, ret.measure)})" for o, f in zip(others["method"], others["forgetting"]))
+    if not ret.tested and least["forgetting"] == 0 and (others["forgetting"] > 0).all():
+        # exactly the pretrained model's hidden states (a frozen encoder): no sampling question left
+        return (f"`{label.get(m, m)}` learns the task with the least forgetting {where}: its hidden states are the "
+                f"pretrained model's ({amount}), where every other method that learns it drifts: {listed}.")
     if not ret.tested:
         return (f"Which method that learns the task forgets least {where} is not tested ({forgetting_unit(ret.measure)} "
                 f"is a statistic of the whole set: no per-document values to pair): on the mean `{label.get(m, m)}` "
-                f"({amount}), then " + ", ".join(f"`{label.get(o, o)}` ({_amount(f, ret.measure)})" for o, f in
-                                               zip(others["method"], others["forgetting"])) + ".")
+                f"({amount}), then {listed}.")
     tests = {o: ret.versus(o, m) for o in others["method"]}
     runs = " (one seed: about these runs)" if (ret.table["unit"] == "runs").any() else ""
     unresolved = [o for o, (_, more) in tests.items() if not more]
