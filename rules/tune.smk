@@ -7,6 +7,8 @@
 #   `choose` picks its (variant, decoding) among its selection-seed runs -> results/choices/, which
 #   the report reads. Grid cells are directories keyed by variant (lr=0.0005): an unchanged grid
 #   point is reused when the grid is edited, and a winner that does not change keeps its seeds.
+# - A staged group (`strategy: halving`, or `extend` past an lr: auto grid's edge) is selected stage
+#   by stage (rules/halving.smk); `select` then reads its stage files, and `choose` its groups' winners.
 from peftgrid.plan import build_tune_groups
 from peftgrid.plan.runs import build_choices
 from peftgrid.plan.tune import CHOICE_FILE, SELECTION_FILE
