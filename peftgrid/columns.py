@@ -17,6 +17,9 @@ RETENTION_VALUES = ("measure", "retention_loss", "base_loss", "retention_loss_de
 RETENTION = CELL + ("retention_set",) + RETENTION_VALUES + ROW_STATUS   # <run>/retention/<set>/metrics.tsv
 RETENTION_DOCUMENT = ("document", "n_tokens", "loss", "base_loss", "delta")  # per_document.tsv (nats/token)
 RETENTION_LAYER = ("layer", "cka")                                           # per_layer.tsv (0 = embeddings)
+# the pretrained reference, results/retention/base/<model>/<set>/: metrics.tsv and per_document.tsv
+RETENTION_BASE = ("model", "retention_set", "measure", "base_loss", "n_documents", "n_tokens", "retention_time_s") + ROW_STATUS
+RETENTION_BASE_DOCUMENT = ("document", "n_tokens", "loss")
 # summary.tsv: a cell's first retention set under these names (its own status and error beside the row's)
 RETENTION_SUMMARY = {c: c if c.startswith("retention_") else f"retention_{c}"
                      for c in ("retention_set",) + RETENTION_VALUES + ROW_STATUS}

@@ -329,6 +329,30 @@ def test_a_failed_training_run_writes_a_failed_row(tmp_path):
     assert read_tsv(files["metrics"])[0]["status"] == "failed"
 
 
+
+def test_a_failed_base_reference_fails_its_cells_rows_not_the_study(tmp_path):
+    """Defect caught: the pretrained reference's job raising (a model that does not load), so that no
+    cell's retention file is written and the summary and every report of the study are lost; and a
+    cell measured against a failed reference reporting numbers instead of saying why it has none."""
+    import json
+
+    from peftgrid.jobs.retention import measure_base, measure_cell
+    from peftgrid.plan.specs import RetentionBaseSpec, RetentionSpec
+
+    rset = {"name": "general", **TEXT_SET}
+    base_dir = tmp_path / "base"
+    base = measure_base(RetentionBaseSpec(model={"name": "m"}, task={"type": "causal_lm"}, retention=rset,
+                                          family="causal"), tmp_path / "no_model", tmp_path, base_dir)
+    assert base["status"] == "failed" and base["error"]
+    assert read_tsv(base_dir / "metrics.tsv")[0]["status"] == "failed"
+    (tmp_path / "run.json").write_text(json.dumps({"status": "ok", "error": None}))
+    spec = RetentionSpec(cell={"task": "t", "method": "full", "variant": "default", "seed": 1}, hparams={"kind": "full"},
+                         task={"type": "causal_lm"}, model={"name": "m"}, retention=rset, family="causal")
+    files = {k: tmp_path / f"{k}.tsv" for k in ("metrics", "per_document", "per_layer")}
+    row = measure_cell(spec, tmp_path, tmp_path, tmp_path, tmp_path / "run.json", base_dir, files)
+    assert row["status"] == "failed" and "reference" in row["error"], row
+
+
 # --------------------------------------------------------------------------- the workflow
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ import time
 import traceback
 from pathlib import Path
 
-from ..columns import CELL, RETENTION, RETENTION_DOCUMENT, RETENTION_LAYER
+from ..columns import CELL, RETENTION, RETENTION_BASE, RETENTION_BASE_DOCUMENT, RETENTION_DOCUMENT, RETENTION_LAYER
 from ..engine.device import pick_device
 from ..errors import DataError, Preempted, first_line
 from ..metrics import retention as measure
@@ -54,8 +54,6 @@ from ..staging.models import NO_REMOTE_CODE, verify_staged
 from ..tasks import task_type
 
 BATCH_SIZE = 8  # documents per forward pass; the base and every cell use the same batches (bit-equal sums)
-BASE_COLUMNS = ["model", "retention_set", "measure", "base_loss", "n_documents", "n_tokens", "retention_time_s"]
-BASE_DOCUMENT = ["document", "n_tokens", "loss"]
 
 
 # --------------------------------------------------------------------------- scoring one model
@@ -165,6 +163,27 @@ def base_paths(out_dir: Path) -> dict[str, Path]:
 
 
 def measure_base(spec: RetentionBaseSpec, model_dir: Path, data_dir: Path, out_dir: Path) -> dict:
+    """Never raises for the measurement's own failure: the reference says failed and why (every
+    cell measured against it then says so too), and the rest of the study goes on."""
+    try:
+        return _measure_base(spec, model_dir, data_dir, out_dir)
+    except (Preempted, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        from safetensors.torch import save_file
+
+        traceback.print_exc()
+        paths = base_paths(out_dir)
+        paths["hidden"].parent.mkdir(parents=True, exist_ok=True)
+        save_file({}, str(paths["hidden"]))
+        write_tsv(paths["per_document"], [], list(RETENTION_BASE_DOCUMENT))
+        row = {"model": spec.model["name"], "retention_set": spec.retention["name"], "status": "failed",
+               "error": first_line(e, limit=300)}
+        write_tsv(paths["metrics"], [row], list(RETENTION_BASE))
+        return row
+
+
+def _measure_base(spec: RetentionBaseSpec, model_dir: Path, data_dir: Path, out_dir: Path) -> dict:
     from safetensors.torch import save_file
     from transformers import AutoModel, AutoTokenizer
 
@@ -189,11 +208,12 @@ def measure_base(spec: RetentionBaseSpec, model_dir: Path, data_dir: Path, out_d
     save_file({f"layer{i}": h.contiguous() for i, h in enumerate(result["hidden"])}, str(paths["hidden"]))
     rows = [{"document": d, "n_tokens": n, "loss": x} for d, (x, n) in
             enumerate(zip(result["losses"] or [None] * len(docs), result["counts"]))]
-    write_tsv(paths["per_document"], rows, BASE_DOCUMENT)
+    write_tsv(paths["per_document"], rows, list(RETENTION_BASE_DOCUMENT))
     row = {"model": spec.model["name"], "retention_set": rset["name"], "measure": result["measure"],
            "base_loss": None if result["losses"] is None else mean_loss(result["losses"], result["counts"]),
-           "n_documents": len(docs), "n_tokens": sum(result["counts"]), "retention_time_s": round(seconds, 3)}
-    write_tsv(paths["metrics"], [row], BASE_COLUMNS)
+           "n_documents": len(docs), "n_tokens": sum(result["counts"]), "retention_time_s": round(seconds, 3),
+           "status": "ok", "error": None}
+    write_tsv(paths["metrics"], [row], list(RETENTION_BASE))
     return row
 
 
@@ -233,6 +253,8 @@ def _measure_cell(spec, model_dir, trained_dir, data_dir, run, base_dir, out) ->
     rset, hp = spec.retention, spec.hparams
     base = base_paths(base_dir)
     base_row = read_tsv(base["metrics"])[0]
+    if base_row.get("status") == "failed":
+        raise DataError(f"the pretrained model's reference on retention set {rset['name']!r} failed: {base_row['error']}")
     base_docs = read_tsv(base["per_document"])
     docs = retention_documents(data_dir, rset)
     verify_staged(model_dir)

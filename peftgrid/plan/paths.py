@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import ConfigError, DataError, ModelError, did_you_mean
 from ..metrics import check_settings
 from ..staged import check_columns, subsample
-from ..staging.datasets import declared_splits, is_url, local_path, read_local_splits, source_files
+from ..staging.datasets import declared_splits, documents, is_url, local_path, read_local_splits, source_files
 from ..staging.models import check_model_folder, resolve_local_source
 from ..tasks import task_type
 
@@ -119,6 +119,24 @@ def check_local_data(config: dict, base_dir: str | Path = ".") -> None:
                     ttype.check_labels(task, rows, labels, f"{key}{file}")  # eval labels training never sees
             except DataError as e:
                 raise ConfigError(f"{where}.labels: {e}{file}" if i == 0 else str(e)) from None
+        _check_retention_text(where, task, rows_of)
+
+
+def _check_retention_text(where: str, task: dict, rows_of) -> None:
+    """Each retention set's split exists and has documents (the data check reads them the same way)."""
+    for name, entry in (task.get("retention") or {}).items():
+        splits = rows_of(entry["dataset"])
+        if splits is None:
+            continue
+        key, what = f"{where}.retention.{name}", f"dataset {entry['dataset']!r} split {entry['split']!r}"
+        if entry["split"] not in splits:
+            raise ConfigError(f"{key}.split: dataset {entry['dataset']!r} has no split {entry['split']!r}"
+                              f"{did_you_mean(entry['split'], splits)}")
+        try:
+            if not documents(splits[entry["split"]], what):
+                raise DataError(f"{what}: no non-empty text")
+        except DataError as e:
+            raise ConfigError(f"{key}.dataset: {e}") from None
 
 
 def _check_columns(where: str, task: dict, rows: list[dict], what: str) -> None:
