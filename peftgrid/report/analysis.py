@@ -654,11 +654,12 @@ def least_forgetting_sentence(ret: Retention, learners: list[str], label: dict) 
     amount = _amount(least["forgetting"], ret.measure)
     if len(known) == 1:
         if not ret.tested:
-            return f"`{label.get(m, m)}` is the only method that learns the task; {where} it forgets {amount}."
+            return f"`{label.get(m, m)}` is the only method that learns the task; {where} its forgetting is {amount}."
         p = least["p_vs_pretrained"]
-        return (f"`{label.get(m, m)}` is the only method that learns the task; {where} it forgets {amount}, "
-                f"{'significantly' if least['forgot'] else 'not significantly'} more than the pretrained model "
-                f"(adjusted p = {p:.2g}).")
+        verdict = ("not significantly" if not p < ALPHA else "significantly: it forgot" if least["forgetting"] > 0
+                   else "significantly: it models the text better")
+        return (f"`{label.get(m, m)}` is the only method that learns the task; {where} its loss differs from the "
+                f"pretrained model's by {amount}, {verdict} (adjusted p = {p:.2g}).")
     others = known[known["method"] != m].sort_values("forgetting")
     listed = ", ".join(f"`{label.get(o, o)}` ({_amount(f, ret.measure)})" for o, f in zip(others["method"], others["forgetting"]))
     if not ret.tested and least["forgetting"] == 0 and (others["forgetting"] > 0).all():
