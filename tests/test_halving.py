@@ -223,6 +223,50 @@ def test_a_staged_methods_choice_is_its_groups_winner(tmp_path):
     assert math.isclose(float(read_tsv(tmp_path / "choice.tsv")[0]["score"]), 0.7)
 
 
+# ------------------------------------------------------------------------------ a rung's loss score
+
+def test_a_rung_stopping_between_validations_scores_its_own_steps_validation_loss(tiny_bert, tmp_path):
+    """Validation every 8 steps, the rung stops at 5: its final_val_loss (select.metric: loss) is the
+    validation loss at step 5, not step 0's logged one; its loss log stays the full run's prefix and
+    its continuation ends bit for bit as the uninterrupted run."""
+    import torch
+
+    from peftgrid.jobs.train import train_cell
+    from peftgrid.plan.specs import TrainSpec
+    from test_loop_state import adapter, log_without_time, with_rung
+    from test_training import cell_spec, stage_emotion, stage_model
+
+    staged = tmp_path / "staged"
+    stage_emotion(staged / "emo", "train", "validation", "test")
+    stage_model("tiny", {"source": str(tiny_bert)}, staged / "tiny")
+
+    def train(spec, out, stop=None, source=None, eval_every=8):
+        params = spec.to_params()
+        params["hparams"] = {**params["hparams"], "eval_every_steps": eval_every}
+        spec = with_rung(TrainSpec.from_params(params), stop, source) if stop or source else TrainSpec.from_params(params)
+        record = train_cell(spec, staged / "tiny", {"emo": staged / "emo"}, tmp_path / out)
+        assert record["status"] == "ok", record["error"]
+        return record["stats"], log_without_time(tmp_path / out)
+
+    spec = cell_spec(tiny_bert, "lora", lr=5.0e-3, epochs=2)  # 16 steps, logs every 2
+    rung, rung_log = train(spec, "rung", stop=5)
+    # the full run's validation loss at step 5, computed directly: the same run validating every 5 steps
+    every5, every5_log = train(spec, "every5", eval_every=5)
+    at5 = float(next(r for r in every5_log if r["step"] == "5")["val_loss"])
+    stale = float(rung_log[0]["val_loss"])  # step 0: the last logged validation before the rung stopped
+    assert rung["final_val_loss"] == pytest.approx(at5, abs=1e-6) and abs(at5 - stale) > 1e-4
+    full, full_log = train(spec, "full")
+    assert rung_log == full_log[:len(rung_log)] and [r["step"] for r in rung_log] == ["0", "2", "4"]
+    assert all(r["val_loss"] == "" for r in rung_log[1:])  # no row for the rung's own validation
+    continued, continued_log = train(spec, "continued", source=tmp_path / "rung" / "kept_checkpoint")
+    a, b = adapter(tmp_path / "continued"), adapter(tmp_path / "full")
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+    assert continued_log == full_log and continued["final_val_loss"] == full["final_val_loss"]
+    # validation draws no random numbers: validating every 5 steps leaves the run's weights as they were
+    c = adapter(tmp_path / "every5")
+    assert all(torch.equal(c[n], b[n]) for n in b)
+
+
 # ------------------------------------------------------------------------------ the workflow
 
 def halving_study(tiny_bert, lrs) -> dict:

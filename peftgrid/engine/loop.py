@@ -256,6 +256,8 @@ class TrainingLoop:
             self.train_epoch(end)
         if stop_at is not None and self.ckpt:
             self.save_checkpoint()  # a rung's last step: the next rung continues from it
+        if stop_at is not None:
+            self.validate_stop()
         self.put_back_best()
         return LoopResult(optimizer_name(self.optimizer), paged_state_mb(self.optimizer))
 
@@ -374,6 +376,18 @@ class TrainingLoop:
         print(progress_line(state.log_rows[-1], self.data.total_steps, state.examples), flush=True)
         if val is not None and self.hp.checkpoint == "best" and val < state.best_val_loss:
             self.keep_best(val)
+
+    def validate_stop(self) -> None:
+        """A rung stopped between validation steps: its score (final_val_loss) is the validation loss
+        at the step it stopped, not the last logged one. Not a loss-log row — the log stays the full
+        run's exact prefix — and after the checkpoint is saved; validation draws no random numbers."""
+        state = self.state
+        if not self.data.val or (state.log_rows and state.log_rows[-1]["step"] == state.step
+                                 and state.log_rows[-1]["val_loss"] is not None):
+            return
+        state.val_loss = self.validate()
+        print(f"step {state.step}: the rung stops here | val_loss {state.val_loss:.4f} (its score; "
+              f"not a loss-log row)", flush=True)
 
     def validate(self) -> float:
         t_val = time.perf_counter()
