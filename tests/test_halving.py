@@ -205,6 +205,53 @@ def test_no_point_finishing_the_first_rung_ends_the_search_with_the_default_stan
     assert (winner["variant"], winner["finished"]) == (g.default, 0)
 
 
+def test_a_last_rung_where_every_survivor_fails_falls_back_to_the_best_point_that_finished(tmp_path):
+    """Both survivors of rung 0 go NaN in rung 1: the winner is the best point whose last rung
+    finished (rank 1), not the default (lr x1, one of the failed survivors), and the edge column says so."""
+    _, _, groups = plan(lr="auto", strategy="halving")
+    g = group_of(groups)
+    five = list(g.candidates)
+    assert g.default == five[2]
+    stage(g.to_params(), 0, five, scores(tmp_path, "s0", [0.5, 0.6, 0.7, 0.4, 0.3]), tmp_path / "stage0.tsv")
+    going = stage_competitors(g, 1, read_tsv(tmp_path / "stage0.tsv"))
+    assert going == five[1:3]
+    stage(g.to_params(), 1, going, scores(tmp_path, "s1", [None, None]), tmp_path / "stage1.tsv")
+    assert stage_competitors(g, 2, read_tsv(tmp_path / "stage1.tsv")) == []
+    winner = select_staged(g.to_params(), [tmp_path / "stage0.tsv", tmp_path / "stage1.tsv"], tmp_path / "sel.tsv")
+    assert (winner["variant"], winner["status"], winner["rank"], winner["rung"]) == (five[0], "ok", 1, "0")
+    assert winner["edge"] == ("lr (lowest); every point of stage 1 (rung 1) failed: the best of stage 0 (rung 0) "
+                              "stands in")
+    assert read_selection(tmp_path / "sel.tsv") == (five[0], 3)
+    table = {r["variant"]: r for r in read_tsv(tmp_path / "sel.tsv")}
+    assert [table[v]["status"] for v in five] == ["ok", "failed", "failed", "ok", "ok"]
+
+
+def test_the_edge_column_and_the_extension_use_one_rule_on_a_two_key_grid(tmp_path):
+    """r x lr (auto): the winner's axis is the points with its r; it is at the lr edge for both the
+    extension and the edge column, and r (2 values) has no edge."""
+    from peftgrid.plan.tune import axis_edge, edge_label
+
+    tuned = [{"lr": lr, "r": r} for r in (4, 8) for lr in (1.0, 2.0, 4.0)] + [{"lr": 8.0, "r": 4}]
+    assert axis_edge(tuned, {"lr": 4.0, "r": 8}, "lr") == 1 and edge_label(tuned, {"lr": 4.0, "r": 8}) == "lr (highest)"
+    assert axis_edge(tuned, {"lr": 4.0, "r": 4}, "lr") == 0 and edge_label(tuned, {"lr": 4.0, "r": 4}) == ""
+    assert edge_label(tuned, {"lr": 1.0, "r": 4}) == "lr (lowest)" and axis_edge(tuned, {"lr": 1.0, "r": 4}, "r") == 0
+    three = [{"lr": 1.0, "r": r} for r in (4, 8, 16)]
+    assert edge_label(three, three[2]) == "r (highest)"
+    assert edge_label([{"lr": x} for x in ("a", "b", "c")], {"lr": "a"}) == ""  # not numbers: no edge
+    # the grid's select and a stage agree on a two-key group
+    config = validate_config(study(tune={"lora": {"lr": "auto", "r": [4, 8]}}, select={"on": "validation"}))
+    g = group_of(build_tune_groups(config))
+    top = max(t["lr"] for t in g.tuned)
+    values = [0.9 if t == {"lr": top, "r": 8} else 0.1 for t in g.tuned]
+    rows = stage(g.to_params(), 0, list(g.candidates), scores(tmp_path, "s0", values), tmp_path / "stage0.tsv")
+    assert rows[-1]["status"] == "extension" and g.tuned_of(rows[-1]["variant"])["r"] == 8
+    nxt = stage_competitors(g, 1, read_tsv(tmp_path / "stage0.tsv"))
+    assert [g.tuned_of(v) for v in nxt] == [{"lr": top, "r": 8}, {"lr": top * 2, "r": 8}]
+    stage(g.to_params(), 1, nxt, scores(tmp_path, "s1", [0.9, 0.8]), tmp_path / "stage1.tsv")  # the old winner stays
+    winner = select_staged(g.to_params(), [tmp_path / "stage0.tsv", tmp_path / "stage1.tsv"], tmp_path / "sel.tsv")
+    assert g.tuned_of(winner["variant"]) == {"lr": top, "r": 8} and winner["edge"] == ""  # bracketed now
+
+
 def test_a_staged_methods_choice_is_its_groups_winner(tmp_path):
     config = validate_config(study(tune={"lr": "auto", "strategy": "halving"}, sweep={"lora": {"r": [4, 8]}},
                                    select={"on": "validation"}))

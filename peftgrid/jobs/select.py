@@ -12,7 +12,7 @@ import json
 import math
 
 from ..plan.tune import (CHOICE_COLUMNS, SELECTION_COLUMNS, SELECTION_EXTRA_COLUMNS, STAGE_COLUMNS, TuneGroup,
-                         choose_best, ranks)
+                         choose_best, edge_label, ranks)
 from ..records import read_tsv, write_tsv
 
 
@@ -40,22 +40,6 @@ def grid_scores(group: dict, files: list) -> list[dict]:
     return points
 
 
-def edges(group: dict, winner: int) -> str:
-    """The tuned keys whose winning value is the lowest or highest of an axis of 3+ values: the
-    optimum may lie outside the grid."""
-    out = []
-    for key in sorted(group["tuned"][winner]):
-        values = {p[key] for p in group["tuned"] if isinstance(p[key], (int, float)) and not isinstance(p[key], bool)}
-        if len(values) < 3 or len(values) != len({json.dumps(p[key]) for p in group["tuned"]}):
-            continue
-        w = group["tuned"][winner][key]
-        if w == min(values):
-            out.append(f"{key} (lowest)")
-        elif w == max(values):
-            out.append(f"{key} (highest)")
-    return ", ".join(out)
-
-
 def _best_decoding(pairs: list[dict], decodings: list, higher_is_better: bool) -> dict:
     """A grid point's score: its best decoding's (ties: the earlier decoding); a failure if none finished."""
     best, finished = choose_best(pairs, higher_is_better)
@@ -70,7 +54,7 @@ def select(group: dict, files: list, out) -> dict:
     default = group["candidates"].index(group["default"]) if group["default"] in group["candidates"] else 0
     winner, finished = choose_best(points, group["higher_is_better"], default)
     rank = ranks(points, group["higher_is_better"])
-    edge = edges(group, winner) if finished else ""
+    edge = edge_label(group["tuned"], group["tuned"][winner]) if finished else ""
     rows = []
     for i, (variant, tuned, p) in enumerate(zip(group["candidates"], group["tuned"], points)):
         rows.append({"task": group["task"], "method": group["method"], "group": group["group"], "variant": variant,
@@ -129,16 +113,24 @@ def select_staged(group: dict, stage_files: list, out) -> dict:
     order = g.grid_order(last)
     points = [{"status": last[v]["status"], "score": _score(last[v], "score")} for v in order]
     finished = sum(p["status"] == "ok" and p["score"] is not None for p in points)
-    winner = kept[0] if len(kept) == 1 else (g.default if g.default in last else order[0])
     # rank: later stages first (a point that went on beat those that stopped), then score, then grid order
     ok = [v for v, p in zip(order, points) if p["status"] == "ok" and p["score"] is not None]
     sign = -1 if g.higher_is_better else 1
-    ranked = sorted(ok, key=lambda v: (-reached_stage[v], v != winner, sign * _score(last[v], "score"), order.index(v)))
+    ranked = sorted(ok, key=lambda v: (-reached_stage[v], v not in kept, sign * _score(last[v], "score"),
+                                       order.index(v)))
     rank = {v: i for i, v in enumerate(ranked, 1)}
-    edge = edges({"tuned": [g.tuned_of(v) for v in order]}, order.index(winner)) if finished else ""
-    note = last[winner]["note"] if finished else ""
-    if edge and note:
-        edge = f"{edge}; {note}"
+    note = ""
+    if len(kept) == 1:
+        winner = kept[0]
+        note = last[winner]["note"]
+    elif not kept and ranked:  # every point of the last stage failed: the best of the latest stage with a finished point
+        winner = ranked[0]
+        failed_stage = len(stages) - 1
+        note = (f"every point of stage {failed_stage} (rung {stages[-1][0]['rung']}) failed: the best of "
+                f"stage {reached_stage[winner]} (rung {last[winner]['rung']}) stands in")
+    else:
+        winner = g.default if g.default in last else order[0]
+    edge = "; ".join(x for x in (g.edge_label(order, winner) if finished else "", note) if x)
     rows = []
     for v, p in zip(order, points):
         r = last[v]

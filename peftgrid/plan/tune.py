@@ -191,15 +191,12 @@ class TuneGroup:
         return rung - 1 if rung > 0 and variant in self.candidates else None
 
     def lr_edge(self, reached: list, variant: str) -> int:
-        """-1 / 1 when `variant` has the lowest / highest lr among the points `reached` that share its
-        other tuned values (an axis of 3+ values), else 0."""
-        won = self.tuned_of(variant)
-        others = {k: v for k, v in won.items() if k != "lr"}
-        axis = [self.tuned_of(v)["lr"] for v in reached
-                if {k: x for k, x in self.tuned_of(v).items() if k != "lr"} == others]
-        if len(axis) < 3 or min(axis) < won["lr"] < max(axis):
-            return 0
-        return -1 if won["lr"] == min(axis) else 1
+        """-1 / 1 when `variant` has the lowest / highest lr of the points `reached` (axis_edge)."""
+        return axis_edge([self.tuned_of(v) for v in reached], self.tuned_of(variant), "lr")
+
+    def edge_label(self, reached: list, variant: str) -> str:
+        """selection.tsv's `edge` for `variant` among the points `reached` (edge_label)."""
+        return edge_label([self.tuned_of(v) for v in reached], self.tuned_of(variant))
 
     def next_extension(self, reached: list, winner: str) -> str | None:
         """The point one factor 2 past `winner` when it is at an lr edge of the points `reached`;
@@ -306,6 +303,24 @@ def extension_points(grid: dict, resolved_lr: float, limit: int) -> list[dict]:
         return []
     others = grid_points({k: v for k, v in grid.items() if k != "lr"}, resolved_lr)
     return [{**o, "lr": lr} for o in others for lr in extension_lrs(auto_lr_grid(resolved_lr), limit)]
+
+
+def axis_edge(tuned: list[dict], won: dict, key: str) -> int:
+    """THE edge rule: -1 / 1 when the winning point `won` has the lowest / highest `key` on its axis —
+    the points of `tuned` that share its other tuned values — if that axis has 3+ numeric values;
+    else 0 (interior, or no axis to be at the edge of)."""
+    others = {k: v for k, v in won.items() if k != key}
+    axis = [t[key] for t in tuned if {k: x for k, x in t.items() if k != key} == others]
+    if any(not isinstance(x, (int, float)) or isinstance(x, bool) for x in axis) or len(set(axis)) < 3:
+        return 0
+    return -1 if won[key] == min(axis) else 1 if won[key] == max(axis) else 0
+
+
+def edge_label(tuned: list[dict], won: dict) -> str:
+    """selection.tsv's `edge`: each tuned key at an edge of its axis (axis_edge), e.g. 'lr (highest)' —
+    the optimum may lie outside the grid."""
+    sides = {key: axis_edge(tuned, won, key) for key in sorted(won)}
+    return ", ".join(f"{k} ({'lowest' if s < 0 else 'highest'})" for k, s in sides.items() if s)
 
 
 def grid_size(grid: dict) -> int:
