@@ -101,6 +101,9 @@ checkpoint tune_stage:
     input:
         scores=lambda w: tune_group(w).stage_score_files(run_dir_of(tune_group(w)), int(w.stage),
                                                           stage_points(tune_group(w), int(w.stage))),
+        # halving: the rungs' run.json (how long a run is: a min_steps that covers it is noted)
+        runs=lambda w: tune_group(w).stage_run_files(run_dir_of(tune_group(w)), int(w.stage),
+                                                      stage_points(tune_group(w), int(w.stage))),
     output:
         STAGE_FILE,
     params:

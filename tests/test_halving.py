@@ -252,6 +252,38 @@ def test_the_edge_column_and_the_extension_use_one_rule_on_a_two_key_grid(tmp_pa
     assert g.tuned_of(winner["variant"]) == {"lr": top, "r": 8} and winner["edge"] == ""  # bracketed now
 
 
+def test_a_min_steps_that_covers_the_run_is_noted_in_the_stage_and_the_selection(tmp_path):
+    """min_steps 10 and runs of 8 steps: every rung is the whole run (halving saves nothing); the
+    stage file's rows and the winner's edge column say so, and a run longer than min_steps adds nothing."""
+    from peftgrid.records import write_json
+
+    _, _, groups = plan(lr="auto", strategy="halving")
+    g = group_of(groups)
+    five = list(g.candidates)
+    assert g.min_steps == MIN_STEPS == 10
+    runs = [tmp_path / f"run{i}.json" for i in range(5)]
+    for r in runs:
+        write_json(r, {"total_steps": 8})
+    assert [f.split("/")[-2:] for f in g.stage_run_files(lambda v, s: f"runs/{v}/seed{s}", 1, five[:2])] == \
+        [["rung1", "run.json"]] * 2
+    rows = stage(g.to_params(), 0, five, scores(tmp_path, "s0", [0.5, 0.6, 0.7, 0.4, 0.3]), tmp_path / "stage0.tsv",
+                 [str(r) for r in runs])
+    note = ("min_steps 10 is not below the run's 8 steps: rung 0 trained the whole run (halving saved nothing); "
+            "lower min_steps or use strategy: grid")
+    assert {r["note"] for r in rows} == {note}
+    stage(g.to_params(), 1, five[1:3], scores(tmp_path, "s1", [0.65, 0.8]), tmp_path / "stage1.tsv",
+          [str(r) for r in runs[:2]])
+    winner = select_staged(g.to_params(), [tmp_path / "stage0.tsv", tmp_path / "stage1.tsv"], tmp_path / "sel.tsv")
+    assert winner["variant"] == five[2] and winner["edge"] == note.replace("rung 0", "rung 1")
+    for r in runs:
+        write_json(r, {"total_steps": 100})  # rung 0 stops at 12 (1/9 of 100, at least 10): no note
+    rows = stage(g.to_params(), 0, five, scores(tmp_path, "t0", [0.5, 0.6, 0.7, 0.4, 0.3]), tmp_path / "t0.tsv",
+                 [str(r) for r in runs])
+    assert {r["note"] for r in rows} == {""}
+    assert g.stage_run_files(lambda v, s: "x", 0, five) and not group_of(plan(lr="auto")[2]).stage_run_files(
+        lambda v, s: "x", 0, five)  # a grid's stages compare full runs: nothing to note
+
+
 def test_a_staged_methods_choice_is_its_groups_winner(tmp_path):
     config = validate_config(study(tune={"lr": "auto", "strategy": "halving"}, sweep={"lora": {"r": [4, 8]}},
                                    select={"on": "validation"}))

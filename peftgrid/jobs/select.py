@@ -13,7 +13,7 @@ import math
 
 from ..plan.tune import (CHOICE_COLUMNS, SELECTION_COLUMNS, SELECTION_EXTRA_COLUMNS, STAGE_COLUMNS, TuneGroup,
                          choose_best, edge_label, ranks)
-from ..records import read_tsv, write_tsv
+from ..records import read_json, read_tsv, write_tsv
 
 
 def _score(row: dict, column: str):
@@ -66,12 +66,16 @@ def select(group: dict, files: list, out) -> dict:
     return rows[winner]
 
 
-def stage(group: dict, number: int, competitors: list, files: list, out) -> list[dict]:
+def stage(group: dict, number: int, competitors: list, files: list, out, runs: list = ()) -> list[dict]:
     """Score `competitors` (grid order) at stage `number`'s rung and mark the best `keeps` of them
     `advance` (choose_best's order: score, then grid order; a failed or NaN point never goes on).
     A stage that leaves one point adds, when that point has the lowest or highest learning rate of
-    the grid (and the extension points so far), the next extension point: it advances too."""
+    the grid (and the extension points so far), the next extension point: it advances too.
+    `runs` (halving): the competitors' run.json at the rung; when min_steps made the rung the whole
+    run, every row's `note` says so (TuneGroup.min_steps_note)."""
     g = TuneGroup.from_params(group)
+    lengths = {read_json(r).get("total_steps") for r in runs} - {None}
+    note = g.min_steps_note(number, min(lengths)) if lengths else ""
     pairs, n = grid_scores(group, files), len(g.decodings)
     points = [_best_decoding(pairs[i * n:(i + 1) * n], list(g.decodings), g.higher_is_better)
               for i in range(len(competitors))]
@@ -79,7 +83,7 @@ def stage(group: dict, number: int, competitors: list, files: list, out) -> list
     rung = g.stage_rung(number)
     rows = [{"variant": v, "tuned": json.dumps(g.tuned_of(v), sort_keys=True), "rung": rung, "status": p["status"],
              "error": p["error"], "score": p["score"], "decoding": p["decoding"],
-             "advance": rank[i] is not None and rank[i] <= keep, "note": ""}
+             "advance": rank[i] is not None and rank[i] <= keep, "note": note}
             for i, (v, p) in enumerate(zip(competitors, points, strict=True))]
     going = [r for r in rows if r["advance"]]
     if len(going) == 1:
@@ -90,8 +94,8 @@ def stage(group: dict, number: int, competitors: list, files: list, out) -> list
                          "rung": rung, "status": "extension", "error": "", "score": None, "decoding": "",
                          "advance": True, "note": f"added past {winner['variant']}, the best at the grid's edge"})
         elif g.extend and g.lr_edge(list(g.candidates) + list(competitors), winner["variant"]):
-            winner["note"] = (f"still at the edge after {g.extend} extension{'s' if g.extend > 1 else ''} "
-                              f"(extend: {g.extend}, the limit)")
+            limit = f"still at the edge after {g.extend} extension{'s' if g.extend > 1 else ''} (extend: {g.extend}, the limit)"
+            winner["note"] = "; ".join(x for x in (limit, note) if x)
     write_tsv(out, rows, STAGE_COLUMNS)
     return rows
 
@@ -119,18 +123,17 @@ def select_staged(group: dict, stage_files: list, out) -> dict:
     ranked = sorted(ok, key=lambda v: (-reached_stage[v], v not in kept, sign * _score(last[v], "score"),
                                        order.index(v)))
     rank = {v: i for i, v in enumerate(ranked, 1)}
-    note = ""
+    fallback = ""
     if len(kept) == 1:
         winner = kept[0]
-        note = last[winner]["note"]
     elif not kept and ranked:  # every point of the last stage failed: the best of the latest stage with a finished point
         winner = ranked[0]
-        failed_stage = len(stages) - 1
-        note = (f"every point of stage {failed_stage} (rung {stages[-1][0]['rung']}) failed: the best of "
-                f"stage {reached_stage[winner]} (rung {last[winner]['rung']}) stands in")
+        fallback = (f"every point of stage {len(stages) - 1} (rung {stages[-1][0]['rung']}) failed: the best of "
+                    f"stage {reached_stage[winner]} (rung {last[winner]['rung']}) stands in")
     else:
         winner = g.default if g.default in last else order[0]
-    edge = "; ".join(x for x in (g.edge_label(order, winner) if finished else "", note) if x)
+    # the edge column: the winner's edges, then what its stages noted (the extension limit, min_steps)
+    edge = "; ".join(x for x in (g.edge_label(order, winner) if finished else "", fallback, last[winner]["note"]) if x)
     rows = []
     for v, p in zip(order, points):
         r = last[v]

@@ -44,7 +44,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from .layout import METRICS_FILE, TRAIN_STATS_FILE, eval_dir
+from .layout import METRICS_FILE, RUN_FILE, TRAIN_STATS_FILE, eval_dir
 
 AUTO_LR_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
 ETA = 3           # halving keeps the best 1/ETA of a rung's points
@@ -184,6 +184,21 @@ class TuneGroup:
         """Per (competitor, decoding), competitors outer, at the stage's rung."""
         rung = self.stage_rung(stage)
         return [score_file(self.run_of(run_dir_of, v, rung), self.metric, d) for v in competitors for d in self.decodings]
+
+    def stage_run_files(self, run_dir_of, stage: int, competitors: list) -> list[str]:
+        """Halving: each competitor's run.json at the stage's rung (its run's length: min_steps_note)."""
+        if self.strategy != "halving":
+            return []
+        return [f"{self.run_of(run_dir_of, v, self.stage_rung(stage))}/{RUN_FILE}" for v in competitors]
+
+    def min_steps_note(self, stage: int, total_steps: int) -> str:
+        """A note when `min_steps` makes the stage's rung the whole run (the run is that short): halving
+        then saves nothing; '' otherwise."""
+        share = self.shares[self.stage_rung(stage)]
+        if self.strategy != "halving" or share >= 1 or self.min_steps < total_steps:
+            return ""
+        return (f"min_steps {self.min_steps} is not below the run's {total_steps} steps: rung {self.stage_rung(stage)} "
+                f"trained the whole run (halving saved nothing); lower min_steps or use strategy: grid")
 
     def continues_from(self, variant: str, rung: int) -> int | None:
         """The rung whose checkpoint (variant, rung) continues from: the one before, for a grid
