@@ -71,6 +71,9 @@ def test_halving_plans_the_same_grid_cells_and_strategy_grid_changes_nothing():
         set(g.candidates) | set(g.extensions)
     _, _, off = plan(lr="auto", extend=0)
     assert not group_of(off).staged and group_of(off).extensions == ()
+    # extend: 0 is the release before halving exactly: the select job's params have the old keys only
+    assert set(group_of(off).to_params()) == {"candidates", "decodings", "default", "group", "higher_is_better",
+                                              "metric", "method", "on", "seed", "seeds", "split", "task", "tuned"}
 
 
 @pytest.mark.parametrize("tune, message", [

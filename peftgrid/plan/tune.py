@@ -29,10 +29,14 @@ Strategies (`tune: {strategy: grid | halving}`; `TuneGroup.strategy`):
   1/3), never shorter than `min_steps` (default 10; never past the run's end). Every point trains
   rung 0 with the full run's schedule; after each rung the best ceil(k/eta) of its k points go on
   from their checkpoint to the next one, until one point remains: the winner (its run at the
-  selection seed never finishes). A rung's score is exactly what the full run scores at that step.
+  selection seed never finishes). A rung's score is exactly what the full run scores at that step
+  (select.metric loss: the rung validates at its stop, engine/loop.py). If every point of a later
+  stage fails, the best point whose last rung finished wins, and the edge column says so.
 - `extend` (with `lr: auto`, default EXTEND_LIMIT): a winner at the lowest or highest learning
   rate of its grid competes with a point one factor 2 beyond it, trained to the winner's rung (grid:
   the full run), up to `extend` such points; the edge column says when the limit was reached.
+  `axis_edge` is THE edge rule (extension and the edge column): the winner's value is the lowest or
+  highest of its axis, the points that share its other tuned values (3+ numbers).
 Both are planned as stages (`stage_*`, STAGE_FILE, one Snakemake checkpoint each): stage s compares
 its competitors at rung min(s, rungs - 1), and says which go on to stage s + 1.
 """
