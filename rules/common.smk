@@ -6,7 +6,7 @@ import re
 from peftgrid.plan import RUN_DIR, read_selection, reported_cells
 from peftgrid.plan import specs
 from peftgrid.plan.layout import (METRICS_FILE, PER_LABEL_FILE, PREDICTIONS_FILE, RUN_FILE, TRAIN_LOG_FILE,
-                                   TRAIN_STATS_FILE, WEIGHT_DISTANCES_FILE)
+                                   TRAIN_STATS_FILE, task_distances_file)
 from peftgrid.plan.runs import evaluations
 from peftgrid.tasks import task_type
 

@@ -33,7 +33,7 @@ rule summary:
         runs=lambda w: [f"{c.dir}/{RUN_FILE}" for c in reported()],
         comet=[f"results/comet/{t}/scores.tsv" for t in TASKS_IN_STUDY if uses_comet(t)],  # rows keyed by cell
         retention=lambda w: [p for c in reported() for p in retention_outputs(c, first_only=True)],  # rows keyed by cell
-        distances=lambda w: [f"{c.dir}/{WEIGHT_DISTANCES_FILE}" for c in reported()],  # intruder totals (found by identity)
+        distances=[task_distances_file(t) for t in TASKS_IN_STUDY],  # intruder totals (rows keyed by cell)
     output:
         "results/summary.tsv",
     params:
@@ -53,7 +53,7 @@ rule report_task:
         summary="results/summary.tsv",
         # the script finds each cell's files through the same spec (never by list position)
         logs=lambda w: [p for _, p in task_report_spec(w.task).cell_files(TRAIN_LOG_FILE)],
-        distances=lambda w: [p for _, p in task_report_spec(w.task).cell_files(WEIGHT_DISTANCES_FILE)],
+        distances=lambda w: task_distances_file(w.task),  # rows keyed by cell (the script selects by identity)
         # per-example predictions for the paired significance tests
         predictions=lambda w: list(task_report_spec(w.task).predictions().values()),
         # each method's (variant, decoding) chosen on the selection set at the selection seed

@@ -2,10 +2,11 @@
 from pathlib import Path
 
 from peftgrid.jobs.common import run_job
-from peftgrid.plan.layout import TRAIN_LOG_FILE, WEIGHT_DISTANCES_FILE
+from peftgrid.plan.layout import TRAIN_LOG_FILE
 from peftgrid.plan.specs import TaskReportSpec
 from peftgrid.records import read_json
 from peftgrid.report.analysis import comet_segment_scores, load_retention, seed_label
+from peftgrid.report.distances import cell_frames
 from peftgrid.report.tables import build_task_report
 from peftgrid.report import tuning
 
@@ -14,7 +15,7 @@ def main(smk):
     spec = TaskReportSpec.from_params(smk.params.spec)
     # each cell's files where the spec puts them (the rule lists the same paths as inputs)
     logs = {seed_label(c): Path(p) for c, p in spec.cell_files(TRAIN_LOG_FILE)}
-    distances = {seed_label(c): Path(p) for c, p in spec.cell_files(WEIGHT_DISTANCES_FILE)}
+    distances = dict(zip(map(seed_label, spec.cells), cell_frames(smk.input.distances, spec.cells)))
     predictions = {key: Path(p) for key, p in spec.predictions().items()}
     comet = comet_segment_scores(Path(smk.input.comet_examples[0])) if smk.input.comet_examples else {}
     task_cfg = {"eval": {e: {} for e in spec.evals}, "metrics": spec.metrics, "transfer": spec.transfer,

@@ -7,7 +7,8 @@ from peftgrid.plan.specs import SummarySpec
 
 
 def main(smk):
-    rows = write_summary(smk.input.metrics, list(smk.input.comet), smk.output[0], list(smk.input.retention))
+    rows = write_summary(smk.input.metrics, list(smk.input.comet), smk.output[0], list(smk.input.retention),
+                         list(smk.input.distances))
     failed = [r for r in rows if r["status"] != "ok"]
     print(f"{len(rows)} rows, {len(failed)} failed")
     table = console_tables(rows, SummarySpec.from_params(smk.params.spec).tasks)

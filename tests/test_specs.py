@@ -109,6 +109,8 @@ def all_specs(config: dict) -> dict:
             out[f"retention/{c.dir}/{name}"] = specs.retention_spec(config, c, name)
     for model, name in sorted({(config["tasks"][t]["model"], n) for t in tasks for n in config["tasks"][t].get("retention") or {}}):
         out[f"retention_base/{model}/{name}"] = specs.retention_base_spec(config, model, name)  # once per (model, set)
+    for t in tasks:  # one weight-distance job per task: its reported cells (nothing here is tuned)
+        out[f"weight_distances/{t}"] = specs.distances_spec(config, t, [c for c in cells if not c.selecting])
     for t in tasks:
         if "comet" in config["tasks"][t]["metrics"] and config.get("comet") is not None:
             out[f"comet/{t}"] = specs.comet_spec(config, t, cells)  # one COMET job per task
@@ -158,7 +160,8 @@ def baseline():
 def test_the_study_builds_every_kind_of_spec(baseline):
     kinds = {k.split("/")[0] for k in baseline}
     assert kinds == {"stage_dataset", "stage_model", "stage_comet", "check_data", "report_task", "train", "evaluate",
-                     "comet", "summary", "report", "report_ranks", "choose", "retention", "retention_base"}
+                     "comet", "summary", "report", "report_ranks", "choose", "retention", "retention_base",
+                     "weight_distances"}
     # translate: none + 8 lora variants + 2 prefix variants at 2 reported seeds and at the selection
     # seed (each method chooses a decoding, lora and prefix_tuning a variant too); 1 eval set x 3 decodings
     assert sum(k.startswith("train/results/runs/translate/") for k in baseline) == 11 * 3
@@ -217,6 +220,13 @@ def test_eval_set_and_decoding_order_changes_only_the_reports(baseline):
 CELL_JOBS = ("train", "evaluate", "retention")  # a cell's jobs
 
 
+def with_distances(changed: set[str]) -> set[str]:
+    """`changed` and the weight-distance job of each task whose reported cells' training changed
+    (its params hold their train specs; a run at the selection seed is not measured)."""
+    return changed | {f"weight_distances/{k.split('/')[3]}" for k in changed
+                      if k.startswith("train/") and "/seed1000" not in k}
+
+
 def changed_by(baseline, edit) -> set[str]:
     raw = raw_study()
     edit(raw)
@@ -241,12 +251,12 @@ def test_method_lr_edit_changes_train_and_eval_params_of_its_cells_only(baseline
     changed = changed_by(baseline, lambda r: r["methods"]["ia3"].update(lr=5.0e-3))
     ia3_cells = {k for k in baseline if k.split("/")[0] in CELL_JOBS and "/ia3/" in k}
     assert ia3_cells and any(k.startswith("train/") for k in ia3_cells)
-    assert changed == ia3_cells
+    assert changed == with_distances(ia3_cells)
 
 
 def test_method_edit_reaches_each_of_its_variants_and_nothing_else(baseline):
     changed = changed_by(baseline, lambda r: r["methods"]["lora_qv"].update(dropout=0.2))
-    assert changed == {k for k in baseline if k.split("/")[0] in CELL_JOBS and "/lora_qv/" in k}
+    assert changed == with_distances({k for k in baseline if k.split("/")[0] in CELL_JOBS and "/lora_qv/" in k})
     # both target_modules variants, at the reported seed and at the selection seed
     assert len({k for k in changed if k.startswith("train/")}) == 4
 
@@ -256,7 +266,7 @@ def test_a_swept_lr_is_not_overridden_by_the_method_entry(baseline):
     tasks but not translate's."""
     changed = changed_by(baseline, lambda r: r["methods"]["lora"].update(lr=1.0e-3))
     lora = {k for k in baseline if "/lora/" in k and k.split("/")[0] in CELL_JOBS}
-    assert changed == {k for k in lora if "/translate/" not in k}
+    assert changed == with_distances({k for k in lora if "/translate/" not in k})
     assert any("/emotion/" in k for k in changed) and any("/pos_en_de/" in k for k in changed)
 
 
@@ -275,7 +285,7 @@ def test_validation_limit_edit_retrains_that_tasks_cells(baseline):
     train = {k for k in baseline if k.startswith("train/results/runs/emotion/")}
     selection_evals = {k for k in baseline if k.startswith("evaluate/results/runs/emotion/") and k.endswith("/select")}
     assert len(selection_evals) == 3 and all("/seed1000" in k for k in selection_evals)  # lora r=2, 8, 32
-    assert changed == {"check_data/emotion"} | train | selection_evals
+    assert changed == with_distances({"check_data/emotion"} | train | selection_evals)
 
 
 def test_decoding_edit_changes_that_decodings_generations_only(baseline):
@@ -286,7 +296,7 @@ def test_decoding_edit_changes_that_decodings_generations_only(baseline):
 def test_training_default_edit_changes_every_trained_cell(baseline):
     changed = changed_by(baseline, lambda r: r["training"].update(warmup_ratio=0.1))
     cells = {k for k in baseline if k.split("/")[0] in CELL_JOBS}
-    assert changed == cells
+    assert changed == with_distances(cells)
 
 
 def test_comet_and_report_edits(baseline):

@@ -277,8 +277,11 @@ def test_grid_at_the_selection_seed_then_the_winner_and_an_edit_reruns_one_point
     write_config(tmp_path / "config.yaml", tiny_tuned_study(tiny_bert, [1.0e-3, 1.0e-2]))
     first = planned_jobs(tmp_path)  # before any selection: the grid at the selection seed and its scoring only
     assert (first["train"], first["evaluate"], first["select"], first["choose"]) == (2, 2, 1, 1)  # on the selection set
-    assert "evaluate_per_label" not in first and "weight_distances" not in first
+    assert "evaluate_per_label" not in first and first["weight_distances"] == 1  # the task's one, waiting on the selection
     run_snakemake(tmp_path)
+    distances = (tmp_path / "results" / "distances" / "emotion.tsv").read_text().splitlines()
+    header = distances[0].split("\t")
+    assert {line.split("\t")[header.index("seed")] for line in distances[1:]} == {"1", "2"}  # never the grid at 1000
 
     selection = tmp_path / "results" / "tune" / "emotion" / "lora" / "default" / "selection.tsv"
     winner, finished = read_selection(selection)

@@ -129,6 +129,9 @@ def test_editing_one_cell_reruns_that_cell_and_the_aggregates(finished_study):
     after = read_summary(finished_study)
     changed = {r["run_dir"] for r in after if before[r["run_dir"]] != r["train_time_s"]}
     assert changed == {"results/runs/emotion/ia3/default/seed42"}
+    # the task's one distance job measured the retrained cell again and read the others from its cache
+    log = (finished_study / "logs" / "distances" / "emotion.log").read_text()
+    assert "'cells': 10, 'measured': 1, 'reused': 8, 'failed': 1" in log, log[-2000:]
     assert '"lr": 0.01' in next(r for r in after if r["method"] == "ia3")["hparams"]
     assert planned_jobs(finished_study) == {}
 
@@ -149,8 +152,9 @@ def plan_after_edit(workdir, edit) -> dict[str, int]:
 AGGREGATES = {"summary": 1, "report_task": 2, "report_ranks": 1, "report": 1, "all": 1}  # two tasks: ranks too
 
 
-def per_cell(cells: int, evals: int) -> dict[str, int]:
-    return {"train": cells, "evaluate_per_label": evals, "weight_distances": cells}
+def per_cell(cells: int, evals: int, tasks: int) -> dict[str, int]:
+    """`tasks`: the tasks whose reported cells changed (one weight-distance job per task)."""
+    return {"train": cells, "evaluate_per_label": evals, "weight_distances": tasks}
 
 
 def test_rerun_rules(finished_study):
@@ -172,12 +176,12 @@ def test_rerun_rules(finished_study):
         c["training"] = dict(reversed(list(c["training"].items())))
         c["experiments"] = list(reversed(c["experiments"]))
 
-    assert plan_after_edit(finished_study, add_seed) == {**per_cell(3, 3), **AGGREGATES}
+    assert plan_after_edit(finished_study, add_seed) == {**per_cell(3, 3, 1), **AGGREGATES}
     choosing = {"evaluate": 2, "choose": 1}  # emotion lora r=2, r=4 at the selection seed, on the selection set
-    assert plan_after_edit(finished_study, method_default) == {**per_cell(3, 3), "train": 5, **choosing, **AGGREGATES}
-    assert plan_after_edit(finished_study, training_default) == {**per_cell(13, 13), "train": 15, **choosing,
+    assert plan_after_edit(finished_study, method_default) == {**per_cell(3, 3, 2), "train": 5, **choosing, **AGGREGATES}
+    assert plan_after_edit(finished_study, training_default) == {**per_cell(13, 13, 2), "train": 15, **choosing,
                                                                  **AGGREGATES}
-    assert plan_after_edit(finished_study, task_training) == {**per_cell(3, 3), **AGGREGATES}
+    assert plan_after_edit(finished_study, task_training) == {**per_cell(3, 3, 1), **AGGREGATES}
     assert plan_after_edit(finished_study, respell) == {}
 
 
@@ -215,8 +219,8 @@ def test_report_has_every_figure_and_table(finished_study):
         assert (report_dir / "tables" / f"{task}.tsv").is_file()
         assert f"## {task}" in md
     assert "**best quality**" in md and "CellFailure: qlora needs a CUDA GPU" in md
-    lora = finished_study / "results" / "runs" / "emotion" / "lora" / "r=2" / "seed42" / "weight_distances.tsv"
-    rows = list(csv.DictReader(open(lora), delimiter="\t"))
+    table = finished_study / "results" / "distances" / "emotion.tsv"
+    rows = [r for r in csv.DictReader(open(table), delimiter="\t") if (r["method"], r["variant"], r["seed"]) == ("lora", "r=2", "42")]
     moved = {r["component"] for r in rows if float(r["distance"]) > 0}
     assert {"layer_first", "layer_last", "head"} <= moved and "embeddings" not in moved
 

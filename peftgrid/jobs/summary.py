@@ -7,14 +7,13 @@ run.json are found from that identity (plan.runs.run_dir).
 Retention (issue 20): the rule also passes each cell's metrics file of its task's FIRST retention
 set (config order), joined by the cell identity its row holds, under columns.RETENTION_SUMMARY's
 names (retention_set says which set); `intruders` is the cell's total of intruder dimensions over
-its weight_distances.tsv rows (found from the identity)."""
+its rows of its task's results/distances/<task>.tsv (joined by the cell identity)."""
 from __future__ import annotations
 
 import json
-import os
 
 from ..columns import CELL, COSTS, INTRUDERS, RETENTION_SUMMARY, ROW, ROW_STATUS
-from ..plan.layout import RUN_FILE, TRAIN_STATS_FILE, WEIGHT_DISTANCES_FILE, run_dir
+from ..plan.layout import RUN_FILE, TRAIN_STATS_FILE, run_dir
 from ..records import read_json, read_tsv, write_tsv
 
 ID_COLUMNS = [*ROW, *ROW_STATUS]
@@ -30,15 +29,18 @@ TAIL_COLUMNS = ["mem_measure", "peak_train_mem_reserved_mb", "peak_infer_mem_res
                 "hparams"]
 
 
-def build_summary(metrics_files: list, comet_files: list | None = None, retention_files: list | None = None) -> list[dict]:
+def build_summary(metrics_files: list, comet_files: list | None = None, retention_files: list | None = None,
+                  distance_files: list | None = None) -> list[dict]:
     """comet_files: the COMET tables of the tasks scored by COMET (results/comet/<task>/scores.tsv,
     one row per cell x eval set x decoding), joined on those identity columns. retention_files:
-    each cell's first retention set's metrics.tsv, joined on the cell's identity."""
+    each cell's first retention set's metrics.tsv, joined on the cell's identity. distance_files:
+    each task's weight distances (results/distances/<task>.tsv), summed per cell identity."""
     rows = []
     comet = {tuple(str(r[k]) for k in ROW): {"comet": r["comet"], "comet_status": r["comet_status"]}
              for path in comet_files or [] for r in read_tsv(path)}
     retention = {tuple(str(r[k]) for k in CELL): {RETENTION_SUMMARY[k]: v for k, v in r.items() if k in RETENTION_SUMMARY}
                  for path in retention_files or [] for r in read_tsv(path)}
+    intruders = intruder_totals(distance_files or [])
     for path in metrics_files:
         for m in read_tsv(path):
             cell_dir = run_dir({k: m[k] for k in CELL})
@@ -50,7 +52,7 @@ def build_summary(metrics_files: list, comet_files: list | None = None, retentio
                 row["status"], row["error"] = stats["status"], stats["error"]
             row.update(extra)  # comet and comet_status, the reason included when there is no score
             row.update(retention.get(tuple(str(m[k]) for k in CELL), {}))
-            row[INTRUDERS] = intruder_total(f"{cell_dir}/{WEIGHT_DISTANCES_FILE}")
+            row[INTRUDERS] = intruders.get(tuple(str(m[k]) for k in CELL))
             row["device"] = m.get("device") or stats.get("device")
             row["run_dir"] = cell_dir
             row["hparams"] = json.dumps(run["hparams"], sort_keys=True)
@@ -59,13 +61,16 @@ def build_summary(metrics_files: list, comet_files: list | None = None, retentio
     return rows
 
 
-def intruder_total(distances_file: str) -> int | None:
-    """The cell's intruder dimensions summed over its weight matrices; None without counted rows
-    (a failed cell, a file not made)."""
-    if not os.path.isfile(distances_file):
-        return None
-    counted = [int(r[INTRUDERS]) for r in read_tsv(distances_file) if r.get(INTRUDERS, "") != ""]
-    return sum(counted) if counted else None
+def intruder_totals(distance_files: list) -> dict[tuple, int]:
+    """Cell identity -> its intruder dimensions summed over its weight matrices; a cell without
+    counted rows (a failed cell, a method without layer matrices of its own) is absent."""
+    totals: dict[tuple, int] = {}
+    for path in distance_files:
+        for r in read_tsv(path):
+            if r.get(INTRUDERS, "") != "":
+                key = tuple(str(r[k]) for k in CELL)
+                totals[key] = totals.get(key, 0) + int(r[INTRUDERS])
+    return totals
 
 
 def summary_columns(rows: list[dict]) -> list[str]:
@@ -74,8 +79,8 @@ def summary_columns(rows: list[dict]) -> list[str]:
     return ID_COLUMNS + metric_cols + COST_COLUMNS + RETENTION_COLUMNS + TAIL_COLUMNS
 
 
-def write_summary(metrics_files, comet_files, out, retention_files=None) -> list[dict]:
-    rows = build_summary(metrics_files, comet_files, retention_files)
+def write_summary(metrics_files, comet_files, out, retention_files=None, distance_files=None) -> list[dict]:
+    rows = build_summary(metrics_files, comet_files, retention_files, distance_files)
     write_tsv(out, rows, summary_columns(rows))
     return rows
 

@@ -5,15 +5,24 @@ from __future__ import annotations
 
 RUN_DIR = "results/runs/{task}/{method}/{variant}/seed{seed}"
 # A cell's files in its run directory, named here only: training writes the first three (run.json
-# last: its presence means the cell is complete), the weight-distance analysis the fourth, and each
-# evaluation the last three in a directory of its own (evaluation_dir).
+# last: its presence means the cell is complete), and each evaluation the last three in a directory
+# of its own (evaluation_dir).
 TRAIN_LOG_FILE = "train_log.tsv"
 TRAIN_STATS_FILE = "train_stats.tsv"
 RUN_FILE = "run.json"
-WEIGHT_DISTANCES_FILE = "weight_distances.tsv"
 METRICS_FILE = "metrics.tsv"
 PREDICTIONS_FILE = "predictions.jsonl"
 PER_LABEL_FILE = "per_label.tsv"  # label tasks on a reported eval set only
+
+
+# Weight distances: one table per task (every reported cell's tensors, by cell identity) and the
+# per-cell rows cached by content (jobs/distances.py), so one job per task recomputes only what changed.
+DISTANCES_DIR = "results/distances"
+DISTANCES_CACHE_DIR = f"{DISTANCES_DIR}/cache"
+
+
+def task_distances_file(task: str) -> str:
+    return f"{DISTANCES_DIR}/{task}.tsv"
 
 
 def run_dir(ident: dict) -> str:

@@ -416,3 +416,19 @@ def rung_train_spec(config: dict, cell: Cell, rung: dict) -> TrainSpec:
     from dataclasses import replace
 
     return replace(train_spec(config, cell), rung=rung)
+
+
+@dataclass(frozen=True)
+class DistancesSpec(Spec):
+    """One task's weight-distance job: each reported cell's train spec (TrainSpec.to_params), in the
+    order of the rule's run.json / model inputs. The job keys each cell's cached rows on its spec and
+    its run.json (jobs/distances.py), so a cell that trained again is measured again."""
+    task: str
+    cells: list
+
+    def train_specs(self) -> list[TrainSpec]:
+        return [TrainSpec.from_params(c) for c in self.cells]
+
+
+def distances_spec(config: dict, task: str, cells: list[Cell]) -> DistancesSpec:
+    return DistancesSpec(task=task, cells=[train_spec(config, c).to_params() for c in cells if c.task == task])

@@ -125,5 +125,16 @@ def component_distances(rows: list[dict]) -> dict[str, float]:
     """Per component: sqrt of the summed squared tensor distances."""
     acc: dict[str, float] = {}
     for r in rows:
-        acc[r["component"]] = acc.get(r["component"], 0.0) + r["distance"] ** 2
+        acc[r["component"]] = acc.get(r["component"], 0.0) + float(r["distance"]) ** 2
     return {k: v ** 0.5 for k, v in acc.items()}
+
+
+def cell_frames(task_table, cells: list[dict]) -> list:
+    """Each of `cells`' rows of a task's weight-distance table (results/distances/<task>.tsv, the
+    cell identity columns first), as DataFrames in the order of `cells`: selected by identity."""
+    import pandas as pd
+
+    from ..columns import CELL
+
+    table = pd.read_csv(task_table, sep="\t", dtype={k: str for k in CELL})
+    return [table[(table[list(CELL)] == [str(c[k]) for k in CELL]).all(axis=1)] for c in cells]

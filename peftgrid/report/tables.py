@@ -215,7 +215,7 @@ def _decoding_title(chosen: dict) -> str:
     return ", each method at its chosen decoding: " + ", ".join(f"{m} `{d}`" for m, (_, d) in sorted(chosen.items()))
 
 
-def build_task_report(task: str, summary_path, logs: dict[str, Path], distances: dict[str, Path], task_cfg: dict,
+def build_task_report(task: str, summary_path, logs: dict[str, Path], distances: dict[str, pd.DataFrame], task_cfg: dict,
                       report_cfg: dict, out: dict[str, Path], predictions: dict | None = None,
                       choices: dict | None = None, comet: dict | None = None, retention: dict | None = None) -> None:
     """All of one task's report outputs (`out`: name -> path, see rules/report.smk). `choices`:
@@ -296,8 +296,7 @@ def build_task_report(task: str, summary_path, logs: dict[str, Path], distances:
     plots.pareto(agg, metric, list(task_cfg["eval"]), f"{task}: {metric} against cost{_decoding_title(chosen)}",
                  out["pareto"], chosen=chosen, sig=sig, higher_is_better=higher, baseline=baseline)
     frames = []
-    for label, path in distances.items():
-        d = pd.read_csv(path, sep="\t")
+    for label, d in distances.items():  # each cell's rows of the task's weight distances
         if len(d):
             frames.append(d.assign(cell=label))
     plots.distance_bars(pd.concat(frames) if frames else pd.DataFrame(), f"{task}: how far each method moved the weights",
