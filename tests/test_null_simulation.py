@@ -99,6 +99,7 @@ def test_a_real_difference_is_found(seeds, spread, gap):
     assert worse >= 0.8
 
 
+@pytest.mark.audit  # 1,000-2,000 studies a case: the README's rate table (`-m audit`), not CI
 @pytest.mark.slow
 @pytest.mark.parametrize("seeds, spread", [(1, 0.0), (3, 0.0), (3, 0.85), (3, 3.0), (5, 0.85), (5, 3.0)])
 def test_false_positive_rate_full(seeds, spread):
@@ -107,6 +108,7 @@ def test_false_positive_rate_full(seeds, spread):
     assert worse <= anything <= 0.06, (worse, anything)
 
 
+@pytest.mark.audit  # 1,000-2,000 studies a case: the README's rate table (`-m audit`), not CI
 @pytest.mark.slow
 @pytest.mark.parametrize("case", [HETEROSCEDASTIC, dict(HETEROSCEDASTIC, seeds=5), MIXED_SEEDS,
                                   dict(MIXED_SEEDS, among=list(range(1, K))), SMALL_EVAL, dict(SMALL_EVAL, examples=50)],
@@ -122,6 +124,7 @@ def test_false_positive_rate_of_the_audits_cases_full(case):
     assert worse <= anything <= (0.07 if case == HETEROSCEDASTIC else 0.06), (worse, anything)
 
 
+@pytest.mark.audit  # 1,000-2,000 studies a case: the README's rate table (`-m audit`), not CI
 @pytest.mark.slow
 def test_one_seed_with_a_seed_spread_compares_runs_not_methods():
     """The documented limit: with one seed, a 0.85-point run-to-run spread is taken for a method

@@ -226,6 +226,7 @@ def test_real_forgetting_is_found():
     assert forgot >= 0.8
 
 
+@pytest.mark.audit  # 1,000-2,000 studies a case: the README's rate table (`-m audit`), not CI
 @pytest.mark.slow
 @pytest.mark.parametrize("seeds, spread", [(1, 0.0), (3, 0.0), (3, 0.03), (5, 0.03)])
 def test_retention_null_rates_full(seeds, spread):
