@@ -14,8 +14,8 @@ from peftgrid.errors import ConfigError
 from peftgrid.jobs.select import choose, select_staged, stage
 from peftgrid.plan import build_run_table, build_tune_groups, validate_config
 from peftgrid.plan.runs import build_choices
-from peftgrid.plan.tune import (ETA, EXTEND_LIMIT, MIN_STEPS, auto_lr_grid, read_selection, rung_shares, rung_stop_step,
-                                stage_competitors, tuning_steps)
+from peftgrid.plan.tune import (ETA, EXTEND_LIMIT, MIN_STEPS, auto_lr_grid, edge_and_notes, read_selection, rung_shares,
+                                rung_stop_step, stage_competitors, tuning_steps)
 from peftgrid.records import read_tsv, write_tsv
 from test_tune import planned_jobs, study
 
@@ -224,6 +224,9 @@ def test_a_last_rung_where_every_survivor_fails_falls_back_to_the_best_point_tha
     assert (winner["variant"], winner["status"], winner["rank"], winner["rung"]) == (five[0], "ok", 1, "0")
     assert winner["edge"] == ("lr (lowest); every point of stage 1 (rung 1) failed: the best of stage 0 (rung 0) "
                               "stands in")
+    assert edge_and_notes(winner["edge"]) == ("lr (lowest)", winner["edge"].split("; ", 1)[1])
+    assert edge_and_notes("lr (highest), r (lowest)") == ("lr (highest), r (lowest)", "")
+    assert edge_and_notes("min_steps 10 is not below") == ("", "min_steps 10 is not below")
     assert read_selection(tmp_path / "sel.tsv") == (five[0], 3)
     table = {r["variant"]: r for r in read_tsv(tmp_path / "sel.tsv")}
     assert [table[v]["status"] for v in five] == ["ok", "failed", "failed", "ok", "ok"]
@@ -278,6 +281,13 @@ def test_a_min_steps_that_covers_the_run_is_noted_in_the_stage_and_the_selection
           [str(r) for r in runs[:2]])
     winner = select_staged(g.to_params(), [tmp_path / "stage0.tsv", tmp_path / "stage1.tsv"], tmp_path / "sel.tsv")
     assert winner["variant"] == five[2] and winner["edge"] == note.replace("rung 0", "rung 1")
+    # the report says the note as a note: the interior winner is not called an edge winner
+    from peftgrid.report.tuning import build_tuning_report
+
+    out = {"table": tmp_path / "t.tsv", "table_md": tmp_path / "t.md", "figure": tmp_path / "tuning.png"}
+    build_tuning_report("emotion", [tmp_path / "sel.tsv"], out)
+    text = out["table_md"].read_text()
+    assert "lower min_steps" in text and "edge" not in text
     for r in runs:
         write_json(r, {"total_steps": 100})  # rung 0 stops at 12 (1/9 of 100, at least 10): no note
     rows = stage(g.to_params(), 0, five, scores(tmp_path, "t0", [0.5, 0.6, 0.7, 0.4, 0.3]), tmp_path / "t0.tsv",

@@ -46,6 +46,7 @@ import csv
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from .layout import METRICS_FILE, RUN_FILE, TRAIN_STATS_FILE, eval_dir
@@ -340,6 +341,15 @@ def edge_label(tuned: list[dict], won: dict) -> str:
     the optimum may lie outside the grid."""
     sides = {key: axis_edge(tuned, won, key) for key in sorted(won)}
     return ", ".join(f"{k} ({'lowest' if s < 0 else 'highest'})" for k, s in sides.items() if s)
+
+
+def edge_and_notes(edge: str) -> tuple[str, str]:
+    """selection.tsv's `edge` split into the winner's edges (edge_label's text, '' if none) and what
+    a staged group's stages noted after them ('; '-joined: the extension limit, a fallback, min_steps)."""
+    first, _, rest = edge.partition("; ")
+    if re.fullmatch(r"\w+ \((?:lowest|highest)\)(?:, \w+ \((?:lowest|highest)\))*", first):
+        return first, rest
+    return "", edge
 
 
 def grid_size(grid: dict) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..plan.tune import edge_and_notes
 from ..records import atomic_write_text
 
 COLUMNS = ["method", "group", "variant", "seed", "score on selection set", "metric", "on", "split", "rank", "selected",
@@ -72,10 +73,16 @@ def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
     best = df[df["selected"]].set_index(["method", "group"])["score"]
     tied = [not sel and pd.notna(sc) and best.get((m, g)) == sc
             for m, g, sc, sel in zip(df["method"], df["group"], df["score"], df["selected"])]
-    out["note"] = [e or (f"winner at the grid's edge: {edge}" if edge else "") or
+    out["note"] = [e or "; ".join(x for x in _edge_phrases(edge) if x) or
                    ("tied with the selected point (a tie goes to the earlier grid point)" if t else "")
                    for e, edge, t in zip(df["error"], df["edge"], tied)]
     return out
+
+
+def _edge_phrases(edge: str) -> tuple[str, str]:
+    """A winner's edge column as the table's note says it: its edges, then its stages' notes."""
+    edges, notes = edge_and_notes(edge)
+    return (f"winner at the grid's edge: {edges}" if edges else "", notes)
 
 
 def grid_lines(df: pd.DataFrame) -> list[str]:
@@ -91,7 +98,9 @@ def grid_lines(df: pd.DataFrame) -> list[str]:
             lines.append(f"- `{method}`{'' if group == 'default' else f' ({group})'}: grid {grid} on seed {win['seed']}; "
                          f"no grid point finished, so `{win['variant']}` stands in and its failure is reported.")
             continue
-        edge = f" — at the edge of the grid ({win['edge']}): the optimum may lie outside it" if win["edge"] else ""
+        edges, notes = edge_and_notes(win["edge"])
+        edge = (f" — at the edge of the grid ({edges}): the optimum may lie outside it" if edges else "") + \
+            (f" ({notes})" if notes else "")
         if "rung" in g and pd.notna(win.get("rung")):
             reached = g["rung"].max()
             edge += (f"; successive halving: {len(g)} points, {int((g['rung'] == reached).sum())} reached rung "
