@@ -94,7 +94,8 @@ def stage(group: dict, number: int, competitors: list, files: list, out, runs: l
                          "rung": rung, "status": "extension", "error": "", "score": None, "decoding": "",
                          "advance": True, "note": f"added past {winner['variant']}, the best at the grid's edge"})
         elif g.extend and g.lr_edge(list(g.candidates) + list(competitors), winner["variant"]):
-            limit = f"still at the edge after {g.extend} extension{'s' if g.extend > 1 else ''} (extend: {g.extend}, the limit)"
+            limit = (f"still at the edge after {g.extend} extension{'s' if g.extend > 1 else ''} "
+                     f"(extend: {g.extend}, the limit)")
             winner["note"] = "; ".join(x for x in (limit, note) if x)
     write_tsv(out, rows, STAGE_COLUMNS)
     return rows
@@ -126,7 +127,7 @@ def select_staged(group: dict, stage_files: list, out) -> dict:
     fallback = ""
     if len(kept) == 1:
         winner = kept[0]
-    elif not kept and ranked:  # every point of the last stage failed: the best of the latest stage with a finished point
+    elif not kept and ranked:  # the last stage's points all failed: the best of the latest stage that finished one
         winner = ranked[0]
         fallback = (f"every point of stage {len(stages) - 1} (rung {stages[-1][0]['rung']}) failed: the best of "
                     f"stage {reached_stage[winner]} (rung {last[winner]['rung']}) stands in")
