@@ -520,13 +520,12 @@ def _method_sentence(r, best, label: dict, baseline: str | None, higher_is_bette
 # states, 1 - linear CKA. Higher is worse either way: it is the cost axis of the learn-versus-forget
 # front.
 LEARN_FORGET_CAPTION = ("Task score against forgetting, each method at its chosen variant with 95% intervals (forgetting: "
-                        "the paired test's interval of the difference from the pretrained model). Red: the front. From the method that forgets least onwards, a method that forgets "
+                        "the interval of its test against the pretrained model, Holm-adjusted). Red: the front. From the method that forgets least onwards, a method that forgets "
                         "more joins it only when it scores better on the task, significantly (paired test, adjusted "
                         "over all pairs), than the last method on it: each step to the right buys a gain the data can "
                         "show. Dashed grey: the plain front of the means. Forgetting: the loss on the retention text "
                         "minus the pretrained model's (nats/token) where the model has an LM head, else 1 - linear CKA "
                         "of its hidden states with the pretrained model's.")
-PRETRAINED = "(pretrained)"  # the base model as a system in the retention tests (no method has parentheses)
 LOSS_MEASURES = ("lm_loss", "mlm_loss")
 
 
@@ -566,15 +565,73 @@ def document_values(per_document: pd.DataFrame, column: str = "loss") -> np.ndar
     return per_document[column].to_numpy(dtype=float) * tokens / tokens.mean()
 
 
+VS_PRETRAINED_TEST = ("against the pretrained model, each method alone (the pretrained model has no seeds to vary): "
+                      "with two or more seeds a t-test of its seeds' token-weighted deltas against 0 (the seed variance "
+                      "pooled over the methods with seeds, floored at the method's own and at the documents' sampling "
+                      "variance of its mean delta), with one seed a sign-flip of its per-document deltas; Holm-adjusted "
+                      "over the methods, each interval at the level Holm's step-down tested it")
+
+
+def vs_pretrained(deltas: dict[str, np.ndarray], n: int = 1000, seed: int = 0) -> dict[str, tuple]:
+    """Did each method forget at all? `deltas`: method -> its runs' per-document token-weighted deltas from
+    the pretrained model, (seeds, documents); returns method -> (mean delta, low, high, Holm-adjusted p,
+    unit). The pretrained model is one deterministic run, so the question is one-sample: a method's mean
+    delta against 0. Two or more seeds: a t-test with the seed variance (pooled over every method with
+    seeds, df = sum(seeds - 1), as significance.compare pools it; floored at the method's own and at the
+    documents' sampling variance of the seed-averaged delta, so seeds that happen to agree give no p near 0
+    from nothing). One seed: the within-document sign-flip test of the mean delta (exact under "no
+    forgetting", each document's delta symmetric around 0). Two-sided; Holm over the methods; each
+    interval at the level Holm's step-down used for it (alpha / (m - rank + 1), frozen where the steps
+    stop), so it excludes 0 exactly when the adjusted p < ALPHA."""
+    from scipy import stats
+
+    from .significance import holm
+
+    per_seed = {m: d.mean(axis=1) for m, d in deltas.items()}
+    df = sum(len(s) - 1 for s in per_seed.values())
+    pooled = sum(((s - s.mean()) ** 2).sum() for s in per_seed.values()) / df if df else math.nan
+    tests = {}  # method -> (mean, p, critical(level) -> half width, unit)
+    for i, (m, d) in enumerate(deltas.items()):
+        mean = float(per_seed[m].mean())
+        if len(d) >= 2:
+            documents = d.mean(axis=0)  # resampling documents moves every seed's run together
+            se = math.sqrt(max(pooled / len(d), per_seed[m].var(ddof=1) / len(d), documents.var(ddof=1) / len(documents)))
+            p = 1.0 if mean == 0 else 0.0 if se == 0 else float(2 * stats.t.sf(abs(mean) / se, df))
+            tests[m] = (mean, p, lambda level, se=se: float(stats.t.ppf(1 - level / 2, df)) * se, "methods")
+        else:
+            w = d[0]
+            flips = np.random.default_rng([seed, i]).choice([-1.0, 1.0], (n, len(w))) @ w / len(w)
+            p = 1.0 if mean == 0 else (1 + int((np.abs(flips) >= abs(mean) - 1e-12).sum())) / (n + 1)
+            tests[m] = (mean, p, lambda level, f=np.sort(np.abs(flips))[::-1]: _flip_critical(f, level), "runs")
+    names = list(tests)
+    adjusted = dict(zip(names, holm([tests[m][1] for m in names])))
+    order = sorted(names, key=lambda m: tests[m][1])  # holm's order (stable)
+    stop = next((k for k, m in enumerate(order) if not adjusted[m] < ALPHA), len(order))
+    out = {}
+    for k, m in enumerate(order):
+        mean, _, half, unit = tests[m]
+        h = half(ALPHA / (len(order) - min(k, stop)))
+        out[m] = (mean, mean - h, mean + h, adjusted[m], unit)
+    return out
+
+
+def _flip_critical(desc: np.ndarray, level: float) -> float:
+    """c with |mean| > c exactly when the sign-flip p = (1 + #{|flip| >= |mean|}) / (n + 1) is below
+    `level` (`desc`: the n flips' |mean|, largest first)."""
+    j = math.ceil(level * (len(desc) + 1) - 1) - 1
+    return float(desc[j]) if 0 <= j < len(desc) else math.inf
+
+
 class Retention:
     """One retention set of one task: each method at its chosen cell (`chosen`: method -> (variant,
     decoding), analysis.chosen_cells), its forgetting over the reported seeds (`table`: forgetting,
-    low, high — the 95% interval: over seeds, or where tested the paired test's simultaneous interval
-    of the difference from the pretrained model, which excludes 0 exactly when p < 0.05), and — where the
-    measure has per-document losses — every pair of {the pretrained model, each trained method}
-    compared at once with significance.compare (the verdicts' tests: the seeds' spread when some
-    method has two or more, else a permutation of the systems within each document; adjusted over
-    the whole family). `metrics`: cell key (method, variant, seed) -> metrics row (dict);
+    low, high — the 95% interval: over seeds, or where tested vs_pretrained's interval of the
+    difference from the pretrained model, which excludes 0 exactly when its adjusted p < 0.05), and —
+    where the measure has per-document losses — two tests: each method against the pretrained model
+    alone (vs_pretrained: did it forget at all? p_vs_pretrained, forgot), and every pair of trained
+    methods at once with significance.compare (`pw`, `versus`: does one forget more than another? the
+    verdicts' tests: the seeds' spread when some method has two or more, else a permutation of the
+    systems within each document; adjusted over the family). `metrics`: cell key (method, variant, seed) -> metrics row (dict);
     `documents`: the same keys -> per_document.tsv as a DataFrame. The untrained `baseline` is the
     pretrained model itself: forgetting 0, in no test."""
 
@@ -586,7 +643,7 @@ class Retention:
         ok = {m: [r for r in rs if r.get("status") == "ok"] for m, rs in rows.items()}
         measures = {r["measure"] for rs in ok.values() for r in rs}
         self.measure = measures.pop() if len(measures) == 1 else ("" if not measures else "mixed")
-        self.pw = None
+        self.pw, self.pretrained_test = None, ""
         self.table = pd.DataFrame([self._row(m, ok[m]) for m in sorted(ok) if ok[m]],
                                   columns=["method", "forgetting", "low", "high", "seeds", "documents"])
         if self.measure in LOSS_MEASURES:
@@ -609,18 +666,18 @@ class Retention:
         first = next(iter(runs.values()))[0] if runs else None
         if first is None or not all(d["n_tokens"].equals(first["n_tokens"]) for r in runs.values() for d in r):
             return  # nothing to pair, or the cells scored different tokens: no paired test
-        systems = {PRETRAINED: document_values(first, "base_loss")[None]}
-        systems.update({m: np.stack([document_values(d) for d in r]) for m, r in runs.items()})
-        self.pw = sig.compare(systems, n=n, seed=seed)
-        base = self.pw.index(PRETRAINED)
-        at = {m: self.pw.index(m) for m in runs}
-        diff = {m: self.pw.diff[i, base] for m, i in at.items()}
+        # each run's per-document delta from the pretrained model, token-weighted: its mean is metrics.tsv's delta
+        deltas = {m: np.stack([document_values(d) - document_values(d, "base_loss") for d in r]) for m, r in runs.items()}
+        tests = vs_pretrained(deltas, n, seed)
+        self.pretrained_test = VS_PRETRAINED_TEST
+        self.pw = sig.compare({m: np.stack([document_values(d) for d in r]) for m, r in runs.items()}, n=n, seed=seed)
         t = self.table.set_index("method")
-        for m, i in at.items():  # the tests' numbers: the per-token delta (metrics.tsv's), its paired interval
-            t.loc[m, ["forgetting", "low", "high"]] = [diff[m], *self.pw.diff_ci[i, base]]
-        t["p_vs_pretrained"] = [self.pw.p[at[m], base] if m in at else math.nan for m in t.index]
-        t["forgot"] = [m in at and diff[m] > 0 and bool(self.pw.significant[at[m], base]) for m in t.index]
-        t["unit"] = [self.pw.units[at[m]] if m in at else "" for m in t.index]
+        for m, (diff, low, high, p, unit) in tests.items():
+            t.loc[m, ["forgetting", "low", "high"]] = [diff, low, high]
+        t["p_vs_pretrained"] = [tests[m][3] if m in tests else math.nan for m in t.index]
+        t["forgot"] = [m in tests and tests[m][0] > 0 and tests[m][3] < ALPHA for m in t.index]
+        t["test_vs_pretrained"] = [tests[m][4] if m in tests else "" for m in t.index]
+        t["unit"] = [self.pw.units[self.pw.index(m)] if m in tests else "" for m in t.index]
         self.table = t.reset_index()
 
     @property

@@ -196,9 +196,9 @@ def retention_note(retained: list) -> str:
     for ret in retained:
         col = retention_column(ret.name)
         tests = (f"`{col}_p_vs_pretrained`: adjusted p that the method's loss differs from the pretrained model's "
-                 f"(did it forget?); `{col}_p_vs_best`: against the best-scoring method (does it forget more?); "
-                 f"per-document paired tests over {int(ret.table['documents'].max())} documents, "
-                 f"{ret.pw.test}, adjusted over the pretrained model and every method"
+                 f"(did it forget?), {ret.pretrained_test}; `{col}_p_vs_best`: against the best-scoring method (does "
+                 f"it forget more?), {ret.pw.test}, adjusted over every pair of methods; per-document paired tests "
+                 f"over {int(ret.table['documents'].max())} documents"
                  if ret.tested else "no p-values: 1 − CKA is a statistic of the whole set, with no per-document values "
                  "to pair")
         lines.append(f"- `{col}`: forgetting on retention set `{ret.name}` ({forgetting_unit(ret.measure)}, "
