@@ -13,6 +13,7 @@ from peftgrid.jobs.select import select
 from peftgrid.plan import (auto_lr_grid, build_run_table, build_tune_groups, choose_best, read_selection,
                            reported_cells, validate_config)
 from peftgrid.plan.tune import AUTO_LR_FACTORS, SELECTION_SEED
+from peftgrid.records import read_tsv
 
 EMOTION = {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"],
            "splits": {"train": "train.txt", "validation": "val.txt", "test": "test.txt"}}
@@ -279,12 +280,11 @@ def test_grid_at_the_selection_seed_then_the_winner_and_an_edit_reruns_one_point
     assert (first["train"], first["evaluate"], first["select"], first["choose"]) == (2, 2, 1, 1)  # on the selection set
     assert "evaluate_per_label" not in first and first["weight_distances"] == 1  # the task's one, waiting on the selection
     run_snakemake(tmp_path)
-    distances = (tmp_path / "results" / "distances" / "emotion.tsv").read_text().splitlines()
-    header = distances[0].split("\t")
-    assert {line.split("\t")[header.index("seed")] for line in distances[1:]} == {"1", "2"}  # never the grid at 1000
 
     selection = tmp_path / "results" / "tune" / "emotion" / "lora" / "default" / "selection.tsv"
     winner, finished = read_selection(selection)
+    measured = read_tsv(tmp_path / "results" / "distances" / "emotion.tsv")
+    assert {(r["variant"], r["seed"]) for r in measured} == {(winner, "1"), (winner, "2")}  # never the grid at 1000
     loser = ({"lr=0.001", "lr=0.01"} - {winner}).pop()
     assert finished == 2
     assert cells_on_disk(tmp_path) == {f"{winner}/seed1000", f"{loser}/seed1000", f"{winner}/seed1", f"{winner}/seed2"}
@@ -315,7 +315,8 @@ def test_grid_at_the_selection_seed_then_the_winner_and_an_edit_reruns_one_point
     write_config(tmp_path / "config.yaml", tiny_tuned_study(tiny_bert, [keep, new]))
     edited = planned_jobs(tmp_path)
     assert (edited["train"], edited["evaluate"], edited["select"], edited["choose"]) == (1, 1, 1, 1)
-    assert "evaluate_per_label" not in edited and "weight_distances" not in edited
+    # the task's one distance job waits on the new selection again (a cell it already measured comes from its cache)
+    assert "evaluate_per_label" not in edited and edited["weight_distances"] == 1
     run_snakemake(tmp_path)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # nothing that existed retrained
     now, _ = read_selection(selection)
@@ -325,6 +326,8 @@ def test_grid_at_the_selection_seed_then_the_winner_and_an_edit_reruns_one_point
     assert cells_on_disk(tmp_path) == expected
     rows = (tmp_path / "results" / "summary.tsv").read_text()
     assert f"\t{now}\t" in rows and (now == winner or f"\t{winner}\t" not in rows)
+    measured = read_tsv(tmp_path / "results" / "distances" / "emotion.tsv")
+    assert {(r["variant"], r["seed"]) for r in measured} == {(now, "1"), (now, "2")}  # the current winner's, never stale
     assert planned_jobs(tmp_path) == {}
 
 
