@@ -23,4 +23,4 @@ RETENTION_BASE_DOCUMENT = ("document", "n_tokens", "loss")
 # summary.tsv: a cell's first retention set under these names (its own status and error beside the row's)
 RETENTION_SUMMARY = {c: c if c.startswith("retention_") else f"retention_{c}"
                      for c in ("retention_set",) + RETENTION_VALUES + ROW_STATUS}
-INTRUDERS = "intruders"  # weight_distances.tsv per matrix; summary.tsv: the cell's total
+INTRUDERS = "intruders"  # results/distances/<task>.tsv per matrix; summary.tsv: the cell's total

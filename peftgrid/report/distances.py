@@ -25,7 +25,7 @@ HEAD_PREFIXES = ("classifier", "score", "head", "pre_classifier", "lm_head", "qa
 COMPONENTS = ["embeddings", "layer_first", "layer_middle", "layer_last", "pooler", "head", "prompt"]
 INTRUDER_K = 10
 INTRUDER_THRESHOLD = 0.5
-# weight_distances.tsv, one row per tensor
+# one row per tensor (results/distances/<task>.tsv adds the cell identity columns before these)
 COLUMNS = ["name", "component", "layer", "numel", "distance", "base_norm", "relative", "intruders", "intruder_k",
            "intruder_threshold"]
 
