@@ -47,6 +47,7 @@ from ..columns import CELL, RETENTION, RETENTION_BASE, RETENTION_BASE_DOCUMENT, 
 from ..engine.device import pick_device
 from ..errors import DataError, Preempted, first_line
 from ..metrics import retention as measure
+from ..plan.retention import CKA_ONLY, LM_LOSS, MLM_LOSS
 from ..plan.specs import RetentionBaseSpec, RetentionSpec
 from ..records import read_json, read_tsv, write_tsv
 from ..staging.datasets import retention_documents
@@ -129,21 +130,21 @@ def score_model(family: str, model, head, tokenizer, docs: list[str], max_length
         lengths = [len(e["labels"]) for e in examples]
         out = measure.score(_lm_forward(model, family), examples, BATCH_SIZE, pad, device,
                             positions=measure.cka_positions(lengths))
-        kind = "lm_loss"
+        kind = LM_LOSS
     else:
         enc = tokenizer(docs, truncation=True, max_length=max_length, return_special_tokens_mask=True)
         lengths = [len(x) for x in enc["input_ids"]]
         out = measure.score(_encoder_forward(model), [measure.plain_example(x) for x in enc["input_ids"]], BATCH_SIZE,
                             pad, device, losses=False, positions=measure.cka_positions(lengths))
-        kind = "cka_only"
+        kind = CKA_ONLY
         if head is not None:
             masked = [measure.mlm_example(x, s, tokenizer.mask_token_id, seed=d)
                       for d, (x, s) in enumerate(zip(enc["input_ids"], enc["special_tokens_mask"]))]
             out.update({k: v for k, v in measure.score(_encoder_forward(model, head), masked, BATCH_SIZE, pad,
                                                        device).items() if k in ("sums", "counts")})
-            kind = "mlm_loss"
-    losses = None if kind == "cka_only" else [s / c if c else None for s, c in zip(out["sums"], out["counts"])]
-    counts = lengths if kind == "cka_only" else out["counts"]
+            kind = MLM_LOSS
+    losses = None if kind == CKA_ONLY else [s / c if c else None for s, c in zip(out["sums"], out["counts"])]
+    counts = lengths if kind == CKA_ONLY else out["counts"]
     return {"measure": kind, "losses": losses, "counts": counts, "hidden": out["hidden"]}
 
 
@@ -267,7 +268,7 @@ def _measure_cell(spec, model_dir, trained_dir, data_dir, run, base_dir, out) ->
     head = None
     if spec.family == "encoder":
         model = model.encoder if isinstance(model, LinearProbe) else model
-        if base_row["measure"] == "mlm_loss":
+        if base_row["measure"] == MLM_LOSS:
             head = load_mlm_head(model_dir, spec.model.get("allow_pickle", False), device)
     result = score_model(spec.family, model, head, tokenizer, docs, rset["max_length"], device)
     seconds = time.perf_counter() - started

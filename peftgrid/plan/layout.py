@@ -1,6 +1,8 @@
-"""The results tree's names, in one place: a cell's run directory, the files in it, and each of its
-evaluations' directories. No imports: the run table (runs.py) and the tuning plan (tune.py) both
-name files from here, and tune.py cannot import runs.py (runs.py imports it)."""
+"""The results tree's names: a cell's run directory, the files in it, each of its evaluations'
+directories and the per-task distance tables. Two features keep their own paths beside their logic:
+retention (plan/retention.py: retention_dir, base_retention_dir) and the tuning stages
+(plan/tune.py: TUNE_DIR, rung directories, KEPT_CHECKPOINT). No imports: the run table (runs.py)
+and the tuning plan (tune.py) both name files from here, and tune.py cannot import runs.py."""
 from __future__ import annotations
 
 RUN_DIR = "results/runs/{task}/{method}/{variant}/seed{seed}"

@@ -21,6 +21,9 @@ BASE_ROOT = "results/retention/base"
 FILES = {"metrics": "metrics.tsv", "per_document": "per_document.tsv", "per_layer": "per_layer.tsv"}
 BASE_FILES = {"metrics": "metrics.tsv", "per_document": "per_document.tsv", "hidden": "hidden.safetensors"}
 SET_KEYS = ("dataset", "split", "max_examples", "max_length")  # what measuring a set reads of it
+# what a model family measures (metrics.tsv `measure`): a loss on the text, or the hidden states' drift only
+LM_LOSS, MLM_LOSS, CKA_ONLY = "lm_loss", "mlm_loss", "cka_only"
+LOSS_MEASURES = (LM_LOSS, MLM_LOSS)
 
 
 def retention_dir(run: str, name: str) -> str:

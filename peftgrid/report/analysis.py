@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .. import columns
+from ..plan.retention import LOSS_MEASURES
 from ..plan.report_targets import primary_decoding, primary_eval, primary_metric  # noqa: F401  (one home)
 
 COSTS = {"trainable_params": "trainable parameters", "train_time_s": "training time (s)",
@@ -526,7 +527,6 @@ LEARN_FORGET_CAPTION = ("Task score against forgetting, each method at its chose
                         "show. Dashed grey: the plain front of the means. Forgetting: the loss on the retention text "
                         "minus the pretrained model's (nats/token) where the model has an LM head, else 1 - linear CKA "
                         "of its hidden states with the pretrained model's.")
-LOSS_MEASURES = ("lm_loss", "mlm_loss")
 
 
 def retention_column(name: str) -> str:
