@@ -136,6 +136,29 @@ def test_a_rung_keeps_the_best_third_ties_to_the_smaller_lr_and_never_a_failed_p
     assert table[five[4]]["status"] == "failed" and read_selection(tmp_path / "sel.tsv") == (five[2], 4)
 
 
+def test_equal_scores_at_a_rung_go_to_the_lower_validation_loss_at_that_rung(tmp_path):
+    """The agreement run (MiniLM emotion, lr: auto, full fine-tuning, 2026-12-06): after 10 of 64 steps
+    three points tied at the majority class's accuracy, and grid order sent the two smaller learning
+    rates on, dropping the grid's winner (8e-5: 0.563 on the selection set against 0.350 for halving's
+    pick). Defect caught: a tie at a rung decided by grid order while the rung's validation loss (run.json's
+    stats, measured at the stop step) tells the points apart."""
+    from peftgrid.records import write_json
+
+    _, _, groups = plan(lr="auto", strategy="halving")
+    g = group_of(groups)
+    five = list(g.candidates)
+    losses = [1.7925, 1.7870, 1.7758, 1.7522, 1.6964]  # the measured rung-0 losses, 5e-6 .. 8e-5
+    runs = [tmp_path / f"run{i}.json" for i in range(5)]
+    for r, loss in zip(runs, losses):
+        write_json(r, {"total_steps": 64, "stats": {"final_val_loss": loss}})
+    accuracy = [0.1567, 0.2733, 0.3033, 0.3033, 0.3033]
+    rows = stage(g.to_params(), 0, five, scores(tmp_path, "s0", accuracy), tmp_path / "stage0.tsv", [str(r) for r in runs])
+    assert [r["variant"] for r in rows if r["advance"]] == five[3:]  # 4e-5 and 8e-5, not 2e-5 and 4e-5
+    # without run files (a grid's stage) equal scores still go to grid order
+    rows = stage(g.to_params(), 0, five, scores(tmp_path, "t0", accuracy), tmp_path / "t0.tsv")
+    assert [r["variant"] for r in rows if r["advance"]] == five[2:4]
+
+
 def test_the_tuning_report_shows_where_each_point_stopped_and_a_line_per_rung(tmp_path):
     from peftgrid.report.tuning import build_tuning_report, load_selections, rung_rows
 

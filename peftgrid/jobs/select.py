@@ -79,7 +79,9 @@ def stage(group: dict, number: int, competitors: list, files: list, out, runs: l
     pairs, n = grid_scores(group, files), len(g.decodings)
     points = [_best_decoding(pairs[i * n:(i + 1) * n], list(g.decodings), g.higher_is_better)
               for i in range(len(competitors))]
-    rank, keep = ranks(points, g.higher_is_better), g.keeps(number, len(competitors))
+    # equal scores at a rung go to the lower validation loss at that rung (run.json's stats), then grid order
+    losses = [read_json(r).get("stats", {}).get("final_val_loss") for r in runs] if runs else None
+    rank, keep = ranks(points, g.higher_is_better, tiebreak=losses), g.keeps(number, len(competitors))
     rung = g.stage_rung(number)
     rows = [{"variant": v, "tuned": json.dumps(g.tuned_of(v), sort_keys=True), "rung": rung, "status": p["status"],
              "error": p["error"], "score": p["score"], "decoding": p["decoding"],

@@ -379,11 +379,14 @@ def choose_best(points: list[dict], higher_is_better: bool, default: int = 0) ->
     return (default if best is None else best), finished
 
 
-def ranks(points: list[dict], higher_is_better: bool) -> list[int | None]:
-    """1 for the best finished point (ties: grid order), None for unfinished ones."""
+def ranks(points: list[dict], higher_is_better: bool, tiebreak: list | None = None) -> list[int | None]:
+    """1 for the best finished point (ties: grid order), None for unfinished ones. `tiebreak`
+    (halving's rungs): per point a lower-is-better value that orders equal scores before grid order —
+    the rung's validation loss, since an early rung's accuracy often ties at the majority class."""
     ok = [i for i, p in enumerate(points) if p.get("status") == "ok" and p.get("score") is not None
           and not (isinstance(p["score"], float) and math.isnan(p["score"]))]
-    order = sorted(ok, key=lambda i: ((-1 if higher_is_better else 1) * points[i]["score"], i))
+    second = [math.inf if t is None or t != t else t for t in (tiebreak or [None] * len(points))]
+    order = sorted(ok, key=lambda i: ((-1 if higher_is_better else 1) * points[i]["score"], second[i], i))
     out: list[int | None] = [None] * len(points)
     for r, i in enumerate(order, 1):
         out[i] = r
