@@ -1,5 +1,4 @@
-"""Evaluate one cell on one eval set or the selection set (generation: with one decoding strategy)
--> metrics.tsv + predictions.jsonl (+ per_label.tsv where rule evaluate_per_label asks for it)."""
+"""Evaluate one cell on one eval set (generation: with one decoding strategy) -> metrics.tsv + predictions.jsonl."""
 from pathlib import Path
 
 from peftgrid.engine.gpus import claim_gpu
