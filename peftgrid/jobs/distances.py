@@ -10,6 +10,7 @@ cell that trained again never matches its old key) and the source of the code th
 An edited or retrained cell is measured again; every other cell's rows are read back unchanged."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -45,12 +46,19 @@ def cell_distances(spec: TrainSpec, model_dir: Path, trained_dir: Path, run: dic
 def cache_key(cell_params: dict, run_bytes: bytes) -> str:
     """What a cell's rows depend on: its train spec (canonical params), its run.json's bytes, and
     the source of the modules that load and compare its weights (its method's classes included)."""
-    method = method_of(cell_params["hparams"]["kind"])
+    ident = [json.dumps(cell_params, sort_keys=True), hashlib.sha256(run_bytes).hexdigest(),
+             _code_hashes(cell_params["hparams"]["kind"])]
+    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
+
+
+@functools.cache
+def _code_hashes(kind: str) -> list[str]:
+    """The sha256 of each source file that loads and compares a `kind` cell's weights: once per
+    method kind in a job, not once per cell."""
+    method = method_of(kind)
     sources = sorted({inspect.getsourcefile(k) for k in type(method).__mro__ if k is not object}
                      | {__file__, measure.__file__})
-    code = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in sources]
-    ident = [json.dumps(cell_params, sort_keys=True), hashlib.sha256(run_bytes).hexdigest(), code]
-    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
+    return [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in sources]
 
 
 def task_distances(spec: DistancesSpec, model_dir: Path, cache_dir: Path, out: Path) -> dict:

@@ -47,7 +47,7 @@ from ..columns import CELL, RETENTION, RETENTION_BASE, RETENTION_BASE_DOCUMENT, 
 from ..engine.device import pick_device
 from ..errors import DataError, Preempted, first_line
 from ..metrics import retention as measure
-from ..plan.retention import CKA_ONLY, LM_LOSS, MLM_LOSS
+from ..plan.retention import BASE_FILES, CKA_ONLY, LM_LOSS, MLM_LOSS
 from ..plan.specs import RetentionBaseSpec, RetentionSpec
 from ..records import read_json, read_tsv, write_tsv
 from ..staging.datasets import retention_documents
@@ -158,8 +158,6 @@ def mean_loss(losses: list, counts: list[int]) -> float:
 # --------------------------------------------------------------------------- the base reference
 
 def base_paths(out_dir: Path) -> dict[str, Path]:
-    from ..plan.retention import BASE_FILES
-
     return {k: Path(out_dir) / v for k, v in BASE_FILES.items()}
 
 

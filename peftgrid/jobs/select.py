@@ -74,13 +74,14 @@ def stage(group: dict, number: int, competitors: list, files: list, out, runs: l
     `runs` (halving): the competitors' run.json at the rung; when min_steps made the rung the whole
     run, every row's `note` says so (TuneGroup.min_steps_note)."""
     g = TuneGroup.from_params(group)
-    lengths = {read_json(r).get("total_steps") for r in runs} - {None}
+    records = [read_json(r) for r in runs]  # halving: each competitor's run at the rung
+    lengths = {r.get("total_steps") for r in records} - {None}
     note = g.min_steps_note(number, min(lengths)) if lengths else ""
     pairs, n = grid_scores(group, files), len(g.decodings)
     points = [_best_decoding(pairs[i * n:(i + 1) * n], list(g.decodings), g.higher_is_better)
               for i in range(len(competitors))]
     # equal scores at a rung go to the lower validation loss at that rung (run.json's stats), then grid order
-    losses = [read_json(r).get("stats", {}).get("final_val_loss") for r in runs] if runs else None
+    losses = [r.get("stats", {}).get("final_val_loss") for r in records] if records else None
     rank, keep = ranks(points, g.higher_is_better, tiebreak=losses), g.keeps(number, len(competitors))
     rung = g.stage_rung(number)
     rows = [{"variant": v, "tuned": json.dumps(g.tuned_of(v), sort_keys=True), "rung": rung, "status": p["status"],
