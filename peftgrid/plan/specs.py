@@ -30,8 +30,8 @@ class Spec:
 
     @classmethod
     def from_params(cls, params):
-        params = dict(params)
-        return cls(**{f.name: params[f.name] for f in fields(cls)})
+        params = dict(params)  # a field with a default (TrainSpec.rung) may be absent from params
+        return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,6 @@ class TrainSpec(Spec):
     def to_params(self) -> dict:
         params = super().to_params()
         return params if self.rung is not None else {k: v for k, v in params.items() if k != "rung"}
-
-    @classmethod
-    def from_params(cls, params):
-        return super().from_params({"rung": None, **params})
 
 
 @dataclass(frozen=True)
