@@ -585,11 +585,10 @@ def vs_pretrained(deltas: dict[str, np.ndarray], n: int = 1000, seed: int = 0) -
     stop), so it excludes 0 exactly when the adjusted p < ALPHA."""
     from scipy import stats
 
-    from .significance import holm
+    from .significance import holm, pooled_seed_variance
 
     per_seed = {m: d.mean(axis=1) for m, d in deltas.items()}
-    df = sum(len(s) - 1 for s in per_seed.values())
-    pooled = sum(((s - s.mean()) ** 2).sum() for s in per_seed.values()) / df if df else math.nan
+    pooled, df = pooled_seed_variance(list(per_seed.values()))
     tests = {}  # method -> (mean, p, critical(level) -> half width, unit)
     for i, (m, d) in enumerate(deltas.items()):
         mean = float(per_seed[m].mean())

@@ -210,6 +210,13 @@ def _critical(max_d: np.ndarray) -> float:
     return float(np.sort(max_d)[::-1][j]) if 0 <= j < n else np.inf
 
 
+def pooled_seed_variance(run_scores) -> tuple[float, int]:
+    """The seed variance pooled over every system's runs, and its degrees of freedom sum(seeds - 1)
+    (NaN when no system has two seeds)."""
+    df = int(sum(len(s) - 1 for s in run_scores))
+    return (sum(((s - s.mean()) ** 2).sum() for s in run_scores) / df if df else math.nan), df
+
+
 def seed_level(names, run_scores: list[np.ndarray], boot: np.ndarray, n_ex: int) -> Pairwise:
     """The "methods" test: Tukey–Kramer on the runs' scores (sum(seeds - 1) >= 1), each pair's
     variance floored at the pair's own seed variance and at its example-bootstrap variance."""
@@ -218,8 +225,7 @@ def seed_level(names, run_scores: list[np.ndarray], boot: np.ndarray, n_ex: int)
     k = len(names)
     sizes = np.array([len(s) for s in run_scores], dtype=float)
     scores = np.array([s.mean() for s in run_scores])
-    df = int((sizes - 1).sum())
-    pooled = sum(((s - s.mean()) ** 2).sum() for s in run_scores) / df
+    pooled, df = pooled_seed_variance(run_scores)
     # each system's own seed variance; one seed has none: the pooled one stands in
     own_var = np.array([s.var(ddof=1) if len(s) > 1 else pooled for s in run_scores]) / sizes
     diff = scores[:, None] - scores[None, :]
