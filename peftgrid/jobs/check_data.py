@@ -12,6 +12,7 @@ reads, by every text the task's rows hold (inputs and targets): a model scored o
 trained or evaluated on would show no forgetting."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -52,9 +53,9 @@ def check_task_data(spec: CheckDataSpec, data_dirs: dict[str, Path], out: Path) 
         ttype.check_labels(task, rows, labels, f"tasks.{spec.task}.validation")
         counts["selection"] = len(rows)
     overlaps = check_leakage(spec.task, task, data_dirs)
-    for name, rset in (task.get("retention") or {}).items():
-        counts[f"retention {name}"] = len(retention_documents(data_dirs[rset["dataset"]], {"name": name, **rset}))
-    overlaps.update(check_retention_overlap(spec.task, task, data_dirs))
+    shared, documents = check_retention_overlap(spec.task, task, data_dirs)
+    overlaps.update(shared)
+    counts.update({f"retention {name}": n for name, n in documents.items()})
     summary = {"task": spec.task, "examples": counts, "labels": labels, "shared_inputs": overlaps}
     write_json(out, summary)
     return summary
@@ -139,28 +140,32 @@ def _text_hash(value) -> bytes:
     return hashlib.sha256(text.strip().encode()).digest()
 
 
-def check_retention_overlap(name: str, task: dict, data_dirs: dict[str, Path]) -> dict[str, int]:
+def check_retention_overlap(name: str, task: dict, data_dirs: dict[str, Path]) -> tuple[dict[str, int], dict[str, int]]:
     """Refuse a retention set whose documents are the task's own data: the same staged file as a
     split the task reads, or more than LEAK_SHARE of its documents equal to a text of one (any
-    input or target column, compared stripped). Returns the shared documents per compared pair."""
+    input or target column, compared stripped). Returns the shared documents per compared pair and
+    each set's document count. Each split the task reads is hashed and read once, whatever the sets."""
     reads = [("the training split", task["dataset"], task["train_split"])]
     selection = task.get("selection")
     if selection and not selection["reported"]:
         reads.append((f"the selection set (tasks.{name}.validation)", selection["dataset"], selection["split"]))
     reads += [(f"reported eval set {e!r}", ev["dataset"], ev["split"]) for e, ev in task["eval"].items()]
     columns = [task["columns"][role] for role in TEXT_ROLES if role in task["columns"]]
-    shared = {}
+    sha256 = functools.cache(lambda dataset, split: file_record(Path(data_dirs[dataset]) / f"{split}.jsonl")["sha256"])
+    texts_of = functools.cache(lambda dataset, split: [_text_hash(r[c]) for r in load_split(data_dirs[dataset], split, dataset)
+                                                       for c in columns if c in r])
+    shared, counts = {}, {}
     for set_name, rset in (task.get("retention") or {}).items():
         label = _described(f"retention set {set_name!r}", rset["dataset"], rset["split"])
         docs = [_text_hash(d) for d in retention_documents(data_dirs[rset["dataset"]], {"name": set_name, **rset})]
-        own = file_record(Path(data_dirs[rset["dataset"]]) / f"{rset['split']}.jsonl")["sha256"]
+        counts[set_name] = len(docs)
+        own = sha256(rset["dataset"], rset["split"])
         for what, dataset, split in reads:
             target = _described(what, dataset, split)
-            if own == file_record(Path(data_dirs[dataset]) / f"{split}.jsonl")["sha256"]:
+            if own == sha256(dataset, split):
                 raise DataError(f"tasks.{name}: {label} and {target} are the same file (sha256 of the staged splits): "
                                 f"retention would be measured on the task's own data; point the retention set at "
                                 f"general text the task does not read")
-            texts = [_text_hash(r[c]) for r in load_split(data_dirs[dataset], split, dataset) for c in columns if c in r]
-            shared[f"{label} | {target}"] = refuse_shared(name, label, target, docs, texts,
+            shared[f"{label} | {target}"] = refuse_shared(name, label, target, docs, texts_of(dataset, split),
                                                           "retention would be measured on the task's own data")
-    return shared
+    return shared, counts
