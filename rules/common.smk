@@ -89,10 +89,18 @@ def reported(task=None):
     return [c for c in reported_cells(CELLS, TUNE_GROUPS, winners) if task is None or c.task == task]
 
 
-# Training and evaluation take every core of the job's share (they run one per GPU, so the rest of
-# the machine would idle); Snakemake sets OMP_NUM_THREADS to it, which torch follows. Override per
-# rule with --set-threads train=4; under SLURM, cpus_per_task in the profile sets the share.
-JOB_THREADS = max(1, min(workflow.resource_settings.cores or 1, os.cpu_count() or 1))  # --report, --unlock: no --cores
+# A model job (training, evaluation, retention) takes an equal share of the cores: one share per job
+# that may hold the `gpu` resource at once (`--resources gpu=N`, 1 when not given). With N GPUs, N
+# jobs then run side by side, one per device slot (threads = cores would let only one start); on a
+# machine without a GPU, `gpu=N` is how many model jobs share the cores. Snakemake sets
+# OMP_NUM_THREADS to the share, which torch follows. Override per rule with --set-threads train=4;
+# under SLURM, cpus_per_task in the profile sets it.
+def model_job_threads(cores, gpu_jobs):
+    usable = min(cores or 1, os.cpu_count() or 1)  # --report, --unlock: no --cores
+    return max(1, usable // max(1, gpu_jobs or 1))
+
+
+JOB_THREADS = model_job_threads(workflow.resource_settings.cores, workflow.global_resources.get("gpu").value)
 
 TASKS_IN_STUDY = sorted({c.task for c in CELLS})
 # report file names end in the task name (<task>.md, <task>_qualitative.md): only a real task matches
