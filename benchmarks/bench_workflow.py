@@ -5,6 +5,8 @@ Runs, from the repository,
     snakemake --snakefile Snakefile --configfile configs/cpu_small_local.yaml --cores 2 --resources gpu=1 \
         --keep-going -d <tmp>/work
 
+(`--gpu-jobs 2`: `--resources gpu=2`, two model jobs of one thread each side by side.)
+
 with <tmp>/shared a link to ../shared, so the config's `../shared/data/...` paths resolve from the
 temporary working directory exactly as they do from the repository. Then it reports the wall
 time, the summed train_time_s / val_time_s / checkpoint_time_s / load_time_s of every cell's
@@ -18,6 +20,7 @@ to start when other processes use the CPU (--force runs anyway; the output then 
     python benchmarks/bench_workflow.py                  # the study, in a temporary folder
     python benchmarks/bench_workflow.py --dry-run        # only check that the workflow plans from there
     python benchmarks/bench_workflow.py --keep /tmp/wf   # keep the working folder (results/, logs/)
+    python benchmarks/bench_workflow.py --configfile benchmarks/minilm_study.yaml --gpu-jobs 2
 """
 from __future__ import annotations
 
@@ -124,6 +127,8 @@ def main():
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--configfile", type=Path, default=REPO / "configs" / "cpu_small_local.yaml")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--gpu-jobs", type=int, default=1,
+                        help="--resources gpu=N: model jobs at once, each with cores/N threads (rules/common.smk)")
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared",
                         help="the folder the config's ../shared paths mean")
     parser.add_argument("--keep", type=Path, help="run in this (new or empty) folder and keep it")
@@ -149,7 +154,7 @@ def main():
     exe = shutil.which("snakemake")
     cmd = ([exe] if exe else [sys.executable, "-m", "snakemake"]) + [
         "--snakefile", str(REPO / "Snakefile"), "--configfile", str(args.configfile.resolve()),
-        "--cores", str(args.cores), "--resources", "gpu=1", "--keep-going", "-d", str(work)]
+        "--cores", str(args.cores), "--resources", f"gpu={args.gpu_jobs}", "--keep-going", "-d", str(work)]
     if args.dry_run:
         cmd.append("-n")
     print("$ " + " ".join(cmd))
@@ -179,13 +184,19 @@ def main():
             ("outside training and evaluation", wall - inside)]
     print()
     print(f"{c['cells']} cells ({c['failed_cells']} recorded as failed), {c['eval_rows']} evaluated eval sets, "
-          f"--cores {args.cores}" + ("" if c["summary"] else "; NO results/summary.tsv"))
+          f"--cores {args.cores} --resources gpu={args.gpu_jobs}" + ("" if c["summary"] else "; NO results/summary.tsv"))
     print("| part | seconds | share of wall |")
     print("|---|---:|---:|")
     for name, sec in rows:
         print(f"| {name} | {sec:.0f} | {100 * sec / wall:.1f}% |")
     print("(checkpoint and load time are outside training and evaluation; summed job times can exceed "
           "the wall time where jobs overlapped)")
+    if args.gpu_jobs > 1:
+        # jobs overlap: compare core-seconds. A model job's timed work holds its share of the cores.
+        threads = max(1, args.cores // args.gpu_jobs)
+        share = 1 - threads * inside / (args.cores * wall)
+        print(f"model jobs side by side ({args.gpu_jobs} x {threads} threads): the machine's core-seconds "
+              f"outside training and evaluation: {100 * share:.1f}% (1 - threads x timed work / (cores x wall))")
     print()
     by_rule = job_times(work)
     print("Per job (each job's log ends with its time; overhead = wall - timed work; target <= 3 s):")
