@@ -10,7 +10,8 @@ Runs, from the repository,
 with <tmp>/shared a link to ../shared, so the config's `../shared/data/...` paths resolve from the
 temporary working directory exactly as they do from the repository. Then it reports the wall
 time, the summed train_time_s / val_time_s / checkpoint_time_s / load_time_s of every cell's
-train_stats.tsv, the summed infer_time_s of results/summary.tsv (one row per cell and eval set), and
+train_stats.tsv, the summed infer_time_s and infer_time_unmerged_s of every evaluation's
+metrics.tsv (reported eval sets and selection sets), the summed retention_time_s, and
 the share of the wall time spent outside training and evaluation (staging, data checks, process
 and model start-up, distances, reports, Snakemake itself).
 
@@ -53,18 +54,23 @@ def fnum(value) -> float:
 def collect(work: Path) -> dict:
     from peftgrid.records import read_tsv
 
-    stats = [read_tsv(p)[0] for p in sorted((work / "results" / "runs").glob("**/train_stats.tsv"))]
-    summary_path = work / "results" / "summary.tsv"
-    summary = read_tsv(summary_path) if summary_path.is_file() else []
-    # one inference pass per (cell, eval set, decoding); the summary repeats the cell's training figures
-    evals = {(r.get("run_dir"), r.get("eval"), r.get("decoding", "")): r for r in summary}
+    runs, results = work / "results" / "runs", work / "results"
+    stats = [read_tsv(p)[0] for p in sorted(runs.glob("**/train_stats.tsv"))]
+    # one metrics.tsv per evaluation: a reported eval set (eval/<name>[/<decoding>]) or a selection
+    # run's selection set (select[/<decoding>]); retention's under retention/ are counted apart
+    evals = [row for p in sorted(runs.glob("**/metrics.tsv")) if "retention" not in p.parts
+             for row in read_tsv(p)]
+    retention = [row for p in sorted(results.glob("**/retention/**/metrics.tsv")) for row in read_tsv(p)]
     out = {f"{k}_s": sum(fnum(s.get(f"{k}_s")) for s in stats)
            for k in ("train_time", "val_time", "checkpoint_time", "load_time")}
-    out["infer_time_s"] = sum(fnum(r.get("infer_time_s")) for r in evals.values())
+    out["infer_time_s"] = sum(fnum(r.get("infer_time_s")) for r in evals)
+    # an adapter cell is also timed unmerged (its *_unmerged columns): inference passes too
+    out["infer_time_unmerged_s"] = sum(fnum(r.get("infer_time_unmerged_s")) for r in evals)
+    out["retention_time_s"] = sum(fnum(r.get("retention_time_s")) for r in retention)
     out["cells"] = len(stats)
     out["failed_cells"] = sum(s.get("status") != "ok" for s in stats)
     out["eval_rows"] = len(evals)
-    out["summary"] = summary_path.is_file()
+    out["summary"] = (results / "summary.tsv").is_file()
     return out
 
 
@@ -175,15 +181,17 @@ def main():
         return proc.returncode
 
     c = collect(work)
-    inside = c["train_time_s"] + c["val_time_s"] + c["infer_time_s"]
+    inside = c["train_time_s"] + c["val_time_s"] + c["infer_time_s"] + c["infer_time_unmerged_s"] + c["retention_time_s"]
     rows = [("wall time", wall), ("training steps (train_time_s)", c["train_time_s"]),
             ("validation during training (val_time_s)", c["val_time_s"]),
             ("evaluation / inference (infer_time_s)", c["infer_time_s"]),
+            ("inference of the unmerged adapters (infer_time_unmerged_s)", c["infer_time_unmerged_s"]),
+            ("retention scoring (retention_time_s)", c["retention_time_s"]),
             ("checkpoint writes (checkpoint_time_s)", c["checkpoint_time_s"]),
             ("model load + tokenisation in train jobs (load_time_s)", c["load_time_s"]),
             ("outside training and evaluation", wall - inside)]
     print()
-    print(f"{c['cells']} cells ({c['failed_cells']} recorded as failed), {c['eval_rows']} evaluated eval sets, "
+    print(f"{c['cells']} cells ({c['failed_cells']} recorded as failed), {c['eval_rows']} evaluations, "
           f"--cores {args.cores} --resources gpu={args.gpu_jobs}" + ("" if c["summary"] else "; NO results/summary.tsv"))
     print("| part | seconds | share of wall |")
     print("|---|---:|---:|")
