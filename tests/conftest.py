@@ -17,20 +17,20 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("PEFTGRID_DEVICE", "cpu")
 
 
-# The test command runs the files on two pytest-xdist workers, a file per worker at a time
-# (pyproject.toml: -n 2 --dist loadfile). Files go out in collection order, so the long ones go
-# first: a long file handed out last would leave the other worker idle at the end. The two null
-# simulations' 1,000-2,000-replicate settings take about 600 s and 500 s of CPU (measured per
-# replicate, 2026-12-06), more than any end-to-end study.
-LONGEST_FIRST = ["test_null_simulation.py", "test_retention_report.py", "test_workflow.py", "test_generation.py",
-                 "test_methods.py", "test_quality.py", "test_tune.py", "test_halving.py", "test_extension.py",
-                 "test_readme_commands.py", "test_resume.py", "test_selection.py", "test_slurm.py", "test_comet.py",
-                 "test_optimizer.py", "test_training.py", "test_newcomer.py"]
+def pytest_configure(config):
+    """Under xdist, each worker's torch gets its share of the cores (1 of 2 with `-n 2`), and so do
+    the Python subprocesses tests start (OMP_NUM_THREADS; Snakemake jobs set 1 already). With two
+    threads per worker on two cores, every op's threads wait on each other (measured 2026-12-06:
+    MiniLM trained at 1.7 examples/s with two threads beside the other worker, 23-29 with one).
+    `-n 0` keeps torch's own choice."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        share = str(max(1, cores // int(workers)))
+        os.environ.setdefault("OMP_NUM_THREADS", share)
+        import torch
 
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def require(condition: bool, reason: str) -> None:

@@ -86,6 +86,7 @@ STEPS = 20
 # fitted quickly; a 800-token vocabulary from a random model falls slowly (prompt methods least)
 FALLS_TO = {"sequence_classification": 0.7, "token_classification": 0.7, "causal_lm": 0.96, "seq2seq": 0.96}
 TRAINING = training_defaults()
+SESSION_THREADS = torch.get_num_threads()  # the session's (tests/conftest.py: a core per xdist worker)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -577,7 +578,7 @@ def test_lora_variants_on_minilm_beat_the_untrained_baseline(minilm_dir, tmp_pat
     from peftgrid.plan.specs import eval_spec, train_spec
     from peftgrid.staging.models import stage_model
 
-    torch.set_num_threads(2)  # a 22M-parameter model does use both cores
+    torch.set_num_threads(SESSION_THREADS)  # a 22M-parameter model uses the cores this process has
     stage_model("minilm", {"source": str(minilm_dir)}, tmp_path / "minilm")
     emo = stage_emotion(tmp_path / "emotion", "train", "test")
     config = validate_config({
@@ -586,7 +587,9 @@ def test_lora_variants_on_minilm_beat_the_untrained_baseline(minilm_dir, tmp_pat
         "tasks": {"emotion": {"type": "sequence_classification", "model": "minilm", "dataset": "emotion",
                               "columns": {"text": "text", "label": "label"}, "eval": {"test": {"split": "test"}},
                               "max_examples": {"train": 600, "test": 200}}},
-        "training": {"epochs": 2, "batch_size": 16, "max_length": 64, "eval_every_steps": 1000},
+        # eval_batch_size changes no score; it sizes the inference-cost timing (4 batches' worth of the
+        # 200 examples, timed 3 times, and again merged): 64 rows instead of all 200
+        "training": {"epochs": 2, "batch_size": 16, "max_length": 64, "eval_every_steps": 1000, "eval_batch_size": 16},
         "methods": REAL,
         "experiments": [{"tasks": ["emotion"], "methods": list(REAL)}],
     })
