@@ -10,6 +10,7 @@ import pandas as pd
 from .. import columns
 from ..plan.retention import LOSS_MEASURES
 from ..plan.report_targets import primary_decoding, primary_eval, primary_metric  # noqa: F401  (one home)
+from .significance import seed_mean_half_width
 
 COSTS = {"trainable_params": "trainable parameters", "train_time_s": "training time (s)",
          "peak_train_mem_mb": "peak training memory (MB)"}
@@ -21,15 +22,6 @@ def load_summary(path) -> pd.DataFrame:
     df["decoding"] = df["decoding"].fillna("")
     df["error"] = df["error"].fillna("")
     return df
-
-
-def t_quantile(n: int) -> float:
-    """Two-sided 95% Student t quantile for n samples (n-1 degrees of freedom)."""
-    if n < 2:
-        return float("nan")
-    from scipy import stats
-
-    return float(stats.t.ppf(0.975, n - 1))
 
 
 def aggregate_seeds(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
@@ -50,7 +42,7 @@ def aggregate_seeds(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
             n = len(values)
             row[metric] = values.mean() if n else float("nan")
             row[f"{metric}_std"] = values.std(ddof=1) if n > 1 else float("nan")
-            row[f"{metric}_ci95"] = t_quantile(n) * row[f"{metric}_std"] / math.sqrt(n) if n > 1 else float("nan")
+            row[f"{metric}_ci95"] = seed_mean_half_width(values)
         for col in COST_COLUMNS:
             row[col] = pd.to_numeric(ok[col], errors="coerce").mean() if (col in ok and len(ok)) else float("nan")
         rows.append(row)
@@ -585,7 +577,7 @@ def vs_pretrained(deltas: dict[str, np.ndarray], n: int = 1000, seed: int = 0) -
     stop), so it excludes 0 exactly when the adjusted p < ALPHA."""
     from scipy import stats
 
-    from .significance import holm, pooled_seed_variance
+    from .significance import holm, pooled_seed_variance, t_critical
 
     per_seed = {m: d.mean(axis=1) for m, d in deltas.items()}
     pooled, df = pooled_seed_variance(list(per_seed.values()))
@@ -596,7 +588,7 @@ def vs_pretrained(deltas: dict[str, np.ndarray], n: int = 1000, seed: int = 0) -
             documents = d.mean(axis=0)  # resampling documents moves every seed's run together
             se = math.sqrt(max(pooled / len(d), per_seed[m].var(ddof=1) / len(d), documents.var(ddof=1) / len(documents)))
             p = 1.0 if mean == 0 else 0.0 if se == 0 else float(2 * stats.t.sf(abs(mean) / se, df))
-            tests[m] = (mean, p, lambda level, se=se: float(stats.t.ppf(1 - level / 2, df)) * se, "methods")
+            tests[m] = (mean, p, lambda level, se=se: t_critical(df, level) * se, "methods")
         else:
             w = d[0]
             flips = np.random.default_rng([seed, i]).choice([-1.0, 1.0], (n, len(w))) @ w / len(w)
@@ -651,7 +643,7 @@ class Retention:
     def _row(self, method: str, rows: list[dict]) -> dict:
         values = np.array([forgetting(r) for r in rows])
         s = len(values)
-        half = t_quantile(s) * values.std(ddof=1) / math.sqrt(s) if s > 1 else math.nan
+        half = seed_mean_half_width(values)
         return {"method": method, "forgetting": float(values.mean()), "low": values.mean() - half,
                 "high": values.mean() + half, "seeds": s, "documents": int(float(rows[0]["n_documents"]))}
 

@@ -217,10 +217,26 @@ def pooled_seed_variance(run_scores) -> tuple[float, int]:
     return (sum(((s - s.mean()) ** 2).sum() for s in run_scores) / df if df else math.nan), df
 
 
+def t_critical(df: float, level: float = 1 - CONFIDENCE) -> float:
+    """The two-sided Student t critical value at `level` with df degrees of freedom: an estimate ±
+    this times its standard error is its 1 - level interval."""
+    from scipy.stats import t
+
+    return float(t.ppf(1 - level / 2, df))
+
+
+def seed_mean_half_width(values) -> float:
+    """Half the width of the CONFIDENCE Student t interval of the mean of `values` (one per seed,
+    n - 1 degrees of freedom); NaN under two values."""
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    return t_critical(n - 1) * float(values.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
+
+
 def seed_level(names, run_scores: list[np.ndarray], boot: np.ndarray, n_ex: int) -> Pairwise:
     """The "methods" test: Tukey–Kramer on the runs' scores (sum(seeds - 1) >= 1), each pair's
     variance floored at the pair's own seed variance and at its example-bootstrap variance."""
-    from scipy.stats import studentized_range, t
+    from scipy.stats import studentized_range
 
     k = len(names)
     sizes = np.array([len(s) for s in run_scores], dtype=float)
@@ -244,7 +260,7 @@ def seed_level(names, run_scores: list[np.ndarray], boot: np.ndarray, n_ex: int)
         return np.minimum(p, p.T)
 
     own = np.sqrt(np.maximum.reduce([pooled / sizes, own_var, boot.var(axis=0)]))
-    half = float(t.ppf(1 - (1 - CONFIDENCE) / 2, df)) * own
+    half = t_critical(df) * own
     score_ci = np.column_stack([scores - half, scores + half])
     return Pairwise(list(names), [len(s) for s in run_scores], n_ex, scores, score_ci, diff, ci, q > crit, "methods",
                     f"Tukey-Kramer on per-seed scores (pooled seed variance, df {df}, floored at each pair's own)",
