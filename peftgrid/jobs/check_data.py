@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..plan.specs import CheckDataSpec
+from ..plan.splits import SplitRead, task_reads
 from ..records import write_json
 from ..staged import load_split, staged_meta
 from ..staging.datasets import retention_documents
@@ -37,21 +38,16 @@ LEAK_SHARE = 0.2
 def check_task_data(spec: CheckDataSpec, data_dirs: dict[str, Path], out: Path) -> dict:
     task = spec.data
     ttype = task_type(task["type"])
-    train = ttype.load_rows(task, data_dirs[task["dataset"]], task["train_split"], task.get("train_max_examples"),
-                            task["dataset"])
-    labels = ttype.label_list(task, train, staged_meta(data_dirs[task["dataset"]]))
-    counts = {"train": len(train)}
-    for name, ev in task["eval"].items():
-        rows = ttype.load_rows(task, data_dirs[ev["dataset"]], ev["split"], ev.get("max_examples"), ev["dataset"])
-        ttype.check_labels(task, rows, labels, f"tasks.{spec.task}.eval.{name}")
-        counts[name] = len(rows)
-    selection = task.get("selection")
-    if selection and not selection["reported"]:
-        _check_default_split(spec.task, selection, data_dirs[selection["dataset"]])
-        rows = ttype.load_rows(task, data_dirs[selection["dataset"]], selection["split"], selection.get("max_examples"),
-                               selection["dataset"])
-        ttype.check_labels(task, rows, labels, f"tasks.{spec.task}.validation")
-        counts["selection"] = len(rows)
+    labels, counts = None, {}
+    for read in task_reads(task):  # training first: the others' labels are checked against its own
+        if read.role == "selection":
+            _check_default_split(spec.task, task["selection"], data_dirs[read.dataset])
+        rows = ttype.load_rows(task, data_dirs[read.dataset], read.split, read.max_examples, read.dataset)
+        if read.role == "train":
+            labels = ttype.label_list(task, rows, staged_meta(data_dirs[read.dataset]))
+        else:
+            ttype.check_labels(task, rows, labels, f"tasks.{spec.task}.{read.key}")
+        counts[read.name or read.role] = len(rows)
     overlaps = check_leakage(spec.task, task, data_dirs)
     shared, documents = check_retention_overlap(spec.task, task, data_dirs)
     overlaps.update(shared)
@@ -76,19 +72,19 @@ def _described(what: str, dataset: str, split: str) -> str:
     return f"{what} (dataset {dataset!r}, split {split!r})"
 
 
+def _read_described(name: str, read: SplitRead) -> str:
+    what = {"train": "the training split", "selection": f"the selection set (tasks.{name}.validation)"}.get(read.role)
+    return _described(what or f"reported eval set {read.name!r}", read.dataset, read.split)
+
+
 def check_leakage(name: str, task: dict, data_dirs: dict[str, Path]) -> dict[str, int]:
     """Refuse (DataError naming both sets) when training or the unreported selection set has the
     content of a reported eval set, or the selection set has the training data's (choices would
     reward fitting the training data): the same staged file, or more than LEAK_SHARE of the smaller
     set's inputs. Returns the number of shared inputs per compared pair, for the record."""
-    reported = [(_described(f"reported eval set {e!r}", ev["dataset"], ev["split"]), ev["dataset"], ev["split"])
-                for e, ev in task["eval"].items()]
-    sources = [(_described("the training split", task["dataset"], task["train_split"]), task["dataset"],
-                task["train_split"])]
-    selection = task.get("selection")
-    if selection and not selection["reported"]:
-        sources.append((_described(f"the selection set (tasks.{name}.validation)", selection["dataset"],
-                                   selection["split"]), selection["dataset"], selection["split"]))
+    reads = task_reads(task)
+    reported = [(_read_described(name, r), r.dataset, r.split) for r in reads if r.role == "eval"]
+    sources = [(_read_described(name, r), r.dataset, r.split) for r in reads if r.role != "eval"]  # training first
     columns = [task["columns"][role] for role in INPUT_ROLES if role in task["columns"]]
     inputs: dict[tuple, list[bytes]] = {}
 
@@ -145,11 +141,7 @@ def check_retention_overlap(name: str, task: dict, data_dirs: dict[str, Path]) -
     split the task reads, or more than LEAK_SHARE of its documents equal to a text of one (any
     input or target column, compared stripped). Returns the shared documents per compared pair and
     each set's document count. Each split the task reads is hashed and read once, whatever the sets."""
-    reads = [("the training split", task["dataset"], task["train_split"])]
-    selection = task.get("selection")
-    if selection and not selection["reported"]:
-        reads.append((f"the selection set (tasks.{name}.validation)", selection["dataset"], selection["split"]))
-    reads += [(f"reported eval set {e!r}", ev["dataset"], ev["split"]) for e, ev in task["eval"].items()]
+    reads = task_reads(task)
     columns = [task["columns"][role] for role in TEXT_ROLES if role in task["columns"]]
     sha256 = functools.cache(lambda dataset, split: file_record(Path(data_dirs[dataset]) / f"{split}.jsonl")["sha256"])
     texts_of = functools.cache(lambda dataset, split: [_text_hash(r[c]) for r in load_split(data_dirs[dataset], split, dataset)
@@ -160,8 +152,8 @@ def check_retention_overlap(name: str, task: dict, data_dirs: dict[str, Path]) -
         docs = [_text_hash(d) for d in retention_documents(data_dirs[rset["dataset"]], {"name": set_name, **rset})]
         counts[set_name] = len(docs)
         own = sha256(rset["dataset"], rset["split"])
-        for what, dataset, split in reads:
-            target = _described(what, dataset, split)
+        for read in reads:
+            target, dataset, split = _read_described(name, read), read.dataset, read.split
             if own == sha256(dataset, split):
                 raise DataError(f"tasks.{name}: {label} and {target} are the same file (sha256 of the staged splits): "
                                 f"retention would be measured on the task's own data; point the retention set at "

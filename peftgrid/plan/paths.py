@@ -16,9 +16,10 @@ from pathlib import Path
 from ..errors import ConfigError, DataError, ModelError, did_you_mean
 from ..metrics import check_settings
 from ..staged import check_columns, subsample
-from ..staging.datasets import declared_splits, documents, is_url, local_path, read_local_splits, source_files
+from ..staging.datasets import documents, is_url, local_path, read_local_splits, source_files
 from ..staging.models import check_model_folder, resolve_local_source
 from ..tasks import task_type
+from .splits import check_split_declared, task_reads
 
 PEEK_LIMIT_BYTES = 64 << 20  # larger files are read by the data check job only (parse time stays seconds)
 PEEK_FORMATS = ("csv", "tsv", "jsonl", "parallel")
@@ -72,32 +73,28 @@ def check_local_data(config: dict, base_dir: str | Path = ".") -> None:
     """What the data check job checks, done now for the local files it can read quickly."""
     base_dir = Path(base_dir)
     datasets = config["datasets"]
-    read = {}
+    splits_of = {}  # dataset -> its rows per split (None: not read at parse time), each dataset read once
 
     def rows_of(name):
-        if name not in read:
+        if name not in splits_of:
             try:
-                read[name] = read_local_splits(name, datasets[name], base_dir) if _peekable(datasets[name], base_dir) else None
+                splits_of[name] = read_local_splits(name, datasets[name], base_dir) if _peekable(datasets[name], base_dir) else None
             except DataError as e:
                 raise ConfigError(str(e)) from None
-        return read[name]
+        return splits_of[name]
 
     for tname, task in config["tasks"].items():
         _check_splits_declared(tname, task, datasets)
         _check_parallel_columns(tname, task, datasets)
         _check_not_training_files(tname, task, datasets, base_dir)
         where = f"tasks.{tname}"
-        reads = [(f"{where}.train_split", task["dataset"], task["train_split"], task.get("train_max_examples"))]
-        reads += [(f"{where}.eval.{e}", ev["dataset"], ev["split"], ev.get("max_examples")) for e, ev in task["eval"].items()]
-        selection = task.get("selection")
-        if selection and not selection["reported"]:
-            reads.append((f"{where}.validation", selection["dataset"], selection["split"], selection.get("max_examples")))
         ttype = task_type(task["type"])
         labels = None
-        for i, (key, ds, split, limit) in enumerate(reads):
+        for read in task_reads(task):  # training first: its labels are what the others are checked against
+            key, ds, split, limit = f"{where}.{read.key}", read.dataset, read.split, read.max_examples
             splits = rows_of(ds)
             if splits is None:
-                if i == 0:
+                if read.role == "train":
                     break  # labels come from training: without its rows the rest waits for the data check
                 continue
             if split not in splits:
@@ -113,12 +110,12 @@ def check_local_data(config: dict, base_dir: str | Path = ".") -> None:
             except DataError as e:
                 raise ConfigError(f"{where}: {e}") from None
             try:
-                if i == 0:
+                if read.role == "train":
                     labels = ttype.label_list(task, rows, {})  # training labels missing from tasks.labels
                 else:
                     ttype.check_labels(task, rows, labels, f"{key}{file}")  # eval labels training never sees
             except DataError as e:
-                raise ConfigError(f"{where}.labels: {e}{file}" if i == 0 else str(e)) from None
+                raise ConfigError(f"{where}.labels: {e}{file}" if read.role == "train" else str(e)) from None
         _check_retention_text(where, task, rows_of)
 
 
@@ -159,17 +156,8 @@ def _check_columns(where: str, task: dict, rows: list[dict], what: str) -> None:
 
 
 def _check_splits_declared(tname: str, task: dict, datasets: dict) -> None:
-    """The splits a local dataset will have are known from its `splits` (and `split_ratio`)."""
-    where = f"tasks.{tname}"
-    reads = [(f"{where}.train_split", task["dataset"], task["train_split"])]
-    reads += [(f"{where}.eval.{e}.split", ev["dataset"], ev["split"]) for e, ev in task["eval"].items()]
-    selection = task.get("selection")
-    if selection and not selection["reported"]:
-        reads.append((f"{where}.validation.split", selection["dataset"], selection["split"]))
-    for key, ds, split in reads:
-        declared = declared_splits(datasets[ds])
-        if declared is not None and split not in declared:
-            raise ConfigError(f"{key}: dataset {ds!r} has no split {split!r}{did_you_mean(split, declared)}")
+    for read in task_reads(task):
+        check_split_declared(f"tasks.{tname}.{read.split_key}", read.dataset, datasets[read.dataset], read.split)
 
 
 def _check_parallel_columns(tname: str, task: dict, datasets: dict) -> None:

@@ -15,7 +15,7 @@ dataset at one language's file). The column is checked by the data check, before
 from __future__ import annotations
 
 from ..errors import ConfigError, did_you_mean
-from ..staging.datasets import declared_splits
+from .splits import check_split_declared
 
 BASE_ROOT = "results/retention/base"
 FILES = {"metrics": "metrics.tsv", "per_document": "per_document.tsv", "per_layer": "per_layer.tsv"}
@@ -64,10 +64,7 @@ def check_retention(config: dict) -> None:
                 raise ConfigError(f"{where}.dataset: {ds!r} is format parallel (one column per language); a retention "
                                   f"set reads one text per document: declare the language's file as its own dataset "
                                   f"with format: text")
-            declared = declared_splits(datasets[ds])
-            if declared is not None and entry["split"] not in declared:
-                raise ConfigError(f"{where}.split: dataset {ds!r} has no split {entry['split']!r} (its splits: "
-                                  f"{', '.join(sorted(declared))}){did_you_mean(entry['split'], declared)}")
+            check_split_declared(f"{where}.split", ds, datasets[ds], entry["split"])
             key = (task["model"], name)
             mine = ({k: entry[k] for k in SET_KEYS}, family(task_type(task["type"])))
             if key in seen and seen[key][1] != mine:
