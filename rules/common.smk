@@ -1,5 +1,6 @@
 # The run table, wildcard constraints and input functions shared by all rules. Every rule's
 # params is one spec from peftgrid.plan.specs (a canonical, sorted dict of what the job reads).
+import functools
 import os
 import re
 
@@ -30,6 +31,22 @@ def cell_of(wildcards):
     return CELL_BY_KEY[key]
 
 
+def once_per_job(fn):
+    """`fn(wildcards)`, computed once per job's wildcards: Snakemake calls a rule's input functions
+    and its params function each on its own, and each would build the same spec again. Only a
+    result is kept: a checkpoint that has not run yet (its exception) is asked again next time."""
+    results = {}
+
+    def cached(wildcards):
+        key = tuple(sorted(wildcards.items()))
+        if key not in results:
+            results[key] = fn(wildcards)
+        return results[key]
+
+    return cached
+
+
+@once_per_job
 def evaluation_spec(wildcards):
     """The spec of the evaluation a requested path names (rule evaluate: its `evaluation` wildcard,
     looked up among the cell's evaluations, never parsed)."""
@@ -81,6 +98,7 @@ def cell_eval_outputs(cell):
     return [f"{cell.dir}/{where}/{METRICS_FILE}" for where, (e, _) in evaluations(config, cell.task).items() if e is not None]
 
 
+@functools.cache  # a result only: while a selection checkpoint has not run, each call asks again
 def reported(task=None):
     """The cells the tables report: untuned cells at the reported seeds and each tuned group's
     winner at all of them — never a run at a selection seed. Reads the selection checkpoints

@@ -41,6 +41,11 @@ use rule evaluate as evaluate_per_label with:
         per_label=f"{RUN_DIR}/{{evaluation}}/{PER_LABEL_FILE}",
 
 
+@once_per_job
+def comet_spec(wildcards):
+    return specs.comet_spec(config, wildcards.task, reported(wildcards.task))
+
+
 # One job per task: the COMET model is loaded once and scores every cell x eval set x decoding of
 # the task (results/comet/<task>/scores.tsv, per example in examples.tsv). Unchanged predictions
 # are never scored twice (segment scores cached by content under results/comet/cache/). It scores
@@ -50,12 +55,12 @@ rule comet:
         task=TASK_PATTERN,
     input:
         comet="resources/comet/staged.json",
-        predictions=lambda w: [path for *_, path in specs.comet_spec(config, w.task, reported(w.task)).files()],
+        predictions=lambda w: [path for *_, path in comet_spec(w).files()],
     output:
         scores="results/comet/{task}/scores.tsv",
         examples="results/comet/{task}/examples.tsv",
     params:
-        spec=lambda w: specs.comet_spec(config, w.task, reported(w.task)).to_params(),
+        spec=lambda w: comet_spec(w).to_params(),
     log:
         "logs/comet/{task}.log",
     threads: JOB_THREADS

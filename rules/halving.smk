@@ -6,7 +6,8 @@
 # the same point's rung r - 1 kept checkpoint (an extension point: from step 0 to its rung), with
 # the full run's schedule: every rung's score is the full run's at that step. An edited grid value
 # is a new run folder: only its rungs and the stages after them run again.
-from peftgrid.plan.tune import KEPT_CHECKPOINT, STAGE_FILE, read_stage, rung_dir, stage_competitors
+from peftgrid.plan.tune import KEPT_CHECKPOINT, STAGE_FILE, rung_dir, stage_competitors
+from peftgrid.records import read_tsv
 
 RUNG_DIR = rung_dir(RUN_DIR, "{rung}")
 
@@ -20,12 +21,15 @@ localrules:
     tune_stage,
 
 
-def stage_points(group, stage):
-    """Stage `stage`'s competitors, grid order (stage > 0: from the previous stage's checkpoint)."""
+@once_per_job
+def stage_points(wildcards):
+    """A requested stage's competitors (rule tune_stage), grid order; stage > 0: from the previous
+    stage's checkpoint."""
+    group, stage = tune_group(wildcards), int(wildcards.stage)
     if stage == 0:
         return list(group.candidates)
     previous = checkpoints.tune_stage.get(**group.wildcards, stage=stage - 1).output[0]
-    return stage_competitors(group, stage, read_stage(previous))
+    return stage_competitors(group, stage, read_tsv(previous))
 
 
 def stage_files(group):
@@ -34,11 +38,12 @@ def stage_files(group):
     files, stage = [], 0
     while True:
         files.append(checkpoints.tune_stage.get(**group.wildcards, stage=stage).output[0])
-        if not stage_competitors(group, stage + 1, read_stage(files[-1])):
+        if not stage_competitors(group, stage + 1, read_tsv(files[-1])):
             return files
         stage += 1
 
 
+@once_per_job
 def rung_of(wildcards):
     """(group, the rung's spec for the training job) of a requested rung folder."""
     cell = cell_of(wildcards)
@@ -49,6 +54,7 @@ def rung_of(wildcards):
     return group, int(wildcards.rung)
 
 
+@once_per_job
 def previous_rung(wildcards):
     """The rung folder this one continues from, or None (rung 0, an extension point)."""
     group, rung = rung_of(wildcards)
@@ -99,16 +105,13 @@ use rule evaluate as evaluate_rung with:
 
 checkpoint tune_stage:
     input:
-        scores=lambda w: tune_group(w).stage_score_files(run_dir_of(tune_group(w)), int(w.stage),
-                                                          stage_points(tune_group(w), int(w.stage))),
+        scores=lambda w: tune_group(w).stage_score_files(run_dir_of(tune_group(w)), int(w.stage), stage_points(w)),
         # halving: the rungs' run.json (how long a run is: a min_steps that covers it is noted)
-        runs=lambda w: tune_group(w).stage_run_files(run_dir_of(tune_group(w)), int(w.stage),
-                                                      stage_points(tune_group(w), int(w.stage))),
+        runs=lambda w: tune_group(w).stage_run_files(run_dir_of(tune_group(w)), int(w.stage), stage_points(w)),
     output:
         STAGE_FILE,
     params:
-        spec=lambda w: specs.stage_spec(tune_group(w), int(w.stage),
-                                        stage_points(tune_group(w), int(w.stage))).to_params(),
+        spec=lambda w: specs.stage_spec(tune_group(w), int(w.stage), stage_points(w)).to_params(),
     log:
         "logs/tune/{task}/{method}/{group}/stage{stage}.log",
     conda:

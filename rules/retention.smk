@@ -24,16 +24,21 @@ def base_files(task, rset):
     return {f"base_{k}": f"{folder}/{v}" for k, v in BASE_FILES.items()}
 
 
+@once_per_job
+def base_spec(wildcards):
+    return specs.retention_base_spec(config, wildcards.model, wildcards.rset)
+
+
 rule retention_base:
     input:
         model=lambda w: staged_model(w.model),
-        dataset=lambda w: staged_dataset(specs.retention_base_spec(config, w.model, w.rset).retention["dataset"]),
+        dataset=lambda w: staged_dataset(base_spec(w).retention["dataset"]),
     output:
         metrics=f"{base_retention_dir('{model}', '{rset}')}/{BASE_FILES['metrics']}",
         per_document=f"{base_retention_dir('{model}', '{rset}')}/{BASE_FILES['per_document']}",
         hidden=f"{base_retention_dir('{model}', '{rset}')}/{BASE_FILES['hidden']}",
     params:
-        spec=lambda w: specs.retention_base_spec(config, w.model, w.rset).to_params(),
+        spec=lambda w: base_spec(w).to_params(),
     log:
         "logs/retention/base/{model}/{rset}.log",
     threads: JOB_THREADS

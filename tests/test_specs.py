@@ -12,6 +12,7 @@ from peftgrid.plan import build_run_table, build_tune_groups, validate_config
 from peftgrid.plan import specs
 from peftgrid.plan.layout import evaluation_dir
 from peftgrid.plan.runs import build_choices, evaluations
+from peftgrid.plan.tune import STAGE_FILE
 from peftgrid.tasks import TASK_TYPES
 from peftgrid.tasks.classification import SequenceClassification
 
@@ -122,7 +123,7 @@ def all_specs(config: dict) -> dict:
     for g in groups:  # tuning checkpoints
         out[f"select/{g.selection_file}"] = specs.select_spec(g)
         if g.staged:  # halving, extension: the first stage (later ones are planned from it)
-            out[f"tune_stage/{g.stage_file(0)}"] = specs.stage_spec(g, 0, list(g.candidates))
+            out[f"tune_stage/{STAGE_FILE.format(**g.wildcards, stage=0)}"] = specs.stage_spec(g, 0, list(g.candidates))
     for ch in choices:  # every choice, and the selection-seed runs' scores on the selection set
         out[f"choose/{ch.file}"] = specs.choose_spec(ch)
         for v, d in ch.pairs():

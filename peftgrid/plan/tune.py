@@ -42,13 +42,13 @@ its competitors at rung min(s, rungs - 1), and says which go on to stage s + 1.
 """
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
 import re
 from dataclasses import dataclass, field
 
+from ..records import read_tsv
 from .layout import METRICS_FILE, RUN_FILE, TRAIN_STATS_FILE, eval_dir
 
 AUTO_LR_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -173,9 +173,6 @@ class TuneGroup:
 
     def keeps(self, stage: int, competitors: int) -> int:
         return survivors(competitors, self.eta) if self.strategy == "halving" and stage < len(self.shares) else 1
-
-    def stage_file(self, stage: int) -> str:
-        return STAGE_FILE.format(task=self.task, method=self.method, group=self.group, stage=stage)
 
     def tuned_of(self, variant: str) -> dict:
         return dict(zip(self.candidates + self.extensions, self.tuned + self.extension_tuned))[variant]
@@ -402,17 +399,9 @@ def stage_competitors(group: TuneGroup, stage: int, previous: list[dict] | None)
     return group.grid_order(going) if len(going) > 1 else []
 
 
-def read_stage(path) -> list[dict]:
-    """A stage file's rows (STAGE_COLUMNS), as the rules read them to plan the next stage."""
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
-
-
 def read_selection(path) -> tuple[str, int]:
     """(the selected variant, how many grid points finished) from a selection.tsv."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
-    chosen = [r for r in rows if r["selected"] == "True"]
+    chosen = [r for r in read_tsv(path) if r["selected"] == "True"]
     if len(chosen) != 1:
         raise ValueError(f"{path}: expected exactly one selected grid point, found {len(chosen)}")
     return chosen[0]["variant"], int(chosen[0]["finished"])
