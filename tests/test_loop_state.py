@@ -14,9 +14,11 @@ from peftgrid.records import read_json, read_tsv
 from test_training import cell_spec, staged  # noqa: F401  (fixtures)
 
 
-def with_rung(spec, stop_at_step, from_checkpoint=None):
-    # what the workflow does: the spec travels as its params and is rebuilt from them
-    rung = {"stop_at_step": stop_at_step, "from_checkpoint": None if from_checkpoint is None else str(from_checkpoint)}
+def with_rung(spec, stop_at_step, from_checkpoint=None, total_steps=16):
+    # what the workflow does: the spec travels as its params and is rebuilt from them; a rung is a share
+    # of the run's steps (None: the whole run), here the share that stops a run of total_steps there
+    share = 1.0 if stop_at_step is None else stop_at_step / total_steps
+    rung = {"share": share, "min_steps": 1, "from_checkpoint": None if from_checkpoint is None else str(from_checkpoint)}
     return TrainSpec.from_params({**spec.to_params(), "rung": rung})
 
 
@@ -81,11 +83,11 @@ def test_a_rung_leaves_every_other_cells_params_as_they_were(tiny_bert):
 
 
 def test_a_missing_kept_checkpoint_is_one_clear_error(tiny_bert, staged, tmp_path):  # noqa: F811
-    spec = with_rung(cell_spec(tiny_bert, "lora"), 6, tmp_path / "nowhere")
+    spec = with_rung(cell_spec(tiny_bert, "lora"), 6, tmp_path / "nowhere", total_steps=8)
     with pytest.raises(ConfigError, match="rung.from_checkpoint: no checkpoint at"):
         train_cell(spec, staged / "tiny", {"emo": staged / "emo"}, tmp_path / "out")
-    bad = TrainSpec.from_params({**spec.to_params(), "rung": {"stop_at_step": 0}})
-    with pytest.raises(ConfigError, match="rung.stop_at_step"):
+    bad = TrainSpec.from_params({**spec.to_params(), "rung": {"share": 0}})
+    with pytest.raises(ConfigError, match="rung.share"):
         train_cell(bad, staged / "tiny", {"emo": staged / "emo"}, tmp_path / "out")
 
 
@@ -107,7 +109,7 @@ def old_format(state: dict) -> dict:
 
 def test_a_checkpoint_of_the_old_format_is_not_resumed(tiny_bert, staged, tmp_path, capsys):  # noqa: F811
     spec = cell_spec(tiny_bert, "lora", lr=5.0e-3)
-    train(with_rung(spec, 5), staged, tmp_path / "rung")
+    train(with_rung(spec, 5, total_steps=8), staged, tmp_path / "rung")
     written = torch.load(tmp_path / "rung" / KEPT_CHECKPOINT / "state.pt", weights_only=True)
     assert written["format"] == 2 and written["loop"]["step"] == 5
 
@@ -131,11 +133,11 @@ def test_a_checkpoint_of_the_old_format_is_not_resumed(tiny_bert, staged, tmp_pa
     (tmp_path / "old_kept").mkdir()
     torch.save(old_format(written), tmp_path / "old_kept" / "state.pt")
     with pytest.raises(ConfigError, match="rung.from_checkpoint: .*checkpoint format 1, this code resumes format 2; rerun"):
-        train_cell(with_rung(spec, 8, tmp_path / "old_kept"), staged / "tiny", {"emo": staged / "emo"},
+        train_cell(with_rung(spec, 8, tmp_path / "old_kept", total_steps=8), staged / "tiny", {"emo": staged / "emo"},
                    tmp_path / "continued")
     other = cell_spec(tiny_bert, "lora", lr=1.0e-3)  # another grid point's checkpoint is refused too
     with pytest.raises(ConfigError, match="rung.from_checkpoint: .*written for other hyperparameters"):
-        train_cell(with_rung(other, 8, tmp_path / "rung" / KEPT_CHECKPOINT), staged / "tiny", {"emo": staged / "emo"},
+        train_cell(with_rung(other, 8, tmp_path / "rung" / KEPT_CHECKPOINT, total_steps=8), staged / "tiny", {"emo": staged / "emo"},
                    tmp_path / "other")
 
 

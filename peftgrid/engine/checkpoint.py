@@ -118,27 +118,26 @@ class Checkpointer:
         """This run's own checkpoint, else the one it starts from, else None (from step 0)."""
         own = self.folder / "state.pt"
         if own.is_file():
-            state = torch.load(own, map_location="cpu", weights_only=True)
-            refused = self._refusal(state)
+            state, refused = self._read(own)
             if refused is None:
                 return state
             print(f"checkpoint {own}: {refused}: not resumed, training starts from step 0", flush=True)
         if self.start_from is None:
             return None
-        state = torch.load(self.start_from / "state.pt", map_location="cpu", weights_only=True)
-        refused = self._refusal(state)
+        state, refused = self._read(self.start_from / "state.pt")
         if refused is not None:
             raise ConfigError(f"rung.from_checkpoint: {self.start_from}: {refused}; rerun the rung that wrote it")
         return state
 
-    def _refusal(self, state: dict) -> str | None:
-        """Why a checkpoint cannot be resumed into this run, or None."""
+    def _read(self, path: Path) -> tuple[dict, str | None]:
+        """A checkpoint's state, and why it cannot be resumed into this run (None: it can)."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
         written = state.get("format", 1)
         if written != CHECKPOINT_FORMAT:
-            return f"checkpoint format {written}, this code resumes format {CHECKPOINT_FORMAT}"
+            return state, f"checkpoint format {written}, this code resumes format {CHECKPOINT_FORMAT}"
         if state.get("tag") != self.tag:
-            return "written for other hyperparameters"
-        return None
+            return state, "written for other hyperparameters"
+        return state, None
 
     def restore(self, state: dict, model, optimizer, scheduler) -> None:
         params = dict(model.named_parameters())

@@ -249,7 +249,7 @@ class TrainingLoop:
             self.log(None, with_val=True)  # the starting point of the learning curve
         end = self.data.total_steps if stop_at is None else min(stop_at, self.data.total_steps)
         if self.state.step > end:
-            raise ConfigError(f"rung.stop_at_step: {stop_at} is before step {self.state.step}, where the "
+            raise ConfigError(f"rung.share: its stop at step {stop_at} is before step {self.state.step}, where the "
                               f"checkpoint it continues from stopped")
         self.model.train()
         while self.state.step < end:

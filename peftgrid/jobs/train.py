@@ -44,43 +44,36 @@ STATS_COLUMNS = [*ROW_STATUS, "device", *TRAIN_COSTS, "val_time_s", "checkpoint_
 
 @dataclass(frozen=True)
 class Rung:
-    """A halving rung (TrainSpec.rung): train with the whole run's schedule, stop after
-    `stop_at_step`, keep that step's checkpoint in KEPT_CHECKPOINT/; `from_checkpoint`: another
-    rung's KEPT_CHECKPOINT/ folder to continue from (read, never written)."""
-    stop_at_step: int | None  # None: to the run's last step
-    from_checkpoint: str | None = None
-    # or, as the halving plan gives it (it cannot know a run's length): a share of the run's steps, at
-    # least min_steps (plan/tune.py rung_stop_step)
-    share: float | None = None
+    """A halving rung (TrainSpec.rung, as rules/halving.smk gives it): train with the whole run's
+    schedule, stop after `share` of the run's steps (at least `min_steps`: plan/tune.py
+    rung_stop_step; the plan cannot know a run's length), keep that step's checkpoint in
+    KEPT_CHECKPOINT/; `from_checkpoint`: another rung's KEPT_CHECKPOINT/ folder to continue from
+    (read, never written)."""
+    share: float
     min_steps: int = 1
+    from_checkpoint: str | None = None
 
     def stop(self, total_steps: int) -> int:
-        if self.share is not None:
-            return rung_stop_step(total_steps, self.share, self.min_steps)
-        return self.stop_at_step or total_steps
+        return rung_stop_step(total_steps, self.share, self.min_steps)
 
     @classmethod
     def from_spec(cls, rung: dict | None) -> Rung | None:
         if rung is None:
             return None
-        unknown = sorted(set(rung) - {"stop_at_step", "from_checkpoint", "share", "min_steps"})
+        unknown = sorted(set(rung) - {"share", "min_steps", "from_checkpoint"})
         if unknown:
-            raise ConfigError(f"rung.{unknown[0]}: unknown key; a rung has stop_at_step (or share and min_steps) "
-                              f"and from_checkpoint")
+            raise ConfigError(f"rung.{unknown[0]}: unknown key; a rung has share, min_steps and from_checkpoint")
         share, min_steps = rung.get("share"), rung.get("min_steps", 1)
-        if share is not None and (not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share <= 1):
+        if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share <= 1:
             raise ConfigError(f"rung.share: {share!r} is not a share of the run's steps in (0, 1]")
         if not isinstance(min_steps, int) or isinstance(min_steps, bool) or min_steps < 1:
             raise ConfigError(f"rung.min_steps: {min_steps!r} is not a whole number of steps >= 1")
-        stop = rung.get("stop_at_step")
-        if stop is not None and (not isinstance(stop, int) or isinstance(stop, bool) or stop < 1):
-            raise ConfigError(f"rung.stop_at_step: {stop!r} is not a whole number of steps >= 1")
         source = rung.get("from_checkpoint")
         if source is not None and not isinstance(source, str):
             raise ConfigError(f"rung.from_checkpoint: {source!r} is not a folder path")
         if source is not None and not (Path(source) / "state.pt").is_file():
             raise ConfigError(f"rung.from_checkpoint: no checkpoint at {source}; run the rung that keeps it first")
-        return cls(stop, source, share, min_steps)
+        return cls(share, min_steps, source)
 
 
 def run_record(spec: TrainSpec, device, gpu: GpuClaim | None = None) -> dict:
@@ -113,7 +106,7 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
     """Load, train, record. `gpu`: the slot scripts/train.py claimed (peftgrid.engine.gpus), recorded in run.json."""
     out_dir = Path(out_dir)
     rung = Rung.from_spec(spec.rung)
-    hp = TrainingHparams.of(spec.hparams)
+    hp = TrainingHparams.of(spec.hparams)  # from here on: its typed fields, and hp.hparams (the method reads it)
     device = pick_device()
     record = run_record(spec, device, gpu)
     stats = {"status": "running", "device": record["device"]}
@@ -124,7 +117,7 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
     try:
         cell = load_cell(spec, hp, model_dir, data_dirs, device, record, stats)
         train(cell, hp, device, out_dir / "checkpoint", rung, state, record, stats)
-        cell.method.save(cell.model, spec.hparams, tmp_model, cell.new_weights)
+        cell.method.save(cell.model, hp.hparams, tmp_model, cell.new_weights)
         cell.tokenizer.save_pretrained(tmp_model / "tokenizer")
     except CellFailure as e:
         stats.update(status="failed", error=first_line(e))
@@ -149,7 +142,7 @@ def load_cell(spec: TrainSpec, hp: TrainingHparams, model_dir: Path, data_dirs: 
     """The data first (cheap, checked), then always a fresh copy of the staged pretrained weights;
     what was loaded and how the steps will run go into run.json and train_stats."""
     task, ttype, method = spec.task, task_type(spec.task["type"]), method_of(hp.kind)
-    method.check_device(spec.hparams, device)
+    method.check_device(hp.hparams, device)
     resolve_dtype(device, hp.precision)
     train_rows, val_rows, labels = load_training_data(spec, data_dirs)
     record["labels"] = labels
@@ -164,13 +157,13 @@ def load_cell(spec: TrainSpec, hp: TrainingHparams, model_dir: Path, data_dirs: 
         train=train_ex, val=ttype.encode(task, val_rows, tokenizer, labels, hp.max_length) if val_rows else None,
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         steps_per_epoch=math.ceil(len(train_ex) / hp.batch_size),
-        total_steps=schedule_length(len(train_ex), hp) if method.trains(spec.hparams) else 0)
+        total_steps=schedule_length(len(train_ex), hp) if method.trains(hp.hparams) else 0)
     record["total_steps"] = data.total_steps  # the schedule's length (a rung stops before it)
     set_seed(hp.seed)
     mark_memory_baseline()  # peak memory counts the model's weights (engine.device)
-    model, new_weights = method.load_base(model_dir, ttype, labels, spec.hparams, device,
+    model, new_weights = method.load_base(model_dir, ttype, labels, hp.hparams, device,
                                           spec.model.get("allow_pickle", False))
-    model = method.place(method.prepare(model, spec.hparams, ttype, data.total_steps, new_weights), device)
+    model = method.place(method.prepare(model, hp.hparams, ttype, data.total_steps, new_weights), device)
     trainable, total = method.count_parameters(model)
     # how the steps run, for run.json: the precision setting on this device, attention kernel, compile, optimizer
     record["runtime"] = {

@@ -66,8 +66,8 @@ class TrainSpec(Spec):
     model: dict
     # successive halving's rung (peftgrid.jobs.train Rung): as rules/halving.smk gives it, {"share": float,
     # "min_steps": int, "from_checkpoint": str | None} (the job turns the share into the step it stops
-    # after: the plan does not know a run's length), or {"stop_at_step": int, ...}; None trains the whole
-    # run, and is left out of params so no other cell's params change
+    # after: the plan does not know a run's length); None trains the whole run, and is left out of
+    # params so no other cell's params change
     rung: dict | None = None
 
     def to_params(self) -> dict:
