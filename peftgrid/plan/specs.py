@@ -347,36 +347,33 @@ def _generates(type_name: str) -> bool:
 # --------------------------------------------------------------------------- retention (issue 20)
 
 @dataclass(frozen=True)
-class RetentionSpec(Spec):
-    """One reported cell scored on one retention set (plan/retention.py): the model it loads as
-    evaluation does, the set's settings and what the model family measures."""
-    cell: dict
-    hparams: dict
-    task: dict       # {"type": ...}: how the cell's model is loaded
+class RetentionBaseSpec(Spec):
+    """The pretrained model scored once on one retention set (plan/retention.py): the reference of
+    every cell of every task that uses both."""
+    task: dict       # {"type": ...}: how the model is loaded
     model: dict
     retention: dict  # {"name", "dataset", "split", "max_examples", "max_length"}
     family: str      # causal | seq2seq | encoder (plan/retention.py family)
 
 
 @dataclass(frozen=True)
-class RetentionBaseSpec(Spec):
-    """The pretrained model scored once on one retention set: the reference of every cell of
-    every task that uses both."""
-    task: dict
-    model: dict
-    retention: dict
-    family: str
+class RetentionSpec(RetentionBaseSpec):
+    """One reported cell scored on one retention set: the base reference's fields (of the cell's
+    task), plus the cell, whose trained model it loads as evaluation does."""
+    cell: dict
+    hparams: dict
 
 
-def _retention_set(config: dict, task: str, name: str) -> dict:
-    return {"name": name, **_pick(config["tasks"][task]["retention"][name], RETENTION_SET_KEYS)}
+def _retention_fields(config: dict, task: str, name: str) -> dict:
+    """RetentionBaseSpec's fields for task `task` on its retention set `name`."""
+    t = config["tasks"][task]
+    return {"task": {"type": t["type"]}, "model": _model(config, task),
+            "retention": {"name": name, **_pick(t["retention"][name], RETENTION_SET_KEYS)},
+            "family": retention_family(TASK_TYPES[t["type"]])}
 
 
 def retention_spec(config: dict, cell: Cell, name: str) -> RetentionSpec:
-    t = config["tasks"][cell.task]
-    return RetentionSpec(cell=cell.ident, hparams=cell.hparams, task={"type": t["type"]},
-                         model=_model(config, cell.task), retention=_retention_set(config, cell.task, name),
-                         family=retention_family(TASK_TYPES[t["type"]]))
+    return RetentionSpec(cell=cell.ident, hparams=cell.hparams, **_retention_fields(config, cell.task, name))
 
 
 def retention_base_spec(config: dict, model: str, name: str) -> RetentionBaseSpec:
@@ -384,10 +381,7 @@ def retention_base_spec(config: dict, model: str, name: str) -> RetentionBaseSpe
     every such task's set and model family the same."""
     task = next(t for t in sorted(config["tasks"]) if config["tasks"][t]["model"] == model
                 and name in (config["tasks"][t].get("retention") or {}))
-    t = config["tasks"][task]
-    return RetentionBaseSpec(task={"type": t["type"]}, model=_model(config, task),
-                             retention=_retention_set(config, task, name),
-                             family=retention_family(TASK_TYPES[t["type"]]))
+    return RetentionBaseSpec(**_retention_fields(config, task, name))
 
 
 from .retention import FILES as RETENTION_FILES, SET_KEYS as RETENTION_SET_KEYS, family as retention_family  # noqa: E402
