@@ -62,8 +62,15 @@ BATCH_SIZE = 8  # documents per forward pass; the base and every cell use the sa
 def load_mlm_head(model_dir: Path, allow_pickle: bool, device):
     """The checkpoint's pretrained masked-LM head as `head(last_hidden, input_ids, attention_mask) ->
     logits`, or None when the checkpoint ships none (its MLM head weights would be freshly
-    initialised) or the architecture has no masked-LM class. The head is the model's own forward
-    after its encoder, with the encoder replaced by the hidden states given."""
+    initialised) or the architecture has no masked-LM class."""
+    return load_mlm_encoder_and_head(model_dir, allow_pickle, device)[1]
+
+
+def load_mlm_encoder_and_head(model_dir: Path, allow_pickle: bool, device):
+    """(the pretrained encoder, its masked-LM head as load_mlm_head gives it) from one load of the
+    checkpoint as a masked-LM model; either is None where the checkpoint lacks its weights (or the
+    architecture has no masked-LM class). The head is the model's own forward after its encoder,
+    with the encoder replaced by the hidden states given."""
     import torch
     from transformers import AutoModelForMaskedLM
     from transformers.modeling_outputs import BaseModelOutput
@@ -72,10 +79,11 @@ def load_mlm_head(model_dir: Path, allow_pickle: bool, device):
         mlm, info = AutoModelForMaskedLM.from_pretrained(model_dir, output_loading_info=True,
                                                          use_safetensors=None if allow_pickle else True, **NO_REMOTE_CODE)
     except ValueError:  # "Unrecognized configuration class ... for AutoModelForMaskedLM"
-        return None
+        return None, None
     prefix = mlm.base_model_prefix
+    encoder = None if any(k.startswith(f"{prefix}.") for k in info["missing_keys"]) else getattr(mlm, prefix)
     if any(not k.startswith(f"{prefix}.") for k in info["missing_keys"]):
-        return None
+        return encoder, None
 
     class Given(torch.nn.Module):
         hidden = None
@@ -90,7 +98,7 @@ def load_mlm_head(model_dir: Path, allow_pickle: bool, device):
     def head(hidden, input_ids, attention_mask):
         given.hidden = hidden
         return mlm(input_ids=input_ids, attention_mask=attention_mask).logits
-    return head
+    return encoder, head
 
 
 def _lm_forward(model, family: str):
@@ -194,9 +202,10 @@ def _measure_base(spec: RetentionBaseSpec, model_dir: Path, data_dir: Path, out_
     started = time.perf_counter()
     tokenizer = ttype.prepare_tokenizer(AutoTokenizer.from_pretrained(model_dir, **NO_REMOTE_CODE))
     head = None
-    if spec.family == "encoder":
-        model = AutoModel.from_pretrained(model_dir, use_safetensors=None if allow_pickle else True, **NO_REMOTE_CODE)
-        head = load_mlm_head(model_dir, allow_pickle, device)
+    if spec.family == "encoder":  # the encoder of the masked-LM model, whose head is read too: one load
+        model, head = load_mlm_encoder_and_head(model_dir, allow_pickle, device)
+        if model is None:
+            model = AutoModel.from_pretrained(model_dir, use_safetensors=None if allow_pickle else True, **NO_REMOTE_CODE)
     else:
         model, _ = ttype.load_pretrained(model_dir, [], allow_pickle)
     model.to(device).eval()
