@@ -3,7 +3,7 @@ of one study that differ only in `tune: {strategy: grid}` / `{strategy: halving}
 `select.seed`): per (task, method, group), each strategy's winner, the grid's full-run score of
 halving's winner and its gap to the grid's best; and what each tuning stage cost — training steps
 at the selection seed (a halving rung counts only the steps it added to the one before) and the
-summed wall time of its jobs (their `[peftgrid] job time` lines in logs/).
+summed wall and CPU time of its jobs (their `[peftgrid] job time` lines in logs/).
 
 Each folder is a copy of the workflow run for the tuning stage only (each method's selection.tsv):
 
@@ -21,10 +21,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
-from bench_workflow import job_times  # noqa: E402
-
+from peftgrid.jobs.common import JOB_TIME_PREFIX  # noqa: E402
 from peftgrid.plan.layout import TRAIN_STATS_FILE, run_dir  # noqa: E402
 from peftgrid.plan.tune import rung_dir  # noqa: E402
 from peftgrid.records import read_tsv  # noqa: E402
@@ -55,8 +53,16 @@ def steps_trained(study: Path, rows: list[dict]) -> int:
     return total
 
 
-def job_wall(study: Path) -> float:
-    return sum(j["wall_s"] for jobs in job_times(study).values() for j in jobs)
+def job_seconds(study: Path, seed: str, kind: str) -> float:
+    """`wall_s` or `cpu_s` (CPU seconds hold up better on a busy machine) summed over the jobs that
+    trained or scored at the selection seed (logs/<RUN_DIR>/...): the tuning stage, without the
+    one-second staging and selection jobs, nor whatever the folder ran after it."""
+    total = 0.0
+    for log in (study / "logs" / "results" / "runs").glob(f"*/*/*/seed{seed}/**/*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith(JOB_TIME_PREFIX):
+                total += float(dict(f.split("=", 1) for f in line[len(JOB_TIME_PREFIX):].split())[kind])
+    return total
 
 
 def main():
@@ -76,10 +82,12 @@ def main():
         print(f"| {key[0]} | {key[1]} | {g['seed']} | {g['variant']} ({best:.3f}) | {h['variant']} (rung {h['rung']}) "
               f"| {got:.3f} | {best - got:+.3f} | {'yes' if g['variant'] == h['variant'] else 'no'} |")
     common = sorted(grid.keys() & halving.keys())
+    seed = grid[common[0]][0]["seed"]
     steps = [sum(steps_trained(study, sel[k]) for k in common) for study, sel in ((args.grid, grid), (args.halving, halving))]
     print(f"\n{agree} of {len(common)} agree; steps at the selection seed: grid {steps[0]}, halving {steps[1]} "
-          f"({steps[1] / max(steps[0], 1):.0%}); summed job wall: grid {job_wall(args.grid):.0f} s, "
-          f"halving {job_wall(args.halving):.0f} s")
+          f"({steps[1] / max(steps[0], 1):.0%}); summed job wall: grid {job_seconds(args.grid, seed, 'wall_s'):.0f} s, "
+          f"halving {job_seconds(args.halving, seed, 'wall_s'):.0f} s; summed job CPU: grid {job_seconds(args.grid, seed, 'cpu_s'):.0f} s, "
+          f"halving {job_seconds(args.halving, seed, 'cpu_s'):.0f} s")
 
 
 if __name__ == "__main__":
