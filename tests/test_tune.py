@@ -131,7 +131,7 @@ def test_a_cell_another_experiment_reports_stays_reported():
     ({"tune": {"none": {"lr": [1.0e-3]}}}, "experiments[0].tune.none: none does not train: it has nothing to tune"),
     ({"tune": {"lora": {"r": "auto"}}}, "experiments[0].tune.lora.r: auto is a grid for lr only"),
     ({"tune": {"lr": [1.0e-3, 1.0e-3]}}, "experiments[0].tune.lr: a value is listed twice"),
-    ({"tune": {"lr": ["1e-3"]}}, "experiments[0].tune.full.lr: '1e-3' is a string, not a number"),
+    ({"tune": {"lr": ["1e-3"]}}, "experiments[0].tune.lr: '1e-3' is a string, not a number"),
     ({"tune": {"lora": {"r": [4, 8]}}, "sweep": {"lora": {"r": [2]}}},
      "experiments[0].tune.lora.r: r is both swept and tuned for lora"),
     ({"tune": {"lr": "auto"}, "select": {"seed": 2}},

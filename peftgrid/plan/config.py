@@ -615,9 +615,10 @@ def _check_grid_values(where: str, method: dict, key: str, values: list, tkeys: 
     if key in bookkeeping_keys() and len(values) > 1:
         raise ConfigError(f"{at or f'{where}.{key}'}: {key} changes no result, so every value gives the same cell; "
                           f"set it in training: instead")
+    written = at or f"{where}.{key}"
     for i, v in enumerate(values):
         one = {key: v}
-        _check_training_keys(where, one, tkeys)
+        _check_training_keys(written.rsplit(".", 1)[0], one, tkeys)  # names the key as the user wrote it
         values[i] = v = one[key]  # 32.0 -> 32 for an integer hyperparameter
         cell = {**method, key: v}
         method_of(cell["kind"]).validate(where, {x: y for x, y in cell.items() if x not in tkeys | {"kind"}})
@@ -640,6 +641,9 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
         if k not in tkeys:
             raise ConfigError(f"{where}.tune.{k}: neither a method of this experiment nor a training hyperparameter"
                               f"{did_you_mean(k, set(exp['methods']) | tkeys)}")
+    if (shared or options) and not any(method_of(methods[m]["kind"]).trains(methods[m]) for m in exp["methods"]):
+        raise ConfigError(f"{where}.tune: no method of this experiment trains ({', '.join(exp['methods'])}), so there "
+                          f"is nothing to tune; remove tune")
     resolved = {}
     for m in exp["methods"] if tune else []:
         own = tune.get(m)
@@ -659,8 +663,14 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
                 if k != "lr":
                     raise ConfigError(f"{at}: auto is a grid for lr only; give a list of values")
                 continue
+            if k in TUNE_OPTIONS:
+                raise ConfigError(f"{at}: {k} is a setting of the whole tune block, not of one method: write "
+                                  f"tune: {{{k}: ..., {m}: {{...}}}}")
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{at}: expected a list of values" + (" or auto" if k == "lr" else ""))
+            if "auto" in values:
+                raise ConfigError(f"{at}: auto stands alone (lr: auto), it is not a value of a list: write lr: auto "
+                                  f"or lr: [values]")
             _check_grid_values(f"{where}.tune.{m}", methods[m], k, values, tkeys, at)
         if grid:
             resolved[m] = grid
@@ -668,10 +678,13 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
     select = dict(exp.get("select") or {})
     on, metric, seed = select.get("on", "validation"), select.get("metric"), select.get("seed", SELECTION_SEED)
     swept = sorted(m for m in exp["methods"] if m not in resolved and _sweep_size(exp["sweep"].get(m, {})) > 1)
-    for t in exp["tasks"]:
-        why = (f"tune picks a grid point of {', '.join(sorted(resolved))}" if resolved else
-               f"the comparisons use one variant of {swept[0]}'s sweep, chosen" if swept else
-               "the decoding is chosen" if chooses_decoding(tasks[t], metric) else None)
+    whys = {t: (f"tune picks a grid point of {', '.join(sorted(resolved))}" if resolved else
+                f"the comparisons use one variant of {swept[0]}'s sweep, chosen" if swept else
+                "the decoding is chosen" if chooses_decoding(tasks[t], metric) else None) for t in exp["tasks"]}
+    if select and not any(whys.values()):
+        raise ConfigError(f"{where}.select: this experiment chooses nothing (no tune grid, no sweep of several "
+                          f"variants, no choice among decodings), so select would be ignored; remove it")
+    for t, why in whys.items():
         if why is None:
             continue  # nothing to choose on this task
         if seed in exp["seeds"]:
