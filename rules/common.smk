@@ -110,7 +110,7 @@ def reported(task=None):
 # A model job (training, evaluation, retention) takes an equal share of the cores: one share per job
 # that may hold the `gpu` resource at once (`--resources gpu=N`, 1 when not given). With N GPUs, N
 # jobs then run side by side, one per device slot (threads = cores would let only one start); on a
-# machine without a GPU, `gpu=N` is how many model jobs share the cores. Snakemake sets
+# machine without a GPU, `gpu=N` (up to --cores) is how many model jobs share the cores. Snakemake sets
 # OMP_NUM_THREADS to the share, which torch follows. Override per rule with --set-threads train=4;
 # under SLURM, cpus_per_task in the profile sets it.
 def model_job_threads(cores, gpu_jobs):
@@ -118,7 +118,8 @@ def model_job_threads(cores, gpu_jobs):
     return max(1, usable // max(1, gpu_jobs or 1))
 
 
-JOB_THREADS = model_job_threads(workflow.resource_settings.cores, workflow.global_resources.get("gpu").value)
+_gpu_jobs = workflow.global_resources.get("gpu")  # a Resource from Snakemake 9.16.3 on, an int or None before
+JOB_THREADS = model_job_threads(workflow.resource_settings.cores, getattr(_gpu_jobs, "value", _gpu_jobs))
 
 TASKS_IN_STUDY = sorted({c.task for c in CELLS})
 # report file names end in the task name (<task>.md, <task>_qualitative.md): only a real task matches

@@ -659,18 +659,19 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
             if k in exp["sweep"].get(m, {}):
                 raise ConfigError(f"{at}: {k} is both swept and tuned for {m} (sweep reports every value, tune "
                                   f"selects one): list it in one of them")
+            if k in TUNE_OPTIONS:
+                raise ConfigError(f"{at}: {k} is a setting of the whole tune block, not of one method: write "
+                                  f"tune: {{{k}: ..., {m}: {{...}}}}")
             if values == "auto":
                 if k != "lr":
                     raise ConfigError(f"{at}: auto is a grid for lr only; give a list of values")
                 continue
-            if k in TUNE_OPTIONS:
-                raise ConfigError(f"{at}: {k} is a setting of the whole tune block, not of one method: write "
-                                  f"tune: {{{k}: ..., {m}: {{...}}}}")
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{at}: expected a list of values" + (" or auto" if k == "lr" else ""))
             if "auto" in values:
-                raise ConfigError(f"{at}: auto stands alone (lr: auto), it is not a value of a list: write lr: auto "
-                                  f"or lr: [values]")
+                raise ConfigError(f"{at}: " + ("auto stands alone (lr: auto), it is not a value of a list: write lr: "
+                                               "auto or lr: [values]" if k == "lr" else
+                                               "auto is a grid for lr only; give a list of values"))
             _check_grid_values(f"{where}.tune.{m}", methods[m], k, values, tkeys, at)
         if grid:
             resolved[m] = grid
