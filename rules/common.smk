@@ -98,7 +98,10 @@ def cell_eval_outputs(cell):
     return [f"{cell.dir}/{where}/{METRICS_FILE}" for where, (e, _) in evaluations(config, cell.task).items() if e is not None]
 
 
-@functools.cache  # a result only: while a selection checkpoint has not run, each call asks again
+# Cached: checkpoints.<rule>.get() answers only for a checkpoint finished in this run or up to date
+# when the DAG was built (Snakemake 9's dag.py), so an answer is final; while one has not run, each
+# call raises and asks again. tests/test_tune.py checks a new winner is reported in the same run.
+@functools.cache
 def reported(task=None):
     """The cells the tables report: untuned cells at the reported seeds and each tuned group's
     winner at all of them — never a run at a selection seed. Reads the selection checkpoints
