@@ -477,3 +477,27 @@ def test_an_edge_winner_extends_the_grid_from_step_zero_to_the_last_rung(tiny_be
     winner = next(r for r in read_tsv(tune / "selection.tsv") if r["selected"] == "True")
     assert winner["variant"] == "lr=1.25e-10" and "the limit" in winner["edge"]
     assert planned_jobs(tmp_path) == {}
+
+
+def test_a_grid_whose_points_all_tie_is_not_extended_and_says_why(tmp_path):
+    """CoLA at 64 steps: every learning rate predicts the majority class (MCC 0). The winner is a
+    tie-break at the grid's low edge; extending past it would train up to 3 more runs that tie again."""
+    _, _, groups = plan(lr="auto")  # strategy grid, extend: 3
+    g = group_of(groups)
+    five = list(g.candidates)
+    rows = stage(g.to_params(), 0, five, scores(tmp_path, "s0", [0.0] * 5), tmp_path / "stage0.tsv")
+    assert [r["variant"] for r in rows] == five and not any(r["status"] == "extension" for r in rows)
+    assert stage_competitors(g, 1, read_tsv(tmp_path / "stage0.tsv")) == []
+    winner = select_staged(g.to_params(), [tmp_path / "stage0.tsv"], tmp_path / "sel.tsv")
+    assert winner["edge"] == ("lr (lowest); every point scored 0: the selection set does not separate them, "
+                              "so the grid is not extended")
+    # one point apart is a direction: the edge winner extends as before
+    rows = stage(g.to_params(), 0, five, scores(tmp_path, "s1", [0.01, 0.0, 0.0, 0.0, 0.0]), tmp_path / "stage1.tsv")
+    assert rows[-1]["status"] == "extension"
+    # an untuned-extension grid (explicit values) says the same in its edge column
+    from peftgrid.jobs.select import select
+
+    _, _, groups = plan(lr=[1.0e-3, 2.0e-3])
+    g = group_of(groups)
+    won = select(g.to_params(), scores(tmp_path, "e", [0.5, 0.5]), tmp_path / "grid.tsv")
+    assert won["edge"] == "every point scored 0.5: the selection set does not separate them"  # 2 points: no edge

@@ -12,7 +12,7 @@ import json
 import math
 
 from ..plan.tune import (CHOICE_COLUMNS, SELECTION_COLUMNS, SELECTION_EXTRA_COLUMNS, STAGE_COLUMNS, TuneGroup,
-                         choose_best, edge_label, ranks)
+                         choose_best, edge_label, ranks, tie_note)
 from ..records import read_json, read_tsv, write_tsv
 
 
@@ -54,7 +54,8 @@ def select(group: dict, files: list, out) -> dict:
     default = group["candidates"].index(group["default"]) if group["default"] in group["candidates"] else 0
     winner, finished = choose_best(points, group["higher_is_better"], default)
     rank = ranks(points, group["higher_is_better"])
-    edge = edge_label(group["tuned"], group["tuned"][winner]) if finished else ""
+    edge = "; ".join(x for x in (edge_label(group["tuned"], group["tuned"][winner]), tie_note(points)) if x) \
+        if finished else ""
     rows = []
     for i, (variant, tuned, p) in enumerate(zip(group["candidates"], group["tuned"], points)):
         rows.append({"task": group["task"], "method": group["method"], "group": group["group"], "variant": variant,
@@ -89,10 +90,13 @@ def stage(group: dict, number: int, competitors: list, files: list, out, runs: l
              "advance": rank[i] is not None and rank[i] <= keep, "note": note}
             for i, (v, p) in enumerate(zip(competitors, points, strict=True))]
     going = [r for r in rows if r["advance"]]
+    tied = tie_note(points)  # no score separates the points: an edge winner is a tie-break, not a direction
     if len(going) == 1:
         winner = going[0]
-        extension = g.next_extension(list(g.candidates) + list(competitors), winner["variant"])  # the limit: None
-        if extension is not None:
+        extension = None if tied else g.next_extension(list(g.candidates) + list(competitors), winner["variant"])
+        if tied:
+            winner["note"] = "; ".join(x for x in (tied + (", so the grid is not extended" if g.extend else ""), note) if x)
+        elif extension is not None:
             rows.append({"variant": extension, "tuned": json.dumps(g.tuned_of(extension), sort_keys=True),
                          "rung": rung, "status": "extension", "error": "", "score": None, "decoding": "",
                          "advance": True, "note": f"added past {winner['variant']}, the best at the grid's edge"})

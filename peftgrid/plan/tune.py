@@ -376,6 +376,17 @@ def choose_best(points: list[dict], higher_is_better: bool, default: int = 0) ->
     return (default if best is None else best), finished
 
 
+def tie_note(points: list[dict]) -> str:
+    """selection.tsv's note when every finished point (2 or more) has the same score, e.g. every run
+    predicts the majority class: the selection set does not separate them, the winner is a tie-break
+    and an edge says nothing about where the optimum lies; '' otherwise."""
+    finished = [p["score"] for p in points if p.get("status") == "ok" and p.get("score") is not None
+                and p["score"] == p["score"]]
+    if len(finished) < 2 or len(set(finished)) > 1:
+        return ""
+    return f"every point scored {finished[0]:.4g}: the selection set does not separate them"
+
+
 def ranks(points: list[dict], higher_is_better: bool, tiebreak: list | None = None) -> list[int | None]:
     """1 for the best finished point (ties: grid order), None for unfinished ones. `tiebreak`
     (halving's rungs): per point a lower-is-better value that orders equal scores before grid order —
