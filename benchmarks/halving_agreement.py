@@ -48,7 +48,10 @@ def steps_trained(study: Path, rows: list[dict]) -> int:
             continue
         done = 0
         for rung in range(int(r["rung"]) + 1):  # a rung's `steps` is the step it stopped at
-            stop = int(float(read_tsv(Path(rung_dir(str(run), rung)) / TRAIN_STATS_FILE)[0]["steps"]))
+            stats = Path(rung_dir(str(run), rung)) / TRAIN_STATS_FILE
+            if not stats.is_file():  # an extension point starts at a later rung, from step 0
+                continue
+            stop = int(float(read_tsv(stats)[0]["steps"]))
             total, done = total + stop - done, stop
     return total
 
@@ -74,14 +77,18 @@ def main():
     agree = 0
     print("| task | method | seed | grid's winner (score) | halving's winner (rung) | grid's score of it | gap | agree |")
     print("|---|---|---|---|---|---|---|---|")
-    for key in sorted(grid.keys() & halving.keys()):
-        g, h = winner(grid[key]), winner(halving[key])
-        full_score = {r["variant"]: float(r["score"]) for r in grid[key]}
-        best, got = full_score[g["variant"]], full_score[h["variant"]]
-        agree += g["variant"] == h["variant"]
-        print(f"| {key[0]} | {key[1]} | {g['seed']} | {g['variant']} ({best:.3f}) | {h['variant']} (rung {h['rung']}) "
-              f"| {got:.3f} | {best - got:+.3f} | {'yes' if g['variant'] == h['variant'] else 'no'} |")
     common = sorted(grid.keys() & halving.keys())
+    if not common:
+        raise SystemExit("the two folders share no (task, method, group): run the same study in both")
+    for key in common:
+        g, h = winner(grid[key]), winner(halving[key])
+        full_score = {r["variant"]: float(r["score"]) for r in grid[key] if r["score"] not in ("", None)}
+        best, got = full_score[g["variant"]], full_score.get(h["variant"])  # None: a point the grid never ran
+        agree += g["variant"] == h["variant"]
+        sign = 1 if g["metric"] != "loss" else -1  # the gap is how much worse halving's pick is: >= 0
+        gap = "n/a" if got is None else f"{sign * (best - got):+.3f}"
+        print(f"| {key[0]} | {key[1]} | {g['seed']} | {g['variant']} ({best:.3f}) | {h['variant']} (rung {h['rung']}) "
+              f"| {'n/a' if got is None else f'{got:.3f}'} | {gap} | {'yes' if g['variant'] == h['variant'] else 'no'} |")
     seed = grid[common[0]][0]["seed"]
     steps = [sum(steps_trained(study, sel[k]) for k in common) for study, sel in ((args.grid, grid), (args.halving, halving))]
     print(f"\n{agree} of {len(common)} agree; steps at the selection seed: grid {steps[0]}, halving {steps[1]} "
