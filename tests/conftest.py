@@ -19,7 +19,7 @@ os.environ.setdefault("PEFTGRID_DEVICE", "cpu")
 
 def pytest_configure(config):
     """Under xdist, each worker's torch gets its share of the cores (1 of 2 with `-n 2`), and so do
-    the Python subprocesses tests start (OMP_NUM_THREADS; Snakemake jobs set 1 already). With two
+    the Python subprocesses tests start (OMP_NUM_THREADS; run_snakemake's jobs get one thread each). With two
     threads per worker on two cores, every op's threads wait on each other (measured 2026-12-06:
     MiniLM trained at 1.7 examples/s with two threads beside the other worker, 23-29 with one).
     `-n 0` keeps torch's own choice."""
@@ -146,7 +146,10 @@ def write_config(path: Path, config: dict) -> Path:
 
 def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1500) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", "--resources", "gpu=1", *args]
+           # gpu=2: each model job gets one thread (rules/common.smk), as each xdist worker has one core;
+           # with gpu=1 a job's two threads spin-waited beside the other worker (CPU 220 -> 179 s, wall
+           # 229 -> 164 s for two test_workflow studies, 2026-12-06)
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2", "--resources", "gpu=2", *args]
     env = {**os.environ, "PEFTGRID_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
