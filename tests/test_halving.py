@@ -411,7 +411,8 @@ def test_rungs_are_the_full_runs_prefix_resume_when_killed_and_rerun_only_what_a
     assert (first["train_rung"], first["tune_stage"], first["select"], first["choose"]) == (4, 1, 1, 1)
     assert "train" not in first  # no full run at the selection seed
 
-    # a rung job killed after step 5 (rung 1 goes from step 2 to 6): the run fails, its checkpoint stays
+    # rung jobs killed after step 5 (rung 1 goes from step 2 to 6): the run fails, their checkpoints stay
+    # (both rung-1 jobs when they run side by side, the first when they run in turn)
     os.environ["PEFTGRID_FAULT"] = "kill:5"
     try:
         assert run_snakemake(tmp_path, check=False).returncode != 0
@@ -419,9 +420,9 @@ def test_rungs_are_the_full_runs_prefix_resume_when_killed_and_rerun_only_what_a
         del os.environ["PEFTGRID_FAULT"]
     runs = tmp_path / "results" / "runs" / "emotion" / "lora"
     killed = [p.parent.parent for p in runs.glob("*/seed1000/rung1/checkpoint/state.pt")]
-    assert len(killed) == 1 and not (killed[0] / "run.json").exists()
+    assert killed and not any((k / "run.json").exists() for k in killed)
     run_snakemake(tmp_path)
-    assert json.loads((killed[0] / "run.json").read_text())["resumed"] is True
+    assert all(json.loads((k / "run.json").read_text())["resumed"] is True for k in killed)
     assert planned_jobs(tmp_path) == {}  # a second run has nothing to do
 
     tune = tmp_path / "results" / "tune" / "emotion" / "lora" / "default"
@@ -456,11 +457,12 @@ def test_rungs_are_the_full_runs_prefix_resume_when_killed_and_rerun_only_what_a
 
 @pytest.mark.slow
 def test_an_edge_winner_extends_the_grid_from_step_zero_to_the_last_rung(tiny_bert, tmp_path):
-    """A learning rate too small to move the loss (1e-9: every point ties, and a tie goes to the
-    smaller lr) makes the lowest point win: the point 2x below it trains from step 0 to the last
-    rung, wins the tie again, and extend: 1 is spent: the selection says the limit was reached."""
+    """A learning rate far too large (the auto grid 0.5 ... 8, where the loss rises with the lr) makes
+    the lowest point win its last rung: the point 2x below it trains from step 0 to that rung, wins
+    again (validation loss 1.84 against 7.45), and extend: 1 is spent: the selection says the limit
+    was reached. (An all-tied grid is not extended: test_a_grid_whose_points_all_tie_...)"""
     config = halving_study(tiny_bert, [])
-    config["methods"] = {"lora": {"lr": 1.0e-9}}
+    config["methods"] = {"lora": {"lr": 2.0}}
     config["experiments"][0]["tune"] = {"lr": "auto", "strategy": "halving", "min_steps": 2, "extend": 1}
     write_config(tmp_path / "config.yaml", config)
     run_snakemake(tmp_path)
@@ -468,14 +470,14 @@ def test_an_edge_winner_extends_the_grid_from_step_zero_to_the_last_rung(tiny_be
     stages = [read_tsv(tune / f"stage{i}.tsv") for i in range(3)]
     assert not (tune / "stage3.tsv").exists()
     low = stages[1][-1]
-    # the auto grid is 2.5e-10 ... 4e-9: the point below it is 1.25e-10
-    assert (low["status"], low["advance"], low["variant"]) == ("extension", "True", "lr=1.25e-10")
-    assert [r["variant"] for r in stages[2]] == ["lr=1.25e-10", "lr=2.5e-10"] and stages[2][0]["rung"] == "1"
-    rung = tmp_path / "results" / "runs" / "emotion" / "lora" / "lr=1.25e-10" / "seed1000"
+    # the auto grid is 0.5 ... 8: the point below it is 0.25
+    assert (low["status"], low["advance"], low["variant"]) == ("extension", "True", "lr=0.25")
+    assert [r["variant"] for r in stages[2]] == ["lr=0.25", "lr=0.5"] and stages[2][0]["rung"] == "1"
+    rung = tmp_path / "results" / "runs" / "emotion" / "lora" / "lr=0.25" / "seed1000"
     assert json.loads((rung / "rung1" / "run.json").read_text())["rung"]["from_checkpoint"] is None
     assert not (rung / "rung0").exists()  # it entered at the last rung, trained from step 0
     winner = next(r for r in read_tsv(tune / "selection.tsv") if r["selected"] == "True")
-    assert winner["variant"] == "lr=1.25e-10" and "the limit" in winner["edge"]
+    assert winner["variant"] == "lr=0.25" and "the limit" in winner["edge"]
     assert planned_jobs(tmp_path) == {}
 
 
