@@ -68,9 +68,23 @@ _pre_model_rss_mb: float | None = None  # set by mark_memory_baseline, once per 
 
 def mark_memory_baseline() -> None:
     """Record the process's RSS now, just before the job loads its model: CPU peak memory is counted
-    above it, so the weights count as they do on CUDA (jobs call this; one model job per process)."""
+    above it, so the weights count as they do on CUDA (jobs call this; one model job per process).
+    Memory the process freed but the C heap kept would be reused without RSS growth, so a phase after
+    earlier work (a test process, a notebook) measured ~0: it goes back to the OS first."""
     global _pre_model_rss_mb
+    _release_free_memory()
     _pre_model_rss_mb = _status_mb("VmRSS")
+
+
+def _release_free_memory() -> None:
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc: free heap pages back to the OS
+    except (OSError, AttributeError):
+        pass  # not glibc (macOS, musl): the baseline is the RSS as it is
 
 
 def paged_state_mb(optimizer) -> float:
