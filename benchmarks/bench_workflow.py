@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -67,6 +68,9 @@ def collect(work: Path) -> dict:
     # an adapter cell is also timed unmerged (its *_unmerged columns): inference passes too
     out["infer_time_unmerged_s"] = sum(fnum(r.get("infer_time_unmerged_s")) for r in evals)
     out["retention_time_s"] = sum(fnum(r.get("retention_time_s")) for r in retention)
+    # the threads the training jobs ran with, as each recorded it (device column 'cpu:<n>threads')
+    threads = {int(m.group(1)) for st in stats if (m := re.fullmatch(r"cpu:(\d+)threads", st.get("device") or ""))}
+    out["cpu_threads"] = threads.pop() if len(threads) == 1 else None
     out["cells"] = len(stats)
     out["failed_cells"] = sum(s.get("status") != "ok" for s in stats)
     out["eval_rows"] = len(evals)
@@ -76,14 +80,12 @@ def collect(work: Path) -> dict:
 
 def job_times(work: Path) -> dict[str, list[dict]]:
     """Each job's time line (peftgrid.jobs.common.run_job writes it last in the job's log), by rule."""
-    from peftgrid.jobs.common import JOB_TIME_PREFIX
+    from peftgrid.jobs.common import read_job_times
 
     by_rule: dict[str, list[dict]] = {}
     for log in sorted((work / "logs").glob("**/*.log")):
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith(JOB_TIME_PREFIX):
-                fields = dict(f.split("=", 1) for f in line[len(JOB_TIME_PREFIX):].split())
-                by_rule.setdefault(fields.pop("rule"), []).append({k: fnum(v) for k, v in fields.items()})
+        for fields in read_job_times(log):
+            by_rule.setdefault(fields.pop("rule"), []).append({k: fnum(v) for k, v in fields.items()})
     return by_rule
 
 
@@ -199,9 +201,9 @@ def main():
         print(f"| {name} | {sec:.0f} | {100 * sec / wall:.1f}% |")
     print("(checkpoint and load time are outside training and evaluation; summed job times can exceed "
           "the wall time where jobs overlapped)")
-    if args.gpu_jobs > 1:
+    threads = c["cpu_threads"]
+    if args.gpu_jobs > 1 and threads:
         # jobs overlap: compare core-seconds. A model job's timed work holds its share of the cores.
-        threads = max(1, args.cores // args.gpu_jobs)
         share = 1 - threads * inside / (args.cores * wall)
         print(f"model jobs side by side ({args.gpu_jobs} x {threads} threads): the machine's core-seconds "
               f"outside training and evaluation: {100 * share:.1f}% (1 - threads x timed work / (cores x wall))")

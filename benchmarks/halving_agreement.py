@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from peftgrid.jobs.common import JOB_TIME_PREFIX  # noqa: E402
+from peftgrid.jobs.common import read_job_times  # noqa: E402
 from peftgrid.plan.layout import TRAIN_STATS_FILE, run_dir  # noqa: E402
 from peftgrid.plan.tune import rung_dir  # noqa: E402
 from peftgrid.records import read_tsv  # noqa: E402
@@ -62,9 +62,7 @@ def job_seconds(study: Path, seed: str, kind: str) -> float:
     one-second staging and selection jobs, nor whatever the folder ran after it."""
     total = 0.0
     for log in (study / "logs" / "results" / "runs").glob(f"*/*/*/seed{seed}/**/*.log"):
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith(JOB_TIME_PREFIX):
-                total += float(dict(f.split("=", 1) for f in line[len(JOB_TIME_PREFIX):].split())[kind])
+        total += sum(float(fields[kind]) for fields in read_job_times(log))
     return total
 
 

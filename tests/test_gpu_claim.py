@@ -263,18 +263,16 @@ def test_gpu_jobs_share_the_cores_and_run_side_by_side(tiny_bert, tmp_path):
     """`--cores 2 --resources gpu=2`: each model job gets one core (rules/common.smk, model_job_threads),
     so two training jobs run at once. With every job asking for all cores, Snakemake ran them one after
     the other whatever `gpu` allowed: a 4-GPU machine trained one cell at a time."""
-    from conftest import newcomer_study, write_config
+    from conftest import newcomer_study, run_snakemake, write_config
+    from peftgrid.jobs.common import read_job_times
 
     config = newcomer_study(tiny_bert, tmp_path)
     config["experiments"][0]["methods"] = ["full", "lora"]
     write_config(tmp_path / "config.yaml", config)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile",
-           str(tmp_path / "config.yaml"), "--cores", "2", "--resources", "gpu=2", "--until", "train"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "PEFTGRID_DEVICE": "cpu"})
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = run_snakemake(tmp_path, "--until", "train")  # --cores 2 --resources gpu=2
     spans = []
     for log in sorted((tmp_path / "logs").glob("results/runs/**/train.log")):
-        wall = float(log.read_text().rsplit("wall_s=", 1)[1].split()[0])  # the job's last line (run_job)
+        wall = float(read_job_times(log)[-1]["wall_s"])  # the job's last line (run_job)
         run_json = tmp_path / log.parent.relative_to(tmp_path / "logs") / "run.json"
         end = run_json.stat().st_mtime
         spans.append((end - wall, end))

@@ -13,6 +13,8 @@ column `mem_measure` names which of the two took a figure (MEM_MEASURE).
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import resource
 import time
@@ -77,9 +79,6 @@ def mark_memory_baseline() -> None:
 
 
 def _release_free_memory() -> None:
-    import ctypes
-    import gc
-
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc: free heap pages back to the OS

@@ -9,6 +9,7 @@ import resource
 import sys
 import time
 import traceback
+from pathlib import Path
 
 from ..errors import Preempted, UserError
 from ..plugins import load_plugins
@@ -63,6 +64,13 @@ def job_time_line(rule: str, before_main: float | None, main_seconds: float, wor
     return (f"{JOB_TIME_PREFIX} rule={rule} wall_s={wall:.2f} work_s={work:.2f} overhead_s={wall - work:.2f} "
             f"before_main_s={before}" + ("" if cpu is None else f" cpu_s={cpu:.2f}"))
 
+
+
+def read_job_times(log_path) -> list[dict[str, str]]:
+    """The fields (rule, wall_s, work_s, ...) of each job time line job_time_line wrote in a log."""
+    lines = Path(log_path).read_text(errors="replace").splitlines()
+    return [dict(f.split("=", 1) for f in line[len(JOB_TIME_PREFIX):].split())
+            for line in lines if line.startswith(JOB_TIME_PREFIX)]
 
 def run_job(main, snakemake, offline: bool = True) -> None:
     """Run `main(snakemake)`; offline jobs never touch the hub (HF_HUB_OFFLINE=1). `main` may return

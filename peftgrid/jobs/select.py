@@ -90,9 +90,9 @@ def stage(group: dict, number: int, competitors: list, files: list, out, runs: l
              "advance": rank[i] is not None and rank[i] <= keep, "note": note}
             for i, (v, p) in enumerate(zip(competitors, points, strict=True))]
     going = [r for r in rows if r["advance"]]
-    tied = tie_note(points)  # no score separates the points: an edge winner is a tie-break, not a direction
     if len(going) == 1:
         winner = going[0]
+        tied = tie_note(points)  # no score separates the points: an edge winner is a tie-break, not a direction
         extension = None if tied else g.next_extension(list(g.candidates) + list(competitors), winner["variant"])
         if tied:
             winner["note"] = "; ".join(x for x in (tied + (", so the grid is not extended" if g.extend else ""), note) if x)

@@ -612,10 +612,10 @@ def _check_experiments(config: dict) -> None:
 def _check_grid_values(where: str, method: dict, key: str, values: list, tkeys: set, at: str | None = None) -> None:
     """Every value of a sweep or tune grid is a setting the method takes; none is listed twice; the
     key changes results (`at`: the grid's key as the user wrote it, default `<where>.<key>`)."""
-    if key in bookkeeping_keys() and len(values) > 1:
-        raise ConfigError(f"{at or f'{where}.{key}'}: {key} changes no result, so every value gives the same cell; "
-                          f"set it in training: instead")
     written = at or f"{where}.{key}"
+    if key in bookkeeping_keys() and len(values) > 1:
+        raise ConfigError(f"{written}: {key} changes no result, so every value gives the same cell; "
+                          f"set it in training: instead")
     for i, v in enumerate(values):
         one = {key: v}
         _check_training_keys(written.rsplit(".", 1)[0], one, tkeys)  # names the key as the user wrote it
@@ -624,7 +624,7 @@ def _check_grid_values(where: str, method: dict, key: str, values: list, tkeys: 
         method_of(cell["kind"]).validate(where, {x: y for x, y in cell.items() if x not in tkeys | {"kind"}})
     canon = [json.dumps(canonical(v), sort_keys=True) for v in values]
     if len(set(canon)) != len(canon):
-        raise ConfigError(f"{at or f'{where}.{key}'}: a value is listed twice")
+        raise ConfigError(f"{written}: a value is listed twice")
 
 
 def _check_tune(where: str, exp: dict, config: dict) -> None:
