@@ -5,7 +5,9 @@ Runs, from the repository,
     snakemake --snakefile Snakefile --configfile configs/cpu_small_local.yaml --cores 2 --resources gpu=1 \
         --keep-going -d <tmp>/work
 
-(`--gpu-jobs 2`: `--resources gpu=2`, two model jobs of one thread each side by side.)
+(`--gpu-jobs 2`: `--resources gpu=2`, two model jobs of one thread each side by side; `--cold`: with
+PEFTGRID_WARM_START=0, every model job imports its libraries itself instead of forking from a
+preloader, peftgrid/jobs/warm.py.)
 
 with <tmp>/shared a link to ../shared, so the config's `../shared/data/...` paths resolve from the
 temporary working directory exactly as they do from the repository. Then it reports the wall
@@ -43,6 +45,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
 from bench_train_loop import machine_load  # noqa: E402
+
+from peftgrid.jobs import warm  # noqa: E402
 
 
 def fnum(value) -> float:
@@ -85,7 +89,8 @@ def job_times(work: Path) -> dict[str, list[dict]]:
     by_rule: dict[str, list[dict]] = {}
     for log in sorted((work / "logs").glob("**/*.log")):
         for fields in read_job_times(log):
-            by_rule.setdefault(fields.pop("rule"), []).append({k: fnum(v) for k, v in fields.items()})
+            by_rule.setdefault(fields.pop("rule"), []).append({k: v if k == "start" else fnum(v)
+                                                               for k, v in fields.items()})
     return by_rule
 
 
@@ -142,6 +147,8 @@ def main():
     parser.add_argument("--keep", type=Path, help="run in this (new or empty) folder and keep it")
     parser.add_argument("--dry-run", action="store_true", help="snakemake -n: plan only, report nothing")
     parser.add_argument("--force", action="store_true", help="run even when the machine is busy")
+    parser.add_argument("--cold", action="store_true",
+                        help="PEFTGRID_WARM_START=0: no preloader, every model job imports torch itself")
     args = parser.parse_args()
 
     if not (args.shared / "data").is_dir():
@@ -167,10 +174,18 @@ def main():
         cmd.append("-n")
     print("$ " + " ".join(cmd))
     log = root / "snakemake.log"
+    # the run's own preloaders (their CPU is counted below); none left from an earlier run is reused
+    preloaders = root / "preloaders"
+    env = {**os.environ, warm.DIR_ENV: str(preloaders), warm.ENABLE_ENV: "0" if args.cold else "1"}
     t0, cpu0 = time.perf_counter(), children_cpu()
     with open(log, "w") as fh:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env)
     wall, study_cpu = time.perf_counter() - t0, children_cpu() - cpu0
+    # a preloader outlives the jobs that started it, and the children it forked ran the jobs: their
+    # CPU is not in this process's children's, so each reports it as it exits
+    preloader_cpu = sum(float(v) for line in warm.stop_preloaders(preloaders) if not args.dry_run
+                        for k, v in (f.split("=") for f in line.split()[1:]))
+    study_cpu += preloader_cpu
     if proc.returncode != 0:
         print(log.read_text()[-3000:])
         print(f"snakemake exited {proc.returncode} after {wall:.0f} s (log: {log})")
@@ -216,6 +231,8 @@ def main():
           "loading and inference):")
     print(time_split(by_rule))
     jobs_cpu = sum(j.get("cpu_s", 0.0) for jobs in by_rule.values() for j in jobs)
+    forked = sum(j.get("start") == "preloaded" for jobs in by_rule.values() for j in jobs)
+    print(f"{forked} jobs forked from a preloader (peftgrid/jobs/warm.py), the others started cold")
     print(f"CPU seconds: the whole run {study_cpu:.1f} (Snakemake and every job), the jobs {jobs_cpu:.1f}, "
           f"Snakemake itself and the jobs' script wrappers {study_cpu - jobs_cpu:.1f}")
     print("machine BUSY at the start: figures are noisy" if busy else "machine idle at the start")

@@ -15,6 +15,12 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ["HF_HUB_OFFLINE"] = "1"  # no test ever touches the hub
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("PEFTGRID_DEVICE", "cpu")
+# The tests' workflows fork their model jobs from preloaders of their own (peftgrid/jobs/warm.py),
+# in a folder the xdist workers inherit from the controller, which stops them at the end.
+if "PEFTGRID_WARM_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["PEFTGRID_WARM_DIR"] = tempfile.mkdtemp(prefix="peftgrid-warm-tests-")
 
 
 def pytest_configure(config):
@@ -31,6 +37,18 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        from peftgrid.jobs import warm
+
+        folder = Path(os.environ["PEFTGRID_WARM_DIR"])
+        warm.stop_preloaders(folder)
+        if folder.name.startswith("peftgrid-warm-tests-"):
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def require(condition: bool, reason: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import Preempted, UserError
 from ..plugins import load_plugins
+from . import warm
 
 
 JOB_TIME_PREFIX = "[peftgrid] job time"  # benchmarks/bench_workflow.py reads these lines from logs/
@@ -32,6 +33,8 @@ def skip_unused_imports(used: tuple[str, ...], computes_metrics: bool = True) ->
     libraries that probe for them: a None entry in sys.modules makes importlib.util.find_spec answer
     None and `import` raise ImportError. Only in a job's own process (one job per process), before
     transformers or peft are imported."""
+    if warm.needs_cold_start(used):
+        warm.restart_cold()
     for name in OPTIONAL_IMPORTS + (() if computes_metrics else METRIC_IMPORTS):
         if name not in used and name not in sys.modules:
             sys.modules[name] = None
@@ -48,6 +51,16 @@ def process_age() -> float | None:
         return None
 
 
+def _job_start() -> tuple[float | None, float]:
+    """(seconds since the job's process started, CPU seconds it used before this process): in a
+    child forked by a preloader (warm.py), the job process that handed the script over started it."""
+    if os.environ.get(warm.CHILD_ENV):
+        started = os.environ.get(warm.STARTED_ENV)
+        return (None if started is None else max(time.time() - float(started), 0.0),
+                float(os.environ.get(warm.JOB_CPU_ENV) or 0.0))
+    return process_age(), 0.0
+
+
 def cpu_seconds() -> float:
     """CPU time (user + system, all threads) this process has used since it started."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -55,14 +68,15 @@ def cpu_seconds() -> float:
 
 
 def job_time_line(rule: str, before_main: float | None, main_seconds: float, work: float | None,
-                  cpu: float | None = None) -> str:
+                  cpu: float | None = None, start: str = "cold") -> str:
     """`work`: the seconds the job timed itself (None: all of main counts as work); `cpu`: the
-    process's CPU seconds (on a shared machine the wall time says little; this stays honest)."""
+    process's CPU seconds (on a shared machine the wall time says little; this stays honest);
+    `start`: "preloaded" when the job ran forked from a preloader (warm.py), else "cold"."""
     wall = (before_main or 0.0) + main_seconds
     work = main_seconds if work is None else min(work, main_seconds)
     before = "unknown" if before_main is None else f"{before_main:.2f}"
     return (f"{JOB_TIME_PREFIX} rule={rule} wall_s={wall:.2f} work_s={work:.2f} overhead_s={wall - work:.2f} "
-            f"before_main_s={before}" + ("" if cpu is None else f" cpu_s={cpu:.2f}"))
+            f"before_main_s={before}" + ("" if cpu is None else f" cpu_s={cpu:.2f}") + f" start={start}")
 
 
 
@@ -76,7 +90,7 @@ def run_job(main, snakemake, offline: bool = True) -> None:
     """Run `main(snakemake)`; offline jobs never touch the hub (HF_HUB_OFFLINE=1). `main` may return
     the seconds of work it timed (model loading, training, inference); the log's last line then
     splits the job's wall time into that work and the overhead around it."""
-    before_main = process_age()
+    before_main, job_cpu = _job_start()
     started = time.perf_counter()
     work = None
     if offline:
@@ -86,6 +100,10 @@ def run_job(main, snakemake, offline: bool = True) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # our records say which weights are new; transformers' notices would only bury the progress lines
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if warm.wanted(getattr(snakemake, "resources", None)):  # a model job: fork from a process that has the libraries
+        code = warm.run_forked(sys.argv[0], None if before_main is None else time.time() - before_main, cpu_seconds(), OPTIONAL_IMPORTS)
+        if code is not None:
+            sys.exit(code)
     console = sys.stderr
     log_path = snakemake.log[0] if snakemake.log else None
     log_file = open(log_path, "w", buffering=1) if log_path else None
@@ -111,7 +129,8 @@ def run_job(main, snakemake, offline: bool = True) -> None:
         raise
     finally:
         print(job_time_line(snakemake.rule, before_main, time.perf_counter() - started,
-                            work if isinstance(work, (int, float)) else None, cpu_seconds()), file=sys.stderr)
+                            work if isinstance(work, (int, float)) else None, job_cpu + cpu_seconds(),
+                            "preloaded" if os.environ.get(warm.CHILD_ENV) else "cold"), file=sys.stderr)
         if log_file:
             sys.stdout, sys.stderr = sys.__stdout__, console
             log_file.close()

@@ -1,0 +1,160 @@
+"""Warm start (peftgrid/jobs/warm.py): a model job forks from a preloader that has imported torch,
+transformers and peft, and behaves as the job's own process would: its stdio, folder, environment,
+threads and exit, killed with it, and the same trained weights as a cold job."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+from peftgrid.jobs import warm
+from peftgrid.jobs.common import OPTIONAL_IMPORTS, read_job_times
+
+# A job process, as run_job hands over: forks the script from the preloader, or says COLD.
+JOB = ("import sys\nfrom peftgrid.jobs import warm\n"
+       f"code = warm.run_forked(sys.argv[1], None, 0.0, {OPTIONAL_IMPORTS!r})\n"
+       "if code is None:\n    print('COLD', flush=True)\n    sys.exit(99)\nsys.exit(code)\n")
+
+
+def job(script: Path, folder: Path, cwd=None, env=None, wait=True, **kw):
+    env = {**os.environ, warm.DIR_ENV: str(folder), **(env or {})}
+    args = [sys.executable, "-c", JOB, str(script)]
+    if not wait:
+        return subprocess.Popen(args, cwd=cwd or script.parent, env=env, stdout=subprocess.PIPE, text=True, **kw)
+    return subprocess.run(args, cwd=cwd or script.parent, env=env, capture_output=True, text=True, timeout=120, **kw)
+
+
+def wait_for_socket(folder: Path, timeout: float = 120.0) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in folder.glob("*.sock"):
+            with socket.socket(socket.AF_UNIX) as s:
+                try:
+                    s.connect(str(path))
+                    return path
+                except OSError:
+                    pass
+        time.sleep(0.2)
+    raise AssertionError(f"no preloader answered in {folder}: " + " ".join(
+        p.read_text() for p in folder.glob("*.log")))
+
+
+@pytest.fixture(scope="module")
+def preloader(tmp_path_factory):
+    """A preloader started the way a job starts one: the first job finds none, runs cold, and
+    leaves one starting for the next."""
+    folder = tmp_path_factory.mktemp("warm")
+    script = folder / "noop.py"
+    script.write_text("")
+    first = job(script, folder)
+    assert first.stdout.strip() == "COLD" and first.returncode == 99
+    wait_for_socket(folder)
+    yield folder
+    assert warm.stop_preloaders(folder), "the preloader did not report its end"
+
+
+def test_a_forked_job_is_the_job_its_folder_environment_threads_output_and_exit(preloader, tmp_path):
+    here = tmp_path / "job folder"
+    here.mkdir()
+    script = tmp_path / "child.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "preloaded = sorted(m for m in ('torch', 'transformers', 'peft', 'peftgrid') if m in sys.modules)\n"
+        "import torch\n"
+        "print(json.dumps({'pid': os.getpid(), 'ppid': os.getppid(), 'cwd': os.getcwd(), 'mark': os.environ.get('MARK'),\n"
+        "                  'threads': torch.get_num_threads(), 'preloaded': preloaded, 'argv': sys.argv[1:]}))\n"
+        "sys.exit(3)\n")
+    done = job(script, preloader, cwd=here, env={"MARK": "from the job", "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 3, done.stdout + done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["preloaded"] == ["peft", "torch", "transformers"]  # never our code: an edit takes effect at once
+    assert seen["cwd"] == str(here) and seen["mark"] == "from the job" and seen["threads"] == 2
+    lock = next(preloader.glob("*.lock")).read_text().strip()
+    assert seen["ppid"] == int(lock)  # forked by the preloader, not started by the job process
+
+
+def test_a_child_killed_by_a_signal_ends_its_job_by_the_same_signal(preloader, tmp_path):
+    script = tmp_path / "die.py"
+    script.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    assert job(script, preloader).returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_the_child_dies_with_its_job_process(preloader, tmp_path, sig):
+    """SIGTERM (Snakemake, a scheduler) is passed on; SIGKILL cannot be, and the child notices the
+    job process's end on a pipe. Either way no training outlives its job."""
+    pid_file = tmp_path / "pid"
+    script = tmp_path / "sleep.py"
+    script.write_text(f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
+    proc = job(script, preloader, wait=False)
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None, "the child never started"
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == -sig
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists():  # the preloader reaps it once it has died
+        assert time.monotonic() < deadline, f"child {child} outlived its job ({sig!r})"
+        time.sleep(0.1)
+
+
+def test_a_job_that_uses_a_library_the_preloader_kept_out_runs_cold(preloader, tmp_path):
+    """QLoRA uses bitsandbytes, which transformers and peft decided on import was not installed."""
+    script = tmp_path / "qlora.py"
+    script.write_text("from peftgrid.jobs.common import skip_unused_imports\n"
+                      "skip_unused_imports(('torch', 'bitsandbytes'))\nprint('ran forked')\n")
+    done = job(script, preloader)
+    assert done.stdout.strip() == "COLD" and done.returncode == 99, done.stdout + done.stderr
+    script.write_text("import sklearn\nprint('ran forked')\n")
+    done = job(script, preloader)  # a script that declares no libraries (COMET's) may still import one
+    assert done.stdout.strip() == "ran forked" and done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_preloader_key_follows_what_libraries_read_on_import_and_nothing_per_job():
+    env = {"HF_HOME": "/a", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "SNAKEMAKE_X": "1"}
+    key = warm.preloader_key(env)
+    assert warm.preloader_key({**env, "HF_HOME": "/b"}) != key
+    assert warm.preloader_key({**env, "TRANSFORMERS_VERBOSITY": "info"}) != key
+    assert warm.preloader_key({**env, "OMP_NUM_THREADS": "2", "SNAKEMAKE_X": "2", "MARK": "x"}) == key
+
+
+@pytest.mark.slow
+def test_training_forked_from_the_preloader_writes_the_weights_a_cold_job_writes(tiny_bert, tmp_path, monkeypatch):
+    """The same two cells trained cold (PEFTGRID_WARM_START=0) and forked: the weights are equal to
+    the last bit, and every job of the second run says it was forked."""
+    from conftest import newcomer_study, run_snakemake, write_config
+
+    runs = {}
+    for name in ("cold", "warm", "again"):
+        work = tmp_path / name
+        work.mkdir()
+        config = newcomer_study(tiny_bert, work)
+        config["experiments"][0]["methods"] = ["full", "lora"]
+        write_config(work / "config.yaml", config)
+        monkeypatch.setenv(warm.ENABLE_ENV, "0" if name == "cold" else "1")
+        monkeypatch.setenv(warm.DIR_ENV, str(tmp_path / "preloaders"))
+        run_snakemake(work, "--until", "train")
+        if name == "warm":  # its first job started the preloader
+            wait_for_socket(tmp_path / "preloaders")
+        runs[name] = work
+    try:
+        logs = sorted((runs["again"] / "logs").glob("results/runs/**/train.log"))
+        assert len(logs) == 2 and all(read_job_times(log)[-1]["start"] == "preloaded" for log in logs)
+        cold_logs = (runs["cold"] / "logs").glob("results/runs/**/train.log")
+        assert all(read_job_times(log)[-1]["start"] == "cold" for log in cold_logs)
+        weights = sorted(runs["cold"].glob("results/runs/**/model/*.safetensors"))
+        assert len(weights) == 2
+        for path in weights:
+            forked = runs["again"] / path.relative_to(runs["cold"])
+            assert forked.read_bytes() == path.read_bytes(), f"{path.relative_to(runs['cold'])} differs"
+    finally:
+        warm.stop_preloaders(tmp_path / "preloaders")
