@@ -18,16 +18,20 @@ from peftgrid.jobs import warm
 from peftgrid.jobs.common import OPTIONAL_IMPORTS, read_job_times
 
 # A job process, as run_job hands over: forks the script from the preloader, or says COLD.
-JOB = ("import sys\nfrom peftgrid.jobs import warm\n"
+JOB = ("import signal, sys\nfrom peftgrid.jobs import warm\n"
        f"code = warm.run_forked(sys.argv[1], None, 0.0, {OPTIONAL_IMPORTS!r})\n"
-       "if code is None:\n    print('COLD', flush=True)\n    sys.exit(99)\nsys.exit(code)\n")
+       "if code is None:  # runs here: with its own signal handlers back\n"
+       "    print('COLD', signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)\n"
+       "    sys.exit(99)\nsys.exit(code)\n")
+COLD = "COLD True"
 
 
 def job(script: Path, folder: Path, cwd=None, env=None, wait=True, **kw):
-    env = {**os.environ, warm.DIR_ENV: str(folder), **(env or {})}
+    env = {**os.environ, warm.DIR_ENV: str(folder), "OMP_NUM_THREADS": "1", **(env or {})}
     args = [sys.executable, "-c", JOB, str(script)]
     if not wait:
-        return subprocess.Popen(args, cwd=cwd or script.parent, env=env, stdout=subprocess.PIPE, text=True, **kw)
+        return subprocess.Popen(args, cwd=cwd or script.parent, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, **kw)
     return subprocess.run(args, cwd=cwd or script.parent, env=env, capture_output=True, text=True, timeout=120, **kw)
 
 
@@ -54,7 +58,7 @@ def preloader(tmp_path_factory):
     script = folder / "noop.py"
     script.write_text("")
     first = job(script, folder)
-    assert first.stdout.strip() == "COLD" and first.returncode == 99
+    assert first.stdout.strip() == COLD and first.returncode == 99
     wait_for_socket(folder)
     yield folder
     assert warm.stop_preloaders(folder), "the preloader did not report its end"
@@ -65,17 +69,23 @@ def test_a_forked_job_is_the_job_its_folder_environment_threads_output_and_exit(
     here.mkdir()
     script = tmp_path / "child.py"
     script.write_text(
-        "import json, os, sys\n"
+        "import json, os, signal, sys\n"
         "preloaded = sorted(m for m in ('torch', 'transformers', 'peft', 'peftgrid') if m in sys.modules)\n"
         "import torch\n"
+        "print('to stderr', file=sys.stderr)\n"
         "print(json.dumps({'pid': os.getpid(), 'ppid': os.getppid(), 'cwd': os.getcwd(), 'mark': os.environ.get('MARK'),\n"
-        "                  'threads': torch.get_num_threads(), 'preloaded': preloaded, 'argv': sys.argv[1:]}))\n"
+        "                  'threads': torch.get_num_threads(), 'preloaded': preloaded, 'argv': sys.argv[1:],\n"
+        "                  'hup_ignored': signal.getsignal(signal.SIGHUP) == signal.SIG_IGN,\n"
+        "                  'int_raises': signal.getsignal(signal.SIGINT) is signal.default_int_handler}))\n"
         "sys.exit(3)\n")
-    done = job(script, preloader, cwd=here, env={"MARK": "from the job", "OMP_NUM_THREADS": "2"})
+    done = job(script, preloader, cwd=here, env={"MARK": "from the job", "OMP_NUM_THREADS": "2"},
+               preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # as under nohup
     assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stderr.strip() == "to stderr"
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["preloaded"] == ["peft", "torch", "transformers"]  # never our code: an edit takes effect at once
     assert seen["cwd"] == str(here) and seen["mark"] == "from the job" and seen["threads"] == 2
+    assert seen["argv"] == [str(script)] and seen["hup_ignored"] and seen["int_raises"]
     lock = next(preloader.glob("*.lock")).read_text().strip()
     assert seen["ppid"] == int(lock)  # forked by the preloader, not started by the job process
 
@@ -86,10 +96,11 @@ def test_a_child_killed_by_a_signal_ends_its_job_by_the_same_signal(preloader, t
     assert job(script, preloader).returncode == -signal.SIGKILL
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_the_child_dies_with_its_job_process(preloader, tmp_path, sig):
-    """SIGTERM (Snakemake, a scheduler) is passed on; SIGKILL cannot be, and the child notices the
-    job process's end on a pipe. Either way no training outlives its job."""
+    """SIGTERM (Snakemake, a scheduler) and SIGINT (Ctrl-C: KeyboardInterrupt, as in the job's own
+    process) are passed on; SIGKILL cannot be, and the child notices the job process's end on a
+    pipe. Either way no training outlives its job, and the job ends by the same signal."""
     pid_file = tmp_path / "pid"
     script = tmp_path / "sleep.py"
     script.write_text(f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
@@ -101,6 +112,8 @@ def test_the_child_dies_with_its_job_process(preloader, tmp_path, sig):
     child = int(pid_file.read_text())
     proc.send_signal(sig)
     assert proc.wait(timeout=30) == -sig
+    if sig == signal.SIGINT:
+        assert "KeyboardInterrupt" in proc.stderr.read()
     deadline = time.monotonic() + 10
     while Path(f"/proc/{child}").exists():  # the preloader reaps it once it has died
         assert time.monotonic() < deadline, f"child {child} outlived its job ({sig!r})"
@@ -113,7 +126,7 @@ def test_a_job_that_uses_a_library_the_preloader_kept_out_runs_cold(preloader, t
     script.write_text("from peftgrid.jobs.common import skip_unused_imports\n"
                       "skip_unused_imports(('torch', 'bitsandbytes'))\nprint('ran forked')\n")
     done = job(script, preloader)
-    assert done.stdout.strip() == "COLD" and done.returncode == 99, done.stdout + done.stderr
+    assert done.stdout.strip() == COLD and done.returncode == 99, done.stdout + done.stderr
     script.write_text("import sklearn\nprint('ran forked')\n")
     done = job(script, preloader)  # a script that declares no libraries (COMET's) may still import one
     assert done.stdout.strip() == "ran forked" and done.returncode == 0, done.stdout + done.stderr
@@ -121,10 +134,70 @@ def test_a_job_that_uses_a_library_the_preloader_kept_out_runs_cold(preloader, t
 
 def test_the_preloader_key_follows_what_libraries_read_on_import_and_nothing_per_job():
     env = {"HF_HOME": "/a", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "SNAKEMAKE_X": "1"}
-    key = warm.preloader_key(env)
-    assert warm.preloader_key({**env, "HF_HOME": "/b"}) != key
-    assert warm.preloader_key({**env, "TRANSFORMERS_VERBOSITY": "info"}) != key
-    assert warm.preloader_key({**env, "OMP_NUM_THREADS": "2", "SNAKEMAKE_X": "2", "MARK": "x"}) == key
+    key = warm.preloader_key(OPTIONAL_IMPORTS, env)
+    assert warm.preloader_key(OPTIONAL_IMPORTS, {**env, "HF_HOME": "/b"}) != key
+    assert warm.preloader_key(OPTIONAL_IMPORTS, {**env, "TRANSFORMERS_VERBOSITY": "info"}) != key
+    assert warm.preloader_key(OPTIONAL_IMPORTS, {**env, "HOME": "/elsewhere"}) != key
+    assert warm.preloader_key(("sklearn",), env) != key
+    assert warm.preloader_key(OPTIONAL_IMPORTS, {**env, "OMP_NUM_THREADS": "2", "SNAKEMAKE_X": "2", "MARK": "x"}) == key
+
+
+def test_a_preloader_notices_a_changed_file_among_those_it_loaded(tmp_path, monkeypatch):
+    module = tmp_path / "edited_library.py"
+    module.write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import edited_library  # noqa: F401
+
+    loaded = warm._loaded_files()
+    assert str(module) in loaded and warm._changed_files(loaded) == []
+    os.utime(module, ns=(time.time_ns(), loaded[str(module)] + 1_000_000))
+    assert warm._changed_files(loaded) == [str(module)]
+
+
+def test_two_messages_sent_together_are_read_as_two():
+    """A child that ends at once: its exit message can arrive with the one saying it started."""
+    a, b = socket.socketpair()
+    warm._send(a, {"pid": 7})
+    warm._send(a, {"exit": 4})
+    assert warm._receive(b)[0] == {"pid": 7} and warm._receive(b)[0] == {"exit": 4}
+    a.close()
+    assert warm._receive(b)[0] is None
+
+
+@pytest.mark.parametrize("env, resources, forks", [
+    ({}, {"gpu": 1}, True),
+    ({}, {}, False),  # not a model job
+    ({"SLURM_JOB_ID": "1"}, {"gpu": 1}, False),
+    ({warm.ENABLE_ENV: "0"}, {"gpu": 1}, False),
+    ({"OMP_NUM_THREADS": None}, {"gpu": 1}, False),  # not started by Snakemake: threads unknown
+    ({"PEFTGRID_DEVICE": "cuda:0"}, {"gpu": 1}, False),
+    ({warm.CHILD_ENV: "1"}, {"gpu": 1}, False),
+])
+def test_which_jobs_fork_from_a_preloader(monkeypatch, env, resources, forks):
+    monkeypatch.setenv("PEFTGRID_DEVICE", "cpu")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for name in ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID", warm.ENABLE_ENV, warm.CHILD_ENV):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value) if value is not None else monkeypatch.delenv(name)
+    assert warm.forks_from_preloader(resources) is forks
+
+
+def test_library_messages_in_a_forked_job_go_to_its_log(preloader, tmp_path):
+    """transformers makes its log handler on import, in the preloader, bound to the console; the
+    job's log must still get what transformers says during the job."""
+    log = tmp_path / "job.log"
+    script = tmp_path / "job.py"
+    script.write_text(
+        "from types import SimpleNamespace\nfrom peftgrid.jobs.common import run_job\n"
+        "def main(smk):\n"
+        "    from transformers.utils import logging\n"
+        "    logging.get_logger('transformers.modeling_utils').error('a note from transformers')\n"
+        f"run_job(main, SimpleNamespace(log=[{str(log)!r}], rule='train', params=SimpleNamespace(), resources={{}}))\n")
+    done = job(script, preloader)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "a note from transformers" in log.read_text() and "a note" not in done.stderr
+    assert read_job_times(log)[-1]["start"] == "preloaded"
 
 
 @pytest.mark.slow

@@ -86,6 +86,19 @@ def read_job_times(log_path) -> list[dict[str, str]]:
     return [dict(f.split("=", 1) for f in line[len(JOB_TIME_PREFIX):].split())
             for line in lines if line.startswith(JOB_TIME_PREFIX)]
 
+def _move_console_handlers(log_file) -> list:
+    """Point the logging handlers that libraries created on import, bound to the console, at the
+    job's log (torch and transformers make theirs on import: in a job forked from a preloader,
+    before the log was open). Returns (handler, old stream) pairs to put back."""
+    loggers = [logging.getLogger()] + [logger for logger in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(logger, logging.Logger)]
+    moved = []
+    for handler in {h for logger in loggers for h in logger.handlers}:
+        if type(handler) is logging.StreamHandler and handler.stream in (sys.__stderr__, sys.__stdout__):
+            moved.append((handler, handler.setStream(log_file)))
+    return moved
+
+
 def run_job(main, snakemake, offline: bool = True) -> None:
     """Run `main(snakemake)`; offline jobs never touch the hub (HF_HUB_OFFLINE=1). `main` may return
     the seconds of work it timed (model loading, training, inference); the log's last line then
@@ -100,15 +113,18 @@ def run_job(main, snakemake, offline: bool = True) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # our records say which weights are new; transformers' notices would only bury the progress lines
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    if warm.wanted(getattr(snakemake, "resources", None)):  # a model job: fork from a process that has the libraries
-        code = warm.run_forked(sys.argv[0], None if before_main is None else time.time() - before_main, cpu_seconds(), OPTIONAL_IMPORTS)
+    if warm.forks_from_preloader(getattr(snakemake, "resources", None)):  # a model job: fork, skip the imports
+        job_started = None if before_main is None else time.time() - before_main
+        code = warm.run_forked(sys.argv[0], job_started, cpu_seconds(), OPTIONAL_IMPORTS)
         if code is not None:
             sys.exit(code)
     console = sys.stderr
     log_path = snakemake.log[0] if snakemake.log else None
     log_file = open(log_path, "w", buffering=1) if log_path else None
+    moved_handlers = []
     if log_file:
         sys.stdout = sys.stderr = log_file
+        moved_handlers = _move_console_handlers(log_file)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s", force=True)
     try:
         load_plugins(dict(getattr(snakemake.params, "spec", None) or {}).get("plugins"))  # see Spec.to_params
@@ -133,4 +149,6 @@ def run_job(main, snakemake, offline: bool = True) -> None:
                             "preloaded" if os.environ.get(warm.CHILD_ENV) else "cold"), file=sys.stderr)
         if log_file:
             sys.stdout, sys.stderr = sys.__stdout__, console
+            for handler, stream in moved_handlers:
+                handler.setStream(stream)
             log_file.close()

@@ -1,32 +1,35 @@
-"""Warm start: a model job's script runs in a process forked from one that has already imported
-torch, transformers and peft, instead of paying those ~3 s of imports in every job.
+"""Warm start: a model job's script runs in a process forked from a *preloader* that has already
+imported torch, transformers and peft, instead of paying those ~3 s of imports in every job.
 
 Every model job (a rule that asks for the `gpu` resource: training, evaluation, retention, COMET)
-is still a process of its own, started by Snakemake exactly as before, with its own log, exit status
-and signals. When it finds a *preloader* for its Python and libraries, it hands its script to it:
-the preloader forks a child, the child takes the job's working folder, environment, sys.path,
-stdin/stdout/stderr and runs the script; the job process forwards signals to the child, waits,
-and exits as the child did (the same code, or killed by the same signal). The child dies with the
-job process, even on SIGKILL (a pipe it watches closes). A child is a fresh fork: one cell's crash,
-out-of-memory kill or stray state never reaches another, as with separate processes.
+is still a process of its own, started by Snakemake exactly as before. When it finds a preloader
+for its Python, libraries and environment, it hands its script over: the preloader forks a child,
+the child takes the job's stdin/stdout/stderr, working folder, environment, sys.path, argv, signal
+dispositions and threads, and runs the script; the job process passes signals on, waits, and ends
+as the child did (the same exit code, or killed by the same signal). The child dies with the job
+process, even on SIGKILL (a pipe it watches closes). A child is a fresh fork: a crash, an
+out-of-memory kill or stray state in one job never reaches another.
 
-The first model job that finds no preloader starts one in the background and runs cold; later
-jobs fork from it. A preloader serves one Python and one installation of the libraries
-(`preloader_key`: the interpreter, the libraries' files, the environment they read on import and
-this file), never imports peftgrid (a child imports our code fresh, so an edit takes effect at
-once), and exits after IDLE_S seconds without a job. It only runs where no GPU is visible: CUDA
-cannot be used in a child forked after the parent touched it, and on a GPU the import floor is a
-smaller share of a job. It never runs under SLURM (each job is alone on its allocation), nor with
-PEFTGRID_WARM_START=0.
+The first model job that finds no preloader starts one in the background and runs cold; later jobs
+fork from it. A preloader serves one Python and one installation of the libraries (`preloader_key`:
+the interpreter, the libraries' files, the environment they read on import, the process context
+and this file), re-checks before each fork that no module it loaded has changed on disk, never
+imports peftgrid (a child imports our code fresh, so an edit takes effect at once), and exits after
+IDLE_S seconds without a job. It runs only where no GPU is visible (CUDA cannot be used in a child
+forked after its parent touched it), never under a batch scheduler (each job has its own
+allocation there), and not with PEFTGRID_WARM_START=0.
 
-This file imports only the standard library (it is also the preloader's program).
+This file imports only the standard library: it is also the preloader's program.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
+import resource
 import runpy
 import select
 import signal
@@ -48,30 +51,34 @@ CHILD_ENV = "PEFTGRID_WARM_CHILD"  # set in a forked child: run_job runs the job
 STARTED_ENV = "PEFTGRID_JOB_STARTED"  # the job process's start (epoch s), for the job's time line
 JOB_CPU_ENV = "PEFTGRID_JOB_CPU_S"  # CPU seconds the job process used before handing over
 KEPT_OUT_ENV = "PEFTGRID_WARM_KEPT_OUT"  # in a child: the libraries its preloader kept out
-COLD_START_EXIT = 75  # a child that needs a library the preloader kept out (restart_cold): run cold
+COLD_FD_ENV = "PEFTGRID_WARM_COLD_FD"  # in a child: write here to have the job run cold instead
+BATCH_SCHEDULER_ENV = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID")
 
-# What every model job imports (plus the Auto classes, loaded on first use).
-PRELOAD = ("torch", "transformers", "peft", "safetensors.torch")
-PRELOAD_ATTRIBUTES = ("AutoConfig", "AutoTokenizer", "AutoModelForSequenceClassification",
-                      "AutoModelForCausalLM", "AutoModelForSeq2SeqLM", "AutoModelForMaskedLM")
-# Environment the libraries read once, on import: a job whose values differ needs its own preloader.
-IMPORT_TIME_ENV_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TOKENIZERS", "TORCH", "PYTORCH",
-                            "PEFT", "XDG_CACHE_HOME", "PYTHON")
-# Set per job, applied in the child (threads); the preloader runs on one thread, with no GPU.
-PER_JOB_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+LIBRARIES = ("torch", "transformers", "peft", "safetensors.torch")  # what every model job imports
+TRANSFORMERS_CLASSES = ("AutoConfig", "AutoTokenizer", "AutoModelForSequenceClassification",
+                        "AutoModelForCausalLM", "AutoModelForSeq2SeqLM", "AutoModelForMaskedLM")
+# Environment the libraries read once, on import (cache folders, offline mode, verbosity, locale):
+# a job whose values differ needs its own preloader.
+IMPORT_TIME_ENV_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TOKENIZERS", "TORCH", "PYTORCH", "PEFT",
+                            "PYTHON", "XDG_", "HOME", "LANG", "LC_", "TZ", "OMP_", "KMP_", "GOMP_", "MKL_")
+# Set per job and applied in each child (threads); a preloader has one thread and no GPU.
+PER_JOB_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+               "NUMEXPR_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
 # --- the job's side ------------------------------------------------------------------------------
 
-def wanted(resources) -> bool:
-    """Whether this job should fork from a preloader: a model job (asks for `gpu`), not already a
-    forked child, not under SLURM, not switched off, and no GPU visible."""
-    if os.environ.get(CHILD_ENV) or os.environ.get(ENABLE_ENV, "1") == "0" or os.environ.get("SLURM_JOB_ID"):
+def forks_from_preloader(resources) -> bool:
+    """Whether this job hands its script to a preloader: a model job (asks for `gpu`) with its
+    thread count set (Snakemake sets OMP_NUM_THREADS), not a forked child itself, not under a batch
+    scheduler, not switched off, and no GPU visible."""
+    env = os.environ
+    if env.get(CHILD_ENV) or env.get(ENABLE_ENV, "1") == "0" or any(env.get(k) for k in BATCH_SCHEDULER_ENV):
         return False
-    if not getattr(resources, "get", lambda *_: None)("gpu"):
+    if not getattr(resources, "get", lambda *_: None)("gpu") or not env.get("OMP_NUM_THREADS"):
         return False
-    forced = os.environ.get("PEFTGRID_DEVICE", "")
+    forced = env.get("PEFTGRID_DEVICE", "")
     if forced:
         return forced == "cpu"
     from ..engine.gpus import visible_pool
@@ -92,22 +99,29 @@ def warm_dir() -> Path | None:
     return folder
 
 
-def preloader_key(env=None) -> str:
-    """Which preloader serves this process: its interpreter, the preloaded libraries' files (an
-    upgrade changes them), the environment they read on import, and this file's code."""
+def preloader_key(kept_out: tuple[str, ...], env=None) -> str:
+    """Which preloader serves this job: its interpreter, the libraries' files (an upgrade changes
+    them; the preloader also re-checks every file it loaded before each fork), the libraries kept
+    out, the environment read on import, the process context (cgroup, CPUs, limits) and this code."""
     env = os.environ if env is None else env
-    libraries = {}
-    for name in ("torch", "transformers", "peft", "safetensors", "tokenizers", "accelerate", "huggingface_hub"):
+    files = {}
+    for name in [lib.split(".")[0] for lib in LIBRARIES] + ["tokenizers", "accelerate", "huggingface_hub", "numpy"]:
         try:
             spec = importlib.util.find_spec(name)
         except (ImportError, ValueError):
             spec = None
-        origin = spec.origin if spec and spec.origin else None
-        libraries[name] = [origin, os.stat(origin).st_mtime_ns] if origin and os.path.exists(origin) else None
-    facts = {"python": [sys.executable, sys.version, sys.prefix], "libraries": libraries,
+        origin = spec.origin if spec and spec.origin and os.path.exists(spec.origin) else None
+        files[name] = [origin, os.stat(origin).st_mtime_ns] if origin else None
+    try:
+        cgroup = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        cgroup = ""
+    context = [cgroup, sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+               [resource.getrlimit(r) for r in (resource.RLIMIT_AS, resource.RLIMIT_NOFILE)], os.getuid()]
+    facts = {"python": [sys.executable, sys.version, sys.prefix], "files": files, "kept_out": sorted(kept_out),
              "env": {k: v for k, v in sorted(env.items())
-                     if k.startswith(IMPORT_TIME_ENV_PREFIXES) and k not in (CHILD_ENV,)},
-             "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
+                     if k.startswith(IMPORT_TIME_ENV_PREFIXES) and k not in PER_JOB_ENV},
+             "context": context, "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -117,29 +131,37 @@ def _send(sock: socket.socket, message: dict, fds=()) -> None:
 
 
 def _receive(sock: socket.socket) -> tuple[dict | None, list[int]]:
-    """One message (and the descriptors sent with it); None at end of stream."""
-    buf, fds = b"", []
-    while len(buf) < 4 or len(buf) < 4 + struct.unpack("!I", buf[:4])[0]:
-        chunk, new_fds, _, _ = socket.recv_fds(sock, 1 << 16, 8)
+    """Exactly one message (and the descriptors sent with it); None at end of stream. Reads the
+    4-byte length first and then that many bytes, never into the next message."""
+    head, fds = b"", []
+    while len(head) < 4:
+        chunk, new_fds, _, _ = socket.recv_fds(sock, 4 - len(head), 8)
         fds += new_fds
         if not chunk:
             return None, fds
-        buf += chunk
-    n = struct.unpack("!I", buf[:4])[0]
-    return json.loads(buf[4:4 + n]), fds
+        head += chunk
+    size = struct.unpack("!I", head)[0]
+    body = b""
+    while len(body) < size:
+        chunk = sock.recv(size - len(body))
+        if not chunk:
+            return None, fds
+        body += chunk
+    return json.loads(body), fds
 
 
 def run_forked(script: str, job_started: float | None, job_cpu: float, kept_out: tuple[str, ...]) -> int | None:
-    """Hand this job's script to a preloader and mirror the child's end: returns its exit code, or
-    re-raises the signal that killed it. None when the job should run here after all: no preloader
-    answered (one is then started in the background, importing the libraries without `kept_out`,
-    for the next jobs), or the child needs a library the preloader kept out (restart_cold)."""
+    """Hand this job's script to a preloader and end as its child did: returns the child's exit
+    code, or kills this process with the signal that killed the child. None when the job is to run
+    here after all: no preloader answered (one is then started in the background, importing the
+    libraries with `kept_out` kept out, for the next jobs), it refused (a loaded file changed), or
+    the child needs a library the preloader kept out (restart_cold)."""
     folder = warm_dir()
     if folder is None:
         return None
-    key = preloader_key()
+    key = preloader_key(kept_out)
     path = folder / f"{key}.sock"
-    if len(str(path)) > 100:  # AF_UNIX path limit
+    if len(os.fsencode(path)) > 100:  # AF_UNIX path limit (108 bytes on Linux)
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -149,31 +171,46 @@ def run_forked(script: str, job_started: float | None, job_cpu: float, kept_out:
         start_preloader(folder, key, kept_out)
         return None
     watch_read, watch_write = os.pipe()  # the child dies when this process does: its end closes
+    cold_read, cold_write = os.pipe()  # the child asks for a cold start here (restart_cold)
+    ignored = [int(s) for s in FORWARDED_SIGNALS if signal.getsignal(s) == signal.SIG_IGN]  # nohup
     env = dict(os.environ, **{CHILD_ENV: "1", JOB_CPU_ENV: f"{job_cpu:.3f}", KEPT_OUT_ENV: ",".join(kept_out)})
     if job_started is not None:
         env[STARTED_ENV] = f"{job_started:.3f}"
-    request = {"script": script, "argv": sys.argv, "cwd": os.getcwd(), "env": env, "path": sys.path}
+    request = {"script": script, "argv": sys.argv, "cwd": os.getcwd(), "env": env, "path": sys.path,
+               "ignored_signals": ignored}
     try:
         sys.stdout.flush(), sys.stderr.flush()
-        _send(sock, request, (0, 1, 2, watch_read))
-        os.close(watch_read)
+        _send(sock, request, (0, 1, 2, watch_read, cold_write))
         started, _ = _receive(sock)
     except OSError:
         started = None
-    if not started:  # the preloader went away before forking: nothing ran
-        sock.close()
-        os.close(watch_write)
+    finally:
+        os.close(watch_read), os.close(cold_write)
+    if not started or "pid" not in started:  # gone before forking, or refused: nothing ran
+        sock.close(), os.close(watch_write), os.close(cold_read)
         return None
     child = started["pid"]
-    for sig in FORWARDED_SIGNALS:
-        signal.signal(sig, lambda signum, _frame: _forward(child, signum))
-    ended, _ = _receive(sock)  # the preloader reaps the child and sends its exit
-    code = ended["exit"] if ended else 1
-    if code == COLD_START_EXIT:
+    previous = {s: signal.signal(s, lambda signum, _frame: _forward(child, signum))
+                for s in FORWARDED_SIGNALS if int(s) not in ignored}
+    try:
+        ended, _ = _receive(sock)  # the preloader reaps the child and sends how it ended
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        sock.close()
+    os.set_blocking(cold_read, False)
+    try:
+        asked_cold = bool(os.read(cold_read, 1))
+    except BlockingIOError:
+        asked_cold = False
+    os.close(cold_read), os.close(watch_write)
+    if asked_cold:
         return None
     if ended is None:
-        print("[peftgrid] the preloader went away while this job ran; the job's end is unknown", file=sys.stderr)
-    if code < 0:  # killed by a signal: end this process the same way, as Snakemake would have seen
+        print("[peftgrid] the preloader went away while this job ran; its end is unknown", file=sys.stderr)
+        return 1
+    code = ended["exit"]
+    if code < 0:  # killed by a signal: end this process the same way, as Snakemake would see it
         if -code != signal.SIGKILL:
             signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
@@ -196,15 +233,16 @@ def needs_cold_start(used: tuple[str, ...]) -> bool:
 
 
 def restart_cold() -> None:
-    """In a forked child: end now and have the job process run the job itself."""
+    """In a forked child: end now, and have the job process run the job itself."""
     sys.stdout.flush(), sys.stderr.flush()
-    os._exit(COLD_START_EXIT)
+    os.write(int(os.environ[COLD_FD_ENV]), b"1")
+    os._exit(1)
 
 
 def start_preloader(folder: Path, key: str, kept_out: tuple[str, ...]) -> None:
     """Start a preloader for `key` in its own session (it outlives this job); a second one started
-    at the same moment finds the lock taken and exits. One that refused to serve leaves
-    <key>.refused, and no job starts another."""
+    at the same moment finds the lock taken and exits. One that refused to serve (threads after its
+    imports) leaves <key>.refused and its reason in <key>.log, and no job starts another."""
     if (folder / f"{key}.refused").exists():
         return
     env = {k: v for k, v in os.environ.items() if k not in PER_JOB_ENV}
@@ -212,10 +250,11 @@ def start_preloader(folder: Path, key: str, kept_out: tuple[str, ...]) -> None:
     # One OpenMP thread: torch's import runs a parallel region, and a child forked after OpenMP
     # started worker threads would hang in its next one. Each child sets its own count.
     env["OMP_NUM_THREADS"] = "1"
+    # run as a file but without its folder on sys.path (its select.py would shadow the stdlib's)
+    program = "import runpy, sys; sys.argv.pop(0); runpy.run_path(sys.argv[0], run_name='__main__')"
     with open(folder / f"{key}.log", "ab") as log:
-        # -P: not this file's folder first on sys.path (its select.py would shadow the stdlib's)
-        subprocess.Popen([sys.executable, "-P", __file__, "serve", str(folder), key, ",".join(kept_out)], env=env, cwd="/",
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        subprocess.Popen([sys.executable, "-c", program, __file__, "serve", str(folder), key, ",".join(kept_out)],
+                         env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
 
 
 # --- the preloader -------------------------------------------------------------------------------
@@ -232,21 +271,18 @@ def serve(folder: Path, key: str, kept_out: list[str]) -> None:
     lock.write(str(os.getpid()))
     lock.flush()
     started = time.perf_counter()
-    import importlib
-
-    for name in kept_out:  # as jobs do (common.skip_unused_imports): these start threads, and cost seconds
+    for name in kept_out:  # as jobs do (common.skip_unused_imports): they cost seconds and start threads
         sys.modules[name] = None
-    for name in PRELOAD:
+    for name in LIBRARIES:
         importlib.import_module(name)
-    transformers = sys.modules["transformers"]
-    for name in PRELOAD_ATTRIBUTES:
-        getattr(transformers, name)
-    torch = sys.modules["torch"]
+    for name in TRANSFORMERS_CLASSES:  # the Auto classes load their modules on first use
+        getattr(sys.modules["transformers"], name)
     tasks = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ["main"]
-    if len(tasks) != 1 or threading.active_count() != 1:  # a fork would copy one thread of several
+    if len(tasks) != 1 or threading.active_count() != 1:  # a fork copies only the forking thread
         print(f"not serving: {len(tasks)} threads after the imports", flush=True)
         (folder / f"{key}.refused").touch()
         return
+    loaded = _loaded_files()
     path = folder / f"{key}.sock"
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -254,7 +290,7 @@ def serve(folder: Path, key: str, kept_out: list[str]) -> None:
     listener.listen(16)
     print(f"serving {path} (pid {os.getpid()}) after {time.perf_counter() - started:.1f} s of imports", flush=True)
     stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
     idle_s = float(os.environ.get(IDLE_ENV) or IDLE_S)
     children: dict[int, socket.socket] = {}
     last_busy = time.monotonic()
@@ -265,53 +301,83 @@ def serve(folder: Path, key: str, kept_out: list[str]) -> None:
                 last_busy = time.monotonic()
             elif time.monotonic() - last_busy > idle_s:
                 break
-            try:
-                ready, _, _ = select.select([listener], [], [], 0.2)
-            except InterruptedError:
-                continue
-            if not ready:
+            if not select.select([listener], [], [], 0.2)[0]:
                 continue
             conn, _ = listener.accept()
+            conn.settimeout(5)  # a client stopped half-way must not hold up the others
             try:
                 request, fds = _receive(conn)
             except (OSError, ValueError):
-                conn.close()
-                continue
-            if request is None or len(fds) != 4:
+                request, fds = None, []
+            if request is None or len(fds) != 5:
                 conn.close()
                 for fd in fds:
                     os.close(fd)
                 continue
+            changed = _changed_files(loaded)
+            if changed:  # an upgrade or an edit under a library: this preloader's code is stale
+                print(f"not serving any more: {changed[0]} changed", flush=True)
+                _send_quietly(conn, {"refused": f"{changed[0]} changed"})
+                conn.close()
+                for fd in fds:
+                    os.close(fd)
+                break
             sys.stdout.flush(), sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
-                listener.close()
-                lock.close()
-                conn.close()
+                listener.close(), lock.close(), conn.close()
                 for other in children.values():
                     other.close()
                 _run_child(request, fds)  # never returns
             for fd in fds:
                 os.close(fd)
-            try:
-                _send(conn, {"pid": pid})
-            except OSError:
-                pass
+            _send_quietly(conn, {"pid": pid})
             children[pid] = conn
             last_busy = time.monotonic()
     finally:
         path.unlink(missing_ok=True)
+        listener.close()
         while children:
             _reap(children)
             time.sleep(0.1)
-        own, kids = __import__("resource").getrusage(0), __import__("resource").getrusage(-1)
+        own, forked = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         print(f"exiting: cpu_s={own.ru_utime + own.ru_stime:.2f} "
-              f"children_cpu_s={kids.ru_utime + kids.ru_stime:.2f}", flush=True)
+              f"children_cpu_s={forked.ru_utime + forked.ru_stime:.2f}", flush=True)
+
+
+def _loaded_files() -> dict[str, int]:
+    files = {}
+    for module in list(sys.modules.values()):
+        origin = getattr(module, "__file__", None)
+        if origin and origin not in files:
+            try:
+                files[origin] = os.stat(origin).st_mtime_ns
+            except OSError:
+                pass
+    return files
+
+
+def _changed_files(loaded: dict[str, int]) -> list[str]:
+    changed = []
+    for origin, mtime in loaded.items():
+        try:
+            if os.stat(origin).st_mtime_ns != mtime:
+                changed.append(origin)
+        except OSError:
+            changed.append(origin)
+    return changed
+
+
+def _send_quietly(conn: socket.socket, message: dict) -> None:
+    try:
+        _send(conn, message)
+    except OSError:
+        pass  # the job process is gone; its child dies with it
 
 
 def stop_preloaders(folder: Path, wait_s: float = 10.0) -> list[str]:
-    """Ask every preloader serving from `folder` to exit (SIGTERM: it finishes its children first);
-    returns their logs' last lines (each ends with the CPU seconds it and its children used)."""
+    """Ask every preloader serving from `folder` to exit (SIGTERM: it waits for its children);
+    returns the line each logs as it exits, with the CPU seconds it and its children used."""
     import fcntl
 
     stopped = []
@@ -351,50 +417,60 @@ def _reap(children: dict) -> None:
             return
         conn = children.pop(pid, None)
         if conn is not None:
-            try:
-                _send(conn, {"exit": os.waitstatus_to_exitcode(status)})
-            except OSError:
-                pass
+            _send_quietly(conn, {"exit": os.waitstatus_to_exitcode(status)})
             conn.close()
 
 
 def _run_child(request: dict, fds: list[int]) -> None:
-    """In the forked child: become the job (its stdio, folder, environment, path, threads), then
-    run its script as Snakemake would have. Ends the process."""
+    """In the forked child: become the job (its stdio, folder, environment, path, signals,
+    threads), then run its script as Python would have in the job's process. Ends the process."""
     code = 1
     try:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        for target, fd in zip((0, 1, 2), fds[:3]):
+        stdio, watch, cold = fds[:3], fds[3], fds[4]
+        for target, fd in zip((0, 1, 2), stdio):
             os.dup2(fd, target)
             os.close(fd)
-        watch = fds[3]
+        for sig in FORWARDED_SIGNALS + (signal.SIGCHLD,):
+            ignored = int(sig) in request["ignored_signals"]
+            default = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            signal.signal(sig, signal.SIG_IGN if ignored else default)
         threading.Thread(target=_die_with_job, args=(watch,), daemon=True).start()
         os.chdir(request["cwd"])
         os.environ.clear()
-        os.environ.update(request["env"])
+        os.environ.update(request["env"], **{COLD_FD_ENV: str(cold)})
         sys.path[:] = request["path"]
         sys.argv[:] = request["argv"]
+        tempfile.tempdir = None  # follow the job's TMPDIR
+        if "numpy" in sys.modules:  # its global generator was seeded once, in the preloader
+            sys.modules["numpy"].random.seed()
         for name in os.environ.get(KEPT_OUT_ENV, "").split(","):  # a script may import them itself
             if name and sys.modules.get(name, 0) is None:
                 del sys.modules[name]
-        # what torch would have started with in the job's own process (OpenMP's default: every CPU)
-        threads = os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0))
-        sys.modules["torch"].set_num_threads(int(threads))
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # forks_from_preloader: set
         runpy.run_path(request["script"], run_name="__main__")
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = -signal.SIGINT  # Python ends by SIGINT after an uncaught KeyboardInterrupt
     except BaseException:
         traceback.print_exc()
     finally:
-        try:
+        try:  # what the interpreter does at exit: wait for threads, run exit handlers, flush
+            for thread in threading.enumerate():
+                if thread is not threading.current_thread() and not thread.daemon:
+                    thread.join()
+            atexit._run_exitfuncs()
             sys.stdout.flush()
             sys.stderr.flush()
+            if code < 0:
+                signal.signal(-code, signal.SIG_DFL)
+                os.kill(os.getpid(), -code)
         finally:
-            os._exit(code)
+            os._exit(code if code >= 0 else 128 - code)
 
 
 def _die_with_job(watch: int) -> None:
