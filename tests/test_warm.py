@@ -35,18 +35,14 @@ def job(script: Path, folder: Path, cwd=None, env=None, wait=True, **kw):
     return subprocess.run(args, cwd=cwd or script.parent, env=env, capture_output=True, text=True, timeout=120, **kw)
 
 
-def wait_for_socket(folder: Path, timeout: float = 120.0) -> Path:
+def wait_for_preloader(folder: Path, timeout: float = 120.0) -> None:
+    """Until a preloader in `folder` says it serves (it logs that once it listens)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for path in folder.glob("*.sock"):
-            with socket.socket(socket.AF_UNIX) as s:
-                try:
-                    s.connect(str(path))
-                    return path
-                except OSError:
-                    pass
+        if any("serving" in log.read_text(errors="replace") for log in folder.glob("*.log")):
+            return
         time.sleep(0.2)
-    raise AssertionError(f"no preloader answered in {folder}: " + " ".join(
+    raise AssertionError(f"no preloader serves in {folder}: " + " ".join(
         p.read_text() for p in folder.glob("*.log")))
 
 
@@ -59,9 +55,10 @@ def preloader(tmp_path_factory):
     script.write_text("")
     first = job(script, folder)
     assert first.stdout.strip() == COLD and first.returncode == 99
-    wait_for_socket(folder)
+    wait_for_preloader(folder)
     yield folder
-    assert warm.stop_preloaders(folder), "the preloader did not report its end"
+    warm.stop_preloaders(folder)  # or it has gone idle already (IDLE_S)
+    assert "exiting:" in next(folder.glob("*.log")).read_text(), "the preloader did not end"
 
 
 def test_a_forked_job_is_the_job_its_folder_environment_threads_output_and_exit(preloader, tmp_path):
@@ -139,7 +136,8 @@ def test_the_preloader_key_follows_what_libraries_read_on_import_and_nothing_per
     assert warm.preloader_key(OPTIONAL_IMPORTS, {**env, "TRANSFORMERS_VERBOSITY": "info"}) != key
     assert warm.preloader_key(OPTIONAL_IMPORTS, {**env, "HOME": "/elsewhere"}) != key
     assert warm.preloader_key(("sklearn",), env) != key
-    assert warm.preloader_key(OPTIONAL_IMPORTS, {**env, "OMP_NUM_THREADS": "2", "SNAKEMAKE_X": "2", "MARK": "x"}) == key
+    per_job = {"OMP_NUM_THREADS": "2", "SNAKEMAKE_X": "2", "MARK": "x", "PEFTGRID_FAULT": "kill:3"}
+    assert warm.preloader_key(OPTIONAL_IMPORTS, {**env, **per_job}) == key
 
 
 def test_a_preloader_notices_a_changed_file_among_those_it_loaded(tmp_path, monkeypatch):
@@ -217,7 +215,7 @@ def test_training_forked_from_the_preloader_writes_the_weights_a_cold_job_writes
         monkeypatch.setenv(warm.DIR_ENV, str(tmp_path / "preloaders"))
         run_snakemake(work, "--until", "train")
         if name == "warm":  # its first job started the preloader
-            wait_for_socket(tmp_path / "preloaders")
+            wait_for_preloader(tmp_path / "preloaders")
         runs[name] = work
     try:
         logs = sorted((runs["again"] / "logs").glob("results/runs/**/train.log"))
@@ -231,3 +229,40 @@ def test_training_forked_from_the_preloader_writes_the_weights_a_cold_job_writes
             assert forked.read_bytes() == path.read_bytes(), f"{path.relative_to(runs['cold'])} differs"
     finally:
         warm.stop_preloaders(tmp_path / "preloaders")
+
+
+def test_a_preloader_serves_only_its_own_user(preloader):
+    """Its socket is in the abstract namespace, which any local user can reach: a connection from
+    another user is closed before anything is read or forked."""
+    if os.getuid() != 0:
+        pytest.skip("connecting as another user needs root")
+    address = warm._address(preloader, next(preloader.glob("*.log")).stem)  # <key>.log
+
+    def answer(uid: int | None) -> bytes:
+        """What the preloader sends back to a request made by `uid` (a forked process of ours)."""
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                if uid is not None:
+                    os.setuid(uid)
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(address)
+                    s.settimeout(30)
+                    # a request that makes a child fail at once (no folder): answered with its pid, then its end
+                    try:
+                        warm._send(s, {"script": "/dev/null"}, [0, 1, 2, 0, 1])
+                        os.write(write, s.recv(100) or b"closed")
+                    except (BrokenPipeError, ConnectionResetError):  # closed before or after our request
+                        os.write(write, b"closed")
+            except BaseException as e:  # what went wrong, for the assertion's message
+                os.write(write, repr(e).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        with os.fdopen(read, "rb") as f:
+            return f.read()
+
+    assert answer(65534) == b"closed"  # nobody
+    assert b"pid" in answer(None)

@@ -59,7 +59,7 @@ TRANSFORMERS_CLASSES = ("AutoConfig", "AutoTokenizer", "AutoModelForSequenceClas
                         "AutoModelForCausalLM", "AutoModelForSeq2SeqLM", "AutoModelForMaskedLM")
 # Environment the libraries read once, on import (cache folders, offline mode, verbosity, locale):
 # a job whose values differ needs its own preloader.
-IMPORT_TIME_ENV_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TOKENIZERS", "TORCH", "PYTORCH", "PEFT",
+IMPORT_TIME_ENV_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TOKENIZERS", "TORCH", "PYTORCH", "PEFT_",
                             "PYTHON", "XDG_", "HOME", "LANG", "LC_", "TZ", "OMP_", "KMP_", "GOMP_", "MKL_")
 # Set per job and applied in each child (threads); a preloader has one thread and no GPU.
 PER_JOB_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
@@ -76,6 +76,8 @@ def forks_from_preloader(resources) -> bool:
     env = os.environ
     if env.get(CHILD_ENV) or env.get(ENABLE_ENV, "1") == "0" or any(env.get(k) for k in BATCH_SCHEDULER_ENV):
         return False
+    if not sys.platform.startswith("linux"):  # Linux's abstract sockets and SO_PEERCRED (see _address)
+        return False
     if not getattr(resources, "get", lambda *_: None)("gpu") or not env.get("OMP_NUM_THREADS"):
         return False
     forced = env.get("PEFTGRID_DEVICE", "")
@@ -87,7 +89,7 @@ def forks_from_preloader(resources) -> bool:
 
 
 def warm_dir() -> Path | None:
-    """A folder only this user can use (a preloader runs whatever a connection asks)."""
+    """A folder only this user can use, for the preloaders' locks and logs."""
     folder = Path(os.environ.get(DIR_ENV) or Path(tempfile.gettempdir()) / f"peftgrid-warm-{os.getuid()}")
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -125,6 +127,13 @@ def preloader_key(kept_out: tuple[str, ...], env=None) -> str:
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def _address(folder: Path, key: str) -> str:
+    """The preloader's socket, in Linux's abstract namespace: no file to go stale, and no limit
+    from the folder's path length (a socket file's path may not pass 107 bytes). Anyone on the
+    machine could connect to it, so the preloader serves only its own user (SO_PEERCRED)."""
+    return "\0peftgrid-warm-" + hashlib.sha256(f"{folder.resolve()}\0{key}".encode()).hexdigest()[:32]
+
+
 def _send(sock: socket.socket, message: dict, fds=()) -> None:
     data = json.dumps(message).encode()
     socket.send_fds(sock, [struct.pack("!I", len(data)) + data], list(fds))
@@ -160,12 +169,9 @@ def run_forked(script: str, job_started: float | None, job_cpu: float, kept_out:
     if folder is None:
         return None
     key = preloader_key(kept_out)
-    path = folder / f"{key}.sock"
-    if len(os.fsencode(path)) > 100:  # AF_UNIX path limit (108 bytes on Linux)
-        return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(str(path))
+        sock.connect(_address(folder, key))
     except OSError:
         sock.close()
         start_preloader(folder, key, kept_out)
@@ -283,12 +289,10 @@ def serve(folder: Path, key: str, kept_out: list[str]) -> None:
         (folder / f"{key}.refused").touch()
         return
     loaded = _loaded_files()
-    path = folder / f"{key}.sock"
-    path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
+    listener.bind(_address(folder, key))
     listener.listen(16)
-    print(f"serving {path} (pid {os.getpid()}) after {time.perf_counter() - started:.1f} s of imports", flush=True)
+    print(f"serving (pid {os.getpid()}) after {time.perf_counter() - started:.1f} s of imports", flush=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
     idle_s = float(os.environ.get(IDLE_ENV) or IDLE_S)
@@ -305,8 +309,9 @@ def serve(folder: Path, key: str, kept_out: list[str]) -> None:
                 continue
             conn, _ = listener.accept()
             conn.settimeout(5)  # a client stopped half-way must not hold up the others
+            _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
             try:
-                request, fds = _receive(conn)
+                request, fds = _receive(conn) if uid == os.getuid() else (None, [])
             except (OSError, ValueError):
                 request, fds = None, []
             if request is None or len(fds) != 5:
@@ -335,7 +340,6 @@ def serve(folder: Path, key: str, kept_out: list[str]) -> None:
             children[pid] = conn
             last_busy = time.monotonic()
     finally:
-        path.unlink(missing_ok=True)
         listener.close()
         while children:
             _reap(children)
