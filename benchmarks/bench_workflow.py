@@ -183,9 +183,8 @@ def main():
     wall, study_cpu = time.perf_counter() - t0, children_cpu() - cpu0
     # a preloader outlives the jobs that started it, and the children it forked ran the jobs: their
     # CPU is not in this process's children's, so each reports it as it exits
-    preloader_cpu = sum(float(v) for line in warm.stop_preloaders(preloaders) if not args.dry_run
-                        for k, v in (f.split("=") for f in line.split()[1:]))
-    study_cpu += preloader_cpu
+    warm.stop_preloaders(preloaders)  # the ones still serving; every one logs its CPU as it ends
+    study_cpu += warm.preloaders_cpu_seconds(preloaders)
     if proc.returncode != 0:
         print(log.read_text()[-3000:])
         print(f"snakemake exited {proc.returncode} after {wall:.0f} s (log: {log})")
@@ -231,7 +230,7 @@ def main():
           "loading and inference):")
     print(time_split(by_rule))
     jobs_cpu = sum(j.get("cpu_s", 0.0) for jobs in by_rule.values() for j in jobs)
-    forked = sum(j.get("start") == "preloaded" for jobs in by_rule.values() for j in jobs)
+    forked = sum(j.get("start") == warm.START_PRELOADED for jobs in by_rule.values() for j in jobs)
     print(f"{forked} jobs forked from a preloader (peftgrid/jobs/warm.py), the others started cold")
     print(f"CPU seconds: the whole run {study_cpu:.1f} (Snakemake and every job), the jobs {jobs_cpu:.1f}, "
           f"Snakemake itself and the jobs' script wrappers {study_cpu - jobs_cpu:.1f}")

@@ -21,6 +21,7 @@ rule evaluate:
     log:
         f"logs/{RUN_DIR}/{{evaluation}}.log",
     threads: JOB_THREADS
+    priority: evaluation_priority
     resources:
         gpu=1,
         gpu_slots_per_device=config["gpu_slots_per_device"],  # the job claims a free slot itself

@@ -18,6 +18,7 @@ rule train:
     log:
         f"logs/{RUN_DIR}/train.log",
     threads: JOB_THREADS
+    priority: TRAINING_PRIORITY
     resources:
         gpu=1,
         # jobs per GPU (the job claims a free slot itself); a resource, not a param: changing it re-runs nothing

@@ -39,7 +39,8 @@ def wait_for_preloader(folder: Path, timeout: float = 120.0) -> None:
     """Until a preloader in `folder` says it serves (it logs that once it listens)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any("serving" in log.read_text(errors="replace") for log in folder.glob("*.log")):
+        lines = [line for log in folder.glob("*.log") for line in log.read_text(errors="replace").splitlines()]
+        if any(line.startswith(warm.SERVING) for line in lines):
             return
         time.sleep(0.2)
     raise AssertionError(f"no preloader serves in {folder}: " + " ".join(
@@ -58,7 +59,7 @@ def preloader(tmp_path_factory):
     wait_for_preloader(folder)
     yield folder
     warm.stop_preloaders(folder)  # or it has gone idle already (IDLE_S)
-    assert "exiting:" in next(folder.glob("*.log")).read_text(), "the preloader did not end"
+    assert warm.EXITING in next(folder.glob("*.log")).read_text(), "the preloader did not end"
 
 
 def test_a_forked_job_is_the_job_its_folder_environment_threads_output_and_exit(preloader, tmp_path):
@@ -98,9 +99,14 @@ def test_the_child_dies_with_its_job_process(preloader, tmp_path, sig):
     """SIGTERM (Snakemake, a scheduler) and SIGINT (Ctrl-C: KeyboardInterrupt, as in the job's own
     process) are passed on; SIGKILL cannot be, and the child notices the job process's end on a
     pipe. Either way no training outlives its job, and the job ends by the same signal."""
-    pid_file = tmp_path / "pid"
+    pid_file, got = tmp_path / "pid", tmp_path / "got SIGTERM"
     script = tmp_path / "sleep.py"
-    script.write_text(f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
+    script.write_text("import os, signal, time\n"
+                      "def note(signum, frame):  # proof that the signal reached the child itself\n"
+                      f"    open({str(got)!r}, 'w').close()\n"
+                      "    signal.signal(signum, signal.SIG_DFL)\n    os.kill(os.getpid(), signum)\n"
+                      "signal.signal(signal.SIGTERM, note)\n"
+                      f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
     proc = job(script, preloader, wait=False)
     deadline = time.monotonic() + 60
     while not pid_file.exists() or not pid_file.read_text():
@@ -109,8 +115,10 @@ def test_the_child_dies_with_its_job_process(preloader, tmp_path, sig):
     child = int(pid_file.read_text())
     proc.send_signal(sig)
     assert proc.wait(timeout=30) == -sig
-    if sig == signal.SIGINT:
-        assert "KeyboardInterrupt" in proc.stderr.read()
+    if sig == signal.SIGTERM:
+        assert got.exists(), "SIGTERM was not passed on to the child"
+    if sig == signal.SIGINT:  # the child's KeyboardInterrupt, raised in the script, not the job process's
+        assert "KeyboardInterrupt" in (err := proc.stderr.read()) and "sleep.py" in err, err
     deadline = time.monotonic() + 10
     while Path(f"/proc/{child}").exists():  # the preloader reaps it once it has died
         assert time.monotonic() < deadline, f"child {child} outlived its job ({sig!r})"
@@ -195,7 +203,7 @@ def test_library_messages_in_a_forked_job_go_to_its_log(preloader, tmp_path):
     done = job(script, preloader)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "a note from transformers" in log.read_text() and "a note" not in done.stderr
-    assert read_job_times(log)[-1]["start"] == "preloaded"
+    assert read_job_times(log)[-1]["start"] == warm.START_PRELOADED
 
 
 @pytest.mark.slow
@@ -219,9 +227,9 @@ def test_training_forked_from_the_preloader_writes_the_weights_a_cold_job_writes
         runs[name] = work
     try:
         logs = sorted((runs["again"] / "logs").glob("results/runs/**/train.log"))
-        assert len(logs) == 2 and all(read_job_times(log)[-1]["start"] == "preloaded" for log in logs)
+        assert len(logs) == 2 and all(read_job_times(log)[-1]["start"] == warm.START_PRELOADED for log in logs)
         cold_logs = (runs["cold"] / "logs").glob("results/runs/**/train.log")
-        assert all(read_job_times(log)[-1]["start"] == "cold" for log in cold_logs)
+        assert all(read_job_times(log)[-1]["start"] == warm.START_COLD for log in cold_logs)
         weights = sorted(runs["cold"].glob("results/runs/**/model/*.safetensors"))
         assert len(weights) == 2
         for path in weights:
@@ -266,3 +274,22 @@ def test_a_preloader_serves_only_its_own_user(preloader):
 
     assert answer(65534) == b"closed"  # nobody
     assert b"pid" in answer(None)
+
+
+def test_a_job_ends_as_its_child_did_even_when_the_preloader_dies_meanwhile(tmp_path):
+    """The preloader reaps children and reports their ends; killed (out of memory, by hand) while a
+    job runs, the job still waits for its child and exits with the child's code."""
+    folder = tmp_path / "own preloader"
+    folder.mkdir(mode=0o700)
+    (folder / "noop.py").write_text("")
+    assert job(folder / "noop.py", folder).stdout.strip() == COLD
+    wait_for_preloader(folder)
+    started, script = tmp_path / "started", tmp_path / "slow.py"
+    script.write_text(f"import sys, time\nopen({str(started)!r}, 'w').close()\ntime.sleep(3)\nsys.exit(5)\n")
+    proc = job(script, folder, wait=False)
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the child never started"
+        time.sleep(0.1)
+    os.kill(int(next(folder.glob("*.lock")).read_text()), signal.SIGKILL)
+    assert proc.wait(timeout=60) == 5, proc.stderr.read()

@@ -68,10 +68,10 @@ def cpu_seconds() -> float:
 
 
 def job_time_line(rule: str, before_main: float | None, main_seconds: float, work: float | None,
-                  cpu: float | None = None, start: str = "cold") -> str:
+                  cpu: float | None = None, start: str = warm.START_COLD) -> str:
     """`work`: the seconds the job timed itself (None: all of main counts as work); `cpu`: the
     process's CPU seconds (on a shared machine the wall time says little; this stays honest);
-    `start`: "preloaded" when the job ran forked from a preloader (warm.py), else "cold"."""
+    `start`: warm.START_PRELOADED when the job ran forked from a preloader, else warm.START_COLD."""
     wall = (before_main or 0.0) + main_seconds
     work = main_seconds if work is None else min(work, main_seconds)
     before = "unknown" if before_main is None else f"{before_main:.2f}"
@@ -146,7 +146,8 @@ def run_job(main, snakemake, offline: bool = True) -> None:
     finally:
         print(job_time_line(snakemake.rule, before_main, time.perf_counter() - started,
                             work if isinstance(work, (int, float)) else None, job_cpu + cpu_seconds(),
-                            "preloaded" if os.environ.get(warm.CHILD_ENV) else "cold"), file=sys.stderr)
+                            warm.START_PRELOADED if os.environ.get(warm.CHILD_ENV) else warm.START_COLD),
+              file=sys.stderr)
         if log_file:
             sys.stdout, sys.stderr = sys.__stdout__, console
             for handler, stream in moved_handlers:

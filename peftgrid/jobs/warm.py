@@ -15,11 +15,11 @@ fork from it. A preloader serves one Python and one installation of the librarie
 the interpreter, the libraries' files, the environment they read on import, the process context
 and this file), re-checks before each fork that no module it loaded has changed on disk, never
 imports peftgrid (a child imports our code fresh, so an edit takes effect at once), and exits after
-IDLE_S seconds without a job. It runs only where no GPU is visible (CUDA cannot be used in a child
-forked after its parent touched it), never under a batch scheduler (each job has its own
-allocation there), and not with PEFTGRID_WARM_START=0.
+IDLE_S seconds without a job. Only jobs that cannot use a GPU fork (none visible, or
+PEFTGRID_DEVICE=cpu: CUDA cannot be used in a child forked after its parent touched it), never
+under a batch scheduler (each job has its own allocation there), and not with PEFTGRID_WARM_START=0.
 
-This file imports only the standard library: it is also the preloader's program.
+The preloader's side of this file imports only the standard library: it is the preloader's program.
 """
 from __future__ import annotations
 
@@ -48,10 +48,13 @@ DIR_ENV = "PEFTGRID_WARM_DIR"  # where preloaders listen (default: <tmp>/peftgri
 IDLE_ENV = "PEFTGRID_WARM_IDLE_S"
 IDLE_S = 60.0
 CHILD_ENV = "PEFTGRID_WARM_CHILD"  # set in a forked child: run_job runs the job itself
-STARTED_ENV = "PEFTGRID_JOB_STARTED"  # the job process's start (epoch s), for the job's time line
-JOB_CPU_ENV = "PEFTGRID_JOB_CPU_S"  # CPU seconds the job process used before handing over
+STARTED_ENV = "PEFTGRID_WARM_JOB_STARTED"  # the job process's start (epoch s), for the job's time line
+JOB_CPU_ENV = "PEFTGRID_WARM_JOB_CPU_S"  # CPU seconds the job process used before handing over
 KEPT_OUT_ENV = "PEFTGRID_WARM_KEPT_OUT"  # in a child: the libraries its preloader kept out
-COLD_FD_ENV = "PEFTGRID_WARM_COLD_FD"  # in a child: write here to have the job run cold instead
+STATUS_FD_ENV = "PEFTGRID_WARM_STATUS_FD"  # in a child: where it writes how it ends (COLD or its code)
+COLD = b"cold"  # a child's answer on its status pipe: run the job in the job process instead
+START_PRELOADED, START_COLD = "preloaded", "cold"  # the job time line's start= (common.job_time_line)
+SERVING, EXITING = "serving", "exiting:"  # the preloader's log lines: listening; ended, with its CPU
 BATCH_SCHEDULER_ENV = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID")
 
 LIBRARIES = ("torch", "transformers", "peft", "safetensors.torch")  # what every model job imports
@@ -61,9 +64,12 @@ TRANSFORMERS_CLASSES = ("AutoConfig", "AutoTokenizer", "AutoModelForSequenceClas
 # a job whose values differ needs its own preloader.
 IMPORT_TIME_ENV_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TOKENIZERS", "TORCH", "PYTORCH", "PEFT_",
                             "PYTHON", "XDG_", "HOME", "LANG", "LC_", "TZ", "OMP_", "KMP_", "GOMP_", "MKL_")
-# Set per job and applied in each child (threads); a preloader has one thread and no GPU.
-PER_JOB_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-               "NUMEXPR_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+# Snakemake sets these to the job's threads: a preloader starts with each at 1 (a library that
+# started threads on import could not be forked safely); a child sets torch's from OMP_NUM_THREADS.
+# (numpy's BLAS stays on one thread in a child; our jobs compute in torch.)
+THREAD_ENV = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+PER_JOB_ENV = THREAD_ENV + ("CUDA_VISIBLE_DEVICES",)  # applied in each child; a preloader has no GPU
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -176,8 +182,11 @@ def run_forked(script: str, job_started: float | None, job_cpu: float, kept_out:
         sock.close()
         start_preloader(folder, key, kept_out)
         return None
+    if _peer_uid(sock) != os.getuid():  # another user took the name: hand it nothing
+        sock.close()
+        return None
     watch_read, watch_write = os.pipe()  # the child dies when this process does: its end closes
-    cold_read, cold_write = os.pipe()  # the child asks for a cold start here (restart_cold)
+    status_read, status_write = os.pipe()  # the child writes how it ends (also if the preloader dies)
     ignored = [int(s) for s in FORWARDED_SIGNALS if signal.getsignal(s) == signal.SIG_IGN]  # nohup
     env = dict(os.environ, **{CHILD_ENV: "1", JOB_CPU_ENV: f"{job_cpu:.3f}", KEPT_OUT_ENV: ",".join(kept_out)})
     if job_started is not None:
@@ -186,42 +195,62 @@ def run_forked(script: str, job_started: float | None, job_cpu: float, kept_out:
                "ignored_signals": ignored}
     try:
         sys.stdout.flush(), sys.stderr.flush()
-        _send(sock, request, (0, 1, 2, watch_read, cold_write))
+        _send(sock, request, (0, 1, 2, watch_read, status_write))
         started, _ = _receive(sock)
     except OSError:
         started = None
     finally:
-        os.close(watch_read), os.close(cold_write)
+        os.close(watch_read), os.close(status_write)
     if not started or "pid" not in started:  # gone before forking, or refused: nothing ran
-        sock.close(), os.close(watch_write), os.close(cold_read)
+        sock.close(), os.close(watch_write), os.close(status_read)
         return None
     child = started["pid"]
     previous = {s: signal.signal(s, lambda signum, _frame: _forward(child, signum))
                 for s in FORWARDED_SIGNALS if int(s) not in ignored}
     try:
         ended, _ = _receive(sock)  # the preloader reaps the child and sends how it ended
+        if ended is None:  # the preloader died: the child runs on; wait for it ourselves
+            _wait_for_exit(child)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
         sock.close()
-    os.set_blocking(cold_read, False)
-    try:
-        asked_cold = bool(os.read(cold_read, 1))
-    except BlockingIOError:
-        asked_cold = False
-    os.close(cold_read), os.close(watch_write)
-    if asked_cold:
+    with os.fdopen(status_read, "rb") as status_pipe:  # the child's end closed it: this never blocks
+        status = status_pipe.read()
+    os.close(watch_write)
+    if status == COLD:
         return None
-    if ended is None:
-        print("[peftgrid] the preloader went away while this job ran; its end is unknown", file=sys.stderr)
+    if ended is not None:
+        code = ended["exit"]
+    elif status:
+        code = int(status)
+    else:
+        print("[peftgrid] the job's child was killed after its preloader died; how is unknown", file=sys.stderr)
         return 1
-    code = ended["exit"]
     if code < 0:  # killed by a signal: end this process the same way, as Snakemake would see it
         if -code != signal.SIGKILL:
             signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
         time.sleep(1)
     return code
+
+
+def _peer_uid(sock: socket.socket) -> int:
+    _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid
+
+
+def _wait_for_exit(pid: int) -> None:
+    try:
+        fd = os.pidfd_open(pid)
+    except (OSError, AttributeError):  # gone already, or no pidfd (Linux < 5.3): poll
+        while os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.5)
+        return
+    try:
+        select.select([fd], [], [])
+    finally:
+        os.close(fd)
 
 
 def _forward(child: int, signum: int) -> None:
@@ -241,7 +270,7 @@ def needs_cold_start(used: tuple[str, ...]) -> bool:
 def restart_cold() -> None:
     """In a forked child: end now, and have the job process run the job itself."""
     sys.stdout.flush(), sys.stderr.flush()
-    os.write(int(os.environ[COLD_FD_ENV]), b"1")
+    os.write(int(os.environ[STATUS_FD_ENV]), COLD)
     os._exit(1)
 
 
@@ -251,11 +280,10 @@ def start_preloader(folder: Path, key: str, kept_out: tuple[str, ...]) -> None:
     imports) leaves <key>.refused and its reason in <key>.log, and no job starts another."""
     if (folder / f"{key}.refused").exists():
         return
-    env = {k: v for k, v in os.environ.items() if k not in PER_JOB_ENV}
+    # One thread each (THREAD_ENV): torch's import runs an OpenMP parallel region, and a child
+    # forked after OpenMP started worker threads would hang in its next one.
+    env = {**os.environ, **{name: "1" for name in THREAD_ENV}}
     env["CUDA_VISIBLE_DEVICES"] = ""  # never touch a GPU: a forked child could not use it
-    # One OpenMP thread: torch's import runs a parallel region, and a child forked after OpenMP
-    # started worker threads would hang in its next one. Each child sets its own count.
-    env["OMP_NUM_THREADS"] = "1"
     # run as a file but without its folder on sys.path (its select.py would shadow the stdlib's)
     program = "import runpy, sys; sys.argv.pop(0); runpy.run_path(sys.argv[0], run_name='__main__')"
     with open(folder / f"{key}.log", "ab") as log:
@@ -292,7 +320,7 @@ def serve(folder: Path, key: str, kept_out: list[str]) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(_address(folder, key))
     listener.listen(16)
-    print(f"serving (pid {os.getpid()}) after {time.perf_counter() - started:.1f} s of imports", flush=True)
+    print(f"{SERVING} (pid {os.getpid()}) after {time.perf_counter() - started:.1f} s of imports", flush=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
     idle_s = float(os.environ.get(IDLE_ENV) or IDLE_S)
@@ -309,9 +337,8 @@ def serve(folder: Path, key: str, kept_out: list[str]) -> None:
                 continue
             conn, _ = listener.accept()
             conn.settimeout(5)  # a client stopped half-way must not hold up the others
-            _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
             try:
-                request, fds = _receive(conn) if uid == os.getuid() else (None, [])
+                request, fds = _receive(conn) if _peer_uid(conn) == os.getuid() else (None, [])
             except (OSError, ValueError):
                 request, fds = None, []
             if request is None or len(fds) != 5:
@@ -345,7 +372,7 @@ def serve(folder: Path, key: str, kept_out: list[str]) -> None:
             _reap(children)
             time.sleep(0.1)
         own, forked = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        print(f"exiting: cpu_s={own.ru_utime + own.ru_stime:.2f} "
+        print(f"{EXITING} cpu_s={own.ru_utime + own.ru_stime:.2f} "
               f"children_cpu_s={forked.ru_utime + forked.ru_stime:.2f}", flush=True)
 
 
@@ -381,7 +408,7 @@ def _send_quietly(conn: socket.socket, message: dict) -> None:
 
 def stop_preloaders(folder: Path, wait_s: float = 10.0) -> list[str]:
     """Ask every preloader serving from `folder` to exit (SIGTERM: it waits for its children);
-    returns the line each logs as it exits, with the CPU seconds it and its children used."""
+    returns the line each logs as it exits (preloaders_cpu_seconds reads them)."""
     import fcntl
 
     stopped = []
@@ -406,9 +433,16 @@ def stop_preloaders(folder: Path, wait_s: float = 10.0) -> list[str]:
     return lines
 
 
+def preloaders_cpu_seconds(folder: Path) -> float:
+    """The CPU seconds every preloader that served from `folder` and ended used, with the children
+    it forked (the jobs it ran): none of it is counted in the CPU of the processes that started them."""
+    return sum(float(value) for log in Path(folder).glob("*.log") for line in _exit_lines(log)
+               for value in (field.split("=")[1] for field in line.split()[1:]))
+
+
 def _exit_lines(log: Path) -> list[str]:
     text = log.read_text(errors="replace") if log.exists() else ""
-    return [line for line in text.splitlines() if line.startswith("exiting:")]
+    return [line for line in text.splitlines() if line.startswith(EXITING)]
 
 
 def _reap(children: dict) -> None:
@@ -428,9 +462,9 @@ def _reap(children: dict) -> None:
 def _run_child(request: dict, fds: list[int]) -> None:
     """In the forked child: become the job (its stdio, folder, environment, path, signals,
     threads), then run its script as Python would have in the job's process. Ends the process."""
-    code = 1
+    code, killed_by = 1, None
+    stdio, watch, status = fds[:3], fds[3], fds[4]
     try:
-        stdio, watch, cold = fds[:3], fds[3], fds[4]
         for target, fd in zip((0, 1, 2), stdio):
             os.dup2(fd, target)
             os.close(fd)
@@ -441,7 +475,7 @@ def _run_child(request: dict, fds: list[int]) -> None:
         threading.Thread(target=_die_with_job, args=(watch,), daemon=True).start()
         os.chdir(request["cwd"])
         os.environ.clear()
-        os.environ.update(request["env"], **{COLD_FD_ENV: str(cold)})
+        os.environ.update(request["env"], **{STATUS_FD_ENV: str(status)})
         sys.path[:] = request["path"]
         sys.argv[:] = request["argv"]
         tempfile.tempdir = None  # follow the job's TMPDIR
@@ -454,27 +488,46 @@ def _run_child(request: dict, fds: list[int]) -> None:
         runpy.run_path(request["script"], run_name="__main__")
         code = 0
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        code = e.code & 0xFF if isinstance(e.code, int) else (0 if e.code is None else 1)
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
     except KeyboardInterrupt:
         traceback.print_exc()
-        code = -signal.SIGINT  # Python ends by SIGINT after an uncaught KeyboardInterrupt
+        killed_by = signal.SIGINT  # Python ends by SIGINT after an uncaught KeyboardInterrupt
     except BaseException:
         traceback.print_exc()
     finally:
-        try:  # what the interpreter does at exit: wait for threads, run exit handlers, flush
-            for thread in threading.enumerate():
-                if thread is not threading.current_thread() and not thread.daemon:
-                    thread.join()
-            atexit._run_exitfuncs()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            if code < 0:
-                signal.signal(-code, signal.SIG_DFL)
-                os.kill(os.getpid(), -code)
+        try:
+            _shut_down_like_the_interpreter()
+            os.write(status, str(-killed_by if killed_by else code).encode())
+            if killed_by:
+                signal.signal(killed_by, signal.SIG_DFL)
+                os.kill(os.getpid(), killed_by)
         finally:
-            os._exit(code if code >= 0 else 128 - code)
+            os._exit(code)
+
+
+def _shut_down_like_the_interpreter() -> None:
+    """What Python does at exit, which os._exit skips: wait for non-daemon threads (and the
+    executors' atexit hooks), run exit handlers, collect garbage (open files' finalisers), and
+    flush Python's and C's output buffers."""
+    if hasattr(threading, "_shutdown"):
+        threading._shutdown()
+    atexit._run_exitfuncs()
+    import gc
+
+    gc.collect()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
 
 
 def _die_with_job(watch: int) -> None:
