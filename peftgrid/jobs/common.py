@@ -33,8 +33,7 @@ def skip_unused_imports(used: tuple[str, ...], computes_metrics: bool = True) ->
     libraries that probe for them: a None entry in sys.modules makes importlib.util.find_spec answer
     None and `import` raise ImportError. Only in a job's own process (one job per process), before
     transformers or peft are imported."""
-    if warm.needs_cold_start(used):
-        warm.restart_cold()
+    warm.restart_cold_if_kept_out(used)
     for name in OPTIONAL_IMPORTS + (() if computes_metrics else METRIC_IMPORTS):
         if name not in used and name not in sys.modules:
             sys.modules[name] = None
@@ -51,14 +50,15 @@ def process_age() -> float | None:
         return None
 
 
-def _job_start() -> tuple[float | None, float]:
-    """(seconds since the job's process started, CPU seconds it used before this process): in a
-    child forked by a preloader (warm.py), the job process that handed the script over started it."""
+def _job_start() -> tuple[float | None, float, str]:
+    """(seconds since the job's process started, CPU seconds it used before this process, how it
+    started): in a child forked by a preloader (warm.py), the job process that handed the script
+    over started it."""
     if os.environ.get(warm.CHILD_ENV):
         started = os.environ.get(warm.STARTED_ENV)
         return (None if started is None else max(time.time() - float(started), 0.0),
-                float(os.environ.get(warm.JOB_CPU_ENV) or 0.0))
-    return process_age(), 0.0
+                float(os.environ.get(warm.JOB_CPU_ENV) or 0.0), warm.START_PRELOADED)
+    return process_age(), 0.0, warm.START_COLD
 
 
 def cpu_seconds() -> float:
@@ -79,12 +79,12 @@ def job_time_line(rule: str, before_main: float | None, main_seconds: float, wor
             f"before_main_s={before}" + ("" if cpu is None else f" cpu_s={cpu:.2f}") + f" start={start}")
 
 
-
 def read_job_times(log_path) -> list[dict[str, str]]:
     """The fields (rule, wall_s, work_s, ...) of each job time line job_time_line wrote in a log."""
     lines = Path(log_path).read_text(errors="replace").splitlines()
     return [dict(f.split("=", 1) for f in line[len(JOB_TIME_PREFIX):].split())
             for line in lines if line.startswith(JOB_TIME_PREFIX)]
+
 
 def _move_console_handlers(log_file) -> list:
     """Point the logging handlers that libraries created on import, bound to the console, at the
@@ -103,7 +103,7 @@ def run_job(main, snakemake, offline: bool = True) -> None:
     """Run `main(snakemake)`; offline jobs never touch the hub (HF_HUB_OFFLINE=1). `main` may return
     the seconds of work it timed (model loading, training, inference); the log's last line then
     splits the job's wall time into that work and the overhead around it."""
-    before_main, job_cpu = _job_start()
+    before_main, job_cpu, start = _job_start()
     started = time.perf_counter()
     work = None
     if offline:
@@ -145,8 +145,7 @@ def run_job(main, snakemake, offline: bool = True) -> None:
         raise
     finally:
         print(job_time_line(snakemake.rule, before_main, time.perf_counter() - started,
-                            work if isinstance(work, (int, float)) else None, job_cpu + cpu_seconds(),
-                            warm.START_PRELOADED if os.environ.get(warm.CHILD_ENV) else warm.START_COLD),
+                            work if isinstance(work, (int, float)) else None, job_cpu + cpu_seconds(), start),
               file=sys.stderr)
         if log_file:
             sys.stdout, sys.stderr = sys.__stdout__, console

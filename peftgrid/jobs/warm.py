@@ -170,7 +170,7 @@ def run_forked(script: str, job_started: float | None, job_cpu: float, kept_out:
     code, or kills this process with the signal that killed the child. None when the job is to run
     here after all: no preloader answered (one is then started in the background, importing the
     libraries with `kept_out` kept out, for the next jobs), it refused (a loaded file changed), or
-    the child needs a library the preloader kept out (restart_cold)."""
+    the child needs a library the preloader kept out (restart_cold_if_kept_out)."""
     folder = warm_dir()
     if folder is None:
         return None
@@ -260,18 +260,15 @@ def _forward(child: int, signum: int) -> None:
         pass
 
 
-def needs_cold_start(used: tuple[str, ...]) -> bool:
-    """In a forked child: whether the job uses a library its preloader kept out (transformers and
-    peft, imported there, decided on import that it is not installed)."""
+def restart_cold_if_kept_out(used: tuple[str, ...]) -> None:
+    """In a forked child whose job uses a library its preloader kept out (transformers and peft,
+    imported there, decided on import that it is not installed): end now, and have the job process
+    run the job itself. Elsewhere: nothing."""
     kept_out = os.environ.get(KEPT_OUT_ENV, "").split(",") if os.environ.get(CHILD_ENV) else []
-    return any(name in kept_out for name in used)
-
-
-def restart_cold() -> None:
-    """In a forked child: end now, and have the job process run the job itself."""
-    sys.stdout.flush(), sys.stderr.flush()
-    os.write(int(os.environ[STATUS_FD_ENV]), COLD)
-    os._exit(1)
+    if any(name in kept_out for name in used):
+        sys.stdout.flush(), sys.stderr.flush()
+        os.write(int(os.environ[STATUS_FD_ENV]), COLD)
+        os._exit(1)
 
 
 def start_preloader(folder: Path, key: str, kept_out: tuple[str, ...]) -> None:
