@@ -106,7 +106,8 @@ use rule evaluate as evaluate_rung with:
 checkpoint tune_stage:
     input:
         scores=lambda w: tune_group(w).stage_score_files(run_dir_of(tune_group(w)), int(w.stage), stage_points(w)),
-        # halving: the rungs' run.json (how long a run is: a min_steps that covers it is noted)
+        # the competitors' run.json at the rung: the validation loss that breaks equal scores (halving:
+        # also how long a run is, so that a min_steps covering it is noted)
         runs=lambda w: tune_group(w).stage_run_files(run_dir_of(tune_group(w)), int(w.stage), stage_points(w)),
     output:
         STAGE_FILE,

@@ -53,6 +53,9 @@ checkpoint select:
         # a staged group (halving, extension; rules/halving.smk): its stage files, in order
         scores=lambda w: stage_files(tune_group(w)) if tune_group(w).staged else tune_group(w).score_files(
             run_dir_of(tune_group(w))),
+        # a plain grid: its points' run.json (the validation loss that breaks equal scores)
+        runs=lambda w: [] if tune_group(w).staged else tune_group(w).run_files(
+            run_dir_of(tune_group(w)), tune_group(w).candidates),
     output:
         SELECTION_FILE,
     params:
@@ -68,6 +71,7 @@ checkpoint select:
 rule choose:
     input:
         scores=lambda w: method_choice(w).score_files(run_dir_of(method_choice(w))),
+        runs=lambda w: method_choice(w).run_files(run_dir_of(method_choice(w))),
     output:
         CHOICE_FILE,
     params:

@@ -7,9 +7,11 @@ from peftgrid.plan.tune import TuneGroup
 
 def main(smk):
     spec = SelectSpec.from_params(smk.params.spec)
-    # a staged group (halving, extension: plan/tune.py) reads its stage files, a plain grid its points' scores
-    pick = select_staged if TuneGroup.from_params(spec.group).staged else select
-    row = pick(spec.group, list(smk.input.scores), smk.output[0])
+    # a staged group (halving, extension: plan/tune.py) reads its stage files, a plain grid its points' scores and runs
+    if TuneGroup.from_params(spec.group).staged:
+        row = select_staged(spec.group, list(smk.input.scores), smk.output[0])
+    else:
+        row = select(spec.group, list(smk.input.scores), smk.output[0], list(smk.input.runs))
     print(f"selected {row['variant']} ({row['metric']} {row['score']} on {row['on']}; "
           f"{row['finished']} of {len(spec.group['candidates'])} grid points finished)")
 

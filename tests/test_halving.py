@@ -316,8 +316,9 @@ def test_a_min_steps_that_covers_the_run_is_noted_in_the_stage_and_the_selection
     rows = stage(g.to_params(), 0, five, scores(tmp_path, "t0", [0.5, 0.6, 0.7, 0.4, 0.3]), tmp_path / "t0.tsv",
                  [str(r) for r in runs])
     assert {r["note"] for r in rows} == {""}
-    assert g.stage_run_files(lambda v, s: "x", 0, five) and not group_of(plan(lr="auto")[2]).stage_run_files(
-        lambda v, s: "x", 0, five)  # a grid's stages compare full runs: nothing to note
+    assert g.stage_run_files(lambda v, s: v, 1, five[1:3]) == [f"{v}/rung1/run.json" for v in five[1:3]]
+    # a grid's stages compare full runs: their run.json breaks ties, and min_steps notes nothing
+    assert group_of(plan(lr="auto")[2]).stage_run_files(lambda v, s: v, 0, five) == [f"{v}/run.json" for v in five]
 
 
 def test_a_staged_methods_choice_is_its_groups_winner(tmp_path):

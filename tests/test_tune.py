@@ -190,6 +190,41 @@ def test_choose_best_ties_and_failures():
     assert choose_best(pts, False) == (0, 3)  # loss: lower is better
     assert choose_best([{"status": "failed", "score": None}] * 3, True, default=1) == (1, 0)
     assert choose_best([{"status": "ok", "score": float("nan")}, {"status": "ok", "score": 0.1}], True) == (1, 1)
+    # equal scores go to the lower validation loss (unknown or NaN: after every known one), then grid order
+    assert choose_best(pts, True, losses=[0.1, 0.9, 0.8, 0.0]) == (2, 3)
+    assert choose_best(pts, True, losses=[0.1, None, 0.8, 0.0]) == (2, 3)
+    assert choose_best(pts, True, losses=[0.1, 0.8, float("nan"), 0.0]) == (1, 3)
+    assert choose_best(pts, True, losses=[0.1, 0.8, 0.8, 0.0]) == (1, 3)
+    assert choose_best(pts, True, losses=[0.0, 0.9, 0.8, 0.0]) == (2, 3)  # a loss never beats a better score
+
+
+def test_a_grid_and_a_sweep_choice_break_equal_scores_on_the_validation_loss(tmp_path):
+    """One rule for grids and halving's rungs (tests/test_halving.py: equal scores at a rung go to
+    the lower validation loss): three of a grid's points tie at the majority class's accuracy, the
+    largest learning rate with the lowest loss. Defect caught: a grid (or a sweep's choice) ignoring
+    the runs' losses and handing the tie to the smaller learning rate, where halving would not."""
+    from peftgrid.jobs.select import choose
+    from peftgrid.plan.runs import build_choices
+    from peftgrid.records import write_json
+
+    config = validate_config(study(tasks=["emotion"], methods=["lora"], tune={"lora": {"lr": [1.0e-3, 1.0e-2, 1.0e-1]}}))
+    g = build_tune_groups(config)[0]
+    files = [_metrics(tmp_path / v / "select" / "metrics.tsv", accuracy=0.303) for v in g.candidates]
+    runs = g.run_files(lambda v, seed: str(tmp_path / v), g.candidates)
+    for r, loss in zip(runs, (1.79, 1.75, 1.70)):
+        write_json(r, {"status": "ok", "stats": {"final_val_loss": loss}})
+    out = tmp_path / "selection.tsv"
+    assert select(g.to_params(), files, out, runs)["variant"] == "lr=0.1"
+    assert [r["rank"] for r in read_tsv(out)] == ["3", "2", "1"]
+    assert select(g.to_params(), files, out)["variant"] == "lr=0.001"  # no runs (losses unknown): grid order
+    # an untuned sweep's choice among its variants, by the same rule
+    config = validate_config(study(tasks=["emotion"], methods=["lora"], sweep={"lora": {"r": [4, 8, 16]}}))
+    c = next(c for c in build_choices(config) if c.method == "lora")
+    files = [_metrics(tmp_path / v / "select" / "metrics.tsv", accuracy=0.5) for v in c.variants]
+    runs = c.run_files(lambda v, seed: str(tmp_path / v))
+    for r, loss in zip(runs, (1.2, 0.9, 1.0)):
+        write_json(r, {"status": "ok", "stats": {"final_val_loss": loss}})
+    assert choose(c.to_params(), files, tmp_path / "choice.tsv", runs)["variant"] == c.variants[1]
 
 
 def _metrics(path, status="ok", **scores):

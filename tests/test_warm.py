@@ -177,6 +177,9 @@ def test_two_messages_sent_together_are_read_as_two():
     ({warm.ENABLE_ENV: "0"}, {"gpu": 1}, False),
     ({"OMP_NUM_THREADS": None}, {"gpu": 1}, False),  # not started by Snakemake: threads unknown
     ({"PEFTGRID_DEVICE": "cuda:0"}, {"gpu": 1}, False),
+    ({"PEFTGRID_DEVICE": "xpu"}, {"gpu": 1}, False),  # any device but the CPU may be initialised
+    ({"PEFTGRID_DEVICE": None, "CUDA_VISIBLE_DEVICES": "0"}, {"gpu": 1}, False),  # a GPU is visible
+    ({"PEFTGRID_DEVICE": None, "CUDA_VISIBLE_DEVICES": "-1"}, {"gpu": 1}, True),  # every GPU hidden
     ({warm.CHILD_ENV: "1"}, {"gpu": 1}, False),
 ])
 def test_which_jobs_fork_from_a_preloader(monkeypatch, env, resources, forks):

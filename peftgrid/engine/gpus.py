@@ -105,6 +105,13 @@ def visible_pool() -> tuple[list[str], bool]:
     return pool, True
 
 
+def uses_no_gpu() -> bool:
+    """This job will not touch a GPU: PEFTGRID_DEVICE=cpu, or it is unset and no GPU is visible
+    (claim_gpu then claims nothing). A job forced onto any other device may initialise one."""
+    forced = os.environ.get("PEFTGRID_DEVICE", "")
+    return forced == "cpu" if forced else not visible_pool()[0]
+
+
 def lock_dir(base: str | os.PathLike | None = None) -> Path:
     root = Path(os.environ.get(LOCK_DIR_ENV) or base or DEFAULT_LOCK_DIR)
     return root / re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname() or "localhost")

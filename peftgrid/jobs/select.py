@@ -1,4 +1,5 @@
-"""Choices on the selection set, at the selection seed (plan/tune.py; the rule is `choose_best`):
+"""Choices on the selection set, at the selection seed (plan/tune.py; the rule is `choose_best`,
+with each point's run.json giving the validation loss that breaks equal scores):
 - `select`, the tuning checkpoint: every grid point of one (task, method, sweep variant) ->
   results/tune/<task>/<method>/<group>/selection.tsv, which plans the winner's reported seeds;
 - `stage`, a checkpoint of a staged group (halving's rungs, extension points): its competitors
@@ -12,7 +13,7 @@ import json
 import math
 
 from ..plan.tune import (CHOICE_COLUMNS, SELECTION_COLUMNS, SELECTION_EXTRA_COLUMNS, STAGE_COLUMNS, TuneGroup,
-                         choose_best, edge_label, ranks, tie_note)
+                         choose_best, edge_label, ranks, tie_note, validation_losses)
 from ..records import read_json, read_tsv, write_tsv
 
 
@@ -46,14 +47,21 @@ def _best_decoding(pairs: list[dict], decodings: list, higher_is_better: bool) -
     return {**pairs[best], "decoding": decodings[best]} if finished else {**pairs[0], "decoding": ""}
 
 
-def select(group: dict, files: list, out) -> dict:
-    """`files`: per candidate, per decoding (candidates outer), as TuneGroup.score_files lists them."""
+def _losses(runs: list):
+    """Per run.json path its validation loss (choose_best's tie-break); None without run files."""
+    return validation_losses([read_json(r) for r in runs]) if runs else None
+
+
+def select(group: dict, files: list, out, runs: list = ()) -> dict:
+    """`files`: per candidate, per decoding (candidates outer), as TuneGroup.score_files lists them;
+    `runs`: per candidate its run.json (TuneGroup.run_files)."""
     pairs, n = grid_scores(group, files), len(group["decodings"])
     points = [_best_decoding(pairs[i * n:(i + 1) * n], group["decodings"], group["higher_is_better"])
               for i in range(len(group["candidates"]))]
     default = group["candidates"].index(group["default"]) if group["default"] in group["candidates"] else 0
-    winner, finished = choose_best(points, group["higher_is_better"], default)
-    rank = ranks(points, group["higher_is_better"])
+    losses = _losses(runs)
+    winner, finished = choose_best(points, group["higher_is_better"], default, losses)
+    rank = ranks(points, group["higher_is_better"], losses)
     edge = "; ".join(x for x in (edge_label(group["tuned"], group["tuned"][winner]), tie_note(points)) if x) \
         if finished else ""
     rows = []
@@ -69,21 +77,20 @@ def select(group: dict, files: list, out) -> dict:
 
 def stage(group: dict, number: int, competitors: list, files: list, out, runs: list = ()) -> list[dict]:
     """Score `competitors` (grid order) at stage `number`'s rung and mark the best `keeps` of them
-    `advance` (choose_best's order: score, then grid order; a failed or NaN point never goes on).
+    `advance` (choose_best's order: score, validation loss, grid order; a failed or NaN point never goes on).
     A stage that leaves one point adds, when that point has the lowest or highest learning rate of
     the grid (and the extension points so far), the next extension point: it advances too.
-    `runs` (halving): the competitors' run.json at the rung; when min_steps made the rung the whole
-    run, every row's `note` says so (TuneGroup.min_steps_note)."""
+    `runs`: the competitors' run.json at the rung (their validation losses; halving: when min_steps
+    made the rung the whole run, every row's `note` says so, TuneGroup.min_steps_note)."""
     g = TuneGroup.from_params(group)
-    records = [read_json(r) for r in runs]  # halving: each competitor's run at the rung
+    records = [read_json(r) for r in runs]
     lengths = {r.get("total_steps") for r in records} - {None}
     note = g.min_steps_note(number, min(lengths)) if lengths else ""
     pairs, n = grid_scores(group, files), len(g.decodings)
     points = [_best_decoding(pairs[i * n:(i + 1) * n], list(g.decodings), g.higher_is_better)
               for i in range(len(competitors))]
-    # equal scores at a rung go to the lower validation loss at that rung (run.json's stats), then grid order
-    losses = [r.get("stats", {}).get("final_val_loss") for r in records] if records else None
-    rank, keep = ranks(points, g.higher_is_better, tiebreak=losses), g.keeps(number, len(competitors))
+    losses = validation_losses(records) if records else None
+    rank, keep = ranks(points, g.higher_is_better, losses), g.keeps(number, len(competitors))
     rung = g.stage_rung(number)
     rows = [{"variant": v, "tuned": json.dumps(g.tuned_of(v), sort_keys=True), "rung": rung, "status": p["status"],
              "error": p["error"], "score": p["score"], "decoding": p["decoding"],
@@ -155,16 +162,19 @@ def select_staged(group: dict, stage_files: list, out) -> dict:
     return rows[order.index(winner)]
 
 
-def choose(choice: dict, files: list, out) -> dict:
+def choose(choice: dict, files: list, out, runs: list = ()) -> dict:
     """Write one row per (variant, decoding) at the selection seed, the chosen one marked; no run
-    finished: the default variant with the primary decoding stands in (`finished` 0)."""
+    finished: the default variant with the primary decoding stands in (`finished` 0). `runs`: per
+    variant its run.json (Choice.run_files)."""
     if choice.get("selections"):
         return _choose_among_winners(choice, files, out)
     pairs = [(v, d) for v in choice["variants"] for d in choice["decodings"]]
     points = grid_scores(choice, files)
     default = choice["variants"].index(choice["default"]) * len(choice["decodings"])
-    winner, finished = choose_best(points, choice["higher_is_better"], default)
-    rank = ranks(points, choice["higher_is_better"])
+    per_variant = _losses(runs)
+    losses = [loss for loss in per_variant for _ in choice["decodings"]] if per_variant else None
+    winner, finished = choose_best(points, choice["higher_is_better"], default, losses)
+    rank = ranks(points, choice["higher_is_better"], losses)
     rows = [{"task": choice["task"], "method": choice["method"], "variant": v, "decoding": d, "seed": choice["seed"],
              "on": choice["on"], "dataset": choice["dataset"], "split": choice["split"], "metric": choice["metric"],
              "score": p["score"], "status": p["status"], "error": p["error"], "rank": rank[i], "chosen": i == winner,
@@ -176,7 +186,8 @@ def choose(choice: dict, files: list, out) -> dict:
 
 def _choose_among_winners(choice: dict, files: list, out) -> dict:
     """A staged method's choice: among its groups' winners (selection.tsv `selected` rows, groups in
-    name order), each with the score and decoding its selection recorded."""
+    name order), each with the score and decoding its selection recorded; equal scores go to group
+    order (a halving winner's loss is at its last rung, not comparable with another group's)."""
     winners = [next(r for r in read_tsv(f) if r["selected"] == "True") for f in files]
     points = [{"status": w["status"] if int(w["finished"]) else "failed", "error": w["error"],
                "score": _score(w, "score")} for w in winners]

@@ -78,7 +78,7 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR
 def forks_from_preloader(resources) -> bool:
     """Whether this job hands its script to a preloader: a model job (asks for `gpu`) with its
     thread count set (Snakemake sets OMP_NUM_THREADS), not a forked child itself, not under a batch
-    scheduler, not switched off, and no GPU visible."""
+    scheduler, not switched off, and using no GPU (gpus.uses_no_gpu: forking after CUDA is unsafe)."""
     env = os.environ
     if env.get(CHILD_ENV) or env.get(ENABLE_ENV, "1") == "0" or any(env.get(k) for k in BATCH_SCHEDULER_ENV):
         return False
@@ -86,12 +86,9 @@ def forks_from_preloader(resources) -> bool:
         return False
     if not getattr(resources, "get", lambda *_: None)("gpu") or not env.get("OMP_NUM_THREADS"):
         return False
-    forced = env.get("PEFTGRID_DEVICE", "")
-    if forced:
-        return forced == "cpu"
-    from ..engine.gpus import visible_pool
+    from ..engine.gpus import uses_no_gpu
 
-    return not visible_pool()[0]
+    return uses_no_gpu()
 
 
 def warm_dir() -> Path | None:

@@ -16,11 +16,13 @@ functions.
 
 - `auto_lr_grid` is THE auto grid (`tune: {lr: auto}`): the method's resolved learning rate
   times 1/4, 1/2, 1, 2, 4 (five log-spaced points, a factor 2 apart, 16x wide), 3 significant digits.
-- `choose_best` is THE selection rule: best score on the selection set among finished grid
-  points (decodings: among (point, decoding) pairs in grid order, then decoding order); a tie
-  goes to the first in that order (values sorted ascending, keys by name: the smaller learning
-  rate). No finished point: the point at the method's own setting (else the first), flagged
-  `finished = 0`, and the report lists the failure.
+- `choose_best` is THE selection rule, for grids, halving's rungs and choices alike: best score
+  on the selection set among finished points (decodings: among (point, decoding) pairs in grid
+  order, then decoding order); equal scores go to the lower validation loss on that set at the
+  step the point was scored (run.json's `final_val_loss`, `validation_losses`: early rungs and
+  weak grids often tie at the majority class's accuracy), then to the first in that order (values
+  sorted ascending, keys by name: the smaller learning rate). No finished point: the point at the
+  method's own setting (else the first), flagged `finished = 0`, and the report lists the failure.
 
 Strategies (`tune: {strategy: grid | halving}`; `TuneGroup.strategy`):
 - `grid` (default): every point trains the full run, one selection.
@@ -187,11 +189,13 @@ class TuneGroup:
         rung = self.stage_rung(stage)
         return [score_file(self.run_of(run_dir_of, v, rung), self.metric, d) for v in competitors for d in self.decodings]
 
+    def run_files(self, run_dir_of, variants, rung: int = 0) -> list[str]:
+        """Each point's run.json at `rung` (grid: its full run): its validation loss breaks ties
+        (choose_best); halving's run length also tells min_steps_note."""
+        return [f"{self.run_of(run_dir_of, v, rung)}/{RUN_FILE}" for v in variants]
+
     def stage_run_files(self, run_dir_of, stage: int, competitors: list) -> list[str]:
-        """Halving: each competitor's run.json at the stage's rung (its run's length: min_steps_note)."""
-        if self.strategy != "halving":
-            return []
-        return [f"{self.run_of(run_dir_of, v, self.stage_rung(stage))}/{RUN_FILE}" for v in competitors]
+        return self.run_files(run_dir_of, competitors, self.stage_rung(stage))
 
     def min_steps_note(self, stage: int, total_steps: int) -> str:
         """A note when `min_steps` makes the stage's rung the whole run (the run is that short): halving
@@ -298,6 +302,11 @@ class Choice:
             return list(self.selections)
         return [score_file(run_dir_of(v, self.seed), self.metric, d) for v, d in self.pairs()]
 
+    def run_files(self, run_dir_of) -> list[str]:
+        """Per variant its run.json at the selection seed (choose_best's tie-break); none when the
+        choice is among staged groups' winners (scored at different rungs: ties go to group order)."""
+        return [] if self.selections else [f"{run_dir_of(v, self.seed)}/{RUN_FILE}" for v in self.variants]
+
     def to_params(self) -> dict:
         return json.loads(json.dumps({
             "task": self.task, "method": self.method, "seed": self.seed, "variants": list(self.variants),
@@ -358,22 +367,20 @@ def _sort_key(value):
     return (0, float(value), "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0.0, json.dumps(value, sort_keys=True))
 
 
-def choose_best(points: list[dict], higher_is_better: bool, default: int = 0) -> tuple[int, int]:
+def choose_best(points: list[dict], higher_is_better: bool, default: int = 0,
+                losses: list | None = None) -> tuple[int, int]:
     """(index of the winner, number of finished points). `points`, in grid order, each hold
-    `status` and `score` (a float or None). Ties keep the earliest point."""
-    best, finished = None, 0
-    for i, p in enumerate(points):
-        score = p.get("score")
-        if p.get("status") != "ok" or score is None or (isinstance(score, float) and math.isnan(score)):
-            continue
-        finished += 1
-        if best is None:
-            best = i
-            continue
-        b = points[best]["score"]
-        if (score > b) if higher_is_better else (score < b):
-            best = i
-    return (default if best is None else best), finished
+    `status` and `score` (a float or None); `losses`: per point its validation loss (None: unknown).
+    The winner is the point `ranks` puts first; none finished: `default`."""
+    rank = ranks(points, higher_is_better, losses)
+    finished = sum(r is not None for r in rank)
+    return (rank.index(1) if finished else default), finished
+
+
+def validation_losses(run_records: list[dict]) -> list:
+    """Per run.json record its final validation loss on the selection set (None if it has none):
+    choose_best's tie-break."""
+    return [(r.get("stats") or {}).get("final_val_loss") for r in run_records]
 
 
 def tie_note(points: list[dict]) -> str:
@@ -387,13 +394,12 @@ def tie_note(points: list[dict]) -> str:
     return f"every point scored {finished[0]:.4g}: the selection set does not separate them"
 
 
-def ranks(points: list[dict], higher_is_better: bool, tiebreak: list | None = None) -> list[int | None]:
-    """1 for the best finished point (ties: grid order), None for unfinished ones. `tiebreak`
-    (halving's rungs): per point a lower-is-better value that orders equal scores before grid order —
-    the rung's validation loss, since an early rung's accuracy often ties at the majority class."""
+def ranks(points: list[dict], higher_is_better: bool, losses: list | None = None) -> list[int | None]:
+    """1 for the best finished point, None for unfinished (failed, unscored, NaN) ones; equal
+    scores: the lower of `losses` (per point, None or NaN: after every known loss), then grid order."""
     ok = [i for i, p in enumerate(points) if p.get("status") == "ok" and p.get("score") is not None
           and not (isinstance(p["score"], float) and math.isnan(p["score"]))]
-    second = [math.inf if t is None or t != t else t for t in (tiebreak or [None] * len(points))]
+    second = [math.inf if t is None or t != t else t for t in (losses or [None] * len(points))]
     order = sorted(ok, key=lambda i: ((-1 if higher_is_better else 1) * points[i]["score"], second[i], i))
     out: list[int | None] = [None] * len(points)
     for r, i in enumerate(order, 1):

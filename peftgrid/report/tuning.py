@@ -74,7 +74,8 @@ def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
     tied = [not sel and pd.notna(sc) and best.get((m, g)) == sc
             for m, g, sc, sel in zip(df["method"], df["group"], df["score"], df["selected"])]
     out["note"] = [e or "; ".join(x for x in _edge_phrases(edge) if x) or
-                   ("tied with the selected point (a tie goes to the earlier grid point)" if t else "")
+                   ("tied with the selected point (equal scores go to the lower validation loss, then the earlier grid point)"
+                    if t else "")
                    for e, edge, t in zip(df["error"], df["edge"], tied)]
     return out
 
