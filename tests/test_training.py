@@ -81,6 +81,32 @@ def test_lora_cell_writes_every_output(tiny_bert, staged, tmp_path):
     assert row["accuracy"] == pytest.approx(sum(p["label"] == p["prediction"] for p in preds) / 32)
 
 
+def test_a_selection_set_evaluation_scores_without_the_cost_protocol(tiny_bert, staged, tmp_path):
+    """A run's evaluation in select/ scores a choice (a grid point, a halving rung) and nothing
+    reports its cost: it runs the quality pass only, and says so with empty cost columns; the same
+    model in eval/<set>/ is costed as ever (timed repeats, merged). Defect caught: the timing passes
+    — three quarters of a selection evaluation's time — run for figures no table reads, or a
+    reported evaluation loses its costs."""
+    config, cell = study(tiny_bert, "lora", lr=5.0e-3)
+    train_cell(train_spec(config, cell), staged / "tiny", {"emo": staged / "emo"}, tmp_path)
+    spec = eval_spec(config, cell, "validation")
+    rows = {}
+    for evaluation in ("select", "eval/validation"):
+        out = tmp_path / evaluation
+        rows[evaluation] = evaluate_cell(spec, staged / "tiny", tmp_path / "model", staged / "emo", tmp_path / "run.json",
+                                         out / "metrics.tsv", out / "predictions.jsonl")
+    chosen, reported = rows["select"], rows["eval/validation"]
+    assert chosen["accuracy"] == reported["accuracy"] and chosen["n_examples"] == reported["n_examples"] == 32
+    assert 0 < chosen["infer_time_s"] < reported["infer_time_s"]
+    assert {k: chosen.get(k) for k in ("infer_throughput", "peak_infer_mem_mb", "inference_merged",
+                                       "infer_throughput_unmerged", "mem_measure")} == {
+        "infer_throughput": None, "peak_infer_mem_mb": None, "inference_merged": None,
+        "infer_throughput_unmerged": None, "mem_measure": ""}
+    assert reported["infer_throughput"] > 0 and reported["peak_infer_mem_mb"] > 0 and reported["inference_merged"]
+    assert reported["infer_throughput_unmerged"] > 0
+    assert read_tsv(tmp_path / "select" / "metrics.tsv")[0]["infer_throughput"] == ""
+
+
 def test_qlora_on_cpu_is_recorded_as_failed(tiny_bert, staged, tmp_path):
     record = train_cell(cell_spec(tiny_bert, "qlora"), staged / "tiny", {"emo": staged / "emo"}, tmp_path)
     assert record["status"] == "failed" and "CUDA" in record["error"]

@@ -9,6 +9,9 @@ eval batches' worth of examples, so its length mix is the eval set's); throughpu
 over the repeats. Peak memory is the highest of those passes (the warm-up covers the eval set's
 longest batch), on the basis peftgrid.engine.device defines. Methods that merge their weights
 (adapters) are costed as deployed, merged; the unmerged model's figures sit in *_unmerged columns.
+An evaluation on the selection set (plan/layout.py scores_a_choice: a grid point, a halving rung)
+scores a choice and nothing reports its cost: it runs the quality pass only (`infer_time_s`), and
+its throughput and memory columns stay empty — the protocol would be three quarters of its time.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from ..engine.device import mark_memory_baseline, pick_device
 from ..engine.gpus import GpuClaim
 from ..methods import method_of
 from ..metrics import compute
+from ..plan.layout import scores_a_choice
 from ..plan.specs import EvalSpec
 from ..staging.models import NO_REMOTE_CODE, verify_staged
 from ..records import atomic_write_text, device_description, read_json, write_tsv
@@ -88,16 +92,20 @@ def evaluate_cell(spec: EvalSpec, model_dir: Path, trained_dir: Path, data_dir: 
         def run(m, some_rows):
             return ttype.evaluate(task, m, tokenizer, some_rows, labels, hp, device)
     out = run(model, rows)  # quality: the trained model exactly as saved
-    subset = timing_subset(rows, hp["eval_batch_size"])
-    saved_cost = measure_cost(run, model, rows, subset, ttype, warm=out)  # the quality pass is its warm-up
-    merged = method_of(hp["kind"]).merged_for_inference(model)
-    cost = measure_cost(run, merged.eval(), rows, subset, ttype) if merged is not None else saved_cost
+    costed = not _scores_a_choice(run_json, metrics_path)
+    if not costed:
+        merged, cost = None, quality_pass_only(out)
+    else:
+        subset = timing_subset(rows, hp["eval_batch_size"])
+        saved_cost = measure_cost(run, model, rows, subset, ttype, warm=out)  # the quality pass is its warm-up
+        merged = method_of(hp["kind"]).merged_for_inference(model)
+        cost = measure_cost(run, merged.eval(), rows, subset, ttype) if merged is not None else saved_cost
     if ttype.generates:
         row, lines = _generation(spec, rows, out, cost)
     else:
         row, lines = _labels(spec, ttype, rows, labels, out, cost, per_label_path)
-    row.update(inference_merged=merged is not None, peak_infer_mem_reserved_mb=_mb(cost["peak_reserved_mb"]),
-               eval_load_time_s=round(load_seconds, 3))
+    row.update(inference_merged=(merged is not None) if costed else None,
+               peak_infer_mem_reserved_mb=_mb(cost["peak_reserved_mb"]), eval_load_time_s=round(load_seconds, 3))
     if merged is not None:
         row.update(infer_throughput_unmerged=saved_cost["throughput"],
                    # the saved model's timed repeats; its warm-up, the quality pass, is in infer_time_s
@@ -112,6 +120,21 @@ def evaluate_cell(spec: EvalSpec, model_dir: Path, trained_dir: Path, data_dir: 
 
 def _mb(value):
     return None if value is None else round(value, 1)
+
+
+def _scores_a_choice(run_json: Path, metrics_path: Path) -> bool:
+    """Whether this evaluation's directory (relative to its run's) is on the selection set."""
+    try:
+        evaluation = Path(metrics_path).parent.relative_to(Path(run_json).parent)
+    except ValueError:  # not laid out as a run (a caller's own paths): cost it
+        return False
+    return scores_a_choice(evaluation.as_posix())
+
+
+def quality_pass_only(out: dict) -> dict:
+    """measure_cost's fields for an evaluation that measures no cost: only the quality pass's time."""
+    return {"throughput": None, "examples_per_s": None, "words_per_s": None, "peak_mem_mb": None,
+            "peak_reserved_mb": None, "seconds": out["meter"].seconds, "measure": ""}
 
 
 def timing_subset(rows: list[dict], batch_size: int) -> list[dict]:
@@ -149,7 +172,7 @@ def _labels(spec, ttype, rows, labels, out, cost, per_label_path):
         write_tsv(per_label_path, ttype.per_label_rows(out, labels), PER_LABEL_COLUMNS)
     row = metrics_row(spec, status="ok", error=None, n_examples=len(rows), n_scored=len(out["gold"]), **scores,
                       infer_throughput=cost["throughput"], infer_time_s=round(cost["seconds"], 3),
-                      peak_infer_mem_mb=round(cost["peak_mem_mb"], 1), mem_measure=cost["measure"],
+                      peak_infer_mem_mb=_mb(cost["peak_mem_mb"]), mem_measure=cost["measure"],
                       **out.get("extra", {}))
     if ttype.per_token:
         row["infer_words_per_s"] = cost["words_per_s"]
@@ -170,7 +193,7 @@ def _generation(spec, rows, out, cost):
     row = metrics_row(spec, status="ok", error=None, n_examples=len(rows), **scores,
                       infer_throughput=cost["throughput"], infer_examples_per_s=cost["examples_per_s"],
                       generated_tokens=out["generated_tokens"], infer_time_s=round(cost["seconds"], 3),
-                      peak_infer_mem_mb=round(cost["peak_mem_mb"], 1), mem_measure=cost["measure"],
+                      peak_infer_mem_mb=_mb(cost["peak_mem_mb"]), mem_measure=cost["measure"],
                       gen_len_mean=round(out["gen_len_mean"], 2), gen_len_max=out["gen_len_max"],
                       hit_max_new_tokens=round(out["hit_max_new_tokens"], 4),
                       decoding_settings=json.dumps(out["settings"], sort_keys=True))

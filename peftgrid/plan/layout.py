@@ -32,11 +32,20 @@ def run_dir(ident: dict) -> str:
     return RUN_DIR.format(**ident)
 
 
+SELECTION_EVAL_DIR = "select"
+
+
 def evaluation_dir(eval_name: str | None, decoding: str = "") -> str:
     """One evaluation's directory in its run directory: eval/<eval set>, or select for the task's
     unreported selection set (eval_name None); a generation task's one per decoding below it."""
-    where = "select" if eval_name is None else f"eval/{eval_name}"
+    where = SELECTION_EVAL_DIR if eval_name is None else f"eval/{eval_name}"
     return f"{where}/{decoding}" if decoding else where
+
+
+def scores_a_choice(evaluation: str) -> bool:
+    """Whether an evaluation (its evaluation_dir) is on the selection set: it scores a choice at the
+    selection seed, and no table reports its run or its cost."""
+    return evaluation.split("/")[0] == SELECTION_EVAL_DIR
 
 
 def eval_dir(run: str, eval_name: str | None, decoding: str = "") -> str:
