@@ -1,7 +1,8 @@
 # One job per evaluation of a cell (plan/runs.py evaluations): a reported eval set, or, for a run
 # at the selection seed, the task's unreported selection set; generation: one per decoding. Each
-# writes predictions, quality metrics and inference cost to <run>/<evaluation>/ (evaluation_dir):
-# eval/<eval>[/<decoding>] or select[/<decoding>]. Then COMET in one job per task.
+# writes predictions and quality metrics to <run>/<evaluation>/ (evaluation_dir), and on a reported
+# eval set inference cost too: eval/<eval>[/<decoding>] or select[/<decoding>] (a choice's score
+# only: jobs/evaluate.py). Then COMET in one job per task.
 
 
 rule evaluate:

@@ -154,7 +154,7 @@ def test_equal_scores_at_a_rung_go_to_the_lower_validation_loss_at_that_rung(tmp
     accuracy = [0.1567, 0.2733, 0.3033, 0.3033, 0.3033]
     rows = stage(g.to_params(), 0, five, scores(tmp_path, "s0", accuracy), tmp_path / "stage0.tsv", [str(r) for r in runs])
     assert [r["variant"] for r in rows if r["advance"]] == five[3:]  # 4e-5 and 8e-5, not 2e-5 and 4e-5
-    # without run files (a grid's stage) equal scores still go to grid order
+    # without run files (losses unknown) equal scores go to grid order
     rows = stage(g.to_params(), 0, five, scores(tmp_path, "t0", accuracy), tmp_path / "t0.tsv")
     assert [r["variant"] for r in rows if r["advance"]] == five[2:4]
 
@@ -339,6 +339,64 @@ def test_a_staged_methods_choice_is_its_groups_winner(tmp_path):
     assert math.isclose(float(read_tsv(tmp_path / "choice.tsv")[0]["score"]), 0.7)
 
 
+def runs_with_losses(tmp_path, name, losses):
+    """run.json files whose validation loss (run.json stats) is each of `losses`."""
+    from peftgrid.records import write_json
+
+    paths = [tmp_path / name / f"{i}.json" for i in range(len(losses))]
+    for path, loss in zip(paths, losses):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"total_steps": 64, "stats": {"final_val_loss": loss}})
+    return [str(p) for p in paths]
+
+
+def test_a_staged_methods_choice_breaks_equal_winners_on_their_loss_as_every_choice_does(tmp_path):
+    """Two sweep variants' halving winners tie at the last rung: the lower validation loss there
+    wins (choose_best, as within a grid), recorded in the stage, selection and choice files. A
+    winner that stands in from an earlier rung is not compared on loss: group order. Defect caught:
+    the choice among staged groups deciding a tie by group name order (r=16 before r=4) alone."""
+    config = validate_config(study(tune={"lr": "auto", "strategy": "halving"}, sweep={"lora": {"r": [4, 16]}},
+                                   select={"on": "validation"}))
+    groups = sorted((g for g in build_tune_groups(config) if g.key[:2] == ("emotion", "lora")), key=lambda g: g.group)
+    choice = next(c for c in build_choices(config) if c.key == ("emotion", "lora"))
+    assert [g.group for g in groups] == ["r=16", "r=4"] and choice.run_files(None) == []
+
+    def select_group(g, last_rung_losses, last_rung_scores=(0.6, 0.8), tag="a"):
+        name = f"{g.group}{tag}"
+        stages = [tmp_path / f"{name}{i}.tsv" for i in (0, 1)]
+        stage(g.to_params(), 0, list(g.candidates), scores(tmp_path, name, [0.5, 0.6, 0.65, 0.2, 0.1]), stages[0],
+              runs_with_losses(tmp_path, name + "l0", [1.0] * 5))
+        stage(g.to_params(), 1, list(g.candidates[1:3]), scores(tmp_path, name + "r1", list(last_rung_scores)),
+              stages[1], runs_with_losses(tmp_path, name + "l1", last_rung_losses))
+        select_staged(g.to_params(), stages, tmp_path / f"{name}.tsv")
+        return tmp_path / f"{name}.tsv"
+
+    files = [select_group(groups[0], [1.2, 0.9]), select_group(groups[1], [1.2, 0.7])]
+    assert [float(r["val_loss"]) for r in read_tsv(files[1])[1:3]] == [1.2, 0.7]
+    row = choose(choice.to_params(), files, tmp_path / "choice.tsv")
+    assert (row["variant"], row["val_loss"]) == (groups[1].candidates[2], 0.7)  # r=4: the lower loss
+    # r=4's last rung fails: its stand-in comes from rung 0 (0.5, loss 1.0); r=16's winner scored 0.5 at
+    # rung 1 (loss 1.2): losses at different rungs are not compared, the tie goes to group order
+    files[1] = select_group(groups[1], [1.2, 0.7], last_rung_scores=(None, None), tag="b")
+    files[0] = select_group(groups[0], [1.2, 0.9], last_rung_scores=(0.5, 0.4), tag="b")
+    assert read_selection(files[1])[0] == groups[1].candidates[0] and read_selection(files[0])[0] == groups[0].candidates[1]
+    assert choose(choice.to_params(), files, tmp_path / "choice.tsv")["variant"] == groups[0].candidates[1]
+
+
+def test_a_fallback_among_equal_scores_takes_the_lower_loss_at_their_rung(tmp_path):
+    """Every survivor fails rung 1; of the rung-0 points that stopped, two tie for the best score:
+    the stand-in is the one with the lower rung-0 loss, as choose_best would pick (not grid order)."""
+    _, _, groups = plan(lr="auto", strategy="halving")
+    g = group_of(groups)
+    five = list(g.candidates)
+    stage(g.to_params(), 0, five, scores(tmp_path, "s0", [0.5, 0.6, 0.7, 0.5, 0.3]), tmp_path / "stage0.tsv",
+          runs_with_losses(tmp_path, "l0", [1.5, 1.0, 1.0, 1.1, 1.6]))
+    stage(g.to_params(), 1, five[1:3], scores(tmp_path, "s1", [None, None]), tmp_path / "stage1.tsv",
+          runs_with_losses(tmp_path, "l1", [1.0, 1.0]))
+    winner = select_staged(g.to_params(), [tmp_path / "stage0.tsv", tmp_path / "stage1.tsv"], tmp_path / "sel.tsv")
+    assert (winner["variant"], winner["val_loss"]) == (five[3], 1.1)  # 0.5 each; 1.1 < 1.5
+
+
 # ------------------------------------------------------------------------------ a rung's loss score
 
 def test_a_rung_stopping_between_validations_scores_its_own_steps_validation_loss(tiny_bert, tmp_path):
@@ -487,7 +545,8 @@ def test_an_edge_winner_extends_the_grid_from_step_zero_to_the_last_rung(tiny_be
 
 def test_a_grid_whose_points_all_tie_is_not_extended_and_says_why(tmp_path):
     """CoLA at 64 steps: every learning rate predicts the majority class (MCC 0). The winner is a
-    tie-break at the grid's low edge; extending past it would train up to 3 more runs that tie again."""
+    tie-break — the lower validation loss, else grid order — at an edge (measured: the highest
+    learning rate had the lowest loss); extending past it would train up to 3 more runs that tie again."""
     _, _, groups = plan(lr="auto")  # strategy grid, extend: 3
     g = group_of(groups)
     five = list(g.candidates)
@@ -497,6 +556,10 @@ def test_a_grid_whose_points_all_tie_is_not_extended_and_says_why(tmp_path):
     winner = select_staged(g.to_params(), [tmp_path / "stage0.tsv"], tmp_path / "sel.tsv")
     assert winner["edge"] == ("lr (lowest); every point scored 0: the selection set does not separate them, "
                               "so the grid is not extended")
+    losses = runs_with_losses(tmp_path, "l", [0.6658, 0.6402, 0.607, 0.6022, 0.6021])
+    rows = stage(g.to_params(), 0, five, scores(tmp_path, "s2", [0.0] * 5), tmp_path / "stage2.tsv", losses)
+    assert [r["variant"] for r in rows if r["advance"]] == five[-1:] and len(rows) == 5  # no extension point
+    assert "the selection set does not separate them" in rows[-1]["note"]
     # one point apart is a direction: the edge winner extends as before
     rows = stage(g.to_params(), 0, five, scores(tmp_path, "s1", [0.01, 0.0, 0.0, 0.0, 0.0]), tmp_path / "stage1.tsv")
     assert rows[-1]["status"] == "extension"

@@ -105,6 +105,39 @@ def test_a_generation_task_chooses_its_decoding_on_the_selection_set_or_keeps_it
     assert build_choices(plain) == [] and not any(c.selecting for c in build_run_table(plain))
 
 
+def test_a_decoding_choice_breaks_equal_scores_on_each_variants_loss(tmp_path):
+    """Two variants x two decodings, every score equal: the variant with the lower validation loss
+    wins, with its first decoding (one loss per run, repeated over its decodings, variants outer).
+    Defect caught: losses paired with (variant, decoding) pairs by position without repeating them."""
+    from peftgrid.records import write_json
+
+    gen = {"type": "seq2seq", "columns": {"source": "text", "target": "label"}, "prompt": "{source}",
+           "decoding": {"greedy": {}, "beam2": {"num_beams": 2}}, "metrics": ["chrf"]}
+    config = validate_config(study(gen, sweep={"lora": {"r": [4, 8]}}))
+    choice = next(c for c in build_choices(config) if c.method == "lora")
+    assert choice.pairs() == [("r=4", "greedy"), ("r=4", "beam2"), ("r=8", "greedy"), ("r=8", "beam2")]
+    files = []
+    for path in choice.score_files(lambda v, seed: str(tmp_path / v)):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("status\terror\tchrf\nok\t\t40.0\n")
+        files.append(tmp_path / path)
+    runs = choice.run_files(lambda v, seed: str(tmp_path / v))
+    for path, loss in zip(runs, (0.9, 0.5)):
+        write_json(path, {"status": "ok", "stats": {"final_val_loss": loss}})
+    row = choose(choice.to_params(), files, tmp_path / "choice.tsv", runs)
+    assert (row["variant"], row["decoding"], row["val_loss"]) == ("r=8", "greedy", 0.5)
+
+
+def test_a_selection_set_evaluation_is_told_by_its_folder():
+    """plan/layout.scores_a_choice: select/ (any decoding, any name) scores a choice; eval/<set>/ never,
+    whatever the set or decoding is called."""
+    from peftgrid.plan.layout import evaluation_dir, scores_a_choice
+
+    assert scores_a_choice(evaluation_dir(None)) and scores_a_choice(evaluation_dir(None, "eval"))
+    assert not any(scores_a_choice(evaluation_dir(name, decoding))
+                   for name in ("test", "select", "selection") for decoding in ("", "select", "greedy"))
+
+
 @pytest.mark.parametrize("task, experiment, message", [
     ({"validation": None}, {},
      "tasks.emotion.validation: task 'emotion' has no selection set, and the comparisons use one variant of lora's "

@@ -216,6 +216,11 @@ def test_a_grid_and_a_sweep_choice_break_equal_scores_on_the_validation_loss(tmp
     out = tmp_path / "selection.tsv"
     assert select(g.to_params(), files, out, runs)["variant"] == "lr=0.1"
     assert [r["rank"] for r in read_tsv(out)] == ["3", "2", "1"]
+    from peftgrid.report.tuning import load_selections, tuning_table
+
+    table = tuning_table(load_selections([out]))  # the report shows what decided the tie
+    assert list(table["validation loss"]) == [1.79, 1.75, 1.70] and list(table["selected"]) == ["", "", "✓"]
+    assert "equal scores go to the lower validation loss" in table["note"].iloc[0]
     assert select(g.to_params(), files, out)["variant"] == "lr=0.001"  # no runs (losses unknown): grid order
     # an untuned sweep's choice among its variants, by the same rule
     config = validate_config(study(tasks=["emotion"], methods=["lora"], sweep={"lora": {"r": [4, 8, 16]}}))

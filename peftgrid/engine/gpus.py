@@ -106,7 +106,7 @@ def visible_pool() -> tuple[list[str], bool]:
 
 
 def uses_no_gpu() -> bool:
-    """This job will not touch a GPU: PEFTGRID_DEVICE=cpu, or it is unset and no GPU is visible
+    """This job will not touch a CUDA GPU: PEFTGRID_DEVICE=cpu, or it is unset and none is visible
     (claim_gpu then claims nothing). A job forced onto any other device may initialise one."""
     forced = os.environ.get("PEFTGRID_DEVICE", "")
     return forced == "cpu" if forced else not visible_pool()[0]

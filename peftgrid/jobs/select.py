@@ -47,6 +47,12 @@ def _best_decoding(pairs: list[dict], decodings: list, higher_is_better: bool) -
     return {**pairs[best], "decoding": decodings[best]} if finished else {**pairs[0], "decoding": ""}
 
 
+def _loss(row: dict) -> float:
+    """A stage or selection row's validation loss for sorting: unknown (or NaN) after every known one."""
+    loss = _score(row, "val_loss")
+    return math.inf if loss is None else loss
+
+
 def _losses(runs: list):
     """Per run.json path its validation loss (choose_best's tie-break); None without run files."""
     return validation_losses([read_json(r) for r in runs]) if runs else None
@@ -69,8 +75,8 @@ def select(group: dict, files: list, out, runs: list = ()) -> dict:
         rows.append({"task": group["task"], "method": group["method"], "group": group["group"], "variant": variant,
                      "decoding": p["decoding"], "seed": group["seed"], "tuned": json.dumps(tuned, sort_keys=True), "status": p["status"],
                      "error": p["error"], "on": group["on"], "split": group["split"], "metric": group["metric"],
-                     "score": p["score"], "rank": rank[i], "selected": i == winner, "finished": finished,
-                     "edge": edge if i == winner else ""})
+                     "score": p["score"], "val_loss": losses[i] if losses else None, "rank": rank[i],
+                     "selected": i == winner, "finished": finished, "edge": edge if i == winner else ""})
     write_tsv(out, rows, SELECTION_COLUMNS)
     return rows[winner]
 
@@ -93,7 +99,7 @@ def stage(group: dict, number: int, competitors: list, files: list, out, runs: l
     rank, keep = ranks(points, g.higher_is_better, losses), g.keeps(number, len(competitors))
     rung = g.stage_rung(number)
     rows = [{"variant": v, "tuned": json.dumps(g.tuned_of(v), sort_keys=True), "rung": rung, "status": p["status"],
-             "error": p["error"], "score": p["score"], "decoding": p["decoding"],
+             "error": p["error"], "score": p["score"], "val_loss": losses[i] if losses else None, "decoding": p["decoding"],
              "advance": rank[i] is not None and rank[i] <= keep, "note": note}
             for i, (v, p) in enumerate(zip(competitors, points, strict=True))]
     going = [r for r in rows if r["advance"]]
@@ -132,11 +138,12 @@ def select_staged(group: dict, stage_files: list, out) -> dict:
     order = g.grid_order(last)
     points = [{"status": last[v]["status"], "score": _score(last[v], "score")} for v in order]
     finished = sum(p["status"] == "ok" and p["score"] is not None for p in points)
-    # rank: later stages first (a point that went on beat those that stopped), then score, then grid order
+    # rank: later stages first (a point that went on beat those that stopped), then choose_best's order
+    # at that stage: score, validation loss, grid order
     ok = [v for v, p in zip(order, points) if p["status"] == "ok" and p["score"] is not None]
     sign = -1 if g.higher_is_better else 1
     ranked = sorted(ok, key=lambda v: (-reached_stage[v], v not in kept, sign * _score(last[v], "score"),
-                                       order.index(v)))
+                                       _loss(last[v]), order.index(v)))
     rank = {v: i for i, v in enumerate(ranked, 1)}
     fallback = ""
     if len(kept) == 1:
@@ -155,6 +162,7 @@ def select_staged(group: dict, stage_files: list, out) -> dict:
         rows.append({"task": g.task, "method": g.method, "group": g.group, "variant": v, "decoding": r["decoding"],
                      "seed": g.seed, "tuned": json.dumps(g.tuned_of(v), sort_keys=True), "status": r["status"],
                      "error": r["error"], "on": g.on, "split": g.split, "metric": g.metric, "score": p["score"],
+                     "val_loss": _score(r, "val_loss"),
                      "rank": rank.get(v), "selected": v == winner, "finished": finished,
                      "edge": edge if v == winner else "", "rung": r["rung"],
                      "rung_scores": json.dumps(scores[v], sort_keys=True)})
@@ -177,8 +185,8 @@ def choose(choice: dict, files: list, out, runs: list = ()) -> dict:
     rank = ranks(points, choice["higher_is_better"], losses)
     rows = [{"task": choice["task"], "method": choice["method"], "variant": v, "decoding": d, "seed": choice["seed"],
              "on": choice["on"], "dataset": choice["dataset"], "split": choice["split"], "metric": choice["metric"],
-             "score": p["score"], "status": p["status"], "error": p["error"], "rank": rank[i], "chosen": i == winner,
-             "finished": finished}
+             "score": p["score"], "val_loss": losses[i] if losses else None, "status": p["status"], "error": p["error"],
+             "rank": rank[i], "chosen": i == winner, "finished": finished}
             for i, ((v, d), p) in enumerate(zip(pairs, points, strict=True))]
     write_tsv(out, rows, CHOICE_COLUMNS)
     return rows[winner]
@@ -186,18 +194,20 @@ def choose(choice: dict, files: list, out, runs: list = ()) -> dict:
 
 def _choose_among_winners(choice: dict, files: list, out) -> dict:
     """A staged method's choice: among its groups' winners (selection.tsv `selected` rows, groups in
-    name order), each with the score and decoding its selection recorded; equal scores go to group
-    order (a halving winner's loss is at its last rung, not comparable with another group's)."""
+    name order), each with the score, loss and decoding its selection recorded. Equal scores go to
+    the lower loss when every winner was scored at the same rung (groups of one study share their
+    rungs; a stand-in from an earlier stage does not), else to group order."""
     winners = [next(r for r in read_tsv(f) if r["selected"] == "True") for f in files]
     points = [{"status": w["status"] if int(w["finished"]) else "failed", "error": w["error"],
                "score": _score(w, "score")} for w in winners]
-    winner, finished = choose_best(points, choice["higher_is_better"], 0)
-    rank = ranks(points, choice["higher_is_better"])
+    losses = [_score(w, "val_loss") for w in winners] if len({w.get("rung") for w in winners}) == 1 else None
+    winner, finished = choose_best(points, choice["higher_is_better"], 0, losses)
+    rank = ranks(points, choice["higher_is_better"], losses)
     rows = [{"task": choice["task"], "method": choice["method"], "variant": w["variant"],
              "decoding": w["decoding"] or (choice["decodings"][0] if choice["decodings"] != [""] else ""),
              "seed": choice["seed"], "on": choice["on"], "dataset": choice["dataset"], "split": choice["split"],
-             "metric": choice["metric"], "score": p["score"], "status": p["status"], "error": p["error"],
-             "rank": rank[i], "chosen": i == winner, "finished": finished}
+             "metric": choice["metric"], "score": p["score"], "val_loss": _score(w, "val_loss"),
+             "status": p["status"], "error": p["error"], "rank": rank[i], "chosen": i == winner, "finished": finished}
             for i, (w, p) in enumerate(zip(winners, points))]
     write_tsv(out, rows, CHOICE_COLUMNS)
     return rows[winner]

@@ -62,14 +62,15 @@ KEPT_CHECKPOINT = "kept_checkpoint"  # in a rung's folder: its last step, resuma
 SELECTION_SEED = 1000  # `select.seed` when not given: choices are made at this seed, never reported
 TUNE_DIR = "results/tune/{task}/{method}/{group}"
 SELECTION_FILE = TUNE_DIR + "/selection.tsv"
+# val_loss: the point's validation loss on the selection set where it was scored (choose_best's tie-break)
 SELECTION_COLUMNS = ["task", "method", "group", "variant", "decoding", "seed", "tuned", "status", "error", "on",
-                     "split", "metric", "score", "rank", "selected", "finished", "edge"]
+                     "split", "metric", "score", "val_loss", "rank", "selected", "finished", "edge"]
 SELECTION_EXTRA_COLUMNS = ["rung", "rung_scores"]  # staged groups only: the rung a point stopped at, its score per rung
 STAGE_FILE = TUNE_DIR + "/stage{stage}.tsv"
-STAGE_COLUMNS = ["variant", "tuned", "rung", "status", "error", "score", "decoding", "advance", "note"]
+STAGE_COLUMNS = ["variant", "tuned", "rung", "status", "error", "score", "val_loss", "decoding", "advance", "note"]
 CHOICE_FILE = "results/choices/{task}/{method}.tsv"
 CHOICE_COLUMNS = ["task", "method", "variant", "decoding", "seed", "on", "dataset", "split", "metric", "score",
-                  "status", "error", "rank", "chosen", "finished"]
+                  "val_loss", "status", "error", "rank", "chosen", "finished"]
 
 
 def rung_dir(run_dir: str, rung: int) -> str:
@@ -304,7 +305,7 @@ class Choice:
 
     def run_files(self, run_dir_of) -> list[str]:
         """Per variant its run.json at the selection seed (choose_best's tie-break); none when the
-        choice is among staged groups' winners (scored at different rungs: ties go to group order)."""
+        choice is among staged groups' winners (their selection.tsv rows carry their losses)."""
         return [] if self.selections else [f"{run_dir_of(v, self.seed)}/{RUN_FILE}" for v in self.variants]
 
     def to_params(self) -> dict:

@@ -64,6 +64,8 @@ def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
         out[k] = tuned[k]
     out["seed"] = df["seed"]
     out["score on selection set"] = df["score"]
+    if "val_loss" in df:  # the tie-break (selection files written before it have none)
+        out["validation loss"] = df["val_loss"]
     for col in ("metric", "on", "split", "rank"):
         out[col] = df[col]
     out["selected"] = ["✓" if s else "" for s in df["selected"]]
