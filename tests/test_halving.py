@@ -554,12 +554,13 @@ def test_a_grid_whose_points_all_tie_is_not_extended_and_says_why(tmp_path):
     assert [r["variant"] for r in rows] == five and not any(r["status"] == "extension" for r in rows)
     assert stage_competitors(g, 1, read_tsv(tmp_path / "stage0.tsv")) == []
     winner = select_staged(g.to_params(), [tmp_path / "stage0.tsv"], tmp_path / "sel.tsv")
-    assert winner["edge"] == ("lr (lowest); every point scored 0: the selection set does not separate them, "
-                              "so the grid is not extended")
+    assert winner["edge"] == ("lr (lowest); every point scored 0: the selection metric does not separate them "
+                              "(the tie went to grid order), so the grid is not extended")
     losses = runs_with_losses(tmp_path, "l", [0.6658, 0.6402, 0.607, 0.6022, 0.6021])
     rows = stage(g.to_params(), 0, five, scores(tmp_path, "s2", [0.0] * 5), tmp_path / "stage2.tsv", losses)
     assert [r["variant"] for r in rows if r["advance"]] == five[-1:] and len(rows) == 5  # no extension point
-    assert "the selection set does not separate them" in rows[-1]["note"]
+    assert rows[-1]["note"] == ("every point scored 0: the selection metric does not separate them (the tie went "
+                                "to the lowest validation loss), so the grid is not extended")
     # one point apart is a direction: the edge winner extends as before
     rows = stage(g.to_params(), 0, five, scores(tmp_path, "s1", [0.01, 0.0, 0.0, 0.0, 0.0]), tmp_path / "stage1.tsv")
     assert rows[-1]["status"] == "extension"
@@ -569,4 +570,5 @@ def test_a_grid_whose_points_all_tie_is_not_extended_and_says_why(tmp_path):
     _, _, groups = plan(lr=[1.0e-3, 2.0e-3])
     g = group_of(groups)
     won = select(g.to_params(), scores(tmp_path, "e", [0.5, 0.5]), tmp_path / "grid.tsv")
-    assert won["edge"] == "every point scored 0.5: the selection set does not separate them"  # 2 points: no edge
+    assert won["edge"] == ("every point scored 0.5: the selection metric does not separate them (the tie went to "
+                           "grid order)")  # 2 points: no edge

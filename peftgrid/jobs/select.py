@@ -68,7 +68,7 @@ def select(group: dict, files: list, out, runs: list = ()) -> dict:
     losses = _losses(runs)
     winner, finished = choose_best(points, group["higher_is_better"], default, losses)
     rank = ranks(points, group["higher_is_better"], losses)
-    edge = "; ".join(x for x in (edge_label(group["tuned"], group["tuned"][winner]), tie_note(points)) if x) \
+    edge = "; ".join(x for x in (edge_label(group["tuned"], group["tuned"][winner]), tie_note(points, losses)) if x) \
         if finished else ""
     rows = []
     for i, (variant, tuned, p) in enumerate(zip(group["candidates"], group["tuned"], points)):
@@ -105,7 +105,7 @@ def stage(group: dict, number: int, competitors: list, files: list, out, runs: l
     going = [r for r in rows if r["advance"]]
     if len(going) == 1:
         winner = going[0]
-        tied = tie_note(points)  # no score separates the points: an edge winner is a tie-break, not a direction
+        tied = tie_note(points, losses)  # no score separates the points: an edge winner is a tie-break, not a direction
         extension = None if tied else g.next_extension(list(g.candidates) + list(competitors), winner["variant"])
         if tied:
             winner["note"] = "; ".join(x for x in (tied + (", so the grid is not extended" if g.extend else ""), note) if x)

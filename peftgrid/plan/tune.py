@@ -384,15 +384,19 @@ def validation_losses(run_records: list[dict]) -> list:
     return [(r.get("stats") or {}).get("final_val_loss") for r in run_records]
 
 
-def tie_note(points: list[dict]) -> str:
+def tie_note(points: list[dict], losses: list | None = None) -> str:
     """selection.tsv's note when every finished point (2 or more) has the same score, e.g. every run
-    predicts the majority class: the selection set does not separate them, the winner is a tie-break
-    and an edge says nothing about where the optimum lies; '' otherwise."""
-    finished = [p["score"] for p in points if p.get("status") == "ok" and p.get("score") is not None
+    predicts the majority class: the selection metric does not separate them, the winner is a
+    tie-break (choose_best: `losses`, else grid order) and an edge says nothing about where the
+    optimum lies; '' otherwise."""
+    finished = [i for i, p in enumerate(points) if p.get("status") == "ok" and p.get("score") is not None
                 and p["score"] == p["score"]]
-    if len(finished) < 2 or len(set(finished)) > 1:
+    if len(finished) < 2 or len({points[i]["score"] for i in finished}) > 1:
         return ""
-    return f"every point scored {finished[0]:.4g}: the selection set does not separate them"
+    known = {losses[i] for i in finished if losses[i] is not None and losses[i] == losses[i]} if losses else set()
+    by = "the lowest validation loss" if len(known) > 1 else "grid order"
+    return (f"every point scored {points[finished[0]]['score']:.4g}: the selection metric does not separate them "
+            f"(the tie went to {by})")
 
 
 def ranks(points: list[dict], higher_is_better: bool, losses: list | None = None) -> list[int | None]:
