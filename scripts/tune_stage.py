@@ -8,7 +8,9 @@ def main(smk):
     spec = StageSpec.from_params(smk.params.spec)
     rows = stage(spec.group, spec.stage, spec.competitors, list(smk.input.scores), smk.output[0],
                  list(smk.input.runs))
-    going = [r["variant"] for r in rows if r["advance"]]
+    # each with what ranked it (an extension point has not trained yet)
+    going = [r["variant"] + ("" if r["status"] == "extension" else f" (score {r['score']}, validation loss {r['val_loss']})")
+             for r in rows if r["advance"]]
     print(f"stage {spec.stage}: {len(spec.competitors)} points, going on: {', '.join(going) or 'none'}")
     for note in sorted({part for r in rows if r["note"] for part in r["note"].split("; ")}):
         print(f"note: {note}")  # min_steps covering the run, the extension limit

@@ -383,6 +383,31 @@ def test_a_staged_methods_choice_breaks_equal_winners_on_their_loss_as_every_cho
     assert choose(choice.to_params(), files, tmp_path / "choice.tsv")["variant"] == groups[0].candidates[1]
 
 
+def test_a_sweep_group_where_nothing_finished_does_not_turn_off_the_loss_tie_break(tmp_path):
+    """r=16 and r=4 tie at rung 1 (losses 0.9 and 0.7); r=8 finished no point (its default stands in
+    at rung 0, not competing): r=4 still wins on its loss. Defect caught (review): the same-rung check
+    counting a group that does not compete, sending the tie to group order (r=16)."""
+    config = validate_config(study(tune={"lr": "auto", "strategy": "halving"}, sweep={"lora": {"r": [4, 8, 16]}},
+                                   select={"on": "validation"}))
+    groups = {g.group: g for g in build_tune_groups(config) if g.key[:2] == ("emotion", "lora")}
+    choice = next(c for c in build_choices(config) if c.key == ("emotion", "lora"))
+    files = []
+    for name in sorted(groups):  # choice order: groups by name
+        g, out = groups[name], tmp_path / f"{name}.tsv"
+        first = [0.5, 0.6, 0.65, 0.2, 0.1] if name != "r=8" else [None] * 5
+        stage(g.to_params(), 0, list(g.candidates), scores(tmp_path, name, first), tmp_path / f"{name}0.tsv",
+              runs_with_losses(tmp_path, name + "l0", [1.0] * 5))
+        stages = [tmp_path / f"{name}0.tsv"]
+        if name != "r=8":
+            stage(g.to_params(), 1, list(g.candidates[1:3]), scores(tmp_path, name + "r1", [0.6, 0.8]),
+                  tmp_path / f"{name}1.tsv", runs_with_losses(tmp_path, name + "l1", [1.2, 0.7 if name == "r=4" else 0.9]))
+            stages.append(tmp_path / f"{name}1.tsv")
+        select_staged(g.to_params(), stages, out)
+        files.append(out)
+    assert read_selection(files[2]) == (groups["r=8"].default, 0)
+    assert choose(choice.to_params(), files, tmp_path / "choice.tsv")["variant"] == groups["r=4"].candidates[2]
+
+
 def test_a_fallback_among_equal_scores_takes_the_lower_loss_at_their_rung(tmp_path):
     """Every survivor fails rung 1; of the rung-0 points that stopped, two tie for the best score:
     the stand-in is the one with the lower rung-0 loss, as choose_best would pick (not grid order)."""

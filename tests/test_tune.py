@@ -12,7 +12,7 @@ from peftgrid.errors import ConfigError
 from peftgrid.jobs.select import select
 from peftgrid.plan import (auto_lr_grid, build_run_table, build_tune_groups, choose_best, read_selection,
                            reported_cells, validate_config)
-from peftgrid.plan.tune import AUTO_LR_FACTORS, SELECTION_SEED
+from peftgrid.plan.tune import AUTO_LR_FACTORS, SELECTION_SEED, tie_note
 from peftgrid.records import read_tsv
 
 EMOTION = {"format": "csv", "sep": ";", "header": False, "column_names": ["text", "label"],
@@ -196,6 +196,11 @@ def test_choose_best_ties_and_failures():
     assert choose_best(pts, True, losses=[0.1, 0.8, float("nan"), 0.0]) == (1, 3)
     assert choose_best(pts, True, losses=[0.1, 0.8, 0.8, 0.0]) == (1, 3)
     assert choose_best(pts, True, losses=[0.0, 0.9, 0.8, 0.0]) == (2, 3)  # a loss never beats a better score
+    # an all-tied grid's note says what broke the tie, in choose_best's order
+    tied = [{"status": "ok", "score": 0.0}] * 3
+    assert [tie_note(tied, losses).split("(the tie went to ")[1] for losses in (
+        None, [None, 0.5, None], [0.5, 0.5, 0.7], [0.5, 0.5, 0.5])] == [
+        "grid order)", "the lowest validation loss)", "the lowest validation loss, then grid order)", "grid order)"]
 
 
 def test_a_grid_and_a_sweep_choice_break_equal_scores_on_the_validation_loss(tmp_path):

@@ -200,7 +200,8 @@ def _choose_among_winners(choice: dict, files: list, out) -> dict:
     winners = [next(r for r in read_tsv(f) if r["selected"] == "True") for f in files]
     points = [{"status": w["status"] if int(w["finished"]) else "failed", "error": w["error"],
                "score": _score(w, "score")} for w in winners]
-    losses = [_score(w, "val_loss") for w in winners] if len({w.get("rung") for w in winners}) == 1 else None
+    competing = [w for w, p in zip(winners, points) if p["status"] == "ok" and p["score"] is not None]
+    losses = [_score(w, "val_loss") for w in winners] if len({w.get("rung") for w in competing}) <= 1 else None
     winner, finished = choose_best(points, choice["higher_is_better"], 0, losses)
     rank = ranks(points, choice["higher_is_better"], losses)
     rows = [{"task": choice["task"], "method": choice["method"], "variant": w["variant"],

@@ -393,8 +393,10 @@ def tie_note(points: list[dict], losses: list | None = None) -> str:
                 and p["score"] == p["score"]]
     if len(finished) < 2 or len({points[i]["score"] for i in finished}) > 1:
         return ""
-    known = {losses[i] for i in finished if losses[i] is not None and losses[i] == losses[i]} if losses else set()
-    by = "the lowest validation loss" if len(known) > 1 else "grid order"
+    keys = [math.inf if t is None or t != t else t for t in (losses[i] if losses else None for i in finished)]
+    best = keys.count(min(keys))  # ranks' order: the lowest loss (unknown last), then grid order
+    by = ("grid order" if min(keys) == math.inf or best == len(keys) else
+          "the lowest validation loss" if best == 1 else "the lowest validation loss, then grid order")
     return (f"every point scored {points[finished[0]]['score']:.4g}: the selection metric does not separate them "
             f"(the tie went to {by})")
 
