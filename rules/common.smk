@@ -7,7 +7,7 @@ import re
 from peftgrid.plan import RUN_DIR, read_selection, reported_cells
 from peftgrid.plan import specs
 from peftgrid.plan.layout import (METRICS_FILE, PER_LABEL_FILE, PREDICTIONS_FILE, RUN_FILE, TRAIN_LOG_FILE,
-                                   TRAIN_STATS_FILE, task_distances_file)
+                                   TRAIN_STATS_FILE, scores_a_choice, task_distances_file)
 from peftgrid.plan.runs import evaluations
 from peftgrid.tasks import task_type
 
@@ -129,7 +129,7 @@ TRAINING_PRIORITY = 1
 
 
 def evaluation_priority(wildcards):
-    return TRAINING_PRIORITY if wildcards.evaluation.startswith("select") else 0
+    return TRAINING_PRIORITY if scores_a_choice(wildcards.evaluation) else 0
 
 
 _gpu_jobs = workflow.global_resources.get("gpu")  # a Resource from Snakemake 9.16.3 on, an int or None before

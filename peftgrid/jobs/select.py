@@ -13,7 +13,7 @@ import json
 import math
 
 from ..plan.tune import (CHOICE_COLUMNS, SELECTION_COLUMNS, SELECTION_EXTRA_COLUMNS, STAGE_COLUMNS, TuneGroup,
-                         choose_best, edge_label, ranks, tie_note, validation_losses)
+                         choose_best, edge_label, loss_key, ranks, tie_note, validation_losses)
 from ..records import read_json, read_tsv, write_tsv
 
 
@@ -45,12 +45,6 @@ def _best_decoding(pairs: list[dict], decodings: list, higher_is_better: bool) -
     """A grid point's score: its best decoding's (ties: the earlier decoding); a failure if none finished."""
     best, finished = choose_best(pairs, higher_is_better)
     return {**pairs[best], "decoding": decodings[best]} if finished else {**pairs[0], "decoding": ""}
-
-
-def _loss(row: dict) -> float:
-    """A stage or selection row's validation loss for sorting: unknown (or NaN) after every known one."""
-    loss = _score(row, "val_loss")
-    return math.inf if loss is None else loss
 
 
 def _losses(runs: list):
@@ -143,7 +137,7 @@ def select_staged(group: dict, stage_files: list, out) -> dict:
     ok = [v for v, p in zip(order, points) if p["status"] == "ok" and p["score"] is not None]
     sign = -1 if g.higher_is_better else 1
     ranked = sorted(ok, key=lambda v: (-reached_stage[v], v not in kept, sign * _score(last[v], "score"),
-                                       _loss(last[v]), order.index(v)))
+                                       loss_key(_score(last[v], "val_loss")), order.index(v)))
     rank = {v: i for i, v in enumerate(ranked, 1)}
     fallback = ""
     if len(kept) == 1:

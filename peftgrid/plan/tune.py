@@ -384,6 +384,11 @@ def validation_losses(run_records: list[dict]) -> list:
     return [(r.get("stats") or {}).get("final_val_loss") for r in run_records]
 
 
+def loss_key(loss) -> float:
+    """A validation loss as choose_best orders it: lower first, unknown (None or NaN) after every known one."""
+    return math.inf if loss is None or loss != loss else loss
+
+
 def tie_note(points: list[dict], losses: list | None = None) -> str:
     """selection.tsv's note when every finished point (2 or more) has the same score, e.g. every run
     predicts the majority class: the selection metric does not separate them, the winner is a
@@ -393,7 +398,7 @@ def tie_note(points: list[dict], losses: list | None = None) -> str:
                 and p["score"] == p["score"]]
     if len(finished) < 2 or len({points[i]["score"] for i in finished}) > 1:
         return ""
-    keys = [math.inf if t is None or t != t else t for t in (losses[i] if losses else None for i in finished)]
+    keys = [loss_key(losses[i] if losses else None) for i in finished]
     best = keys.count(min(keys))  # ranks' order: the lowest loss (unknown last), then grid order
     by = ("grid order" if min(keys) == math.inf or best == len(keys) else
           "the lowest validation loss" if best == 1 else "the lowest validation loss, then grid order")
@@ -406,7 +411,7 @@ def ranks(points: list[dict], higher_is_better: bool, losses: list | None = None
     scores: the lower of `losses` (per point, None or NaN: after every known loss), then grid order."""
     ok = [i for i, p in enumerate(points) if p.get("status") == "ok" and p.get("score") is not None
           and not (isinstance(p["score"], float) and math.isnan(p["score"]))]
-    second = [math.inf if t is None or t != t else t for t in (losses or [None] * len(points))]
+    second = [loss_key(t) for t in (losses or [None] * len(points))]
     order = sorted(ok, key=lambda i: ((-1 if higher_is_better else 1) * points[i]["score"], second[i], i))
     out: list[int | None] = [None] * len(points)
     for r, i in enumerate(order, 1):
