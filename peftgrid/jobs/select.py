@@ -13,7 +13,7 @@ import json
 import math
 
 from ..plan.tune import (CHOICE_COLUMNS, SELECTION_COLUMNS, SELECTION_EXTRA_COLUMNS, STAGE_COLUMNS, TuneGroup,
-                         choose_best, edge_label, loss_key, ranks, tie_note, validation_losses)
+                         choose_best, edge_label, ranks, tie_note, validation_losses)
 from ..records import read_json, read_tsv, write_tsv
 
 
@@ -133,11 +133,10 @@ def select_staged(group: dict, stage_files: list, out) -> dict:
     points = [{"status": last[v]["status"], "score": _score(last[v], "score")} for v in order]
     finished = sum(p["status"] == "ok" and p["score"] is not None for p in points)
     # rank: later stages first (a point that went on beat those that stopped), then choose_best's order
-    # at that stage: score, validation loss, grid order
-    ok = [v for v, p in zip(order, points) if p["status"] == "ok" and p["score"] is not None]
-    sign = -1 if g.higher_is_better else 1
-    ranked = sorted(ok, key=lambda v: (-reached_stage[v], v not in kept, sign * _score(last[v], "score"),
-                                       loss_key(_score(last[v], "val_loss")), order.index(v)))
+    # at that stage (ranks: score, validation loss, grid order)
+    at_stage = ranks(points, g.higher_is_better, [_score(last[v], "val_loss") for v in order])
+    ranked = sorted((v for v, r in zip(order, at_stage) if r is not None),
+                    key=lambda v: (-reached_stage[v], v not in kept, at_stage[order.index(v)]))
     rank = {v: i for i, v in enumerate(ranked, 1)}
     fallback = ""
     if len(kept) == 1:
