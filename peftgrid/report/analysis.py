@@ -10,7 +10,7 @@ import pandas as pd
 from .. import columns
 from ..plan.retention import LOSS_MEASURES
 from ..plan.report_targets import primary_decoding, primary_eval, primary_metric  # noqa: F401  (one home)
-from .significance import seed_mean_half_width
+from .significance import ALPHA, seed_mean_half_width
 
 COSTS = {"trainable_params": "trainable parameters", "train_time_s": "training time (s)",
          "peak_train_mem_mb": "peak training memory (MB)"}
@@ -112,7 +112,6 @@ def seed_label(cell: dict) -> str:
 # ------------------------------------------------------------------------ paired significance
 # Per-example scores come from each cell's predictions.jsonl; rows of every file of one task and
 # eval set are the same examples in the same order, so systems are paired by line index.
-ALPHA = 0.05
 
 
 def read_predictions(path, comet: list[float] | None = None) -> list[dict]:

@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .analysis import ALPHA, aggregate_seeds, chosen_cells, chosen_rows, load_summary
+from .analysis import aggregate_seeds, chosen_cells, chosen_rows, load_summary
 from ..metrics import higher_is_better
 from ..plan.report_targets import RANKS_FIGURE, figure_file
 from ..records import atomic_write_text
-from .significance import range_quantile
+from .significance import ALPHA, range_quantile
 
 TABLE_COLUMNS = ["method", "average rank", "95% interval", "tasks", "within CD of the best", "role", "variants"]
 

@@ -64,7 +64,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 CLI_SEED = 12345  # sacrebleu's default SACREBLEU_SEED
-CONFIDENCE = 0.95  # of every interval here; the report's alpha (analysis.ALPHA) is 1 - this
+ALPHA = 0.05  # the report's significance level: every test, verdict and front (analysis, ranks)
+CONFIDENCE = 1 - ALPHA  # of every interval here (exactly 0.95)
 
 
 # -------------------------------------------------------------------------------- one run's score
