@@ -37,8 +37,8 @@ report: "report/workflow.rst"
 
 rule all:
     input:
-        "results/summary.tsv",
-        "results/report/report.md",
+        SUMMARY_FILE,
+        REPORT_FILE,
         specs.tracking_targets(config),  # results/tracking.json when `tracking:` is set
         untuned_outputs(),  # with tune: the untuned cells start beside the grids (rules/tune.smk)
         all_retention_outputs,  # every reported cell on every retention set (rules/retention.smk)

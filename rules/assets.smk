@@ -12,7 +12,7 @@ localrules:
 
 rule stage_dataset:
     output:
-        "resources/datasets/{dataset}/meta.json",
+        staged_dataset("{dataset}"),
     params:
         spec=lambda w: specs.stage_dataset_spec(config, w.dataset).to_params(),
     log:
@@ -25,7 +25,7 @@ rule stage_dataset:
 
 rule stage_model:
     output:
-        "resources/models/{model}/staged.json",
+        staged_model("{model}"),
     params:
         spec=lambda w: specs.stage_model_spec(config, w.model).to_params(),
     log:
@@ -38,7 +38,7 @@ rule stage_model:
 
 rule stage_comet:
     output:
-        "resources/comet/staged.json",
+        STAGED_COMET,
     params:
         spec=lambda w: specs.stage_comet_spec(config).to_params(),
     log:
@@ -53,7 +53,7 @@ rule check_data:
     input:
         datasets=lambda w: [staged_dataset(d) for d in task_datasets(w.task)],
     output:
-        "results/checks/{task}.json",
+        DATA_CHECK,
     params:
         spec=lambda w: specs.check_data_spec(config, w.task).to_params(),
     log:

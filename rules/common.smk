@@ -6,8 +6,9 @@ import re
 
 from peftgrid.plan import RUN_DIR, read_selection, reported_cells
 from peftgrid.plan import specs
-from peftgrid.plan.layout import (METRICS_FILE, PER_LABEL_FILE, PREDICTIONS_FILE, RUN_FILE, TRAIN_LOG_FILE,
-                                   TRAIN_STATS_FILE, scores_a_choice, task_distances_file)
+from peftgrid.plan.layout import (METRICS_FILE, PER_LABEL_FILE, PREDICTIONS_FILE, REPORTED_EVAL_DIR, RUN_FILE,
+                                   SELECTION_EVAL_DIR, SUMMARY_FILE, TRAIN_LOG_FILE, TRAIN_STATS_FILE,
+                                   scores_a_choice, task_distances_file)
 from peftgrid.plan.runs import evaluations
 from peftgrid.tasks import task_type
 
@@ -62,6 +63,12 @@ def staged_model(name):
 
 def staged_dataset(name):
     return f"resources/datasets/{name}/meta.json"
+
+
+STAGED_COMET = "resources/comet/staged.json"
+DATA_CHECK = "results/checks/{task}.json"  # rule check_data's output: training waits for every task's
+COMET_SCORES = "results/comet/{task}/scores.tsv"  # rule comet's outputs, read by the summary and the report
+COMET_EXAMPLES = "results/comet/{task}/examples.tsv"
 
 
 def task_model(task):

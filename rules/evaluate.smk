@@ -8,7 +8,7 @@
 rule evaluate:
     wildcard_constraints:
         # every evaluation but a label task's on a reported eval set (rule evaluate_per_label)
-        evaluation=rf"(?:select(?:/{NAME_PATTERN})?|eval/{NAME_PATTERN}/{NAME_PATTERN})",
+        evaluation=rf"(?:{SELECTION_EVAL_DIR}(?:/{NAME_PATTERN})?|{REPORTED_EVAL_DIR}/{NAME_PATTERN}/{NAME_PATTERN})",
     input:
         model=lambda w: task_model(w.task),
         dataset=lambda w: staged_dataset(evaluation_spec(w).eval["dataset"]),
@@ -36,7 +36,7 @@ rule evaluate:
 # output that only some jobs of a rule write, so this is rule evaluate with that one more output.
 use rule evaluate as evaluate_per_label with:
     wildcard_constraints:
-        evaluation=rf"eval/{NAME_PATTERN}",
+        evaluation=rf"{REPORTED_EVAL_DIR}/{NAME_PATTERN}",
     output:
         metrics=f"{RUN_DIR}/{{evaluation}}/{METRICS_FILE}",
         predictions=f"{RUN_DIR}/{{evaluation}}/{PREDICTIONS_FILE}",
@@ -56,11 +56,11 @@ rule comet:
     wildcard_constraints:
         task=TASK_PATTERN,
     input:
-        comet="resources/comet/staged.json",
+        comet=STAGED_COMET,
         predictions=lambda w: [path for *_, path in comet_spec(w).files()],
     output:
-        scores="results/comet/{task}/scores.tsv",
-        examples="results/comet/{task}/examples.tsv",
+        scores=COMET_SCORES,
+        examples=COMET_EXAMPLES,
     params:
         spec=lambda w: comet_spec(w).to_params(),
     log:

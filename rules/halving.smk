@@ -74,7 +74,7 @@ use rule train as train_rung with:
     input:
         model=lambda w: task_model(w.task),
         datasets=lambda w: [staged_dataset(d) for d in train_datasets(w.task)],
-        checks=ancient(expand("results/checks/{task}.json", task=TASKS_IN_STUDY)),
+        checks=ancient(expand(DATA_CHECK, task=TASKS_IN_STUDY)),
         previous=lambda w: [] if previous_rung(w) is None else [f"{previous_rung(w)}/{RUN_FILE}"],
     output:
         model=directory(f"{RUNG_DIR}/model"),
@@ -90,7 +90,7 @@ use rule train as train_rung with:
 # a rung is scored on the selection set as a finished selection-seed run is (rule evaluate)
 use rule evaluate as evaluate_rung with:
     wildcard_constraints:
-        evaluation=rf"select(?:/{NAME_PATTERN})?",
+        evaluation=rf"{SELECTION_EVAL_DIR}(?:/{NAME_PATTERN})?",
     input:
         model=lambda w: task_model(w.task),
         dataset=lambda w: staged_dataset(evaluation_spec(w).eval["dataset"]),

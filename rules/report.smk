@@ -3,7 +3,7 @@
 # report settings re-runs these rules and nothing upstream.
 
 
-from peftgrid.plan.report_targets import (GENERATION_FIGURES, RANKS_FIGURE, REPORT_DIR, TASK_FIGURES,
+from peftgrid.plan.report_targets import (GENERATION_FIGURES, RANKS_FIGURE, REPORT_DIR, REPORT_FILE, TASK_FIGURES,
                                           TUNING_FIGURE, figure_file)
 
 
@@ -31,11 +31,11 @@ rule summary:
         metrics=lambda w: [m for c in reported() for m in cell_eval_outputs(c)],
         stats=lambda w: [f"{c.dir}/{TRAIN_STATS_FILE}" for c in reported()],
         runs=lambda w: [f"{c.dir}/{RUN_FILE}" for c in reported()],
-        comet=[f"results/comet/{t}/scores.tsv" for t in TASKS_IN_STUDY if uses_comet(t)],  # rows keyed by cell
+        comet=[COMET_SCORES.format(task=t) for t in TASKS_IN_STUDY if uses_comet(t)],  # rows keyed by cell
         retention=lambda w: [p for c in reported() for p in retention_outputs(c, first_only=True)],  # rows keyed by cell
         distances=[task_distances_file(t) for t in TASKS_IN_STUDY],  # intruder totals (rows keyed by cell)
     output:
-        "results/summary.tsv",
+        SUMMARY_FILE,
     params:
         spec=specs.summary_spec(config, TASKS_IN_STUDY).to_params(),
     log:
@@ -50,7 +50,7 @@ rule report_task:
     wildcard_constraints:
         task=TASK_PATTERN,
     input:
-        summary="results/summary.tsv",
+        summary=SUMMARY_FILE,
         # the script finds each cell's files through the same spec (never by list position)
         logs=lambda w: [p for _, p in task_report_spec(w.task).cell_files(TRAIN_LOG_FILE)],
         distances=lambda w: task_distances_file(w.task),  # rows keyed by cell (the script selects by identity)
@@ -62,7 +62,7 @@ rule report_task:
         # the task's label order (binary F1's positive label) as training recorded it
         runs=lambda w: [p for _, p in task_report_spec(w.task).cell_files(RUN_FILE)],
         # COMET's segment scores (line-aligned with predictions.jsonl) for its paired comparisons
-        comet_examples=lambda w: [f"results/comet/{w.task}/examples.tsv"] if uses_comet(w.task) else [],
+        comet_examples=lambda w: [COMET_EXAMPLES.format(task=w.task)] if uses_comet(w.task) else [],
         # each cell's retention measurements (metrics + per-document losses) on each retention set
         retention=lambda w: [f for pair in task_report_spec(w.task).retention_files().values() for f in pair],
     output:
@@ -136,7 +136,7 @@ def ranks_outputs():
 
 rule report_ranks:
     input:
-        summary="results/summary.tsv",
+        summary=SUMMARY_FILE,
         # each method enters at its (variant, decoding) chosen on the selection set (read_choices)
         choices=[f for t in TASKS_IN_STUDY for f in choice_files(t)],
     output:
@@ -165,7 +165,7 @@ rule report:
         qualitative=[f"results/report/tables/{t}_qualitative.md" for t in TASKS_IN_STUDY if generates(t)],
         recommendations=expand("results/report/tables/{task}_recommendations.tsv", task=TASKS_IN_STUDY),
     output:
-        report("results/report/report.md", caption="../report/report.rst", category="Report"),
+        report(REPORT_FILE, caption="../report/report.rst", category="Report"),
     params:
         spec=lambda w: specs.report_spec(config, TASKS_IN_STUDY).to_params(),
     log:

@@ -9,7 +9,7 @@ if config.get("tracking") is not None:
 
     rule track:
         input:
-            summary="results/summary.tsv",
+            summary=SUMMARY_FILE,
             # in the order of spec.cells: the job pairs them by position, never by path (tuned: the reported cells)
             runs=lambda w: [f"{c.dir}/{RUN_FILE}" for c in reported()],
             logs=lambda w: [f"{c.dir}/{TRAIN_LOG_FILE}" for c in reported()],

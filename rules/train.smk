@@ -7,7 +7,7 @@ rule train:
     input:
         model=lambda w: task_model(w.task),
         datasets=lambda w: [staged_dataset(d) for d in train_datasets(w.task)],
-        checks=ancient(expand("results/checks/{task}.json", task=TASKS_IN_STUDY)),
+        checks=ancient(expand(DATA_CHECK, task=TASKS_IN_STUDY)),
     output:
         model=directory(f"{RUN_DIR}/model"),
         log=f"{RUN_DIR}/{TRAIN_LOG_FILE}",

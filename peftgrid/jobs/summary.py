@@ -14,6 +14,7 @@ import json
 
 from ..columns import CELL, COSTS, INTRUDERS, RETENTION_SUMMARY, ROW, ROW_STATUS
 from ..plan.layout import RUN_FILE, TRAIN_STATS_FILE, run_dir
+from ..plan.report_targets import REPORT_FILE
 from ..records import read_json, read_tsv, write_tsv
 
 ID_COLUMNS = [*ROW, *ROW_STATUS]
@@ -97,7 +98,7 @@ def console_tables(rows: list[dict], tasks: dict) -> str:
         for r in mine:
             groups.setdefault((r["method"], r["variant"]), []).append(r)
         lines = [f"{task} — {metric} on {ev}" + (f" ({what['decoding']})" if what.get("decoding") else "")
-                 + " — every cell by name; which method to use: results/report/report.md",
+                 + f" — every cell by name; which method to use: {REPORT_FILE}",
                  f"  {'method':<16}{'variant':<18}{metric:>12}{'trainable %':>13}{'train s':>10}{'peak MB':>10}  seeds"]
         cells = []
         for (method, variant), rs in groups.items():

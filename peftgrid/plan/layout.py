@@ -16,6 +16,9 @@ METRICS_FILE = "metrics.tsv"
 PREDICTIONS_FILE = "predictions.jsonl"
 PER_LABEL_FILE = "per_label.tsv"  # label tasks on a reported eval set only
 
+# The study's table: one row per reported cell, eval set and decoding (jobs/summary.py writes it).
+SUMMARY_FILE = "results/summary.tsv"
+
 
 # Weight distances: one table per task (every reported cell's tensors, by cell identity) and the
 # per-cell rows cached by content (jobs/distances.py), so one job per task recomputes only what changed.
@@ -33,12 +36,13 @@ def run_dir(ident: dict) -> str:
 
 
 SELECTION_EVAL_DIR = "select"
+REPORTED_EVAL_DIR = "eval"
 
 
 def evaluation_dir(eval_name: str | None, decoding: str = "") -> str:
     """One evaluation's directory in its run directory: eval/<eval set>, or select for the task's
     unreported selection set (eval_name None); a generation task's one per decoding below it."""
-    where = SELECTION_EVAL_DIR if eval_name is None else f"eval/{eval_name}"
+    where = SELECTION_EVAL_DIR if eval_name is None else f"{REPORTED_EVAL_DIR}/{eval_name}"
     return f"{where}/{decoding}" if decoding else where
 
 

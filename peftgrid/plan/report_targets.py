@@ -31,6 +31,7 @@ def primary_decoding(decodings) -> str:
 # rule's output and the report builder's key) -> (subcategory in the Snakemake report, heading in
 # report.md, caption file under report/).
 REPORT_DIR = "results/report"
+REPORT_FILE = f"{REPORT_DIR}/report.md"
 TASK_FIGURES = {
     "pareto": ("Pareto fronts", "Quality against cost", "pareto"),
     "learn_forget": ("Learning and forgetting", "Task score against forgetting", "learn_forget"),
