@@ -131,7 +131,7 @@ def ranks_outputs():
     """The across-task ranks (table + figure): only when the study has two or more tasks."""
     if len(TASKS_IN_STUDY) < 2:
         return []
-    return ["results/report/tables/ranks.md", f"{REPORT_DIR}/{figure_file(None, RANKS_FIGURE)}"]
+    return [rules.report_ranks.output.table_md, f"{REPORT_DIR}/{figure_file(None, RANKS_FIGURE)}"]
 
 
 rule report_ranks:
@@ -160,10 +160,11 @@ rule report_ranks:
 rule report:
     input:
         ranks=ranks_outputs(),
-        tables=expand("results/report/tables/{task}.md", task=TASKS_IN_STUDY),
-        tuning=expand("results/report/tables/{task}_tuning.md", task=TUNED_TASKS),
-        qualitative=[f"results/report/tables/{t}_qualitative.md" for t in TASKS_IN_STUDY if generates(t)],
-        recommendations=expand("results/report/tables/{task}_recommendations.tsv", task=TASKS_IN_STUDY),
+        # the other report rules' outputs, as they name them
+        tables=expand(rules.report_task.output.table_md, task=TASKS_IN_STUDY),
+        tuning=expand(rules.report_tuning.output.table_md, task=TUNED_TASKS),
+        qualitative=expand(rules.report_generation.output.qualitative, task=[t for t in TASKS_IN_STUDY if generates(t)]),
+        recommendations=expand(rules.report_task.output.recommendations, task=TASKS_IN_STUDY),
     output:
         report(REPORT_FILE, caption="../report/report.rst", category="Report"),
     params:
