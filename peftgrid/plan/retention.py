@@ -15,11 +15,12 @@ dataset at one language's file). The column is checked by the data check, before
 from __future__ import annotations
 
 from ..errors import ConfigError, did_you_mean
+from .layout import METRICS_FILE
 from .splits import check_split_declared
 
 BASE_ROOT = "results/retention/base"
-FILES = {"metrics": "metrics.tsv", "per_document": "per_document.tsv", "per_layer": "per_layer.tsv"}
-BASE_FILES = {"metrics": "metrics.tsv", "per_document": "per_document.tsv", "hidden": "hidden.safetensors"}
+FILES = {"metrics": METRICS_FILE, "per_document": "per_document.tsv", "per_layer": "per_layer.tsv"}
+BASE_FILES = {"metrics": FILES["metrics"], "per_document": FILES["per_document"], "hidden": "hidden.safetensors"}
 SET_KEYS = ("dataset", "split", "max_examples", "max_length")  # what measuring a set reads of it
 # what a model family measures (metrics.tsv `measure`): a loss on the text, or the hidden states' drift only
 LM_LOSS, MLM_LOSS, CKA_ONLY = "lm_loss", "mlm_loss", "cka_only"
