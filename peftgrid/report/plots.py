@@ -16,6 +16,11 @@ from .analysis import (COSTS, FRONT, FRONT_CAPTION, LEARN_FORGET_CAPTION, cell_l
 from .distances import COMPONENTS  # noqa: E402
 
 
+def better(higher: bool) -> str:
+    """An axis label's direction note."""
+    return "higher is better" if higher else "lower is better"
+
+
 def save(fig, png: str | Path) -> None:
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +114,7 @@ def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png, ch
             if (pts[cost] > 0).all() and pts[cost].max() / pts[cost].min() > 50:
                 ax.set_xscale("log")
             ax.set_xlabel(cost_label)
-            ax.set_ylabel(f"{metric} ({ev}, {'higher' if higher_is_better else 'lower'} is better)")
+            ax.set_ylabel(f"{metric} ({ev}, {better(higher_is_better)})")
             ax.grid(alpha=0.3)
             if row == 0 and col == 0:
                 ax.legend(fontsize=7, loc="best")
@@ -157,7 +162,7 @@ def learn_forget(comp: pd.DataFrame, retention: list, metric: str, title: str, p
         for _, r in pts.iterrows():
             ax.annotate(cell_label(r), (r[col], r["score"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel(textwrap.fill(forgetting_label(ret.measure), 60))
-        ax.set_ylabel(f"{metric} ({comp['eval'].iloc[0]}, {'higher' if higher_is_better else 'lower'} is better)")
+        ax.set_ylabel(f"{metric} ({comp['eval'].iloc[0]}, {better(higher_is_better)})")
         ax.set_title(f"retention set `{ret.name}`")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
@@ -266,8 +271,7 @@ def tuning(df: pd.DataFrame, title: str, png) -> None:
             ax.set_xscale("log")
         metric = g["metric"].iloc[0]
         ax.set_xlabel(x)
-        better = "higher" if higher_is_better(metric) else "lower"
-        ax.set_ylabel(f"{metric} on {g['on'].iloc[0]} ({better} is better)")
+        ax.set_ylabel(f"{metric} on {g['on'].iloc[0]} ({better(higher_is_better(metric))})")
         ax.set_title(method)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
