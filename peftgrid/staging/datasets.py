@@ -14,7 +14,7 @@ import os
 import random
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 from ..records import atomic_write_text, write_json
 from ..staged import load_split, read_jsonl, subsample
 
@@ -113,7 +113,7 @@ def read_conllu(path: str | Path, encoding: str = "utf-8") -> list[dict]:
                     "deprel": [t["deprel"] or "_" for t in words],
                 })
         except conllu.exceptions.ParseException as e:
-            raise DataError(f"{path}: not valid CoNLL-U ({str(e).splitlines()[0]})") from None
+            raise DataError(f"{path}: not valid CoNLL-U ({first_line(e, typed=False)})") from None
     return records
 
 
