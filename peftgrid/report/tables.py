@@ -366,10 +366,7 @@ def build_generation_report(task: str, predictions: dict[tuple[str, str, str], P
     by side (on `eval_name`, at the task's primary decoding), and the sentence BLEU / chrF
     distributions per cell and decoding strategy. `predictions`: (cell, eval, decoding) ->
     predictions.jsonl; `decodings`: the task's, in config order."""
-    import json
-
-    loaded = {key: [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
-              for key, path in predictions.items()}
+    loaded = {key: read_predictions(path) for key, path in predictions.items()}
     first = primary_decoding(decodings)
     cells = sorted({c for c, e, d in loaded if e == eval_name and d == first and loaded[(c, e, d)]})
     lines = [f"# {task}: outputs side by side ({eval_name}, decoding `{first}`)\n"]
