@@ -3,8 +3,13 @@
 # report settings re-runs these rules and nothing upstream.
 
 
-from peftgrid.plan.report_targets import (GENERATION_FIGURES, RANKS_FIGURE, REPORT_DIR, REPORT_FILE, TASK_FIGURES,
-                                          TUNING_FIGURE, figure_file)
+from peftgrid.plan.report_targets import (GENERATION_FIGURES, RANKS_FIGURE, RANKS_TABLE, REPORT_DIR, REPORT_FILE,
+                                          TASK_FIGURES, TUNING_FIGURE, figure_file, table_file)
+
+
+def table_output(name, kind="", ext="md"):
+    """A report table's path (plan/report_targets.py table_file)."""
+    return f"{REPORT_DIR}/{table_file(name, kind, ext)}"
 
 
 def figure_outputs(figures):
@@ -66,10 +71,10 @@ rule report_task:
         # each cell's retention measurements (metrics + per-document losses) on each retention set
         retention=lambda w: [f for pair in task_report_spec(w.task).retention_files().values() for f in pair],
     output:
-        table="results/report/tables/{task}.tsv",
-        table_md="results/report/tables/{task}.md",
-        recommendations="results/report/tables/{task}_recommendations.tsv",
-        transfer="results/report/tables/{task}_transfer.tsv",
+        table=table_output("{task}", ext="tsv"),
+        table_md=table_output("{task}"),
+        recommendations=table_output("{task}", "recommendations", "tsv"),
+        transfer=table_output("{task}", "transfer", "tsv"),
         **figure_outputs(TASK_FIGURES),
     params:
         spec=lambda w: task_report_spec(w.task).to_params(),
@@ -91,7 +96,7 @@ rule report_generation:
     input:
         predictions=lambda w: list(task_report_spec(w.task).predictions().values()),
     output:
-        qualitative="results/report/tables/{task}_qualitative.md",
+        qualitative=table_output("{task}", "qualitative"),
         **figure_outputs(GENERATION_FIGURES),
     params:
         spec=lambda w: task_report_spec(w.task).to_params(),
@@ -109,8 +114,8 @@ rule report_tuning:
     input:
         selections=lambda w: selection_files(w.task),
     output:
-        table="results/report/tables/{task}_tuning.tsv",
-        table_md="results/report/tables/{task}_tuning.md",
+        table=table_output("{task}", "tuning", "tsv"),
+        table_md=table_output("{task}", "tuning"),
         figure=report(
             f"{REPORT_DIR}/{figure_file('{task}', TUNING_FIGURE)}",
             caption="../report/tuning.rst",
@@ -140,8 +145,8 @@ rule report_ranks:
         # each method enters at its (variant, decoding) chosen on the selection set (read_choices)
         choices=[f for t in TASKS_IN_STUDY for f in choice_files(t)],
     output:
-        table="results/report/tables/ranks.tsv",
-        table_md="results/report/tables/ranks.md",
+        table=table_output(RANKS_TABLE, ext="tsv"),
+        table_md=table_output(RANKS_TABLE),
         figure=report(
             f"{REPORT_DIR}/{figure_file(None, RANKS_FIGURE)}",
             caption="../report/ranks.rst",

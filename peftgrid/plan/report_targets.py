@@ -47,6 +47,20 @@ TUNING_FIGURE = "tuning"
 RANKS_FIGURE = "ranks"
 
 
+# The report's tables, relative to REPORT_DIR: a task's own (<task>.tsv, <task>.md) and beside it one
+# file of each kind (<task>_<kind>.tsv or .md); the across-task ranks under RANKS_TABLE.
+TABLE_KINDS = ("tuning", "recommendations", "transfer", "qualitative")
+RANKS_TABLE = "ranks"
+
+
+def table_file(name: str, kind: str = "", ext: str = "md") -> str:
+    """One of the report's tables: tables/<name>.<ext>, or tables/<name>_<kind>.<ext> (name: a
+    task, or RANKS_TABLE)."""
+    if kind and kind not in TABLE_KINDS:
+        raise ValueError(f"unknown report table kind {kind!r} (known: {', '.join(TABLE_KINDS)})")
+    return f"tables/{name}_{kind}.{ext}" if kind else f"tables/{name}.{ext}"
+
+
 def figure_file(task: str | None, name: str) -> str:
     """A figure of one task's report (figures/<task>/<name>.png), or of the whole study (task None)."""
     return f"figures/{task}/{name}.png" if task else f"figures/{name}.png"

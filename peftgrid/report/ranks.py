@@ -34,7 +34,7 @@ import pandas as pd
 
 from .analysis import aggregate_seeds, chosen_cells, chosen_rows, load_summary
 from ..metrics import higher_is_better
-from ..plan.report_targets import RANKS_FIGURE, figure_file
+from ..plan.report_targets import RANKS_FIGURE, RANKS_TABLE, figure_file, table_file
 from ..records import atomic_write_text
 from .significance import ALPHA, range_quantile
 
@@ -320,7 +320,7 @@ def build_ranks(summary_path, tasks: dict[str, dict], choice_files: dict[str, li
 def across_tasks_section(report_dir) -> str:
     """The report.md section: the ranks table and figure (empty when there is no table)."""
     report_dir = Path(report_dir)
-    md = report_dir / "tables" / "ranks.md"
+    md = report_dir / table_file(RANKS_TABLE)
     if not md.is_file():
         return ""
     part = "\n## Across tasks\n\n" + md.read_text()

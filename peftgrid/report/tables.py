@@ -11,7 +11,7 @@ from .analysis import (COST_COLUMNS, COSTS, FRONT_CAPTION, LEARN_FORGET_CAPTION,
                        better_pairs, cell_label, chosen_cells, chosen_rows, compare_methods, forgetting, forgetting_unit,
                        load_summary, metric_columns, paired_test, primary_decoding, primary_eval, primary_metric,
                        read_predictions, recommend, retention_column, significant_front)
-from ..plan.report_targets import GENERATION_FIGURES, TASK_FIGURES, TUNING_FIGURE, figure_file
+from ..plan.report_targets import GENERATION_FIGURES, TASK_FIGURES, TUNING_FIGURE, figure_file, table_file
 from ..records import atomic_write_text
 
 
@@ -320,7 +320,7 @@ def write_report(tasks: dict[str, dict], report_dir: Path, out_md: Path, report_
         metric = primary_metric(cfg, report_cfg, task)
         ev = primary_eval(cfg, report_cfg, task)
         parts.append(f"\n## {task}\n")
-        recs = pd.read_csv(report_dir / "tables" / f"{task}_recommendations.tsv", sep="\t")
+        recs = pd.read_csv(report_dir / table_file(task, "recommendations", "tsv"), sep="\t")
         parts.append(f"\n### Recommendations ({metric} on `{ev}`)\n\n")
         said = recs[recs["recommendation"].isin(["in words", "nothing recommended"])]
         for _, r in said[said["recommendation"] == "nothing recommended"].iterrows():
@@ -334,19 +334,19 @@ def write_report(tasks: dict[str, dict], report_dir: Path, out_md: Path, report_
             parts.append(f"\n### What the comparisons say ({metric} on `{ev}`)\n\n")
             parts.extend(f"- {w}\n" for w in words["statement"])
         parts.append("\n### All cells\n\n")
-        parts.append((report_dir / "tables" / f"{task}.md").read_text())
-        tuning = report_dir / "tables" / f"{task}_tuning.md"
+        parts.append((report_dir / table_file(task)).read_text())
+        tuning = report_dir / table_file(task, "tuning")
         if tuning.is_file():
             parts.append("\n### Tuning: the grid searched and what each point scored on the selection set\n\n")
             parts.append(tuning.read_text())
             parts.append(f"\n![Selection score per grid point]({figure_file(task, TUNING_FIGURE)})\n")
         if cfg.get("transfer"):
-            gap = pd.read_csv(report_dir / "tables" / f"{task}_transfer.tsv", sep="\t")
+            gap = pd.read_csv(report_dir / table_file(task, "transfer", "tsv"), sep="\t")
             parts.append(f"\n### Transfer gap: `{cfg['transfer']['source']}` minus `{cfg['transfer']['target']}`\n\n")
             parts.append(markdown_table(gap))
-        qualitative = report_dir / "tables" / f"{task}_qualitative.md"
-        if qualitative.is_file():
-            parts.append(f"\nOutputs side by side: [tables/{task}_qualitative.md](tables/{task}_qualitative.md)\n")
+        qualitative = table_file(task, "qualitative")
+        if (report_dir / qualitative).is_file():
+            parts.append(f"\nOutputs side by side: [{qualitative}]({qualitative})\n")
             for name, (_, heading, _) in GENERATION_FIGURES.items():
                 parts.append(f"\n![{heading}]({figure_file(task, name)})\n")
         for name, (_, heading, _) in TASK_FIGURES.items():
