@@ -22,10 +22,12 @@ from contextlib import contextmanager
 
 import torch
 
+from .gpus import DEVICE_ENV
+
 
 def pick_device() -> torch.device:
     """CUDA when present, else MPS, else CPU; PEFTGRID_DEVICE overrides (e.g. 'cpu')."""
-    forced = os.environ.get("PEFTGRID_DEVICE")
+    forced = os.environ.get(DEVICE_ENV)
     if forced:
         return torch.device(forced)
     if torch.cuda.is_available():

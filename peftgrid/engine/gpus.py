@@ -40,6 +40,7 @@ from pathlib import Path
 
 from ..errors import UserError
 
+DEVICE_ENV = "PEFTGRID_DEVICE"  # forces a job's device (cpu, cuda:1, mps); engine/device.py reads it too
 IDS_ENV = "PEFTGRID_GPU_IDS"
 LOCK_DIR_ENV = "PEFTGRID_GPU_LOCK_DIR"
 WAIT_ENV = "PEFTGRID_GPU_WAIT_S"
@@ -108,7 +109,7 @@ def visible_pool() -> tuple[list[str], bool]:
 def uses_no_gpu() -> bool:
     """This job will not touch a CUDA GPU: PEFTGRID_DEVICE=cpu, or it is unset and none is visible
     (claim_gpu then claims nothing). A job forced onto any other device may initialise one."""
-    forced = os.environ.get("PEFTGRID_DEVICE", "")
+    forced = os.environ.get(DEVICE_ENV, "")
     return forced == "cpu" if forced else not visible_pool()[0]
 
 
@@ -148,11 +149,11 @@ def claim_gpu(slots_per_device: int = 1, base_dir: str | os.PathLike | None = No
     if slots < 1:
         raise ValueError(f"gpu_slots_per_device must be >= 1, not {slots_per_device!r}")
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    forced = os.environ.get("PEFTGRID_DEVICE", "")
+    forced = os.environ.get(DEVICE_ENV, "")
     if forced and not forced.startswith("cuda"):
         return GpuClaim(None, None, slots, (), "no-gpu")
     if forced.startswith("cuda:"):  # the user picked the device; nothing to share out
-        return GpuClaim(None, None, slots, (), "PEFTGRID_DEVICE")
+        return GpuClaim(None, None, slots, (), DEVICE_ENV)
     pool, from_env = visible_pool()
     if not pool:
         return GpuClaim(None, None, slots, (), "no-gpu")
