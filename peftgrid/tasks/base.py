@@ -110,3 +110,15 @@ class TaskType:
     def truncated(self, examples: list[dict], max_length: int) -> int:
         return sum(len(e["input_ids"]) >= max_length for e in examples)
 
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, task: dict, model, tokenizer, rows: list[dict], labels: list[str], hp: dict, device) -> dict:
+        """Run `model` over every row of one eval set (hp: max_length, eval_batch_size, precision) inside
+        an engine.device.PhaseMeter, and return what jobs/evaluate.py scores: always `meter` (the
+        inference-cost protocol times it); a label task (metric_kind "label") `gold` and `pred` (the
+        scored units' gold and predicted values), `predictions` (one JSON-able line per row, kept in
+        predictions.jsonl), `units` and optionally `extra` (more metrics-row columns). A generating type (`generates`) takes two more arguments,
+        `decoding` (its generate() settings) and `max_new_tokens`, and returns `hypotheses` (one text
+        per row), `generated_tokens`, `settings`, `gen_len_mean`, `gen_len_max` and
+        `hit_max_new_tokens` (see tasks/generation.py)."""
+        raise NotImplementedError
+
