@@ -6,6 +6,8 @@ from __future__ import annotations
 CELL = ("task", "method", "variant", "seed")         # one training run
 ROW = CELL + ("eval", "decoding")                    # one scored output: a cell on an eval set at a decoding
 ROW_STATUS = ("status", "error")                     # why a row has no scores
+OK = "ok"                                            # the status column's values (a failed row's error: why)
+FAILED = "failed"
 TRAIN_COSTS = ("trainable_params", "total_params", "trainable_pct", "train_time_s", "time_per_epoch_s",
                "peak_train_mem_mb")                  # train_stats.tsv: the same for each eval row of a cell
 INFER_COSTS = ("peak_infer_mem_mb", "infer_throughput")  # metrics.tsv: one per eval set and decoding

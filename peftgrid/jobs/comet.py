@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..metrics.comet import CometScorer, read_lines
 from ..plan.specs import CometSpec
-from ..columns import ROW
+from ..columns import OK, ROW
 from ..records import read_json, write_tsv
 
 SCORE_COLUMNS = [*ROW, "comet", "comet_status", "n_scored"]
@@ -34,7 +34,7 @@ def score_task(spec: CometSpec, staged_json: Path, scores_out: Path, examples_ou
               f"{'%.4f' % row['comet'] if row['comet'] is not None else '-'} ({row['comet_status']})", flush=True)
     write_tsv(scores_out, rows, SCORE_COLUMNS)
     write_tsv(examples_out, examples, EXAMPLE_COLUMNS)
-    record = {"task": spec.task, "files": len(files), "ok": sum(r["comet_status"] == "ok" for r in rows),
+    record = {"task": spec.task, "files": len(files), "ok": sum(r["comet_status"] == OK for r in rows),
               "model_loads": scorer.loads, "scored": scorer.scored, "reused": scorer.cached,
               "seconds": round(time.perf_counter() - t0, 2)}
     print(f"COMET {spec.task}: {record}", flush=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from ..columns import CELL
+from ..columns import CELL, OK
 from ..methods import method_of
 from ..plan.layout import RUN_FILE, run_dir
 from ..plan.specs import DistancesSpec, TrainSpec
@@ -71,7 +71,7 @@ def task_distances(spec: DistancesSpec, model_dir: Path, cache_dir: Path, out: P
         run_bytes = (cell_dir / RUN_FILE).read_bytes()
         run = json.loads(run_bytes)
         label = "/".join(str(train.cell[k]) for k in CELL)
-        if run["status"] != "ok":
+        if run["status"] != OK:
             record["failed"] += 1
             print(f"{label}: cell {run['status']}", flush=True)
             continue

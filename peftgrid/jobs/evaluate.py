@@ -20,6 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
+from ..columns import FAILED, OK
 from ..engine.device import mark_memory_baseline, pick_device
 from ..engine.gpus import GpuClaim
 from ..methods import method_of
@@ -45,7 +46,7 @@ def metrics_row(spec: EvalSpec, **values) -> dict:
 def write_failed(spec: EvalSpec, run: dict, metrics_path: Path, predictions_path: Path,
                  per_label_path: Path | None = None) -> dict:
     """A cell whose training failed: its eval outputs carry the failure and its reason."""
-    row = metrics_row(spec, status="failed", error=run["error"], device=run["device"])
+    row = metrics_row(spec, status=FAILED, error=run["error"], device=run["device"])
     atomic_write_text(predictions_path, "")
     write_tsv(metrics_path, [row])
     if per_label_path:
@@ -70,7 +71,7 @@ def evaluate_cell(spec: EvalSpec, model_dir: Path, trained_dir: Path, data_dir: 
                   gpu: GpuClaim | None = None) -> dict:
     """`gpu`: the slot scripts/evaluate.py claimed (peftgrid.engine.gpus); the `device` column names it."""
     run = read_json(run_json)
-    if run["status"] != "ok":
+    if run["status"] != OK:
         return write_failed(spec, run, metrics_path, predictions_path, per_label_path)
     task, hp, ev = spec.task, spec.hparams, spec.eval
     ttype = task_type(task["type"])
@@ -170,7 +171,7 @@ def _labels(spec, ttype, rows, labels, out, cost, per_label_path):
                                   metric_settings=spec.task.get("metric_settings"))
     if per_label_path:
         write_tsv(per_label_path, ttype.per_label_rows(out, labels), PER_LABEL_COLUMNS)
-    row = metrics_row(spec, status="ok", error=None, n_examples=len(rows), n_scored=len(out["gold"]), **scores,
+    row = metrics_row(spec, status=OK, error=None, n_examples=len(rows), n_scored=len(out["gold"]), **scores,
                       infer_throughput=cost["throughput"], infer_time_s=round(cost["seconds"], 3),
                       peak_infer_mem_mb=_mb(cost["peak_mem_mb"]), mem_measure=cost["measure"],
                       **out.get("extra", {}))
@@ -190,7 +191,7 @@ def _generation(spec, rows, out, cost):
     src_col = task["columns"]["source"]
     lines = [{"source": source_text(r[src_col]), "references": ref, "hypothesis": h,
               **{k: round(v, 3) for k, v in s.items()}} for r, ref, h, s in zip(rows, refs, hyps, per_sentence)]
-    row = metrics_row(spec, status="ok", error=None, n_examples=len(rows), **scores,
+    row = metrics_row(spec, status=OK, error=None, n_examples=len(rows), **scores,
                       infer_throughput=cost["throughput"], infer_examples_per_s=cost["examples_per_s"],
                       generated_tokens=out["generated_tokens"], infer_time_s=round(cost["seconds"], 3),
                       peak_infer_mem_mb=_mb(cost["peak_mem_mb"]), mem_measure=cost["measure"],

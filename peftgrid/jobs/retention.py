@@ -43,7 +43,7 @@ import time
 import traceback
 from pathlib import Path
 
-from ..columns import CELL, RETENTION, RETENTION_BASE, RETENTION_BASE_DOCUMENT, RETENTION_DOCUMENT, RETENTION_LAYER
+from ..columns import CELL, FAILED, OK, RETENTION, RETENTION_BASE, RETENTION_BASE_DOCUMENT, RETENTION_DOCUMENT, RETENTION_LAYER
 from ..engine.device import pick_device
 from ..errors import DataError, Preempted, first_line
 from ..metrics import retention as measure
@@ -184,7 +184,7 @@ def measure_base(spec: RetentionBaseSpec, model_dir: Path, data_dir: Path, out_d
         paths["hidden"].parent.mkdir(parents=True, exist_ok=True)
         save_file({}, str(paths["hidden"]))
         write_tsv(paths["per_document"], [], list(RETENTION_BASE_DOCUMENT))
-        row = {"model": spec.model["name"], "retention_set": spec.retention["name"], "status": "failed",
+        row = {"model": spec.model["name"], "retention_set": spec.retention["name"], "status": FAILED,
                "error": first_line(e, limit=300)}
         write_tsv(paths["metrics"], [row], list(RETENTION_BASE))
         return row
@@ -220,7 +220,7 @@ def _measure_base(spec: RetentionBaseSpec, model_dir: Path, data_dir: Path, out_
     row = {"model": spec.model["name"], "retention_set": rset["name"], "measure": result["measure"],
            "base_loss": None if result["losses"] is None else mean_loss(result["losses"], result["counts"]),
            "n_documents": len(docs), "n_tokens": sum(result["counts"]), "retention_time_s": round(seconds, 3),
-           "status": "ok", "error": None}
+           "status": OK, "error": None}
     write_tsv(paths["metrics"], [row], list(RETENTION_BASE))
     return row
 
@@ -240,15 +240,15 @@ def measure_cell(spec: RetentionSpec, model_dir: Path, trained_dir: Path, data_d
     """`out`: metrics, per_document, per_layer paths. Never raises for a cell's own failure (training
     failed, the model does not load or run): the row says failed and why, and the study goes on."""
     run = read_json(run_json)
-    if run["status"] != "ok":
-        return write_cell(spec, out, {"status": "failed", "error": run["error"]})
+    if run["status"] != OK:
+        return write_cell(spec, out, {"status": FAILED, "error": run["error"]})
     try:
         return _measure_cell(spec, model_dir, trained_dir, data_dir, run, base_dir, out)
     except (Preempted, KeyboardInterrupt):
         raise
     except Exception as e:  # one cell's failure is its row's, never the study's
         traceback.print_exc()
-        return write_cell(spec, out, {"status": "failed", "error": first_line(e, limit=300)})
+        return write_cell(spec, out, {"status": FAILED, "error": first_line(e, limit=300)})
 
 
 def _measure_cell(spec, model_dir, trained_dir, data_dir, run, base_dir, out) -> dict:
@@ -261,7 +261,7 @@ def _measure_cell(spec, model_dir, trained_dir, data_dir, run, base_dir, out) ->
     rset, hp = spec.retention, spec.hparams
     base = base_paths(base_dir)
     base_row = read_tsv(base["metrics"])[0]
-    if base_row.get("status") == "failed":
+    if base_row.get("status") == FAILED:
         raise DataError(f"the pretrained model's reference on retention set {rset['name']!r} failed: {base_row['error']}")
     base_docs = read_tsv(base["per_document"])
     docs = retention_documents(data_dir, rset)
@@ -285,7 +285,7 @@ def _measure_cell(spec, model_dir, trained_dir, data_dir, run, base_dir, out) ->
     base_hidden = load_file(str(base["hidden"]))
     per_layer = measure.layer_ckas([base_hidden[f"layer{i}"] for i in range(len(base_hidden))], result["hidden"])
     row = {"measure": result["measure"], "cka": _round(measure.overall_cka(per_layer)), "n_documents": len(docs),
-           "n_tokens": sum(result["counts"]), "retention_time_s": round(seconds, 3), "status": "ok", "error": None}
+           "n_tokens": sum(result["counts"]), "retention_time_s": round(seconds, 3), "status": OK, "error": None}
     doc_rows = []
     if result["losses"] is not None:
         base_losses = [float(r["loss"]) if r["loss"] != "" else None for r in base_docs]

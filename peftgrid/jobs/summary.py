@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from ..columns import CELL, COSTS, INTRUDERS, RETENTION_SUMMARY, ROW, ROW_STATUS
+from ..columns import CELL, COSTS, INTRUDERS, OK, RETENTION_SUMMARY, ROW, ROW_STATUS
 from ..plan.layout import RUN_FILE, TRAIN_STATS_FILE, run_dir
 from ..plan.report_targets import REPORT_FILE
 from ..records import read_json, read_tsv, write_tsv
@@ -49,7 +49,7 @@ def build_summary(metrics_files: list, comet_files: list | None = None, retentio
             run = read_json(f"{cell_dir}/{RUN_FILE}")
             extra = comet.get(tuple(str(m.get(k, "")) for k in ROW), {})
             row = {**{k: v for k, v in stats.items() if v != ""}, **{k: v for k, v in m.items() if v != ""}}
-            if stats.get("status") != "ok":
+            if stats.get("status") != OK:
                 row["status"], row["error"] = stats["status"], stats["error"]
             row.update(extra)  # comet and comet_status, the reason included when there is no score
             row.update(retention.get(tuple(str(m[k]) for k in CELL), {}))
@@ -102,7 +102,7 @@ def console_tables(rows: list[dict], tasks: dict) -> str:
                  f"  {'method':<16}{'variant':<18}{metric:>12}{'trainable %':>13}{'train s':>10}{'peak MB':>10}  seeds"]
         cells = []
         for (method, variant), rs in groups.items():
-            ok = [r for r in rs if r["status"] == "ok" and r.get(metric, "") != ""]
+            ok = [r for r in rs if r["status"] == OK and r.get(metric, "") != ""]
             score = sum(float(r[metric]) for r in ok) / len(ok) if ok else float("-inf")
             cells.append((score, method, variant, rs, ok))
         # by name, not by score: the verdicts (selection-set choices, paired tests) are report.md's alone

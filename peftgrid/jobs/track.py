@@ -26,7 +26,7 @@ import re
 import time
 from pathlib import Path
 
-from ..columns import ROW, ROW_STATUS, TRAIN_COSTS
+from ..columns import OK, ROW, ROW_STATUS, TRAIN_COSTS
 from ..errors import UserError, first_line
 from ..plan.runs import RUN_DIR
 from ..records import read_json, read_tsv, write_json
@@ -221,7 +221,7 @@ def export_cell(client, experiment_id: str, ident: dict, run_file, log_file, row
         client.set_terminated(run_id, "FAILED")
         client.delete_run(run_id)  # half-exported: the next run of the rule exports it again
         raise
-    client.set_terminated(run_id, "FINISHED" if status == "ok" else "FAILED")
+    client.set_terminated(run_id, "FINISHED" if status == OK else "FAILED")
     return {**entry, "run_id": run_id, "action": "exported"}
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers import set_seed  # random, numpy, torch and every accelerator's generator
 
-from ..columns import ROW_STATUS, TRAIN_COSTS
+from ..columns import FAILED, OK, ROW_STATUS, TRAIN_COSTS
 from ..engine.checkpoint import CHECKPOINT_FORMAT, Checkpointer
 from ..engine.device import (PhaseMeter, attention_implementation, mark_memory_baseline, pick_device, precision_name,
                               resolve_dtype)
@@ -120,9 +120,9 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
         cell.method.save(cell.model, hp.hparams, tmp_model, cell.new_weights)
         cell.tokenizer.save_pretrained(tmp_model / "tokenizer")
     except CellFailure as e:
-        stats.update(status="failed", error=first_line(e))
+        stats.update(status=FAILED, error=first_line(e))
     except torch.OutOfMemoryError as e:
-        stats.update(status="failed", error=f"out of memory ({first_line(e)[:120]}); try a smaller batch_size")
+        stats.update(status=FAILED, error=f"out of memory ({first_line(e)[:120]}); try a smaller batch_size")
     write_outputs(out_dir, tmp_model, record, stats, state.log_rows, keep_checkpoint=rung is not None)
     return record
 
@@ -198,7 +198,7 @@ def train(cell: LoadedCell, hp: TrainingHparams, device, checkpoint_dir: Path, r
         ckpt.restore_sigterm()
     record["resumed"] = state.prior_seconds > 0
     record["runtime"]["optimizer"] = result.optimizer
-    stats.update(status="ok", error=None, **cost_stats(state, result, meter, cell.data, device),
+    stats.update(status=OK, error=None, **cost_stats(state, result, meter, cell.data, device),
                  **cell.method.extra_stats(cell.model))
 
 
@@ -228,7 +228,7 @@ def write_outputs(out_dir: Path, tmp_model: Path, record: dict, stats: dict, log
     record["status"], record["error"] = stats["status"], stats.get("error")
     record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record["stats"] = stats
-    if stats["status"] != "ok":
+    if stats["status"] != OK:
         shutil.rmtree(tmp_model, ignore_errors=True)
         tmp_model.mkdir(parents=True)
         write_json(tmp_model / "FAILED.json", {"error": stats["error"]})
@@ -239,7 +239,7 @@ def write_outputs(out_dir: Path, tmp_model: Path, record: dict, stats: dict, log
     tmp_model.rename(final_model)
     kept, working = out_dir / KEPT_CHECKPOINT, out_dir / "checkpoint"
     shutil.rmtree(kept, ignore_errors=True)
-    if keep_checkpoint and stats["status"] == "ok" and working.is_dir():
+    if keep_checkpoint and stats["status"] == OK and working.is_dir():
         working.rename(kept)  # before run.json: a finished rung has its checkpoint
     write_json(out_dir / RUN_FILE, record)
     shutil.rmtree(working, ignore_errors=True)

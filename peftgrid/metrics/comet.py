@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..columns import OK
 from ..errors import first_line
 from ..records import read_json, write_json, write_tsv
 
@@ -185,7 +186,7 @@ class CometScorer:
         the mean of the segment scores), comet_status, n_scored; per-example scores x 100)."""
         rows, keys, pending = [], [], {}
         for lines in files:
-            row, key = {"comet": None, "comet_status": "ok", "n_scored": 0}, None
+            row, key = {"comet": None, "comet_status": OK, "n_scored": 0}, None
             if lines is None:
                 row["comet_status"] = "no predictions file (its generation job did not finish)"
             elif isinstance(lines, Exception):  # read_lines failed on this file

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .. import columns
+from ..columns import FAILED, OK
 from ..plan.retention import LOSS_MEASURES
 from ..plan.report_targets import primary_decoding, primary_eval, primary_metric  # noqa: F401  (one home)
 from .significance import ALPHA, seed_mean_half_width
@@ -30,12 +31,12 @@ def aggregate_seeds(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     keys = [c for c in columns.ROW if c != "seed"]
     rows = []
     for key, g in df.groupby(keys, sort=True, dropna=False):
-        ok = g[g["status"] == "ok"]
+        ok = g[g["status"] == OK]
         row = dict(zip(keys, key))
         row["seeds"] = len(g)
-        row["failed"] = int((g["status"] != "ok").sum())
-        row["status"] = "ok" if len(ok) else "failed"
-        row["error"] = "; ".join(sorted(set(g.loc[g["status"] != "ok", "error"]))) if row["failed"] else ""
+        row["failed"] = int((g["status"] != OK).sum())
+        row["status"] = OK if len(ok) else FAILED
+        row["error"] = "; ".join(sorted(set(g.loc[g["status"] != OK, "error"]))) if row["failed"] else ""
         row["n"] = len(ok)
         for metric in metrics:
             values = pd.to_numeric(ok[metric], errors="coerce").dropna() if metric in ok else pd.Series(dtype=float)
@@ -92,7 +93,7 @@ def chosen_rows(agg: pd.DataFrame, chosen: dict, ev: str) -> pd.DataFrame:
     """The finished rows of `agg` on `ev` at each method's chosen (variant, decoding)."""
     keys = {(m, v, d) for m, (v, d) in chosen.items()}
     at = [(m, v, str(d)) in keys for m, v, d in zip(agg["method"], agg["variant"], agg["decoding"].fillna(""))]
-    return agg[(agg["eval"] == ev) & (agg["status"] == "ok") & pd.Series(at, index=agg.index)]
+    return agg[(agg["eval"] == ev) & (agg["status"] == OK) & pd.Series(at, index=agg.index)]
 
 
 def metric_columns(metrics: list[str]) -> list[str]:
@@ -539,7 +540,7 @@ def forgetting_label(measure: str) -> str:
 
 def forgetting(row) -> float:
     """One retention metrics row's forgetting (see above); NaN when the row failed."""
-    if row.get("status", "ok") != "ok":
+    if row.get("status", OK) != OK:
         return math.nan
     if row["measure"] in LOSS_MEASURES:
         return float(row["retention_loss_delta"])
@@ -630,7 +631,7 @@ class Retention:
         self.name, self.baseline = name, baseline
         rows = {m: [r for (mm, v, _), r in sorted(metrics.items(), key=str) if (mm, v) == (m, var)]
                 for m, (var, _) in chosen.items()}
-        ok = {m: [r for r in rs if r.get("status") == "ok"] for m, rs in rows.items()}
+        ok = {m: [r for r in rs if r.get("status") == OK] for m, rs in rows.items()}
         measures = {r["measure"] for rs in ok.values() for r in rs}
         self.measure = measures.pop() if len(measures) == 1 else ("" if not measures else "mixed")
         self.pw, self.pretrained_test = None, ""

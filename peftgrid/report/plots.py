@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..columns import OK  # noqa: E402
 from ..metrics import higher_is_better  # noqa: E402
 from .analysis import (COSTS, FRONT, FRONT_CAPTION, LEARN_FORGET_CAPTION, cell_label, forgetting_label,  # noqa: E402
                        pareto_front, retention_column)
@@ -65,7 +66,7 @@ def pareto(agg: pd.DataFrame, metric: str, evals: list[str], title: str, png, ch
     With `sig` (tables.significance) the chosen cells carry their bootstrap 95% intervals, the red
     line is the front of analysis.significant_front and the dashed grey line the plain front of
     the means, with the definition written under the figure; without it, the plain front only."""
-    ok = agg[(agg["status"] == "ok") & agg[metric].notna()]
+    ok = agg[(agg["status"] == OK) & agg[metric].notna()]
     if chosen is not None:  # one decoding per method: the one it is compared at
         at = {m: d for m, (_, d) in chosen.items()}
         ok = ok[[at.get(m) == str(d) for m, d in zip(ok["method"], ok["decoding"].fillna(""))]]
@@ -197,7 +198,7 @@ def distance_bars(dist: pd.DataFrame, title: str, png) -> None:
 
 def sweep(agg: pd.DataFrame, metric: str, eval_name: str, title: str, png) -> None:
     """Quality against each swept hyperparameter (e.g. LoRA r), one line per other setting."""
-    ok = agg[(agg["status"] == "ok") & (agg["eval"] == eval_name) & (agg["variant"] != "default")]
+    ok = agg[(agg["status"] == OK) & (agg["eval"] == eval_name) & (agg["variant"] != "default")]
     if ok.empty:
         return empty(png, f"{title}: this study sweeps no hyperparameter")
     groups = list(ok.groupby("method"))

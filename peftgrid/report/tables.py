@@ -11,6 +11,7 @@ from .analysis import (COST_COLUMNS, COSTS, FRONT_CAPTION, LEARN_FORGET_CAPTION,
                        better_pairs, cell_label, chosen_cells, chosen_rows, compare_methods, forgetting, forgetting_unit,
                        load_summary, metric_columns, paired_test, primary_decoding, primary_eval, primary_metric,
                        read_predictions, recommend, retention_column, significant_front)
+from ..columns import OK
 from ..plan.report_targets import GENERATION_FIGURES, TASK_FIGURES, TUNING_FIGURE, figure_file, table_file
 from ..records import atomic_write_text
 
@@ -59,7 +60,7 @@ def transfer_table(agg: pd.DataFrame, transfer: dict | None, metrics: list[str])
     columns = ["cell"] + [f"{m}_{side}" for m in metrics for side in ("source", "target", "gap")]
     if not transfer:
         return pd.DataFrame(columns=columns)
-    ok = agg[agg["status"] == "ok"]
+    ok = agg[agg["status"] == OK]
     src = ok[ok["eval"] == transfer["source"]].set_index(["method", "variant"])
     tgt = ok[ok["eval"] == transfer["target"]].set_index(["method", "variant"])
     rows = []
