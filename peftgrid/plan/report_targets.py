@@ -45,6 +45,9 @@ GENERATION_FIGURES = {
 }
 TUNING_FIGURE = "tuning"
 RANKS_FIGURE = "ranks"
+# The across-task ranks' bootstrap over tasks (report/ranks.py; the ranks rule's params carry them)
+RANKS_RESAMPLES = 2000
+RANKS_SEED = 0
 
 
 # The report's tables, relative to REPORT_DIR: a task's own (<task>.tsv, <task>.md) and beside it one

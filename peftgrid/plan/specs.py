@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..plugins import LOADED
 from .config import canonical
-from .report_targets import primary_decoding, primary_eval, primary_metric
+from .report_targets import RANKS_RESAMPLES, RANKS_SEED, primary_decoding, primary_eval, primary_metric
 from .layout import predictions_file, run_dir
 from .runs import Cell, evaluations
 
@@ -319,7 +319,7 @@ def ranks_spec(config: dict, tasks: list[str], choices: list = ()) -> RanksSpec:
                   "baseline": _baseline(config, t),
                   "decodings": list(entry["decoding"]) if _generates(entry["type"]) and entry.get("decoding") else [],
                   "choices": [c.file for c in choices if c.task == t]}
-    return RanksSpec(tasks=out, resamples=2000, seed=0)
+    return RanksSpec(tasks=out, resamples=RANKS_RESAMPLES, seed=RANKS_SEED)
 
 
 TRACKING_RECORD = "results/tracking.json"

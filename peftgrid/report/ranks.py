@@ -34,7 +34,7 @@ import pandas as pd
 
 from .analysis import aggregate_seeds, chosen_cells, chosen_rows, load_summary
 from ..metrics import higher_is_better
-from ..plan.report_targets import RANKS_FIGURE, RANKS_TABLE, figure_file, table_file
+from ..plan.report_targets import RANKS_FIGURE, RANKS_RESAMPLES, RANKS_SEED, RANKS_TABLE, figure_file, table_file
 from ..records import atomic_write_text
 from .significance import ALPHA, range_quantile
 
@@ -113,7 +113,7 @@ def rank_table(scores: pd.DataFrame, higher: dict[str, bool]) -> pd.DataFrame:
     return pd.DataFrame({t: scores.loc[t].rank(ascending=not higher[t], method="average") for t in scores.index}).T
 
 
-def bootstrap_intervals(ranks: pd.DataFrame, resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+def bootstrap_intervals(ranks: pd.DataFrame, resamples: int = RANKS_RESAMPLES, seed: int = RANKS_SEED) -> pd.DataFrame:
     """2.5% and 97.5% percentiles of each method's average rank over tasks resampled with replacement."""
     rng = np.random.default_rng(seed)
     values = ranks.to_numpy(dtype=float)
@@ -136,7 +136,7 @@ class Ranking:
 
 
 def rank_methods(summary: pd.DataFrame, tasks: dict[str, dict], choices: dict[str, dict] | None = None,
-                 resamples: int = 2000, seed: int = 0) -> Ranking:
+                 resamples: int = RANKS_RESAMPLES, seed: int = RANKS_SEED) -> Ranking:
     """`tasks`: task -> {metric (summary column), eval (primary), decodings (config order; [] unless
     generation), baseline (the untrained method's name, or None)}; `choices`: task -> tuning.read_choices of that task's choice files."""
     choices = choices or {}
@@ -279,7 +279,7 @@ def significance_words(ranking: Ranking) -> str:
     return f"{friedman} < {ALPHA}; post hoc, {nemenyi}"
 
 
-def markdown(ranking: Ranking) -> str:
+def markdown(ranking: Ranking, resamples: int = RANKS_RESAMPLES, seed: int = RANKS_SEED) -> str:
     from .tables import markdown_table
 
     if ranking.note:
@@ -290,7 +290,7 @@ def markdown(ranking: Ranking) -> str:
         shown["within CD of the best"] = shown["within CD of the best"].map(lambda v: "yes" if v else "no")
         lines = [f"Average rank over {len(ranking.tasks)} tasks ({', '.join(ranking.tasks)}); 1 = best, ties share "
                  f"the average rank. {significance_words(ranking)} The interval is a bootstrap "
-                 "95% interval over tasks resampled with replacement (2,000 resamples, seed 0). Each method at "
+                 f"95% interval over tasks resampled with replacement ({resamples:,} resamples, seed {seed}). Each method at "
                  "its (variant, decoding) chosen on the unreported selection set at the selection seed (or its only "
                  "variant), scored on each task's primary eval set and metric over the reported seeds. `none` is the untrained reference.\n\n",
                  markdown_table(shown)]
@@ -301,7 +301,7 @@ def markdown(ranking: Ranking) -> str:
 
 
 def build_ranks(summary_path, tasks: dict[str, dict], choice_files: dict[str, list], out: dict[str, Path],
-                resamples: int = 2000, seed: int = 0) -> Ranking:
+                resamples: int = RANKS_RESAMPLES, seed: int = RANKS_SEED) -> Ranking:
     """Write out["table"] (TSV), out["table_md"] and, with two or more tasks and methods,
     out["figure"] (PNG + SVG). `choice_files`: task -> its choice files (plan/tune.py CHOICE_FILE)."""
     from .tuning import read_choices
@@ -311,7 +311,7 @@ def build_ranks(summary_path, tasks: dict[str, dict], choice_files: dict[str, li
     cols = TABLE_COLUMNS + ["lo", "hi"]
     (ranking.table[cols] if len(ranking.table) else pd.DataFrame(columns=cols)).to_csv(
         out["table"], sep="\t", index=False)
-    atomic_write_text(out["table_md"], markdown(ranking))
+    atomic_write_text(out["table_md"], markdown(ranking, resamples, seed))
     if not ranking.note:
         figure(ranking, out["figure"])
     return ranking
