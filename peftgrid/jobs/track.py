@@ -26,7 +26,7 @@ import re
 import time
 from pathlib import Path
 
-from ..columns import OK, ROW, ROW_STATUS, TRAIN_COSTS
+from ..columns import CELL, OK, ROW, ROW_STATUS, TRAIN_COSTS
 from ..errors import UserError, first_line
 from ..plan.runs import RUN_DIR
 from ..records import read_json, read_tsv, write_json
@@ -191,7 +191,7 @@ def export_cell(client, experiment_id: str, ident: dict, run_file, log_file, row
     finals = cell_metrics(run, rows)
     curve = loss_curve(log_rows)
     fingerprint = _fingerprint(run, log_rows, rows)
-    name = "/".join(str(ident[k]) for k in ("task", "method", "variant", "seed"))
+    name = "/".join(str(ident[k]) for k in CELL)
     entry = {"cell": ident, "dir": cell_dir, "run_name": name, "status": status}
 
     existing = client.search_runs([experiment_id], f"tags.peftgrid_cell = '{cell_dir}'", max_results=1000)
