@@ -11,7 +11,7 @@ from .. import columns
 from ..columns import FAILED, OK
 from ..plan.retention import LOSS_MEASURES
 from ..plan.report_targets import primary_decoding, primary_eval, primary_metric  # noqa: F401  (one home)
-from .significance import ALPHA, seed_mean_half_width
+from .significance import ALPHA, RESAMPLE_SEED, RESAMPLES, seed_mean_half_width
 
 COSTS = {"trainable_params": "trainable parameters", "train_time_s": "training time (s)",
          "peak_train_mem_mb": "peak training memory (MB)"}
@@ -238,7 +238,7 @@ COMPARISON = ["method", "seeds", "examples", "score", "ci_low", "ci_high", "best
               "better_than_none", "unit", "test", "resamples", "higher_is_better"]
 
 
-def compare_methods(systems: dict[str, list[list[dict]]], metric: str, n: int = 1000, seed: int = 0,
+def compare_methods(systems: dict[str, list[list[dict]]], metric: str, n: int = RESAMPLES, seed: int = RESAMPLE_SEED,
                     higher_is_better: bool | None = None, labels: list[str] | None = None,
                     baseline: str | None = None, pw=None) -> pd.DataFrame:
     """One row per system (method -> its runs' predictions, one list of lines per seed; `baseline`:
@@ -296,7 +296,7 @@ def _direction(metric: str, higher_is_better: bool | None) -> bool:
     return registry(metric) if higher_is_better is None else higher_is_better
 
 
-def paired_test(systems: dict[str, list[list[dict]]], metric: str, n: int = 1000, seed: int = 0, labels=None):
+def paired_test(systems: dict[str, list[list[dict]]], metric: str, n: int = RESAMPLES, seed: int = RESAMPLE_SEED, labels=None):
     """significance.compare of the systems with runs (None when there is nothing to compare, or
     the runs do not have the same number of examples). compare_methods and better_pairs read one
     such result when given it (`pw`), so a report computes the tests once."""
@@ -310,7 +310,7 @@ def paired_test(systems: dict[str, list[list[dict]]], metric: str, n: int = 1000
     return sig.compare({k: scorer.stack(v) for k, v in systems.items()}, scorer.score, n, seed)
 
 
-def better_pairs(systems: dict[str, list[list[dict]]], metric: str, n: int = 1000, seed: int = 0,
+def better_pairs(systems: dict[str, list[list[dict]]], metric: str, n: int = RESAMPLES, seed: int = RESAMPLE_SEED,
                  higher_is_better: bool | None = None, labels: list[str] | None = None, pw=None) -> dict:
     """(a, b) -> adjusted p that a is better than b, for every pair of the systems given (a: the one
     better on the observed score, in the metric's direction; a tie: the first name in order). The
@@ -564,7 +564,7 @@ VS_PRETRAINED_TEST = ("against the pretrained model, each method alone (the pret
                       "over the methods, each interval at the level Holm's step-down tested it")
 
 
-def vs_pretrained(deltas: dict[str, np.ndarray], n: int = 1000, seed: int = 0) -> dict[str, tuple]:
+def vs_pretrained(deltas: dict[str, np.ndarray], n: int = RESAMPLES, seed: int = RESAMPLE_SEED) -> dict[str, tuple]:
     """Did each method forget at all? `deltas`: method -> its runs' per-document token-weighted deltas from
     the pretrained model, (seeds, documents); returns method -> (mean delta, low, high, Holm-adjusted p,
     unit). The pretrained model is one deterministic run, so the question is one-sample: a method's mean
@@ -627,7 +627,7 @@ class Retention:
     pretrained model itself: forgetting 0, in no test."""
 
     def __init__(self, name: str, metrics: dict, documents: dict, chosen: dict, baseline: str | None = None,
-                 n: int = 1000, seed: int = 0):
+                 n: int = RESAMPLES, seed: int = RESAMPLE_SEED):
         self.name, self.baseline = name, baseline
         rows = {m: [r for (mm, v, _), r in sorted(metrics.items(), key=str) if (mm, v) == (m, var)]
                 for m, (var, _) in chosen.items()}

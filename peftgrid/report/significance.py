@@ -66,6 +66,8 @@ import numpy as np
 CLI_SEED = 12345  # sacrebleu's default SACREBLEU_SEED
 ALPHA = 0.05  # the report's significance level: every test, verdict and front (analysis, ranks)
 CONFIDENCE = 1 - ALPHA  # of every interval here (exactly 0.95)
+RESAMPLES = 1000  # the report's bootstrap and permutation draws per test, unless a caller gives others
+RESAMPLE_SEED = 0  # and their seed
 
 
 # -------------------------------------------------------------------------------- one run's score
@@ -145,8 +147,8 @@ class Pairwise:
         return self.names.index(name)
 
 
-def compare(systems: dict[str, np.ndarray], score: RunScore | None = None, n: int = 1000,
-            seed: int = 0) -> Pairwise:
+def compare(systems: dict[str, np.ndarray], score: RunScore | None = None, n: int = RESAMPLES,
+            seed: int = RESAMPLE_SEED) -> Pairwise:
     """Every pair of systems (name -> per-example values, (seeds, N, ...)); see the module docstring
     for the two tests. The systems share their N examples; one system alone gets its score interval."""
     score = score or RunScore()

@@ -12,6 +12,7 @@ from .analysis import (COST_COLUMNS, COSTS, FRONT_CAPTION, LEARN_FORGET_CAPTION,
                        load_summary, metric_columns, paired_test, primary_decoding, primary_eval, primary_metric,
                        read_predictions, recommend, retention_column, significant_front)
 from ..columns import OK
+from .significance import RESAMPLE_SEED, RESAMPLES
 from ..plan.report_targets import GENERATION_FIGURES, TASK_FIGURES, TUNING_FIGURE, figure_file, table_file
 from ..records import atomic_write_text
 
@@ -120,7 +121,7 @@ def _with_retention(comp: pd.DataFrame, retention, pairs: dict, higher: bool, ba
 
 
 def significance(agg: pd.DataFrame, predictions: dict, evals: list[str], chosen: dict, column: str,
-                 choices: dict | None = None, n: int = 1000, seed: int = 0, comet: dict | None = None,
+                 choices: dict | None = None, n: int = RESAMPLES, seed: int = RESAMPLE_SEED, comet: dict | None = None,
                  labels: list[str] | None = None, baseline: str | None = None, retention=()) -> pd.DataFrame:
     """Per eval set: each method at its chosen (variant, decoding) (`chosen`: analysis.chosen_cells)
     against the best and against the untrained `baseline` (analysis.compare_methods) on the summary
