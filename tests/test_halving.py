@@ -180,6 +180,25 @@ def test_the_tuning_report_shows_where_each_point_stopped_and_a_line_per_rung(tm
     assert "successive halving: 5 points, 2 reached rung 1" in out["table_md"].read_text()
 
 
+def test_the_tuning_report_calls_a_grid_extended_past_its_edge_a_grid(tmp_path):
+    """`lr: auto` with strategy grid is staged for its extension points, and its selection.tsv puts
+    every full run at 'rung 0': the report said "successive halving: 7 points, 7 reached rung 0, the
+    winner's run at the selection seed stopped there" of a grid whose runs all finished."""
+    from peftgrid.report.tuning import build_tuning_report
+
+    g = group_of(plan(lr="auto")[2])
+    five, up = list(g.candidates), [v for v, t in zip(g.extensions, g.extension_tuned) if t["lr"] > g.tuned[-1]["lr"]]
+    stage(g.to_params(), 0, five, scores(tmp_path, "s0", [0.1, 0.2, 0.3, 0.4, 0.5]), tmp_path / "stage0.tsv")
+    stage(g.to_params(), 1, [five[4], up[0]], scores(tmp_path, "s1", [0.5, 0.45]), tmp_path / "stage1.tsv")
+    assert select_staged(g.to_params(), [tmp_path / "stage0.tsv", tmp_path / "stage1.tsv"],
+                         tmp_path / "sel.tsv")["variant"] == five[4]
+    out = {"table": tmp_path / "t.tsv", "table_md": tmp_path / "t.md", "figure": tmp_path / "tuning.png"}
+    build_tuning_report("emotion", [tmp_path / "sel.tsv"], out, [g.to_params()])
+    md = out["table_md"].read_text()
+    assert f"selected `{five[4]}`" in md and "6/6 points finished" in md
+    assert "halving" not in md and "rung" not in md and "stopped at rung" not in read_tsv(out["table"])[0]
+
+
 def test_an_edge_winner_extends_the_grid_until_it_is_interior(tmp_path):
     _, _, groups = plan(lr="auto")  # strategy grid: every stage compares full runs
     g = group_of(groups)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..plan.tune import edge_and_notes
+from ..plan.tune import TuneGroup, edge_and_notes
 from ..records import atomic_write_text
 
 COLUMNS = ["method", "group", "variant", "seed", "score on selection set", "metric", "on", "split", "rank", "selected",
@@ -29,6 +29,19 @@ def load_selections(paths) -> pd.DataFrame:
     df["selected"] = df["selected"].astype(str) == "True"
     for col in ("error", "edge", "decoding"):
         df[col] = df[col].fillna("") if col in df else ""
+    return df
+
+
+def without_grid_rungs(df: pd.DataFrame, groups) -> pd.DataFrame:
+    """Rungs only where a group halved (`groups`: the task's TuneGroup params). A grid staged for
+    extension points records each point's full run as 'rung 0'; read as halving, the report called
+    every `lr: auto` grid successive halving."""
+    grids = {g.key[1:] for g in map(TuneGroup.from_params, groups) if g.strategy != "halving"}
+    if "rung" not in df or not grids:
+        return df
+    df = df.copy()
+    grid_rows = [(m, g) in grids for m, g in zip(df["method"], df["group"])]
+    df.loc[grid_rows, ["rung", "rung_scores"]] = None
     return df
 
 
@@ -132,11 +145,12 @@ def rung_rows(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build_tuning_report(task: str, selection_paths, out: dict[str, Path]) -> None:
+def build_tuning_report(task: str, selection_paths, out: dict[str, Path], groups=()) -> None:
+    """`groups`: the task's TuneGroup params (TuningReportSpec.groups), which say how each searched."""
     from . import plots
     from .tables import markdown_table
 
-    df = load_selections(selection_paths)
+    df = without_grid_rungs(load_selections(selection_paths), groups)
     table = tuning_table(df)
     table.to_csv(out["table"], sep="\t", index=False)
     if df.empty:
