@@ -41,10 +41,13 @@ def did_you_mean(name: str, known) -> str:
     """' — did you mean 'lora'?' for a near miss, else the list of known names."""
     import difflib
 
-    known = sorted(map(str, known))
-    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
-    if close:
-        return f" — did you mean {close[0]!r}?"
+    known, name = sorted(map(str, known)), str(name)
+    by_case = {k.lower(): k for k in known}  # LoRA -> lora: the README's prose spells names its own way
+    longer = [k for k in known if len(name) >= 2 and k.lower().startswith(name.lower())]  # f1 -> f1_macro
+    close = difflib.get_close_matches(name.lower(), list(by_case), n=1, cutoff=0.6)
+    meant = by_case.get(name.lower()) or (longer[0] if len(longer) == 1 else None) or (by_case[close[0]] if close else None)
+    if meant:
+        return f" — did you mean {meant!r}?"
     shown = ", ".join(known[:30]) + (", ..." if len(known) > 30 else "")
     return f" (known: {shown})"
 

@@ -254,3 +254,68 @@ def test_whole_floats_become_integers_where_a_count_is_expected(path, value, rea
     assert type(got) is int and got == int(got)
     lr = validate_config(cfg(methods__lora__lr=1.0))["methods"]["lora"]["lr"]
     assert type(lr) is float  # a number that may be fractional stays as written
+
+
+def _tuned(tune=None, select=None, methods=("none", "full", "lora")):
+    """BASE without its sweep, with a tune and select block (a newcomer's "Tuning fairly" config)."""
+    c = cfg(experiments__0__sweep={}, experiments__0__methods=list(methods))
+    if tune is not None:
+        c["experiments"][0]["tune"] = tune
+    if select is not None:
+        c["experiments"][0]["select"] = select
+    return c
+
+
+@pytest.mark.parametrize("config, expected, absent", [
+    # a misspelt tune setting was read as a hyperparameter to tune, and its value blamed
+    (_tuned({"lr": "auto", "stratergy": "halving"}), "experiments[0].tune.stratergy: neither a method of this experiment nor a training hyperparameter — did you mean 'strategy'?", "schemas"),
+    (_tuned({"lr": "auto", "strategy": "halving", "min_step": 5}),
+     "experiments[0].tune.min_step: neither a method of this experiment nor a training "
+     "hyperparameter — did you mean 'min_steps'?", "schemas"),
+    # a method setting as a top-level tune key: the method that lacks it is named, and where to move it
+    (_tuned({"lr": "auto", "r": [4, 8]}), "experiments[0].tune.r: a top-level tune key applies to every trained "
+     "method, and full does not take r; write it under the methods that do: tune: {lora: {r: [4, 8]}}", "did you mean 'lr'"),
+    (_tuned({"lr": 5.0e-4}), "experiments[0].tune.lr: 0.0005 is not valid, one value where a grid is expected (a tuned "
+     "key takes the values to search, e.g. lr: auto or lr: [1.0e-4, 2.0e-4]; one fixed value goes in methods.<method> or "
+     "training)", "schemas"),
+    (_tuned(None), "", None),  # placeholder replaced below: tune written with nothing after it
+    (_tuned({"lora": {"lrs": [1.0e-3, 2.0e-3]}}), "experiments[0].tune.lora.lrs: neither a training key nor a setting "
+     "of lora — did you mean 'lr'?", "known:"),
+    (cfg(methods__lora={"r": 8, "epoch": 3}), "methods.lora.epoch: neither a training key nor a setting of lora — "
+     "did you mean 'epochs'?", "known:"),
+    # a quoted number is a string: the hint for epochs: 0 ("nothing would train") misled
+    (cfg(training__epochs="2"), "training.epochs: '2' is a string, not a number: write 2 without quotes", "nothing would train"),
+    (_tuned({"lr": "auto"}, {"seed": "1000"}), "experiments[0].select.seed: '1000' is a string, not a number: write 1000 "
+     "without quotes", None),
+    # the README writes LoRA; the method is lora
+    (cfg(experiments__0__methods=["none", "LoRA"], experiments__0__sweep={}),
+     "experiments[0].methods: unknown method 'LoRA' — did you mean 'lora'?", "known:"),
+    # the task's metrics were listed twice, and f1 suggested nothing
+    (_tuned({"lr": "auto"}, {"metric": "f1"}), "experiments[0].select.metric: 'f1' is not a metric of task 'emotion' "
+     "(its metrics: accuracy, f1_macro, precision_macro, recall_macro; or loss) — did you mean 'f1_macro'?", "known:"),
+    (_tuned({"lr": "auto"}, "validation"), "experiments[0].select: 'validation' is not of type 'object' (select says "
+     "how choices are made, e.g. select: {on: validation, metric: accuracy})", None),
+    (cfg(experiments__0__tasks="emotion"), "experiments[0].tasks: 'emotion' is not of type 'array' (a list, e.g. "
+     "tasks: [emotion])", None),
+])
+def test_a_newcomers_tune_mistakes_name_the_key_and_the_fix(config, expected, absent):
+    """Configs written from the README's "Tuning fairly" (tests/configs has their neighbours): each
+    stops with one line naming the key as written and what to write, never a misleading hint."""
+    if not expected:  # `tune:` with nothing after it (YAML null)
+        config["experiments"][0]["tune"] = None
+        expected, absent = "experiments[0].tune: empty (a key with nothing after it is null in YAML)", "None"
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    message = str(err.value)
+    assert message.startswith(expected), message
+    assert "\n" not in message and (absent is None or absent not in message), message
+
+
+def test_a_top_level_tune_key_every_trained_method_takes_is_a_shared_grid():
+    """README: top-level tune keys apply to every trained method and may be a method setting (r for
+    LoRA): `tune: {lr: auto, r: [4, 8]}` over none and lora was refused ("neither a method of this
+    experiment nor a training hyperparameter — did you mean 'lr'?")."""
+    c = validate_config(_tuned({"lr": "auto", "r": [4, 8]}, methods=("none", "lora", "dora")))
+    assert c["experiments"][0]["tune"] == {"lora": {"lr": "auto", "r": [4, 8]}, "dora": {"lr": "auto", "r": [4, 8]}}
+    cells = build_run_table(c)
+    assert {x.hparams["r"] for x in cells if x.method == "lora" and x.seed == 1000} == {4, 8}

@@ -116,18 +116,51 @@ def _schema_error_line(err: jsonschema.ValidationError) -> str:
         return f"{where}: {missing!r} is required"
     if _is_exponent_text(err):
         return f"{where}: {_exponent_message(err)}"
+    if _is_quoted_number(err):  # before the hint, which is about the value (epochs: 0), not its quotes
+        return f"{where}: {err.instance!r} is a string, not a number: write {err.instance.strip()} without quotes"
+    hint = err.schema.get("x-hint") if isinstance(err.schema, dict) else None  # the schema's word on what to write
+    if err.validator == "type" and err.instance is None:  # `tune:` with nothing after it
+        return (f"{where}: empty (a key with nothing after it is null in YAML); expected {_expected(err)}: give its "
+                f"value or delete the key" + (f" ({hint})" if hint else ""))
     if err.validator in ("pattern", "not"):  # only names carry a pattern in the schema
         return f"{where}: name {err.instance!r} is not allowed (letters, digits, _ . + - only; no '/', ',' or '..')"
-    hint = err.schema.get("x-hint") if isinstance(err.schema, dict) else None  # the schema's word on what to write
     return f"{where}: {err.message}" + (f" ({hint})" if hint else "")
 
 
+def _expected(err: jsonschema.ValidationError) -> str:
+    """What a `type` error wanted, in YAML's words."""
+    words = {"object": "a mapping ({key: value})", "array": "a list ([a, b])", "string": "a name or text",
+             "number": "a number", "integer": "a whole number", "boolean": "true or false"}
+    return " or ".join(words.get(t, t) for t in sorted(_types(err) - {"null"}))
+
+
+def _types(err: jsonschema.ValidationError) -> set[str]:
+    """The types a `type` error wanted (`type: integer` or `type: [integer, "null"]`)."""
+    return {err.validator_value} if isinstance(err.validator_value, str) else set(err.validator_value)
+
+
+def _is_quoted_number(err: jsonschema.ValidationError) -> bool:
+    """'2' or "1000": YAML reads a quoted number as text."""
+    if err.validator != "type" or not isinstance(err.instance, str) or not {"number", "integer"} & _types(err):
+        return False
+    try:
+        float(err.instance)
+    except ValueError:
+        return False
+    return err.instance.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity")
+
+
 def _is_exponent_text(err: jsonschema.ValidationError) -> bool:
-    return err.validator == "type" and isinstance(err.instance, str) and bool(re.fullmatch(r"[0-9.]+e[+-]?[0-9]+", err.instance))
+    return (err.validator == "type" and isinstance(err.instance, str)
+            and bool(re.fullmatch(r"[-+]?[0-9.]+e[+-]?[0-9]+", err.instance, re.IGNORECASE)))
 
 
 def _exponent_message(err: jsonschema.ValidationError) -> str:
-    return f"{err.instance!r} is a string, not a number (YAML reads exponents without a dot as text: write e.g. 1.0e-4)"
+    """YAML 1.1 (PyYAML, hence Snakemake) reads 1e-4 and 1.0e3 as text: a float needs a dot and a signed exponent."""
+    mantissa, exponent = err.instance.lower().split("e")
+    spelled = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent if exponent[0] in '+-' else '+' + exponent}"
+    return (f"{err.instance!r} is a string, not a number (YAML reads an exponent as a number only with a dot and a "
+            f"sign: write {spelled})")
 
 
 def _fill_defaults(instance: dict, schema: dict) -> None:
@@ -542,9 +575,26 @@ def _resolve_methods(config: dict) -> dict:
         idle = sorted(set(entry) & tkeys - evaluation_keys())
         if idle and not family.trains(settings):
             raise ConfigError(f"{where}.{idle[0]}: {name} trains nothing, so {idle[0]} would be ignored; remove it")
-        family.validate(where, {k: v for k, v in settings.items() if k not in tkeys})
+        _validate_method_settings(where, kind, {k: v for k, v in settings.items() if k not in tkeys}, tkeys)
         resolved[name] = {"kind": kind, **settings}
     return resolved
+
+
+def _validate_method_settings(where: str, kind: str, settings: dict, tkeys: set[str]) -> None:
+    """The method family's check of its own settings (`where`: methods.<m>, or a grid's <...>.<m>),
+    except that a key it does not take and that is a near miss of a training key (epoch, lrs) is
+    named as that: the family's own message would list its fields only."""
+    family = method_of(kind)
+    try:
+        family.validate(where, settings)
+    except ConfigError as err:
+        key = str(err)[len(where) + 1:].split(":", 1)[0] if str(err).startswith(where + ".") else None
+        if key in settings and len(key) > 2 and key not in family.allowed_keys(settings):  # r is no misspelt lr
+            meant = did_you_mean(key, tkeys | family.allowed_keys(settings))
+            if meant.startswith(" — ") and meant.split("'")[1] in tkeys:
+                name = where.rsplit(".", 1)[-1]
+                raise ConfigError(f"{where}.{key}: neither a training key nor a setting of {name}{meant}") from None
+        raise
 
 
 def _check_training_keys(where: str, settings: dict, tkeys: set[str]) -> None:
@@ -621,7 +671,7 @@ def _check_grid_values(where: str, method: dict, key: str, values: list, tkeys: 
         _check_training_keys(written.rsplit(".", 1)[0], one, tkeys)  # names the key as the user wrote it
         values[i] = v = one[key]  # 32.0 -> 32 for an integer hyperparameter
         cell = {**method, key: v}
-        method_of(cell["kind"]).validate(where, {x: y for x, y in cell.items() if x not in tkeys | {"kind"}})
+        _validate_method_settings(where, cell["kind"], {x: y for x, y in cell.items() if x not in tkeys | {"kind"}}, tkeys)
     canon = [json.dumps(canonical(v), sort_keys=True) for v in values]
     if len(set(canon)) != len(canon):
         raise ConfigError(f"{written}: a value is listed twice")
@@ -637,17 +687,28 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
     tune, tasks, methods, tkeys = dict(exp.get("tune") or {}), config["tasks"], config["methods"], training_keys()
     options = {k: tune.pop(k) for k in TUNE_OPTIONS if k in tune and k not in exp["methods"]}
     shared = {k: v for k, v in tune.items() if k not in exp["methods"]}
-    for k in shared:
-        if k not in tkeys:
+    trained = [m for m in exp["methods"] if method_of(methods[m]["kind"]).trains(methods[m])]
+    for k, values in shared.items():
+        if k in tkeys:
+            continue  # every trained method takes it (and a study that trains nothing is refused below)
+        takes = [m for m in trained if k in _method_keys(methods[m])]
+        if not takes:
             raise ConfigError(f"{where}.tune.{k}: neither a method of this experiment nor a training hyperparameter"
-                              f"{did_you_mean(k, set(exp['methods']) | tkeys)}")
+                              f"{did_you_mean(k, set(exp['methods']) | tkeys | set(TUNE_OPTIONS))} (a tune key is one "
+                              f"of those, a setting every trained method takes, or {', '.join(TUNE_OPTIONS)})")
+        if len(takes) < len(trained):
+            lacking = next(m for m in trained if m not in takes)
+            grid = yaml.safe_dump(values, default_flow_style=True, width=10**6).strip() if isinstance(values, list) else "[...]"
+            raise ConfigError(f"{where}.tune.{k}: a top-level tune key applies to every trained method, and {lacking} "
+                              f"does not take {k}; write it under the methods that do: tune: "
+                              f"{{{', '.join(f'{m}: {{{k}: {grid}}}' for m in takes)}}}")
     if (shared or options) and not any(method_of(methods[m]["kind"]).trains(methods[m]) for m in exp["methods"]):
         raise ConfigError(f"{where}.tune: no method of this experiment trains ({', '.join(exp['methods'])}), so there "
                           f"is nothing to tune; remove tune")
     resolved = {}
     for m in exp["methods"] if tune else []:
         own = tune.get(m)
-        if own is not None and not isinstance(own, dict):
+        if m in tune and not (isinstance(own, dict) and own):
             raise ConfigError(f"{where}.tune.{m}: expected {{<hyperparameter>: [values] or auto}}, e.g. {{lr: auto}}")
         if not method_of(methods[m]["kind"]).trains(methods[m]):
             if own:
@@ -667,7 +728,9 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
                     raise ConfigError(f"{at}: auto is a grid for lr only; give a list of values")
                 continue
             if not isinstance(values, list) or not values:
-                raise ConfigError(f"{at}: expected a list of values" + (" or auto" if k == "lr" else ""))
+                one = ", one value where a grid is expected" if isinstance(values, (int, float, str)) else ""
+                raise ConfigError(f"{at}: {values!r} is not valid{one} (a tuned key takes the values to search, e.g. lr: "
+                                  f"auto or lr: [1.0e-4, 2.0e-4]; one fixed value goes in methods.<method> or training)")
             if "auto" in values:
                 raise ConfigError(f"{at}: " + ("auto stands alone (lr: auto), it is not a value of a list: write lr: "
                                                "auto or lr: [values]" if k == "lr" else
@@ -703,6 +766,11 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
 
 
 TUNE_OPTIONS = ("strategy", "eta", "min_steps", "extend")  # keys of `tune` that say how, not what, to search
+
+
+def _method_keys(settings: dict) -> set[str]:
+    """The settings of its own a resolved method takes (r for LoRA; none for full)."""
+    return method_of(settings["kind"]).allowed_keys({k: v for k, v in settings.items() if k != "kind"})
 
 
 def _check_tune_options(where: str, options: dict, grids: dict, exp: dict, config: dict) -> dict:
