@@ -293,6 +293,8 @@ def _tuned(tune=None, select=None, methods=("none", "full", "lora")):
     # the task's metrics were listed twice, and f1 suggested nothing
     (_tuned({"lr": "auto"}, {"metric": "f1"}), "experiments[0].select.metric: 'f1' is not a metric of task 'emotion' "
      "(its metrics: accuracy, f1_macro, precision_macro, recall_macro; or loss) — did you mean 'f1_macro'?", "known:"),
+    (_tuned({"lr": "auto"}, {"metric": "mcc"}), "experiments[0].select.metric: 'mcc' is not a metric of task 'emotion' "
+     "(its metrics: accuracy, f1_macro, precision_macro, recall_macro; or loss)", "known:"),
     (_tuned({"lr": "auto"}, "validation"), "experiments[0].select: 'validation' is not of type 'object' (select says "
      "how choices are made, e.g. select: {on: validation, metric: accuracy})", None),
     (cfg(experiments__0__tasks="emotion"), "experiments[0].tasks: 'emotion' is not of type 'array' (a list, e.g. "

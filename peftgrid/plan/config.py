@@ -756,8 +756,9 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
                               f"seed that is never reported: give select.seed another value (default {SELECTION_SEED})")
         _check_select_on(where, t, tasks[t], on, why)
         if metric is not None and metric != "loss" and metric not in tasks[t]["metrics"]:
+            meant = did_you_mean(metric, tasks[t]["metrics"] + ["loss"])
             raise ConfigError(f"{where}.select.metric: {metric!r} is not a metric of task {t!r} (its metrics: "
-                              f"{', '.join(tasks[t]['metrics'])}; or loss){did_you_mean(metric, tasks[t]['metrics'] + ['loss'])}")
+                              f"{', '.join(tasks[t]['metrics'])}; or loss){meant if meant.startswith(' — ') else ''}")
         chosen = metric or tasks[t]["metrics"][0]
         if own_rule_metrics([chosen]):
             raise ConfigError(f"{where}.select.metric: {chosen} is scored by its own rule after evaluation; select on "
