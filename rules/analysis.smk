@@ -10,7 +10,7 @@ rule weight_distances:
         model=lambda w: task_model(w.task),
         # the reported cells (waits on the task's selection checkpoints); the job finds each cell's
         # files from its identity in the spec
-        trained=lambda w: [f"{c.dir}/model" for c in reported(w.task)],
+        trained=lambda w: [f"{c.dir}/{MODEL_DIR}" for c in reported(w.task)],
         runs=lambda w: [f"{c.dir}/{RUN_FILE}" for c in reported(w.task)],
     output:
         task_distances_file("{task}"),

@@ -6,7 +6,7 @@ import re
 
 from peftgrid.plan import RUN_DIR, read_selection, reported_cells
 from peftgrid.plan import specs
-from peftgrid.plan.layout import (METRICS_FILE, PER_LABEL_FILE, PREDICTIONS_FILE, REPORTED_EVAL_DIR, RUN_FILE,
+from peftgrid.plan.layout import (METRICS_FILE, MODEL_DIR, PER_LABEL_FILE, PREDICTIONS_FILE, REPORTED_EVAL_DIR, RUN_FILE,
                                    SELECTION_EVAL_DIR, SUMMARY_FILE, TRAIN_LOG_FILE, TRAIN_STATS_FILE,
                                    scores_a_choice, task_distances_file)
 from peftgrid.plan.runs import evaluations

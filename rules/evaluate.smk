@@ -12,7 +12,7 @@ rule evaluate:
     input:
         model=lambda w: task_model(w.task),
         dataset=lambda w: staged_dataset(evaluation_spec(w).eval["dataset"]),
-        trained=f"{RUN_DIR}/model",
+        trained=f"{RUN_DIR}/{MODEL_DIR}",
         run=f"{RUN_DIR}/{RUN_FILE}",
     output:
         metrics=f"{RUN_DIR}/{{evaluation}}/{METRICS_FILE}",

@@ -77,7 +77,7 @@ use rule train as train_rung with:
         checks=ancient(expand(DATA_CHECK, task=TASKS_IN_STUDY)),
         previous=lambda w: [] if previous_rung(w) is None else [f"{previous_rung(w)}/{RUN_FILE}"],
     output:
-        model=directory(f"{RUNG_DIR}/model"),
+        model=directory(f"{RUNG_DIR}/{MODEL_DIR}"),
         log=f"{RUNG_DIR}/{TRAIN_LOG_FILE}",
         stats=f"{RUNG_DIR}/{TRAIN_STATS_FILE}",
         run=f"{RUNG_DIR}/{RUN_FILE}",
@@ -94,7 +94,7 @@ use rule evaluate as evaluate_rung with:
     input:
         model=lambda w: task_model(w.task),
         dataset=lambda w: staged_dataset(evaluation_spec(w).eval["dataset"]),
-        trained=f"{RUNG_DIR}/model",
+        trained=f"{RUNG_DIR}/{MODEL_DIR}",
         run=f"{RUNG_DIR}/{RUN_FILE}",
     output:
         metrics=f"{RUNG_DIR}/{{evaluation}}/{METRICS_FILE}",

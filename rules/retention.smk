@@ -5,7 +5,7 @@ from peftgrid.plan.retention import BASE_FILES, FILES, base_retention_dir, reten
 
 
 wildcard_constraints:
-    rset=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    rset=NAME_PATTERN,
 
 
 def retention_outputs(cell, first_only=False):
@@ -56,7 +56,7 @@ rule retention:
         unpack(lambda w: base_files(w.task, w.rset)),
         model=lambda w: task_model(w.task),
         dataset=lambda w: staged_dataset(config["tasks"][w.task]["retention"][w.rset]["dataset"]),
-        trained=f"{RUN_DIR}/model",
+        trained=f"{RUN_DIR}/{MODEL_DIR}",
         run=f"{RUN_DIR}/{RUN_FILE}",
     output:
         metrics=f"{retention_dir(RUN_DIR, '{rset}')}/{FILES['metrics']}",

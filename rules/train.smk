@@ -9,7 +9,7 @@ rule train:
         datasets=lambda w: [staged_dataset(d) for d in train_datasets(w.task)],
         checks=ancient(expand(DATA_CHECK, task=TASKS_IN_STUDY)),
     output:
-        model=directory(f"{RUN_DIR}/model"),
+        model=directory(f"{RUN_DIR}/{MODEL_DIR}"),
         log=f"{RUN_DIR}/{TRAIN_LOG_FILE}",
         stats=f"{RUN_DIR}/{TRAIN_STATS_FILE}",
         run=f"{RUN_DIR}/{RUN_FILE}",

@@ -21,7 +21,7 @@ from transformers import set_seed
 
 from ..columns import CELL, OK
 from ..methods import method_of
-from ..plan.layout import RUN_FILE, run_dir
+from ..plan.layout import MODEL_DIR, RUN_FILE, run_dir
 from ..plan.specs import DistancesSpec, TrainSpec
 from ..records import read_tsv, write_tsv
 from ..report import distances as measure
@@ -81,7 +81,7 @@ def task_distances(spec: DistancesSpec, model_dir: Path, cache_dir: Path, out: P
             cell_rows = read_tsv(cached)
             record["reused"] += 1
         else:
-            cell_rows, seconds = cell_distances(train, model_dir, cell_dir / "model", run)
+            cell_rows, seconds = cell_distances(train, model_dir, cell_dir / MODEL_DIR, run)
             write_tsv(cached, cell_rows, measure.COLUMNS)
             record["measured"] += 1
             record["seconds"] += seconds

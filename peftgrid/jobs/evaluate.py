@@ -25,7 +25,7 @@ from ..engine.device import mark_memory_baseline, pick_device
 from ..engine.gpus import GpuClaim
 from ..methods import method_of
 from ..metrics import compute
-from ..plan.layout import scores_a_choice
+from ..plan.layout import TOKENIZER_DIR, scores_a_choice
 from ..plan.specs import EvalSpec
 from ..staging.models import NO_REMOTE_CODE, verify_staged
 from ..records import atomic_write_text, device_description, read_json, write_tsv
@@ -59,7 +59,7 @@ def load_eval_model(spec: EvalSpec, model_dir: Path, trained_dir: Path, labels: 
 
     hp, ttype, method = spec.hparams, task_type(spec.task["type"]), method_of(spec.hparams["kind"])
     method.check_device(hp, device)
-    tokenizer = ttype.prepare_tokenizer(AutoTokenizer.from_pretrained(Path(trained_dir) / "tokenizer", **NO_REMOTE_CODE))
+    tokenizer = ttype.prepare_tokenizer(AutoTokenizer.from_pretrained(Path(trained_dir) / TOKENIZER_DIR, **NO_REMOTE_CODE))
     model = method.load(model_dir, trained_dir, ttype, labels, hp, device, spec.model.get("allow_pickle", False))
     model = method.place(model, device)
     model.eval()

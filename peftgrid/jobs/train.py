@@ -25,7 +25,7 @@ from ..engine.gpus import GpuClaim
 from ..engine.loop import LoopResult, LoopState, TrainingData, TrainingHparams, train_loop
 from ..errors import CellFailure, ConfigError, first_line
 from ..methods import method_of
-from ..plan.layout import RUN_FILE, TRAIN_LOG_FILE, TRAIN_STATS_FILE
+from ..plan.layout import MODEL_DIR, RUN_FILE, TOKENIZER_DIR, TRAIN_LOG_FILE, TRAIN_STATS_FILE
 from ..plan.specs import TrainSpec
 from ..plan.tune import KEPT_CHECKPOINT, rung_stop_step  # a rung's kept checkpoint: the rules name it too
 from ..records import device_description, git_commit, package_versions, write_json, write_tsv
@@ -118,7 +118,7 @@ def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out
         cell = load_cell(spec, hp, model_dir, data_dirs, device, record, stats)
         train(cell, hp, device, out_dir / "checkpoint", rung, state, record, stats)
         cell.method.save(cell.model, hp.hparams, tmp_model, cell.new_weights)
-        cell.tokenizer.save_pretrained(tmp_model / "tokenizer")
+        cell.tokenizer.save_pretrained(tmp_model / TOKENIZER_DIR)
     except CellFailure as e:
         stats.update(status=FAILED, error=first_line(e))
     except torch.OutOfMemoryError as e:
@@ -234,7 +234,7 @@ def write_outputs(out_dir: Path, tmp_model: Path, record: dict, stats: dict, log
         write_json(tmp_model / "FAILED.json", {"error": stats["error"]})
     write_tsv(out_dir / TRAIN_LOG_FILE, log_rows, LOG_COLUMNS)
     write_tsv(out_dir / TRAIN_STATS_FILE, [stats], STATS_COLUMNS)
-    final_model = out_dir / "model"
+    final_model = out_dir / MODEL_DIR
     shutil.rmtree(final_model, ignore_errors=True)
     tmp_model.rename(final_model)
     kept, working = out_dir / KEPT_CHECKPOINT, out_dir / "checkpoint"

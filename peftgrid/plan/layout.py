@@ -15,6 +15,9 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.tsv"
 PREDICTIONS_FILE = "predictions.jsonl"
 PER_LABEL_FILE = "per_label.tsv"  # label tasks on a reported eval set only
+# Training's folder of the trained model (each method's own format), its tokenizer in a folder inside.
+MODEL_DIR = "model"
+TOKENIZER_DIR = "tokenizer"
 
 # The study's table: one row per reported cell, eval set and decoding (jobs/summary.py writes it).
 SUMMARY_FILE = "results/summary.tsv"
