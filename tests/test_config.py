@@ -295,6 +295,12 @@ def _tuned(tune=None, select=None, methods=("none", "full", "lora")):
      "(its metrics: accuracy, f1_macro, precision_macro, recall_macro; or loss) — did you mean 'f1_macro'?", "known:"),
     (_tuned({"lr": "auto"}, {"metric": "mcc"}), "experiments[0].select.metric: 'mcc' is not a metric of task 'emotion' "
      "(its metrics: accuracy, f1_macro, precision_macro, recall_macro; or loss)", "known:"),
+    (_tuned({"lr": "auto", "strategy": "Halving"}), "experiments[0].tune.strategy: 'Halving' is not one of grid, "
+     "halving — did you mean 'halving'?", None),
+    (_tuned({"lr": "auto", "extend": True}), "experiments[0].tune.extend: True is not of type 'integer' (how many points "
+     "past the grid's edge, e.g. extend: 3; extend: 0 turns it off)", None),
+    (_tuned({"dora": {"lr": "auto"}}), "experiments[0].tune.dora: method 'dora' is not in this experiment's methods "
+     "(none, full, lora): add it there or remove its tune entry", "did you mean"),
     (_tuned({"lr": "auto"}, "validation"), "experiments[0].select: 'validation' is not of type 'object' (select says "
      "how choices are made, e.g. select: {on: validation, metric: accuracy})", None),
     (cfg(experiments__0__tasks="emotion"), "experiments[0].tasks: 'emotion' is not of type 'array' (a list, e.g. "

@@ -122,6 +122,10 @@ def _schema_error_line(err: jsonschema.ValidationError) -> str:
     if err.validator == "type" and err.instance is None:  # `tune:` with nothing after it
         return (f"{where}: empty (a key with nothing after it is null in YAML); expected {_expected(err)}: give its "
                 f"value or delete the key" + (f" ({hint})" if hint else ""))
+    if err.validator == "enum" and isinstance(err.instance, str):  # strategy: Halving
+        meant = did_you_mean(err.instance, err.validator_value)
+        return (f"{where}: {err.instance!r} is not one of {', '.join(map(str, err.validator_value))}"
+                + (meant if meant.startswith(" — ") else "") + (f" ({hint})" if hint else ""))
     if err.validator in ("pattern", "not"):  # only names carry a pattern in the schema
         return f"{where}: name {err.instance!r} is not allowed (letters, digits, _ . + - only; no '/', ',' or '..')"
     return f"{where}: {err.message}" + (f" ({hint})" if hint else "")
@@ -692,6 +696,9 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
         if k in tkeys:
             continue  # every trained method takes it (and a study that trains nothing is refused below)
         takes = [m for m in trained if k in _method_keys(methods[m])]
+        if not takes and (k in PRESETS or k in config["methods"]):
+            raise ConfigError(f"{where}.tune.{k}: method {k!r} is not in this experiment's methods "
+                              f"({', '.join(exp['methods'])}): add it there or remove its tune entry")
         if not takes:
             raise ConfigError(f"{where}.tune.{k}: neither a method of this experiment nor a training hyperparameter"
                               f"{did_you_mean(k, set(exp['methods']) | tkeys | set(TUNE_OPTIONS))} (a tune key is one "
