@@ -16,9 +16,22 @@ train or load models.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..errors import CellFailure, ConfigError, did_you_mean
+
+METHOD_FILE = "method.json"  # in a trained model's folder: the method kind that saved it
+
+
+def write_method_file(out_dir: Path, kind: str) -> None:
+    (Path(out_dir) / METHOD_FILE).write_text(json.dumps({"kind": kind}, indent=2) + "\n")
+
+
+def save_pretrained(model, out_dir: Path, kind: str) -> None:
+    """A model saved in its library's own format (safetensors), with the method file beside it."""
+    model.save_pretrained(out_dir, safe_serialization=True)
+    write_method_file(out_dir, kind)
 
 
 class Method:

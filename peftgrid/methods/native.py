@@ -2,11 +2,10 @@
 probing (frozen encoder + a small head) and BitFit (bias terms + the new head only)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import ConfigError, MethodError
-from .base import Method, check_keys
+from .base import Method, check_keys, save_pretrained, write_method_file
 
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -17,7 +16,7 @@ def _save_tensors(model, names, out_dir: Path, kind: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
     save_file({n: state[n].detach().contiguous().cpu() for n in sorted(names)}, out_dir / WEIGHTS_FILE)
-    (out_dir / "method.json").write_text(json.dumps({"kind": kind}, indent=2) + "\n")
+    write_method_file(out_dir, kind)
 
 
 def _load_tensors(model, trained_dir: Path):
@@ -29,7 +28,16 @@ def _load_tensors(model, trained_dir: Path):
     return model
 
 
-class NoTraining(Method):
+class _SavesTensors(Method):
+    """A method whose cells save some of the model's tensors (_save_tensors): loading rebuilds the
+    base model as training did and puts them back."""
+
+    def load(self, model_dir, trained_dir, task_type, labels, hp, device, allow_pickle):
+        model, _ = self.load_base(model_dir, task_type, labels, hp, device, allow_pickle)
+        return _load_tensors(model, trained_dir)
+
+
+class NoTraining(_SavesTensors):
     """The untrained baseline: the pretrained model with its task head as initialised (seeded)."""
     family = "none"
     presets = {"none": {}}
@@ -51,10 +59,6 @@ class NoTraining(Method):
     def save(self, model, hp, out_dir, new_weights):
         _save_tensors(model, new_weights, out_dir, hp["kind"])  # its random head, so evaluation sees the same one
 
-    def load(self, model_dir, trained_dir, task_type, labels, hp, device, allow_pickle):
-        model, _ = self.load_base(model_dir, task_type, labels, hp, device, allow_pickle)
-        return _load_tensors(model, trained_dir)
-
 
 class FullFineTuning(Method):
     family = "full"
@@ -68,8 +72,7 @@ class FullFineTuning(Method):
         return "every weight"
 
     def save(self, model, hp, out_dir, new_weights):
-        model.save_pretrained(out_dir, safe_serialization=True)
-        (Path(out_dir) / "method.json").write_text(json.dumps({"kind": hp["kind"]}, indent=2) + "\n")
+        save_pretrained(model, out_dir, hp["kind"])
 
     def load(self, model_dir, trained_dir, task_type, labels, hp, device, allow_pickle):
         model, _ = task_type.load_pretrained(trained_dir, labels, allow_pickle)
@@ -80,7 +83,7 @@ HEAD_KEYS = {"hidden", "dropout", "pooling", "activation"}
 HEAD_DEFAULTS = {"hidden": [256], "dropout": 0.1, "pooling": "cls", "activation": "gelu"}
 
 
-class LinearProbe(Method):
+class LinearProbe(_SavesTensors):
     """A frozen encoder and a small trainable head (see heads.LinearProbe for its shape)."""
     family = "linear_probe"
     presets = {"linear_probe": {"lr": 1.0e-3, "head": HEAD_DEFAULTS}}
@@ -132,15 +135,11 @@ class LinearProbe(Method):
     def save(self, model, hp, out_dir, new_weights):
         _save_tensors(model, [n for n in model.state_dict() if n.startswith("head.")], out_dir, hp["kind"])
 
-    def load(self, model_dir, trained_dir, task_type, labels, hp, device, allow_pickle):
-        model, _ = self.load_base(model_dir, task_type, labels, hp, device, allow_pickle)
-        return _load_tensors(model, trained_dir)
-
     def merged_state(self, model):
         return {n: t for n, t in model.state_dict().items()}
 
 
-class BitFit(Method):
+class BitFit(_SavesTensors):
     """BitFit (Ben Zaken et al. 2022): only the bias terms train, plus the weights the task adds."""
     family = "bitfit"
     presets = {"bitfit": {"lr": 1.0e-3}}
@@ -166,7 +165,3 @@ class BitFit(Method):
 
     def save(self, model, hp, out_dir, new_weights):
         _save_tensors(model, self.trainable_names(model, new_weights), out_dir, hp["kind"])
-
-    def load(self, model_dir, trained_dir, task_type, labels, hp, device, allow_pickle):
-        model, _ = self.load_base(model_dir, task_type, labels, hp, device, allow_pickle)
-        return _load_tensors(model, trained_dir)

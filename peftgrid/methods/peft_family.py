@@ -14,11 +14,10 @@ Weights created for the task (a classification head, a freshly initialised poole
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import CellFailure, ConfigError, MethodError, did_you_mean, first_line
-from .base import Method, check_keys, make_adamw
+from .base import Method, check_keys, make_adamw, save_pretrained
 from .peft_fields import RESERVED, peft_config_fields
 
 # our names -> peft's, used only where the config class lacks our name and has peft's
@@ -287,8 +286,7 @@ class PeftMethod(Method):
             config.rank_pattern = snap
 
     def save(self, model, hp, out_dir, new_weights):
-        model.save_pretrained(out_dir, safe_serialization=True)
-        (Path(out_dir) / "method.json").write_text(json.dumps({"kind": hp["kind"]}, indent=2) + "\n")
+        save_pretrained(model, out_dir, hp["kind"])
 
     def load(self, model_dir, trained_dir, task_type, labels, hp, device, allow_pickle):
         import peft
