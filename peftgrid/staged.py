@@ -8,6 +8,8 @@ from pathlib import Path
 
 from .errors import DataError
 
+META_FILE = "meta.json"  # a staged dataset's description, written last (staging/datasets.py)
+
 
 def read_jsonl(path: str | Path, encoding: str = "utf-8") -> list[dict]:
     path = Path(path)
@@ -29,7 +31,7 @@ def read_jsonl(path: str | Path, encoding: str = "utf-8") -> list[dict]:
 
 
 def staged_meta(data_dir: str | Path) -> dict:
-    with open(Path(data_dir) / "meta.json") as fh:
+    with open(Path(data_dir) / META_FILE) as fh:
         return json.load(fh)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..columns import OK
 from ..errors import first_line
 from ..records import read_json, write_json, write_tsv
+from ..staging.models import STAGED_FILE
 
 
 def find_checkpoint(path: Path) -> Path | None:
@@ -66,7 +67,7 @@ def stage_comet(spec: dict | None, out_dir: Path) -> dict:
             staged["checkpoint"] = str(ckpt)
         except Exception as e:  # no network, gated model, missing file: say why, never stop the study
             staged["reason"] = f"COMET model {spec['source']!r} unavailable: {first_line(e)}"[:300]
-    write_json(out_dir / "staged.json", staged)
+    write_json(out_dir / STAGED_FILE, staged)
     return staged
 
 
@@ -235,6 +236,6 @@ class _Unavailable(Exception):
 def score_file(staged_dir: Path, predictions: Path, out: Path, batch_size: int = 16) -> dict:
     """One predictions file -> a one-row comet.tsv (the workflow scores a whole task at once:
     peftgrid.jobs.comet)."""
-    row, _ = CometScorer(read_json(Path(staged_dir) / "staged.json"), batch_size).score(read_lines(Path(predictions)))
+    row, _ = CometScorer(read_json(Path(staged_dir) / STAGED_FILE), batch_size).score(read_lines(Path(predictions)))
     write_tsv(out, [row], ["comet", "comet_status"])
     return row

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import DataError, first_line
 from ..records import atomic_write_text, write_json
-from ..staged import load_split, read_jsonl, subsample
+from ..staged import META_FILE, load_split, read_jsonl, subsample
 
 
 # --------------------------------------------------------------------------- local formats
@@ -362,5 +362,5 @@ def stage_dataset(name: str, spec: dict, out_dir: str | Path, base_dir: str | Pa
                           "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         meta["splits"][split] = len(rows)
         meta["columns"][split] = sorted({k for r in rows for k in r})
-    write_json(out_dir / "meta.json", meta)
+    write_json(out_dir / META_FILE, meta)
     return meta

@@ -22,6 +22,8 @@ from ..records import write_json
 # asks on stdin for 15 s before refusing — inside a batch job — and a "y" there would run that code.
 NO_REMOTE_CODE = {"trust_remote_code": False}
 
+STAGED_FILE = "staged.json"  # a staged model's record (COMET's too), written last: the staging rule's output
+
 # what a model folder needs; pickled weights only when the config allows them
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "tokenizer*"]
 PICKLE_PATTERNS = ["*.bin"]
@@ -73,7 +75,7 @@ def verify_staged(model_dir: str | Path) -> None:
     """Stop with one line when a staged file is missing or no longer has its staged size (a
     truncated copy); cheap enough for every job (sizes only; staged.json keeps sha256 too)."""
     model_dir = Path(model_dir)
-    staged = json.loads((model_dir / "staged.json").read_text())
+    staged = json.loads((model_dir / STAGED_FILE).read_text())
     files = staged.get("files")
     if not isinstance(files, dict):
         return  # staged before sizes were recorded
@@ -161,7 +163,7 @@ def stage_model(name: str, spec: dict, out_dir: str | Path, base_dir: str | Path
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
-    write_json(out_dir / "staged.json", staged)
+    write_json(out_dir / STAGED_FILE, staged)
     return staged
 
 
