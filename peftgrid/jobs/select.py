@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 
+from ..columns import FAILED, OK
 from ..plan.tune import (CHOICE_COLUMNS, SELECTION_COLUMNS, SELECTION_EXTRA_COLUMNS, STAGE_COLUMNS, TuneGroup,
-                         choose_best, edge_label, ranks, tie_note, validation_losses)
+                         choose_best, edge_label, ranks, scored, tie_note, validation_losses)
 from ..records import read_json, read_tsv, write_tsv
 
 
@@ -33,11 +34,11 @@ def grid_scores(group: dict, files: list) -> list[dict]:
     points = []
     for path in files:
         row = read_tsv(path)[0]
-        status, error = row.get("status", "failed"), row.get("error", "")
-        score = _score(row, column) if status == "ok" else None
-        if status == "ok" and score is None:
+        status, error = row.get("status", FAILED), row.get("error", "")
+        score = _score(row, column) if status == OK else None
+        if status == OK and score is None:
             status, error = "no score", f"no {column} recorded"
-        points.append({"status": status, "error": error if status != "ok" else "", "score": score})
+        points.append({"status": status, "error": error if status != OK else "", "score": score})
     return points
 
 
@@ -131,7 +132,7 @@ def select_staged(group: dict, stage_files: list, out) -> dict:
     kept = [r["variant"] for r in stages[-1] if r["advance"] == "True"] if stages else []
     order = g.grid_order(last)
     points = [{"status": last[v]["status"], "score": _score(last[v], "score")} for v in order]
-    finished = sum(p["status"] == "ok" and p["score"] is not None for p in points)
+    finished = sum(map(scored, points))
     # rank: later stages first (a point that went on beat those that stopped), then choose_best's order
     # at that stage (ranks: score, validation loss, grid order)
     at_stage = ranks(points, g.higher_is_better, [_score(last[v], "val_loss") for v in order])
@@ -191,9 +192,9 @@ def _choose_among_winners(choice: dict, files: list, out) -> dict:
     the lower loss when every winner was scored at the same rung (groups of one study share their
     rungs; a stand-in from an earlier stage does not), else to group order."""
     winners = [next(r for r in read_tsv(f) if r["selected"] == "True") for f in files]
-    points = [{"status": w["status"] if int(w["finished"]) else "failed", "error": w["error"],
+    points = [{"status": w["status"] if int(w["finished"]) else FAILED, "error": w["error"],
                "score": _score(w, "score")} for w in winners]
-    competing = [w for w, p in zip(winners, points) if p["status"] == "ok" and p["score"] is not None]
+    competing = [w for w, p in zip(winners, points) if scored(p)]
     losses = [_score(w, "val_loss") for w in winners] if len({w.get("rung") for w in competing}) <= 1 else None
     winner, finished = choose_best(points, choice["higher_is_better"], 0, losses)
     rank = ranks(points, choice["higher_is_better"], losses)

@@ -50,6 +50,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from ..columns import OK
 from ..records import read_tsv
 from .layout import METRICS_FILE, RUN_FILE, TRAIN_STATS_FILE, eval_dir
 
@@ -394,8 +395,7 @@ def tie_note(points: list[dict], losses: list | None = None) -> str:
     predicts the majority class: the selection metric does not separate them, the winner is a
     tie-break (choose_best: `losses`, else grid order) and an edge says nothing about where the
     optimum lies; '' otherwise."""
-    finished = [i for i, p in enumerate(points) if p.get("status") == "ok" and p.get("score") is not None
-                and p["score"] == p["score"]]
+    finished = [i for i, p in enumerate(points) if scored(p)]
     if len(finished) < 2 or len({points[i]["score"] for i in finished}) > 1:
         return ""
     keys = [loss_key(losses[i] if losses else None) for i in finished]
@@ -406,11 +406,16 @@ def tie_note(points: list[dict], losses: list | None = None) -> str:
             f"(the tie went to {by})")
 
 
+def scored(point: dict) -> bool:
+    """A point that competes: its run finished (status ok) with a score that is a number, not NaN."""
+    score = point.get("score")
+    return point.get("status") == OK and score is not None and score == score
+
+
 def ranks(points: list[dict], higher_is_better: bool, losses: list | None = None) -> list[int | None]:
     """1 for the best finished point, None for unfinished (failed, unscored, NaN) ones; equal
     scores: the lower of `losses` (per point, None or NaN: after every known loss), then grid order."""
-    ok = [i for i, p in enumerate(points) if p.get("status") == "ok" and p.get("score") is not None
-          and not (isinstance(p["score"], float) and math.isnan(p["score"]))]
+    ok = [i for i, p in enumerate(points) if scored(p)]
     second = [loss_key(t) for t in (losses or [None] * len(points))]
     order = sorted(ok, key=lambda i: ((-1 if higher_is_better else 1) * points[i]["score"], second[i], i))
     out: list[int | None] = [None] * len(points)
