@@ -183,7 +183,8 @@ def test_the_tuning_report_shows_where_each_point_stopped_and_a_line_per_rung(tm
 def test_the_tuning_report_calls_a_grid_extended_past_its_edge_a_grid(tmp_path):
     """`lr: auto` with strategy grid is staged for its extension points, and its selection.tsv puts
     every full run at 'rung 0': the report said "successive halving: 7 points, 7 reached rung 0, the
-    winner's run at the selection seed stopped there" of a grid whose runs all finished."""
+    winner's run at the selection seed stopped there" of a grid whose runs all finished, and listed
+    the extension points among the grid's."""
     from peftgrid.report.tuning import build_tuning_report
 
     g = group_of(plan(lr="auto")[2])
@@ -197,6 +198,9 @@ def test_the_tuning_report_calls_a_grid_extended_past_its_edge_a_grid(tmp_path):
     md = out["table_md"].read_text()
     assert f"selected `{five[4]}`" in md and "6/6 points finished" in md
     assert "halving" not in md and "rung" not in md and "stopped at rung" not in read_tsv(out["table"])[0]
+    # the point added past the edge is named as such, not passed off as one of the grid's own
+    grid = ", ".join(format(t["lr"], "g") for t in g.tuned)
+    assert f"grid lr ∈ {{{grid}}}, extended past its edge by lr ∈ {{{g.tuned_of(up[0])['lr']:g}}} on seed" in md
 
 
 def test_an_edge_winner_extends_the_grid_until_it_is_interior(tmp_path):

@@ -32,16 +32,17 @@ def load_selections(paths) -> pd.DataFrame:
     return df
 
 
-def without_grid_rungs(df: pd.DataFrame, groups) -> pd.DataFrame:
-    """Rungs only where a group halved (`groups`: the task's TuneGroup params). A grid staged for
-    extension points records each point's full run as 'rung 0'; read as halving, the report called
-    every `lr: auto` grid successive halving."""
-    grids = {g.key[1:] for g in map(TuneGroup.from_params, groups) if g.strategy != "halving"}
-    if "rung" not in df or not grids:
-        return df
+def with_search(df: pd.DataFrame, groups) -> pd.DataFrame:
+    """How each group searched (`groups`: the task's TuneGroup params, TuningReportSpec.groups): rungs
+    only where it halved (a grid staged for its extension points records each full run as 'rung 0'),
+    and `extension`: the point was added past the grid's edge (lr: auto's `extend`)."""
+    tune_groups = [TuneGroup.from_params(p) for p in groups]
+    grids = {g.key[1:] for g in tune_groups if g.strategy != "halving"}
+    extensions = {(*g.key[1:], v) for g in tune_groups for v in g.extensions}
     df = df.copy()
-    grid_rows = [(m, g) in grids for m, g in zip(df["method"], df["group"])]
-    df.loc[grid_rows, ["rung", "rung_scores"]] = None
+    df["extension"] = [(m, g, v) in extensions for m, g, v in zip(df["method"], df["group"], df["variant"])]
+    if "rung" in df:
+        df.loc[[(m, g) in grids for m, g in zip(df["method"], df["group"])], ["rung", "rung_scores"]] = None
     return df
 
 
@@ -101,13 +102,19 @@ def _edge_phrases(edge: str) -> tuple[str, str]:
     return (f"winner at the grid's edge: {edges}" if edges else "", notes)
 
 
+def _values(g: pd.DataFrame) -> str:
+    """The tuned values of `g`'s points, per key: 'lr ∈ {0.001, 0.01}'."""
+    tuned = _tuned_columns(g)
+    return "; ".join(f"{k} ∈ {{{', '.join(format(v, 'g') if isinstance(v, float) else str(v) for v in sorted(set(tuned[k]), key=lambda x: (str(type(x)), x)))}}}"
+                     for k in tuned.columns)
+
+
 def grid_lines(df: pd.DataFrame) -> list[str]:
-    """One sentence per tuned group: the grid searched and the point selected."""
+    """One sentence per tuned group: the grid searched (and any extension points) and the point selected."""
     lines = []
     for (method, group), g in df.groupby(["method", "group"], sort=True):
-        tuned = _tuned_columns(g)
-        grid = "; ".join(f"{k} ∈ {{{', '.join(format(v, 'g') if isinstance(v, float) else str(v) for v in sorted(set(tuned[k]), key=lambda x: (str(type(x)), x)))}}}"
-                         for k in tuned.columns)
+        extension = g["extension"] if "extension" in g else pd.Series(False, index=g.index)
+        grid = _values(g[~extension]) + (f", extended past its edge by {_values(g[extension])}" if extension.any() else "")
         win = g[g["selected"]].iloc[0]
         where = f"`{win['on']}` (split `{win['split']}`, not reported)"
         if int(win["finished"]) == 0:
@@ -118,9 +125,11 @@ def grid_lines(df: pd.DataFrame) -> list[str]:
         edge = (f" — at the edge of the grid ({edges}): the optimum may lie outside it" if edges else "") + \
             (f" ({notes})" if notes else "")
         if "rung" in g and pd.notna(win.get("rung")):
-            reached = g["rung"].max()
-            edge += (f"; successive halving: {len(g)} points, {int((g['rung'] == reached).sum())} reached rung "
-                     f"{int(reached)}, the winner's run at the selection seed stopped there")
+            points = g[~extension]  # extension points train from step 0 to the last rung
+            reached = points["rung"].max()
+            edge += (f"; successive halving: {len(points)} points, {int((points['rung'] == reached).sum())} reached rung "
+                     f"{int(reached)}{' (the extension points trained to it from step 0)' if extension.any() else ''}, "
+                     "the winner's run at the selection seed stopped there")
         lines.append(f"- `{method}`{'' if group == 'default' else f' ({group})'}: grid {grid} on seed {win['seed']}; "
                      f"selected `{win['variant']}` ({win['metric']} {win['score']:.4g} on {where}; "
                      f"{int(win['finished'])}/{len(g)} points finished){edge}.")
@@ -150,7 +159,7 @@ def build_tuning_report(task: str, selection_paths, out: dict[str, Path], groups
     from . import plots
     from .tables import markdown_table
 
-    df = without_grid_rungs(load_selections(selection_paths), groups)
+    df = with_search(load_selections(selection_paths), groups)
     table = tuning_table(df)
     table.to_csv(out["table"], sep="\t", index=False)
     if df.empty:
