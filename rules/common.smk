@@ -9,7 +9,7 @@ from peftgrid.plan import specs
 from peftgrid.plan.layout import (METRICS_FILE, MODEL_DIR, PER_LABEL_FILE, PREDICTIONS_FILE, REPORTED_EVAL_DIR, RUN_FILE,
                                    SELECTION_EVAL_DIR, SUMMARY_FILE, TRAIN_LOG_FILE, TRAIN_STATS_FILE,
                                    scores_a_choice, task_distances_file)
-from peftgrid.plan.runs import evaluations
+from peftgrid.plan.runs import VARIANT_PATTERN, evaluations
 from peftgrid.tasks import task_type
 
 CELL_BY_KEY = {(c.task, c.method, c.variant, int(c.seed)): c for c in CELLS}
@@ -19,7 +19,7 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"  # a task's, method's, eval set's,
 wildcard_constraints:
     task=NAME_PATTERN,
     method=NAME_PATTERN,
-    variant=r"[A-Za-z0-9_.+=-]+",
+    variant=VARIANT_PATTERN,
     seed=r"\d+",
     dataset=NAME_PATTERN,
     model=NAME_PATTERN,

@@ -21,7 +21,7 @@ CHOICE_BY_KEY = {c.key: c for c in CHOICES}
 
 
 wildcard_constraints:
-    group=r"[A-Za-z0-9_.+=-]+",
+    group=VARIANT_PATTERN,  # a group is named as its sweep variant (plan/runs.py variant_name)
 
 
 localrules:

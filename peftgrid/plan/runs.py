@@ -69,12 +69,15 @@ def _format_value(v) -> str:
     return str(v)
 
 
+VARIANT_PATTERN = r"[A-Za-z0-9_.+=-]+"  # a variant's (and a tuned group's) name: a directory name
+
+
 def variant_name(sweep_cell: dict) -> str:
     """`default`, or the swept keys sorted: `alpha=16_r=8` (no commas: they break cluster jobs)."""
     if not sweep_cell:
         return "default"
     name = "_".join(f"{k}={_format_value(v)}" for k, v in sorted(sweep_cell.items()))
-    if not re.fullmatch(r"[A-Za-z0-9_.+=-]+", name):
+    if not re.fullmatch(VARIANT_PATTERN, name):
         raise ConfigError(f"sweep value in {name!r} gives a directory name with characters other than letters, digits, _ . + = -")
     return name
 
