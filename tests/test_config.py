@@ -303,6 +303,9 @@ def _tuned(tune=None, select=None, methods=("none", "full", "lora")):
      "(none, full, lora): add it there or remove its tune entry", "did you mean"),
     (_tuned({"lr": "auto"}, "validation"), "experiments[0].select: 'validation' is not of type 'object' (select says "
      "how choices are made, e.g. select: {on: validation, metric: accuracy})", None),
+    # a cap for every split is a mapping; the scalar was refused without saying so
+    (cfg(tasks__emotion__max_examples=1000), "tasks.emotion.max_examples: 1000 is not of type 'object' (a number per "
+     "split or eval set, e.g. max_examples: {train: 2000, test: 500})", None),
     (cfg(experiments__0__tasks="emotion"), "experiments[0].tasks: 'emotion' is not of type 'array' (a list, e.g. "
      "tasks: [emotion])", None),
 ])
