@@ -10,6 +10,7 @@ from peftgrid.plan.layout import (METRICS_FILE, MODEL_DIR, PER_LABEL_FILE, PREDI
                                    SELECTION_EVAL_DIR, SUMMARY_FILE, TRAIN_LOG_FILE, TRAIN_STATS_FILE,
                                    scores_a_choice, task_distances_file)
 from peftgrid.plan.runs import VARIANT_PATTERN, evaluations
+from peftgrid.plan.splits import task_reads
 from peftgrid.tasks import task_type
 
 CELL_BY_KEY = {(c.task, c.method, c.variant, int(c.seed)): c for c in CELLS}
@@ -85,11 +86,11 @@ def train_datasets(task):
 
 
 def task_datasets(task):
-    """Every dataset a task reads: training, validation, all eval sets and retention sets."""
+    """Every dataset a task reads: its splits (plan/splits.py task_reads: training, eval sets, the
+    selection set) and its retention sets."""
     t = config["tasks"][task]
-    selection = [t["selection"]["dataset"]] if t["selection"] else []
     retention = [r["dataset"] for r in (t.get("retention") or {}).values()]
-    return sorted({t["dataset"], *selection, *retention} | {ev["dataset"] for ev in t["eval"].values()})
+    return sorted({read.dataset for read in task_reads(t)} | set(retention))
 
 
 def generates(task):
