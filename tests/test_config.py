@@ -303,6 +303,13 @@ def _tuned(tune=None, select=None, methods=("none", "full", "lora")):
      "(none, full, lora): add it there or remove its tune entry", "did you mean"),
     (_tuned({"lr": "auto"}, "validation"), "experiments[0].select: 'validation' is not of type 'object' (select says "
      "how choices are made, e.g. select: {on: validation, metric: accuracy})", None),
+    # several values, or auto, where one is expected: what was meant is a sweep or a tune grid
+    (cfg(training__epochs=[1, 2]), "training.epochs: epochs takes one value; to compare several, sweep them (sweep: "
+     "{<method>: {epochs: [1, 2]}}) or tune them (tune: {<method>: {epochs: [1, 2]}}) in an experiment", "nothing would train"),
+    (cfg(methods__lora__lr="auto"), "methods.lora.lr: auto is a tune grid, not a learning rate: write tune: {lora: {lr: "
+     "auto}} (or tune: {lr: auto}) in an experiment", None),
+    (cfg(methods__lora__r=[4, 8]), "methods.lora.r: must be an integer of at least 1, got [4, 8] (r takes one value; to "
+     "compare several, sweep them (sweep: {lora: {r: [4, 8]}}) or tune them (tune: {lora: {r: [4, 8]}}) in an experiment)", None),
     # a cap for every split is a mapping; the scalar was refused without saying so
     (cfg(tasks__emotion__max_examples=1000), "tasks.emotion.max_examples: 1000 is not of type 'object' (a number per "
      "split or eval set, e.g. max_examples: {train: 2000, test: 500})", None),

@@ -122,6 +122,10 @@ def _schema_error_line(err: jsonschema.ValidationError) -> str:
     if err.validator == "type" and err.instance is None:  # `tune:` with nothing after it
         return (f"{where}: empty (a key with nothing after it is null in YAML); expected {_expected(err)}: give its "
                 f"value or delete the key" + (f" ({hint})" if hint else ""))
+    path = list(err.absolute_path)
+    several = _several_values_hint(path[-1], err.instance) if path[-2:-1] == ["training"] else None
+    if err.validator == "type" and several:  # training: {epochs: [1, 2]} or {lr: auto}
+        return f"{where}: {several}"
     if err.validator == "enum" and isinstance(err.instance, str):  # strategy: Halving
         meant = did_you_mean(err.instance, err.validator_value)
         return (f"{where}: {err.instance!r} is not one of {', '.join(map(str, err.validator_value))}"
@@ -598,18 +602,36 @@ def _validate_method_settings(where: str, kind: str, settings: dict, tkeys: set[
             if meant.startswith(" — ") and meant.split("'")[1] in tkeys:
                 name = where.rsplit(".", 1)[-1]
                 raise ConfigError(f"{where}.{key}: neither a training key nor a setting of {name}{meant}") from None
+        several = _several_values_hint(key, settings.get(key), where.split(".")[1]) if where.startswith("methods.") else None
+        if several:  # methods: {lora: {r: [4, 8]}}: the family's own line, then what was meant
+            raise ConfigError(f"{err} ({several})") from None
         raise
 
 
 def _check_training_keys(where: str, settings: dict, tkeys: set[str]) -> None:
     props = load_schema()["definitions"]["training"]["properties"]
+    method = where.split(".")[1] if where.startswith("methods.") else "<method>"
     for key, value in list(settings.items()):
         if key in tkeys:
             settings[key] = value = _whole(value, props[key])
             try:
                 jsonschema.validate(value, props[key])
             except jsonschema.ValidationError as e:
-                raise ConfigError(f"{where}.{key}: {_schema_error_line(e).split(': ', 1)[1]}") from None
+                several = _several_values_hint(key, value, method) if e.validator == "type" else None
+                raise ConfigError(f"{where}.{key}: {several or _schema_error_line(e).split(': ', 1)[1]}") from None
+
+
+def _several_values_hint(key, value, method: str = "<method>") -> str | None:
+    """A setting written as a grid (r: [4, 8], epochs: [1, 2]) or as lr: auto outside tune: what
+    was meant is a sweep or a tune grid of an experiment."""
+    if key == "lr" and value == "auto":
+        return (f"auto is a tune grid, not a learning rate: write tune: {{{method}: {{lr: auto}}}} (or tune: {{lr: auto}}) "
+                f"in an experiment")
+    if isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        grid = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+        return (f"{key} takes one value; to compare several, sweep them (sweep: {{{method}: {{{key}: {grid}}}}}) or "
+                f"tune them (tune: {{{method}: {{{key}: {grid}}}}}) in an experiment")
+    return None
 
 
 def _refuse_unused_lr(raw: dict, config: dict) -> None:
