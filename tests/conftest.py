@@ -3,6 +3,7 @@ real data in ../shared/data, and a helper that runs the workflow in a temporary 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +174,15 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def planned_jobs(workdir) -> dict[str, int]:
+    """rule -> job count of a dry run (empty when there is nothing to do)."""
+    out = run_snakemake(workdir, "-n").stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
 def _byte_bpe(corpus: list[str], vocab_size: int = 800):

@@ -2,12 +2,11 @@
 selection set, the winner at every reported seed. Planning and selection in-process; one small workflow run (slow)
 checks the two stages, and that editing one grid value re-runs only that point."""
 import json
-import re
 
 import pytest
 import yaml
 
-from conftest import run_snakemake, shared, write_config
+from conftest import planned_jobs, run_snakemake, shared, write_config
 from peftgrid.errors import ConfigError
 from peftgrid.jobs.select import select
 from peftgrid.plan import (auto_lr_grid, build_run_table, build_tune_groups, choose_best, read_selection,
@@ -286,15 +285,6 @@ def test_a_winner_at_the_grid_edge_is_flagged(tmp_path):
 
 
 # ------------------------------------------------------------------------------ the workflow
-
-def planned_jobs(workdir) -> dict[str, int]:
-    """rule -> job count of a dry run (empty when there is nothing to do)."""
-    out = run_snakemake(workdir, "-n").stdout
-    if "Nothing to be done" in out:
-        return {}
-    table = out.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
-
 
 def tiny_tuned_study(tiny_bert, lrs) -> dict:
     data = {s: str(shared("emotion", f)) for s, f in (("train", "train.txt"), ("validation", "val.txt"),

@@ -3,12 +3,11 @@ and CoLA files, every method, then the rerun rules (nothing to do; one edited ce
 Each task reports one eval set here (several eval sets per task: the POS study at the end).
 Emotion's LoRA sweep is chosen on its unreported validation split at the selection seed."""
 import csv
-import re
 
 import pytest
 import yaml
 
-from conftest import run_snakemake, shared, write_config
+from conftest import planned_jobs, run_snakemake, shared, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -47,15 +46,6 @@ def study(tiny_bert) -> dict:
             {"tasks": ["cola"], "methods": ["none", "full", "lora"]},
         ],
     }
-
-
-def planned_jobs(workdir) -> dict[str, int]:
-    """rule -> job count of a dry run (empty when there is nothing to do)."""
-    out = run_snakemake(workdir, "-n").stdout
-    if "Nothing to be done" in out:
-        return {}
-    table = out.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
 def read_summary(workdir):
