@@ -177,6 +177,8 @@ def test_the_tuning_report_shows_where_each_point_stopped_and_a_line_per_rung(tm
     build_tuning_report("emotion", [tmp_path / "sel.tsv"], out)
     table = read_tsv(out["table"])
     assert [r["stopped at rung"] for r in table] == ["0", "1", "1", "0", "0"] and out["figure"].is_file()
+    assert [r["score at each rung"] for r in table][:3] == ["rung 0: 0.5", "rung 0: 0.6; rung 1: 0.65",
+                                                            "rung 0: 0.7; rung 1: 0.8"]
     assert "successive halving: 5 points, 2 reached rung 1" in out["table_md"].read_text()
 
 
@@ -197,7 +199,7 @@ def test_the_tuning_report_calls_a_grid_extended_past_its_edge_a_grid(tmp_path):
     build_tuning_report("emotion", [tmp_path / "sel.tsv"], out, [g.to_params()])
     md = out["table_md"].read_text()
     assert f"selected `{five[4]}`" in md and "6/6 points finished" in md
-    assert "halving" not in md and "rung" not in md and "stopped at rung" not in read_tsv(out["table"])[0]
+    assert "halving" not in md and "rung" not in md and "score at each rung" not in read_tsv(out["table"])[0]
     # the point added past the edge is named as such, not passed off as one of the grid's own
     grid = ", ".join(format(t["lr"], "g") for t in g.tuned)
     assert f"grid lr ∈ {{{grid}}}, extended past its edge by lr ∈ {{{g.tuned_of(up[0])['lr']:g}}} on seed" in md

@@ -86,6 +86,7 @@ def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
     out["status"] = df["status"]
     if "rung" in df and df["rung"].notna().any():  # halving: where each point stopped (a plain grid: the full run)
         out["stopped at rung"] = [("" if pd.isna(r) else int(r)) for r in df["rung"]]
+        out["score at each rung"] = [_per_rung(s) for s in df["rung_scores"]]
     best = df[df["selected"]].set_index(["method", "group"])["score"]
     tied = [not sel and pd.notna(sc) and best.get((m, g)) == sc
             for m, g, sc, sel in zip(df["method"], df["group"], df["score"], df["selected"])]
@@ -94,6 +95,14 @@ def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
                     if t else "")
                    for e, edge, t in zip(df["error"], df["edge"], tied)]
     return out
+
+
+def _per_rung(rung_scores) -> str:
+    """selection.tsv's `rung_scores` ({rung: score}, JSON) as 'rung 0: 0.375; rung 1: 0.315'."""
+    if not isinstance(rung_scores, str) or not rung_scores:
+        return ""
+    scores = sorted(json.loads(rung_scores).items(), key=lambda kv: int(kv[0]))
+    return "; ".join(f"rung {r}: {'—' if s is None else format(s, '.4g')}" for r, s in scores)
 
 
 def _edge_phrases(edge: str) -> tuple[str, str]:
