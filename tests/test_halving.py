@@ -159,6 +159,39 @@ def test_equal_scores_at_a_rung_go_to_the_lower_validation_loss_at_that_rung(tmp
     assert [r["variant"] for r in rows if r["advance"]] == five[2:4]
 
 
+def test_a_stage_frees_the_kept_checkpoints_no_rung_continues_from(tmp_path):
+    """Helper's new-user study (2026-12-07): MiniLM full fine-tuning kept 261 MB of weights and
+    optimizer state in every rung folder, dropped points and the last rung included (3.2 GB for a
+    600-example study). Defect caught: a kept checkpoint left behind once no rung can continue from
+    it, or one freed that a surviving point's next rung needs."""
+    from peftgrid.records import write_json
+
+    _, _, groups = plan(lr="auto", strategy="halving")
+    g = group_of(groups)
+    five = list(g.candidates)
+
+    def rung(rung_number, variants):  # each point's rung folder: run.json and a kept checkpoint
+        runs = []
+        for v in variants:
+            folder = tmp_path / v / f"rung{rung_number}"
+            (folder / "kept_checkpoint").mkdir(parents=True)
+            (folder / "kept_checkpoint" / "state.pt").write_bytes(b"x" * 1000)
+            write_json(folder / "run.json", {"total_steps": 64, "stats": {"final_val_loss": 1.0}})
+            runs.append(str(folder / "run.json"))
+        return runs
+
+    def kept(rung_number):
+        return {v for v in five if (tmp_path / v / f"rung{rung_number}" / "kept_checkpoint").is_dir()}
+
+    rows = stage(g.to_params(), 0, five, scores(tmp_path, "s0", [0.5, 0.6, 0.7, 0.4, None]), tmp_path / "stage0.tsv",
+                 rung(0, five))
+    going = [r["variant"] for r in rows if r["advance"]]
+    assert going == five[1:3] and kept(0) == set(going)  # the survivors continue from theirs
+    stage(g.to_params(), 1, going, scores(tmp_path, "s1", [0.65, 0.8]), tmp_path / "stage1.tsv", rung(1, going))
+    assert g.stage_rung(2) == 1 and kept(0) == kept(1) == set()  # the last rung: nothing continues
+    assert all((tmp_path / v / "rung1" / "run.json").is_file() for v in going)  # results stay
+
+
 def test_the_tuning_report_shows_where_each_point_stopped_and_a_line_per_rung(tmp_path):
     from peftgrid.report.tuning import build_tuning_report, load_selections, rung_rows
 
@@ -533,6 +566,7 @@ def test_rungs_are_the_full_runs_prefix_resume_when_killed_and_rerun_only_what_a
     run_snakemake(tmp_path)
     assert all(json.loads((k / "run.json").read_text())["resumed"] is True for k in killed)
     assert planned_jobs(tmp_path) == {}  # a second run has nothing to do
+    assert not list(runs.glob("*/seed1000/rung*/kept_checkpoint"))  # each freed once its stage decided
 
     tune = tmp_path / "results" / "tune" / "emotion" / "lora" / "default"
     winner, finished = read_selection(tune / "selection.tsv")
@@ -562,6 +596,7 @@ def test_rungs_are_the_full_runs_prefix_resume_when_killed_and_rerun_only_what_a
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # nothing that existed retrained
     assert (runs / "lr=0.005" / "seed1000" / "rung0" / "run.json").is_file()
     assert planned_jobs(tmp_path) == {}
+    assert not list(runs.glob("*/seed1000/rung*/kept_checkpoint"))
 
 
 @pytest.mark.slow

@@ -82,10 +82,27 @@ def test_a_rung_leaves_every_other_cells_params_as_they_were(tiny_bert):
     assert with_rung(spec, 5).hparams == spec.hparams  # the checkpoint's fingerprint is of hparams alone
 
 
-def test_a_missing_kept_checkpoint_is_one_clear_error(tiny_bert, staged, tmp_path):  # noqa: F811
-    spec = with_rung(cell_spec(tiny_bert, "lora"), 6, tmp_path / "nowhere", total_steps=8)
-    with pytest.raises(ConfigError, match="rung.from_checkpoint: no checkpoint at"):
-        train_cell(spec, staged / "tiny", {"emo": staged / "emo"}, tmp_path / "out")
+def test_a_rung_whose_kept_checkpoint_was_freed_trains_from_step_zero_to_the_same_weights(tiny_bert, staged, tmp_path,  # noqa: F811
+                                                                                        capsys):
+    """A stage frees the kept checkpoints no rung continues from (jobs/select.free_checkpoints); a
+    rung that later needs one (an edited grid, a stage decided again) retrains the steps before it.
+    Defect caught: such a rung failing, or continuing from anything but the same prefix."""
+    spec = cell_spec(tiny_bert, "lora", lr=5.0e-3, epochs=2)
+    train(with_rung(spec, 5), staged, tmp_path / "rung0")
+    continued = train(with_rung(spec, 11, tmp_path / "rung0" / KEPT_CHECKPOINT), staged, tmp_path / "continued")
+    capsys.readouterr()
+    retrained = train(with_rung(spec, 11, tmp_path / "freed" / KEPT_CHECKPOINT), staged, tmp_path / "retrained")
+    assert "no kept checkpoint at" in capsys.readouterr().out
+    assert continued["resumed"] is True and retrained["resumed"] is False
+    assert retrained["stats"]["steps"] == continued["stats"]["steps"] == 11
+    a, b = adapter(tmp_path / "retrained"), adapter(tmp_path / "continued")
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+    assert log_without_time(tmp_path / "retrained") == log_without_time(tmp_path / "continued")
+    assert retrained["stats"]["final_val_loss"] == continued["stats"]["final_val_loss"]
+
+
+def test_a_bad_rung_is_one_clear_error(tiny_bert, staged, tmp_path):  # noqa: F811
+    spec = with_rung(cell_spec(tiny_bert, "lora"), 6, total_steps=8)
     bad = TrainSpec.from_params({**spec.to_params(), "rung": {"share": 0}})
     with pytest.raises(ConfigError, match="rung.share"):
         train_cell(bad, staged / "tiny", {"emo": staged / "emo"}, tmp_path / "out")

@@ -4,13 +4,16 @@ with each point's run.json giving the validation loss that breaks equal scores):
   results/tune/<task>/<method>/<group>/selection.tsv, which plans the winner's reported seeds;
 - `stage`, a checkpoint of a staged group (halving's rungs, extension points): its competitors
   scored at the stage's rung -> results/tune/<task>/<method>/<group>/stage<s>.tsv, which says who
-  goes on; `select_staged` then writes selection.tsv from every stage file;
+  goes on (and frees the kept checkpoints no rung continues from); `select_staged` then writes
+  selection.tsv from every stage file;
 - `choose`: one (task, method)'s (variant, decoding) -> results/choices/<task>/<method>.tsv,
   which the report reads (report/tuning.py read_choices)."""
 from __future__ import annotations
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 from ..columns import FAILED, OK
 from ..plan.tune import (CHOICE_COLUMNS, SELECTION_COLUMNS, SELECTION_EXTRA_COLUMNS, STAGE_COLUMNS, TuneGroup,
@@ -113,7 +116,21 @@ def stage(group: dict, number: int, competitors: list, files: list, out, runs: l
                      f"(extend: {g.extend}, the limit)")
             winner["note"] = "; ".join(x for x in (limit, note) if x)
     write_tsv(out, rows, STAGE_COLUMNS)
+    if runs:
+        free_checkpoints(g.spent_checkpoints(number, rows[:len(competitors)], [str(Path(r).parent) for r in runs]))
     return rows
+
+
+def free_checkpoints(folders: list[str]) -> None:
+    """Delete kept checkpoints no rung will continue from (TuneGroup.spent_checkpoints): weights and
+    optimizer state, the largest files a halving leaves (full fine-tuning: about 3x the model)."""
+    freed = 0
+    for folder in map(Path, folders):
+        if folder.is_dir():
+            freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            shutil.rmtree(folder, ignore_errors=True)
+    if freed:
+        print(f"freed {freed / 2**20:.0f} MB of kept checkpoints no rung continues from")
 
 
 def select_staged(group: dict, stage_files: list, out) -> dict:

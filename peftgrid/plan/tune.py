@@ -49,6 +49,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 from ..columns import OK
 from ..records import read_tsv
@@ -59,7 +60,7 @@ ETA = 3           # halving keeps the best 1/ETA of a rung's points
 MIN_STEPS = 10    # no halving rung stops before this many steps (unless the run is shorter)
 EXTEND_LIMIT = 3  # lr: auto adds at most this many points past an edge winner
 EXTEND_FACTOR = 2.0
-KEPT_CHECKPOINT = "kept_checkpoint"  # in a rung's folder: its last step, resumable (jobs/train.py writes it)
+KEPT_CHECKPOINT = "kept_checkpoint"  # in a rung's folder: its last step, resumable (jobs/train.py writes it, a stage frees it)
 SELECTION_SEED = 1000  # `select.seed` when not given: choices are made at this seed, never reported
 TUNE_DIR = "results/tune/{task}/{method}/{group}"
 SELECTION_FILE = TUNE_DIR + "/selection.tsv"
@@ -207,6 +208,25 @@ class TuneGroup:
             return ""
         return (f"min_steps {self.min_steps} is not below the run's {total_steps} steps: rung {self.stage_rung(stage)} "
                 f"trained the whole run (halving saved nothing); lower min_steps or use strategy: grid")
+
+    def spent_checkpoints(self, stage: int, rows: list[dict], rung_folders: list[str]) -> list[str]:
+        """The kept checkpoints no rung continues from once stage `stage` has decided (halving; `rows`:
+        its competitors' stage rows, `rung_folders`: their folders at the stage's rung, same order):
+        every earlier rung's (this rung has trained on from them), and this rung's where the point
+        does not go on to a later rung (dropped, or the last rung). A rung that later finds its
+        checkpoint freed (an edited grid, a stage decided again) trains from step 0 instead: the same
+        steps, so the same weights (jobs/train.py Rung.continue_from)."""
+        if self.strategy != "halving":
+            return []
+        rung = self.stage_rung(stage)
+        goes_on = self.stage_rung(stage + 1) > rung
+        spent = []
+        for row, folder in zip(rows, rung_folders, strict=True):
+            run = str(PurePosixPath(folder).parent)
+            spent += [f"{rung_dir(run, r)}/{KEPT_CHECKPOINT}" for r in range(rung)]
+            if not (row["advance"] and goes_on):
+                spent.append(f"{folder}/{KEPT_CHECKPOINT}")
+        return spent
 
     def continues_from(self, variant: str, rung: int) -> int | None:
         """The rung whose checkpoint (variant, rung) continues from: the one before, for a grid
