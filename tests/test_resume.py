@@ -113,3 +113,42 @@ def test_a_checkpoint_of_other_hyperparameters_is_not_resumed(tiny_bert, staged,
     edited = cell_spec(tiny_bert, "lora", lr=1.0e-3, checkpoint_every_steps=2)  # the user edited the cell
     record = train_cell(edited, staged / "tiny", {"emo": staged / "emo"}, out)
     assert record["resumed"] is False and record["hparams"]["lr"] == 1.0e-3
+
+
+def test_a_second_trainer_of_a_run_folder_waits_for_the_first_and_keeps_its_finished_run(tiny_bert, staged, tmp_path,  # noqa: F811
+                                                                                         capsys):
+    """A Snakemake killed with kill -9 leaves its jobs running; restarted (README: --unlock, then the
+    same command) it starts the same cells again. Defect caught: the new job training beside the old
+    one in the same folder (both writing model.tmp, checkpoint/, run.json) instead of waiting for it,
+    or retraining a cell the old one finished with the same settings."""
+    import fcntl
+    import threading
+    import time
+
+    from peftgrid.jobs.train import RUN_LOCK_FILE
+
+    spec = cell_spec(tiny_bert, "lora", lr=5.0e-3)
+    out = tmp_path / "cell"
+    first = train_cell(spec, staged / "tiny", {"emo": staged / "emo"}, out)
+    stamp = (out / "train_stats.tsv").stat().st_mtime_ns
+    results = {}
+
+    def second(name, s):
+        results[name] = train_cell(s, staged / "tiny", {"emo": staged / "emo"}, out)
+
+    for name, s in (("same", spec), ("other", cell_spec(tiny_bert, "lora", lr=1.0e-3))):
+        with open(out / RUN_LOCK_FILE, "a+") as held:  # the old job, still training
+            fcntl.flock(held, fcntl.LOCK_EX)
+            thread = threading.Thread(target=second, args=(name, s))
+            thread.start()
+            time.sleep(1.0)
+            assert thread.is_alive() and name not in results  # it waits, writing nothing
+            assert (out / "train_stats.tsv").stat().st_mtime_ns == stamp
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+        if name == "same":  # the old job finished this spec: its files stand, nothing retrains
+            assert results["same"] == first and (out / "train_stats.tsv").stat().st_mtime_ns == stamp
+    assert "waiting for it to end" in capsys.readouterr().out
+    # another spec in the folder (a config edited meanwhile) is trained, not taken for finished
+    assert results["other"]["hparams"]["lr"] == 1.0e-3 and results["other"]["status"] == "ok"
+    assert (out / "train_stats.tsv").stat().st_mtime_ns != stamp

@@ -7,6 +7,9 @@ Mistakes (a bad column, an unseen label, settings peft refuses) stop the job wit
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import math
 import shutil
 import time
@@ -28,7 +31,7 @@ from ..methods import method_of
 from ..plan.layout import MODEL_DIR, RUN_FILE, TOKENIZER_DIR, TRAIN_LOG_FILE, TRAIN_STATS_FILE
 from ..plan.specs import TrainSpec
 from ..plan.tune import KEPT_CHECKPOINT, rung_stop_step  # a rung's kept checkpoint: the rules name it too
-from ..records import device_description, git_commit, package_versions, write_json, write_tsv
+from ..records import device_description, git_commit, package_versions, read_json, write_json, write_tsv
 from ..staged import staged_meta
 from ..staging.models import NO_REMOTE_CODE, verify_staged
 from ..tasks import task_type
@@ -86,13 +89,17 @@ class Rung:
         return None
 
 
+RUN_IDENTITY = ("cell", "hparams", "task", "model", "rung")  # the spec's fields a run.json records: what it trained
+RUN_LOCK_FILE = ".training.lock"  # in a run folder: held by the process training it
+
+
 def run_record(spec: TrainSpec, device, gpu: GpuClaim | None = None) -> dict:
     return {
-        "cell": spec.cell, "hparams": spec.hparams, "task": spec.task, "model": spec.model,
+        **{k: getattr(spec, k) for k in RUN_IDENTITY},
         "status": "running", "error": None, "device": device_description(device) + (gpu.describe() if gpu else ""),
         "gpu": gpu.record() if gpu else None,
         "versions": package_versions(), "git_commit": git_commit(),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rung": spec.rung,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "checkpoint_format": CHECKPOINT_FORMAT,  # a checkpoint of another format is not resumed (engine.checkpoint)
     }
 
@@ -113,8 +120,53 @@ def load_training_data(spec: TrainSpec, data_dirs: dict[str, Path]):
 
 def train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out_dir: Path,
                gpu: GpuClaim | None = None) -> dict:
-    """Load, train, record. `gpu`: the slot scripts/train.py claimed (peftgrid.engine.gpus), recorded in run.json."""
+    """Load, train, record. `gpu`: the slot scripts/train.py claimed (peftgrid.engine.gpus), recorded in run.json.
+    One process at a time trains a run folder (run_folder_lock): after waiting for another, its
+    record stands if it finished this very spec."""
     out_dir = Path(out_dir)
+    with run_folder_lock(out_dir) as waited:
+        done = finished_record(out_dir, spec) if waited else None
+        if done is not None:
+            print("the other process finished this cell with the same settings: its files stand", flush=True)
+            return done
+        return _train_cell(spec, model_dir, data_dirs, out_dir, gpu)
+
+
+@contextlib.contextmanager
+def run_folder_lock(out_dir: Path):
+    """Hold the run folder's lock while training in it (flock: released when the process ends, however
+    it ends). A Snakemake killed with `kill -9` leaves its jobs running; restarted, it starts the same
+    cells again (--rerun-incomplete): the new job waits for the old one instead of writing the same
+    files beside it. Yields whether it waited."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / RUN_LOCK_FILE, "a+") as fh:
+        waited = False
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("another process is training this cell (a job of an earlier Snakemake, still running after "
+                  "that Snakemake was killed?): waiting for it to end", flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            waited = True
+        except OSError:  # a file system without locks: nothing to guard with
+            pass
+        yield waited
+
+
+def finished_record(out_dir: Path, spec: TrainSpec) -> dict | None:
+    """The folder's run.json if it is finished (ok or failed) and of this spec, else None."""
+    path = out_dir / RUN_FILE
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    identity = json.loads(json.dumps({k: getattr(spec, k) for k in RUN_IDENTITY}))
+    if record.get("status") in (OK, FAILED) and {k: record.get(k) for k in RUN_IDENTITY} == identity:
+        return record
+    return None
+
+
+def _train_cell(spec: TrainSpec, model_dir: Path, data_dirs: dict[str, Path], out_dir: Path,
+                gpu: GpuClaim | None) -> dict:
     rung = Rung.from_spec(spec.rung)
     hp = TrainingHparams.of(spec.hparams)  # from here on: its typed fields, and hp.hparams (the method reads it)
     device = pick_device()
