@@ -281,6 +281,7 @@ class TrainingLoop:
         self.state.restore(saved["loop"], self.device)
         del saved  # the loaded copies are in place now: let them go before the first step
         self.state.checkpoint_seconds += time.perf_counter() - t_load  # the loaded total plus this load
+        print(f"resumed at step {self.state.step} of {self.data.total_steps} from a checkpoint", flush=True)
         return True
 
     # -- the steps
