@@ -133,6 +133,19 @@ def test_runs_test_is_a_within_example_permutation_max_over_all_pairs_worked_by_
     assert alone.p[0, 1] < pw.p[0, 2]
 
 
+@pytest.mark.parametrize("n", [99, 300, 999, 1000, 1999])
+def test_the_permutation_critical_value_agrees_with_p_below_alpha_at_every_resample_count(n):
+    """|d| > the critical value exactly when p = (1 + #{max* >= |d|}) / (n + 1) < ALPHA. Defect caught
+    (the one-home audit, 2026-12-07): with the level written 1 - CONFIDENCE (0.050000000000000044),
+    999 resamples put the critical value one maximum lower, so a difference with p exactly 0.05 was
+    called significant while the report's verdicts (p < 0.05) were not."""
+    max_d = np.arange(1, n + 1) / (n + 1)  # distinct maxima
+    c = sig._critical(max_d)
+    for d in np.concatenate([max_d, max_d + 0.5 / (n + 1)]):
+        p = (1 + (max_d >= d - 1e-12).sum()) / (n + 1)
+        assert (d > c) == (p < sig.ALPHA), (n, d, p, c)
+
+
 def test_runs_test_is_exact_for_two_systems():
     """Two systems, one seed: the permutation p is the exact sign-flip p of the paired differences
     (here 6 of 16 flips of 4 discordant examples reach |d|), up to Monte Carlo error."""

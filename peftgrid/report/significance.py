@@ -34,9 +34,9 @@ Two tests, by what the data can show (`compare` picks):
   differences are not studentized (a bootstrap inside every shuffle would cost n² scorings): a pair
   whose runs agree on most examples is held to the same bar as any other, which costs it power, not
   level. Intervals:
-  d ± c, c the permutation max's critical value (the 1 - CONFIDENCE point of the differences
+  d ± c, c the permutation max's critical value (the upper-ALPHA point of the differences
   equal runs show; the interval of a shift model, simultaneous, and it excludes 0 exactly when
-  p < 1 - CONFIDENCE). It answers "would these runs differ on other examples"; it says nothing about
+  p < ALPHA). It answers "would these runs differ on other examples"; it says nothing about
   another seed: with one seed a run-to-run spread of 0.85 accuracy points is called significant in
   about 10% of null comparisons of 8 equal methods (9.7 ± 0.9% over 1,000 studies; 10.6 ± 1.0% with
   the bootstrap this replaced, stats audit), so its verdicts are about runs, not methods.
@@ -124,7 +124,7 @@ UNITS = {"methods": "its own seeds' spread", "methods, pooled spread": "one seed
 class Pairwise:
     """All pairs of K systems. Matrices are K x K, entry [a, b] about score_a - score_b; `p` is
     symmetric, family-wise adjusted, 1 on the diagonal; `diff_ci` is (K, K, 2), simultaneous;
-    `significant` is p < 1 - CONFIDENCE (decided from the critical value, without computing p)."""
+    `significant` is p < ALPHA (decided from the critical value, without computing p)."""
     names: list[str]
     seeds: list[int]
     examples: int
@@ -198,18 +198,18 @@ def example_permutation(names, runs: list[np.ndarray], run_scores: list[np.ndarr
     np.fill_diagonal(p, 1.0)
     c = _critical(max_d)
     ci = np.stack([diff - c, diff + c], axis=-1)
-    tail = (1 - CONFIDENCE) / 2 * 100
+    tail = ALPHA / 2 * 100
     score_ci = np.percentile(boot, [tail, 100 - tail], axis=0).T
     return Pairwise(list(names), [len(s) for s in run_scores], n_ex, scores, score_ci, diff, ci,
-                    p < 1 - CONFIDENCE, "runs", "permutation of the systems within each example; max over all pairs",
+                    p < ALPHA, "runs", "permutation of the systems within each example; max over all pairs",
                     n, lambda: p, ["runs"] * k)
 
 
 def _critical(max_d: np.ndarray) -> float:
     """The value c of the n permutation maxima with |d| > c exactly when p = (1 + #{max* >= |d|}) / (n + 1)
-    is below 1 - CONFIDENCE: the (j+1)-th largest, j the largest count whose p is still below it."""
+    is below ALPHA: the (j+1)-th largest, j the largest count whose p is still below it."""
     n = len(max_d)
-    j = math.ceil((1 - CONFIDENCE) * (n + 1) - 1) - 1
+    j = math.ceil(ALPHA * (n + 1) - 1) - 1
     return float(np.sort(max_d)[::-1][j]) if 0 <= j < n else np.inf
 
 
@@ -220,7 +220,7 @@ def pooled_seed_variance(run_scores) -> tuple[float, int]:
     return (sum(((s - s.mean()) ** 2).sum() for s in run_scores) / df if df else math.nan), df
 
 
-def t_critical(df: float, level: float = 1 - CONFIDENCE) -> float:
+def t_critical(df: float, level: float = ALPHA) -> float:
     """The two-sided Student t critical value at `level` with df degrees of freedom: an estimate ±
     this times its standard error is its 1 - level interval."""
     from scipy.stats import t
