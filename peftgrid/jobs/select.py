@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 
 from ..columns import FAILED, OK
-from ..plan.tune import (CHOICE_COLUMNS, SELECTION_COLUMNS, SELECTION_EXTRA_COLUMNS, STAGE_COLUMNS, TuneGroup,
-                         choose_best, edge_label, ranks, scored, tie_note, validation_losses)
+from ..plan.tune import (CHOICE_COLUMNS, EXTENSION, LOSS_COLUMN, SELECTION_COLUMNS, SELECTION_EXTRA_COLUMNS,
+                         STAGE_COLUMNS, TuneGroup, choose_best, edge_label, ranks, scored, tie_note, validation_losses)
 from ..records import read_json, read_tsv, write_tsv
 
 
@@ -33,7 +33,7 @@ def _score(row: dict, column: str):
 def grid_scores(group: dict, files: list) -> list[dict]:
     """One dict per file: status, error, score. `files` (plan/tune.py score_file): per grid point
     (and decoding) its selection-set metrics.tsv, or its train_stats.tsv when selecting on loss."""
-    column = "final_val_loss" if group["metric"] == "loss" else group["metric"]
+    column = LOSS_COLUMN if group["metric"] == "loss" else group["metric"]
     points = []
     for path in files:
         row = read_tsv(path)[0]
@@ -109,7 +109,7 @@ def stage(group: dict, number: int, competitors: list, files: list, out, runs: l
             winner["note"] = "; ".join(x for x in (tied + (", so the grid is not extended" if g.extend else ""), note) if x)
         elif extension is not None:
             rows.append({"variant": extension, "tuned": json.dumps(g.tuned_of(extension), sort_keys=True),
-                         "rung": rung, "status": "extension", "error": "", "score": None, "decoding": "",
+                         "rung": rung, "status": EXTENSION, "error": "", "score": None, "decoding": "",
                          "advance": True, "note": f"added past {winner['variant']}, the best at the grid's edge"})
         elif g.extend and g.lr_edge(list(g.candidates) + list(competitors), winner["variant"]):
             limit = (f"still at the edge after {g.extend} extension{'s' if g.extend > 1 else ''} "
@@ -142,7 +142,7 @@ def select_staged(group: dict, stage_files: list, out) -> dict:
     last, scores, reached_stage = {}, {}, {}
     for number, rows in enumerate(stages):
         for r in rows:
-            if r["status"] == "extension":
+            if r["status"] == EXTENSION:
                 continue
             last[r["variant"]], reached_stage[r["variant"]] = r, number
             scores.setdefault(r["variant"], {})[r["rung"]] = _score(r, "score")

@@ -708,7 +708,7 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
     `select` to {on, metric, seed}; refuse a key the method does not take, a choice (a tune grid or
     an untuned sweep of several variants) without an unreported selection set, a selection seed
     that is reported and a metric the task does not compute. See plan/tune.py for what runs."""
-    from .tune import SELECTION_SEED
+    from .tune import SELECTION_SEED, selection_metric
 
     tune, tasks, methods, tkeys = dict(exp.get("tune") or {}), config["tasks"], config["methods"], training_keys()
     options = {k: tune.pop(k) for k in TUNE_OPTIONS if k in tune and k not in exp["methods"]}
@@ -788,7 +788,7 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
             meant = did_you_mean(metric, tasks[t]["metrics"] + ["loss"])
             raise ConfigError(f"{where}.select.metric: {metric!r} is not a metric of task {t!r} (its metrics: "
                               f"{', '.join(tasks[t]['metrics'])}; or loss){meant if meant.startswith(' — ') else ''}")
-        chosen = metric or tasks[t]["metrics"][0]
+        chosen = selection_metric(select, tasks[t])
         if own_rule_metrics([chosen]):
             raise ConfigError(f"{where}.select.metric: {chosen} is scored by its own rule after evaluation; select on "
                               f"another metric of task {t!r} or on loss")

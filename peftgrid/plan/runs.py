@@ -21,7 +21,7 @@ from ..tasks import task_type
 from .config import canonical, chooses_decoding, eval_set_reading_selection
 from .layout import RUN_DIR, evaluation_dir, run_dir
 from .report_targets import primary_decoding
-from .tune import Choice, TuneGroup, extension_points, grid_points
+from .tune import Choice, TuneGroup, extension_points, grid_points, selection_metric
 
 def evaluations(config: dict, task: str) -> dict[str, tuple[str | None, str]]:
     """Every evaluation a cell of `task` can run, by its evaluation_dir -> (eval set, None for the
@@ -133,7 +133,7 @@ def _selection_target(config: dict, task: str, select: dict) -> tuple[str, str, 
     from ..metrics import higher_is_better, main_column
 
     t = config["tasks"][task]
-    metric = select.get("metric") or t["metrics"][0]
+    metric = selection_metric(select, t)
     # loss: final_val_loss of training, logged on the selection set
     column = "loss" if metric == "loss" else main_column(metric)
     return t["selection"]["name"], column, higher_is_better(column)

@@ -62,6 +62,8 @@ EXTEND_LIMIT = 3  # lr: auto adds at most this many points past an edge winner
 EXTEND_FACTOR = 2.0
 KEPT_CHECKPOINT = "kept_checkpoint"  # in a rung's folder: its last step, resumable (jobs/train.py writes it, a stage frees it)
 SELECTION_SEED = 1000  # `select.seed` when not given: choices are made at this seed, never reported
+LOSS_COLUMN = "final_val_loss"  # train_stats' / run.json stats' loss on the selection set: `select.metric: loss`
+EXTENSION = "extension"  # a stage row's status for an extension point added to train at the next stage
 TUNE_DIR = "results/tune/{task}/{method}/{group}"
 SELECTION_FILE = TUNE_DIR + "/selection.tsv"
 # val_loss: the point's validation loss on the selection set where it was scored (choose_best's tie-break)
@@ -399,10 +401,15 @@ def choose_best(points: list[dict], higher_is_better: bool, default: int = 0,
     return (rank.index(1) if finished else default), finished
 
 
+def selection_metric(select: dict, task: dict) -> str:
+    """What an experiment's `select` chooses on for a task: its `metric`, else the task's first metric."""
+    return select.get("metric") or task["metrics"][0]
+
+
 def validation_losses(run_records: list[dict]) -> list:
     """Per run.json record its final validation loss on the selection set (None if it has none):
     choose_best's tie-break."""
-    return [(r.get("stats") or {}).get("final_val_loss") for r in run_records]
+    return [(r.get("stats") or {}).get(LOSS_COLUMN) for r in run_records]
 
 
 def loss_key(loss) -> float:
