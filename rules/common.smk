@@ -11,7 +11,6 @@ from peftgrid.plan.layout import (METRICS_FILE, MODEL_DIR, PER_LABEL_FILE, PREDI
                                    scores_a_choice, task_distances_file)
 from peftgrid.plan.runs import VARIANT_PATTERN, evaluations
 from peftgrid.plan.splits import task_reads
-from peftgrid.tasks import task_type
 
 CELL_BY_KEY = {(c.task, c.method, c.variant, int(c.seed)): c for c in CELLS}
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"  # a task's, method's, eval set's, decoding's ... name
@@ -94,7 +93,7 @@ def task_datasets(task):
 
 
 def generates(task):
-    return task_type(config["tasks"][task]["type"]).generates
+    return specs.generates(config["tasks"][task]["type"])
 
 
 def uses_comet(task):

@@ -296,7 +296,7 @@ def task_report_spec(config: dict, task: str, cells: list[Cell]) -> TaskReportSp
     return TaskReportSpec(task=task, evals=list(t["eval"]), metrics=list(t["metrics"]), transfer=t.get("transfer"),
                           baseline=_baseline(config, task), retention=retention_sets(t),
                           report=config["report"], cells=[c.ident for c in cells if c.task == task],
-                          decodings=list(t["decoding"]) if _generates(t["type"]) else [],
+                          decodings=list(t["decoding"]) if generates(t["type"]) else [],
                           selection=None if t["selection"] is None else _pick(t["selection"], ("name", "dataset", "split",
                                                                                                "reported")))
 
@@ -304,7 +304,7 @@ def task_report_spec(config: dict, task: str, cells: list[Cell]) -> TaskReportSp
 def report_spec(config: dict, tasks: list[str]) -> ReportSpec:
     return ReportSpec(tasks={t: {"evals": list(config["tasks"][t]["eval"]), "metrics": config["tasks"][t]["metrics"],
                                  "transfer": config["tasks"][t].get("transfer"),
-                                 "generates": _generates(config["tasks"][t]["type"]),
+                                 "generates": generates(config["tasks"][t]["type"]),
                                  "retention": retention_sets(config["tasks"][t])}
                              for t in tasks},
                       report=config["report"])
@@ -317,7 +317,7 @@ def ranks_spec(config: dict, tasks: list[str], choices: list = ()) -> RanksSpec:
         entry = config["tasks"][t]
         out[t] = {"metric": primary_metric(entry, report, t), "eval": primary_eval(entry, report, t),
                   "baseline": _baseline(config, t),
-                  "decodings": list(entry["decoding"]) if _generates(entry["type"]) and entry.get("decoding") else [],
+                  "decodings": list(entry["decoding"]) if generates(entry["type"]) and entry.get("decoding") else [],
                   "choices": [c.file for c in choices if c.task == t]}
     return RanksSpec(tasks=out, resamples=RANKS_RESAMPLES, seed=RANKS_SEED)
 
@@ -339,7 +339,7 @@ from ..metrics import metric_settings, own_rule_metrics  # noqa: E402  (registry
 from ..tasks import TASK_TYPES  # noqa: E402  (registry, torch-free)
 
 
-def _generates(type_name: str) -> bool:
+def generates(type_name: str) -> bool:
     """Asked when a spec is built, not at import: a plugin's task types are registered by then."""
     return TASK_TYPES[type_name].generates
 
