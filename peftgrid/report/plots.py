@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..columns import OK  # noqa: E402
@@ -270,6 +271,10 @@ def tuning(df: pd.DataFrame, title: str, png) -> None:
                    label="selected", zorder=3)
         if g["_x"].notna().all() and (g["_x"] > 0).all():
             ax.set_xscale("log")
+            # ticks at the grid's values: a log axis inside one decade labels its minor ticks over each other
+            values = sorted(g["_x"].unique())
+            ax.set_xticks(values, [f"{v:.3g}" for v in values], rotation=45, ha="right")
+            ax.xaxis.set_minor_formatter(NullFormatter())
         metric = g["metric"].iloc[0]
         ax.set_xlabel(x)
         ax.set_ylabel(f"{metric} on {g['on'].iloc[0]} ({better(higher_is_better(metric))})")
