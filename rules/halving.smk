@@ -3,8 +3,9 @@
 # that scores its competitors at rung min(s, rungs - 1) and says who goes on; the next stage's
 # competitors are read from it, so each stage is planned only when the one before has run.
 # A halving rung trains in <run at the selection seed>/rung<r>/: rung 0 from step 0, rung r > 0 from
-# the same point's rung r - 1 kept checkpoint (an extension point: from step 0 to its rung), with
-# the full run's schedule: every rung's score is the full run's at that step. An edited grid value
+# the same point's rung r - 1 kept checkpoint (an extension point, or a checkpoint a stage freed:
+# from step 0 to its rung), with the full run's schedule: every rung's score is the full run's at
+# that step. An edited grid value
 # is a new run folder: only its rungs and the stages after them run again.
 from peftgrid.plan.tune import KEPT_CHECKPOINT, STAGE_FILE, rung_dir, stage_competitors
 from peftgrid.records import read_tsv

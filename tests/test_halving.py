@@ -163,33 +163,48 @@ def test_a_stage_frees_the_kept_checkpoints_no_rung_continues_from(tmp_path):
     """Helper's new-user study (2026-12-07): MiniLM full fine-tuning kept 261 MB of weights and
     optimizer state in every rung folder, dropped points and the last rung included (3.2 GB for a
     600-example study). Defect caught: a kept checkpoint left behind once no rung can continue from
-    it, or one freed that a surviving point's next rung needs."""
+    it (dropped, the last rung, a search that ended early), or one freed that a surviving point's
+    next rung needs."""
     from peftgrid.records import write_json
 
-    _, _, groups = plan(lr="auto", strategy="halving")
-    g = group_of(groups)
-    five = list(g.candidates)
-
-    def rung(rung_number, variants):  # each point's rung folder: run.json and a kept checkpoint
+    def rung(root, rung_number, variants):  # each point's rung folder: run.json and a kept checkpoint
         runs = []
         for v in variants:
-            folder = tmp_path / v / f"rung{rung_number}"
+            folder = root / v / f"rung{rung_number}"
             (folder / "kept_checkpoint").mkdir(parents=True)
             (folder / "kept_checkpoint" / "state.pt").write_bytes(b"x" * 1000)
             write_json(folder / "run.json", {"total_steps": 64, "stats": {"final_val_loss": 1.0}})
             runs.append(str(folder / "run.json"))
         return runs
 
-    def kept(rung_number):
-        return {v for v in five if (tmp_path / v / f"rung{rung_number}" / "kept_checkpoint").is_dir()}
+    def kept(root, rung_number, variants):
+        return {v for v in variants if (root / v / f"rung{rung_number}" / "kept_checkpoint").is_dir()}
 
-    rows = stage(g.to_params(), 0, five, scores(tmp_path, "s0", [0.5, 0.6, 0.7, 0.4, None]), tmp_path / "stage0.tsv",
-                 rung(0, five))
-    going = [r["variant"] for r in rows if r["advance"]]
-    assert going == five[1:3] and kept(0) == set(going)  # the survivors continue from theirs
-    stage(g.to_params(), 1, going, scores(tmp_path, "s1", [0.65, 0.8]), tmp_path / "stage1.tsv", rung(1, going))
-    assert g.stage_rung(2) == 1 and kept(0) == kept(1) == set()  # the last rung: nothing continues
-    assert all((tmp_path / v / "rung1" / "run.json").is_file() for v in going)  # results stay
+    # 10 points, 3 rungs: the survivors of rungs 0 and 1 keep theirs until their next rung has trained
+    _, _, groups = plan(lr=[1.0e-5 * 2 ** i for i in range(10)], strategy="halving")
+    g, root = group_of(groups), tmp_path / "ten"
+    ten = list(g.candidates)
+    assert len(g.shares) == 3
+    rows = stage(g.to_params(), 0, ten, scores(tmp_path, "a0", [i / 10 for i in range(10)]), root / "stage0.tsv",
+                 rung(root, 0, ten))
+    four = [r["variant"] for r in rows if r["advance"]]
+    assert four == ten[6:] and kept(root, 0, ten) == set(four)
+    rows = stage(g.to_params(), 1, four, scores(tmp_path, "a1", [0.1, 0.2, 0.3, 0.4]), root / "stage1.tsv",
+                 rung(root, 1, four))
+    two = [r["variant"] for r in rows if r["advance"]]
+    assert two == four[2:] and kept(root, 0, ten) == set() and kept(root, 1, four) == set(two)
+    stage(g.to_params(), 2, two, scores(tmp_path, "a2", [0.5, 0.6]), root / "stage2.tsv", rung(root, 2, two))
+    assert kept(root, 1, four) == kept(root, 2, two) == set()  # the last rung: nothing continues
+    assert all((root / v / "rung2" / "run.json").is_file() for v in two)  # results stay
+
+    # 5 points, 2 rungs: one point finishes rung 0, the search ends there and frees it too (with
+    # extend on, that edge point would go on to rung 1 beside its extension point, and keep it)
+    _, _, groups = plan(lr="auto", strategy="halving", extend=0)
+    g, root = group_of(groups), tmp_path / "five"
+    five = list(g.candidates)
+    rows = stage(g.to_params(), 0, five, scores(tmp_path, "b0", [0.5, None, None, None, None]), root / "stage0.tsv",
+                 rung(root, 0, five))
+    assert [r["variant"] for r in rows if r["advance"]] == five[:1] and kept(root, 0, five) == set()
 
 
 def test_the_tuning_report_shows_where_each_point_stopped_and_a_line_per_rung(tmp_path):

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..columns import FAILED, OK
 from ..plan.tune import (CHOICE_COLUMNS, EXTENSION, LOSS_COLUMN, SELECTION_COLUMNS, SELECTION_EXTRA_COLUMNS,
-                         STAGE_COLUMNS, TuneGroup, choose_best, edge_label, ranks, scored, tie_note, validation_losses)
+                         STAGE_COLUMNS, TuneGroup, choose_best, edge_label, ranks, scored, stage_competitors, tie_note,
+                         validation_losses)
 from ..records import read_json, read_tsv, write_tsv
 
 
@@ -85,7 +86,8 @@ def stage(group: dict, number: int, competitors: list, files: list, out, runs: l
     A stage that leaves one point adds, when that point has the lowest or highest learning rate of
     the grid (and the extension points so far), the next extension point: it advances too.
     `runs`: the competitors' run.json at the rung (their validation losses; halving: when min_steps
-    made the rung the whole run, every row's `note` says so, TuneGroup.min_steps_note)."""
+    made the rung the whole run, every row's `note` says so, TuneGroup.min_steps_note; and where
+    their rung folders are, whose kept checkpoints no later rung needs are then freed)."""
     g = TuneGroup.from_params(group)
     records = [read_json(r) for r in runs]
     lengths = {r.get("total_steps") for r in records} - {None}
@@ -116,8 +118,9 @@ def stage(group: dict, number: int, competitors: list, files: list, out, runs: l
                      f"(extend: {g.extend}, the limit)")
             winner["note"] = "; ".join(x for x in (limit, note) if x)
     write_tsv(out, rows, STAGE_COLUMNS)
-    if runs:
-        free_checkpoints(g.spent_checkpoints(number, rows[:len(competitors)], [str(Path(r).parent) for r in runs]))
+    if runs:  # the rung folders are known from the competitors' run.json
+        continuing = stage_competitors(g, number + 1, read_tsv(out))
+        free_checkpoints(g.spent_checkpoints(number, competitors, [str(Path(r).parent) for r in runs], continuing))
     return rows
 
 

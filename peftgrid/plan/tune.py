@@ -211,22 +211,24 @@ class TuneGroup:
         return (f"min_steps {self.min_steps} is not below the run's {total_steps} steps: rung {self.stage_rung(stage)} "
                 f"trained the whole run (halving saved nothing); lower min_steps or use strategy: grid")
 
-    def spent_checkpoints(self, stage: int, rows: list[dict], rung_folders: list[str]) -> list[str]:
-        """The kept checkpoints no rung continues from once stage `stage` has decided (halving; `rows`:
-        its competitors' stage rows, `rung_folders`: their folders at the stage's rung, same order):
-        every earlier rung's (this rung has trained on from them), and this rung's where the point
-        does not go on to a later rung (dropped, or the last rung). A rung that later finds its
-        checkpoint freed (an edited grid, a stage decided again) trains from step 0 instead: the same
-        steps, so the same weights (jobs/train.py Rung.continue_from)."""
+    def spent_checkpoints(self, stage: int, competitors: list[str], rung_folders: list[str],
+                          continuing: list[str]) -> list[str]:
+        """The kept checkpoints no rung continues from once stage `stage` has decided (halving;
+        `competitors` and their `rung_folders` at the stage's rung, same order; `continuing`: the next
+        stage's competitors, stage_competitors): every earlier rung's (this rung has trained on from
+        them), and this rung's unless the point goes on to a later rung (dropped, the search ended,
+        or the last rung). A rung that later finds its checkpoint freed (an edited grid, a stage
+        decided again) trains from step 0 instead: the same steps, so the same weights (jobs/train.py
+        Rung.continue_from)."""
         if self.strategy != "halving":
             return []
         rung = self.stage_rung(stage)
-        goes_on = self.stage_rung(stage + 1) > rung
+        later = self.stage_rung(stage + 1) > rung
         spent = []
-        for row, folder in zip(rows, rung_folders, strict=True):
+        for variant, folder in zip(competitors, rung_folders, strict=True):
             run = str(PurePosixPath(folder).parent)
             spent += [f"{rung_dir(run, r)}/{KEPT_CHECKPOINT}" for r in range(rung)]
-            if not (row["advance"] and goes_on):
+            if not (later and variant in continuing):
                 spent.append(f"{folder}/{KEPT_CHECKPOINT}")
         return spent
 
