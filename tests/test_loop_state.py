@@ -146,16 +146,18 @@ def test_a_checkpoint_of_the_old_format_is_not_resumed(tiny_bert, staged, tmp_pa
     a, b = adapter(tmp_path / "old"), adapter(tmp_path / "fresh")
     assert all(torch.equal(a[n], b[n]) for n in a)
 
-    # a rung never continues from one: that is a clear error, not a silent restart
+    # a rung never continues from one: it says why and trains from step 0, as when a stage freed it
     (tmp_path / "old_kept").mkdir()
     torch.save(old_format(written), tmp_path / "old_kept" / "state.pt")
-    with pytest.raises(ConfigError, match="rung.from_checkpoint: .*checkpoint format 1, this code resumes format 2; rerun"):
-        train_cell(with_rung(spec, 8, tmp_path / "old_kept", total_steps=8), staged / "tiny", {"emo": staged / "emo"},
-                   tmp_path / "continued")
+    continued = train(with_rung(spec, 8, tmp_path / "old_kept", total_steps=8), staged, tmp_path / "continued")
+    assert "checkpoint format 1, this code resumes format 2: not continued, training from step 0" in capsys.readouterr().out
+    straight = train(with_rung(spec, 8, total_steps=8), staged, tmp_path / "straight")
+    assert continued["resumed"] is False and log_without_time(tmp_path / "continued") == log_without_time(tmp_path / "straight")
     other = cell_spec(tiny_bert, "lora", lr=1.0e-3)  # another grid point's checkpoint is refused too
-    with pytest.raises(ConfigError, match="rung.from_checkpoint: .*written for other hyperparameters"):
-        train_cell(with_rung(other, 8, tmp_path / "rung" / KEPT_CHECKPOINT, total_steps=8), staged / "tiny", {"emo": staged / "emo"},
-                   tmp_path / "other")
+    train(with_rung(other, 8, tmp_path / "rung" / KEPT_CHECKPOINT, total_steps=8), staged, tmp_path / "other")
+    assert "written for other hyperparameters: not continued" in capsys.readouterr().out
+    train(with_rung(other, 8, total_steps=8), staged, tmp_path / "other_straight")
+    assert log_without_time(tmp_path / "other") == log_without_time(tmp_path / "other_straight")
 
 
 def test_training_hparams_are_the_schemas_keys_typed(tiny_bert):

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError
 from ..errors import Preempted  # noqa: F401  (raised by the loop when SIGTERM arrives)
 
 # The layout of state.pt and of the loop's state in it (engine.loop.LoopState); recorded in the
@@ -125,8 +124,10 @@ class Checkpointer:
         if self.start_from is None:
             return None
         state, refused = self._read(self.start_from / "state.pt")
-        if refused is not None:
-            raise ConfigError(f"rung.from_checkpoint: {self.start_from}: {refused}; rerun the rung that wrote it")
+        if refused is not None:  # as when a stage freed it: the steps before it train again, to the same weights
+            print(f"kept checkpoint {self.start_from}: {refused}: not continued, training from step 0 to this "
+                  f"rung's stop", flush=True)
+            return None
         return state
 
     def _read(self, path: Path) -> tuple[dict, str | None]:

@@ -154,13 +154,16 @@ def run_folder_lock(out_dir: Path):
 
 
 def finished_record(out_dir: Path, spec: TrainSpec) -> dict | None:
-    """The folder's run.json if it is finished (ok or failed) and of this spec, else None."""
+    """The folder's run.json if its run finished (ok or failed) with every file written, trained this
+    spec and ran this code and these library versions; else None (then the cell trains again)."""
     path = out_dir / RUN_FILE
-    if not path.is_file():
+    if not all((out_dir / name).exists() for name in (RUN_FILE, MODEL_DIR, TRAIN_LOG_FILE, TRAIN_STATS_FILE)):
         return None
     record = read_json(path)
-    identity = json.loads(json.dumps({k: getattr(spec, k) for k in RUN_IDENTITY}))
-    if record.get("status") in (OK, FAILED) and {k: record.get(k) for k in RUN_IDENTITY} == identity:
+    # as write_json wrote it: a JSON round trip with its encoder
+    identity = json.loads(json.dumps({k: getattr(spec, k) for k in RUN_IDENTITY}, default=str))
+    same_code = record.get("git_commit") == git_commit() and record.get("versions") == package_versions()
+    if record.get("status") in (OK, FAILED) and same_code and {k: record.get(k) for k in RUN_IDENTITY} == identity:
         return record
     return None
 
