@@ -45,7 +45,7 @@ def test_the_log_ends_with_wall_time_split_into_timed_work_and_overhead(tmp_path
     assert fields["rule"] == "train"
     assert float(fields["before_main_s"]) == 1.5
     assert float(fields["work_s"]) == 0.2
-    assert 1.99 <= float(fields["wall_s"]) < 2.5
+    assert 1.99 <= float(fields["wall_s"]) < 3.4  # 1.5 + 0.5, with room for a loaded machine; counting the 1.5 twice: 3.5
     assert float(fields["overhead_s"]) == pytest.approx(float(fields["wall_s"]) - 0.2, abs=0.011)
 
 
