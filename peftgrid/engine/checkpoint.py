@@ -123,8 +123,15 @@ class Checkpointer:
             print(f"checkpoint {own}: {refused}: not resumed, training starts from step 0", flush=True)
         if self.start_from is None:
             return None
-        state, refused = self._read(self.start_from / "state.pt")
-        if refused is not None:  # as when a stage freed it: the steps before it train again, to the same weights
+        # a halving rung's start: a kept checkpoint that is gone (its stage freed it) or cannot be continued
+        # is trained again from step 0, to the same weights (every rung is the full run's exact prefix)
+        kept = self.start_from / "state.pt"
+        if not kept.is_file():
+            print(f"no kept checkpoint at {self.start_from} (freed once its stage had decided): training from step 0 "
+                  f"to this rung's stop, the same steps", flush=True)
+            return None
+        state, refused = self._read(kept)
+        if refused is not None:
             print(f"kept checkpoint {self.start_from}: {refused}: not continued, training from step 0 to this "
                   f"rung's stop", flush=True)
             return None

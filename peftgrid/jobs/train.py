@@ -51,7 +51,7 @@ class Rung:
     schedule, stop after `share` of the run's steps (at least `min_steps`: plan/tune.py
     rung_stop_step; the plan cannot know a run's length), keep that step's checkpoint in
     KEPT_CHECKPOINT/; `from_checkpoint`: the previous rung's KEPT_CHECKPOINT/ folder to continue from
-    (read, never written)."""
+    (read, never written; freed or refused, the rung trains from step 0: engine.checkpoint)."""
     share: float
     min_steps: int = 1
     from_checkpoint: str | None = None
@@ -75,18 +75,6 @@ class Rung:
         if source is not None and not isinstance(source, str):
             raise ConfigError(f"rung.from_checkpoint: {source!r} is not a folder path")
         return cls(share, min_steps, source)
-
-    def continue_from(self) -> Path | None:
-        """The kept checkpoint this rung goes on from; None: step 0 (rung 0, an extension point, or a
-        previous rung whose checkpoint its stage freed — jobs/select.free_checkpoints: the steps up to
-        it train again, to the same weights, since every rung is the full run's exact prefix)."""
-        if self.from_checkpoint is None:
-            return None
-        if (Path(self.from_checkpoint) / "state.pt").is_file():
-            return Path(self.from_checkpoint)
-        print(f"no kept checkpoint at {self.from_checkpoint} (freed once its stage had decided): training "
-              f"from step 0 to this rung's stop, the same steps", flush=True)
-        return None
 
 
 RUN_IDENTITY = ("cell", "hparams", "task", "model", "rung")  # the spec's fields a run.json records: what it trained
@@ -251,7 +239,7 @@ def schedule_length(n_train: int, hp: TrainingHparams) -> int:
 def train(cell: LoadedCell, hp: TrainingHparams, device, checkpoint_dir: Path, rung: Rung | None, state: LoopState,
           record: dict, stats: dict) -> None:
     """The loop, resumable (SIGTERM checkpoints and stops), measured; its costs into `stats`."""
-    start_from = rung.continue_from() if rung else None
+    start_from = Path(rung.from_checkpoint) if rung and rung.from_checkpoint else None
     ckpt = Checkpointer(checkpoint_dir, hp.hparams, hp.checkpoint_every_steps, start_from=start_from)
     meter = PhaseMeter(device)
     ckpt.install_sigterm()

@@ -218,8 +218,8 @@ class TuneGroup:
         stage's competitors, stage_competitors): every earlier rung's (this rung has trained on from
         them), and this rung's unless the point goes on to a later rung (dropped, the search ended,
         or the last rung). A rung that later finds its checkpoint freed (an edited grid, a stage
-        decided again) trains from step 0 instead: the same steps, so the same weights (jobs/train.py
-        Rung.continue_from)."""
+        decided again) trains from step 0 instead: the same steps, so the same weights (engine/checkpoint.py
+        Checkpointer.load)."""
         if self.strategy != "halving":
             return []
         rung = self.stage_rung(stage)
