@@ -621,6 +621,11 @@ def _check_training_keys(where: str, settings: dict, tkeys: set[str]) -> None:
                 raise ConfigError(f"{where}.{key}: {several or _schema_error_line(e).split(': ', 1)[1]}") from None
 
 
+def _flow(values: list) -> str:
+    """A list as YAML writes it on one line ([4, 8], [0.0001, 0.001]), for a line that says what to write."""
+    return yaml.safe_dump(values, default_flow_style=True, width=10**6).strip()
+
+
 def _several_values_hint(key, value, method: str = "<method>") -> str | None:
     """A setting written as a grid (r: [4, 8], epochs: [1, 2]) or as lr: auto outside tune: what
     was meant is a sweep or a tune grid of an experiment."""
@@ -628,7 +633,7 @@ def _several_values_hint(key, value, method: str = "<method>") -> str | None:
         return (f"auto is a tune grid, not a learning rate: write tune: {{{method}: {{lr: auto}}}} (or tune: {{lr: auto}}) "
                 f"in an experiment")
     if isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        grid = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+        grid = _flow(value)
         return (f"{key} takes one value; to compare several, sweep them (sweep: {{{method}: {{{key}: {grid}}}}}) or "
                 f"tune them (tune: {{{method}: {{{key}: {grid}}}}}) in an experiment")
     return None
@@ -727,11 +732,11 @@ def _check_tune(where: str, exp: dict, config: dict) -> None:
                               f"of those, a setting every trained method takes, or {', '.join(TUNE_OPTIONS)})")
         if len(takes) < len(trained):
             lacking = next(m for m in trained if m not in takes)
-            grid = yaml.safe_dump(values, default_flow_style=True, width=10**6).strip() if isinstance(values, list) else "[...]"
+            grid = _flow(values) if isinstance(values, list) else "[...]"
             raise ConfigError(f"{where}.tune.{k}: a top-level tune key applies to every trained method, and {lacking} "
                               f"does not take {k}; write it under the methods that do: tune: "
                               f"{{{', '.join(f'{m}: {{{k}: {grid}}}' for m in takes)}}}")
-    if (shared or options) and not any(method_of(methods[m]["kind"]).trains(methods[m]) for m in exp["methods"]):
+    if (shared or options) and not trained:
         raise ConfigError(f"{where}.tune: no method of this experiment trains ({', '.join(exp['methods'])}), so there "
                           f"is nothing to tune; remove tune")
     resolved = {}
