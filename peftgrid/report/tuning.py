@@ -97,12 +97,16 @@ def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _rung_scores(value) -> list[tuple[int, float | None]]:
+    """selection.tsv's `rung_scores` ({rung: score}, JSON; empty for a plain grid) as (rung, score) in rung order."""
+    if not isinstance(value, str) or not value:
+        return []
+    return sorted((int(r), s) for r, s in json.loads(value).items())
+
+
 def _per_rung(rung_scores) -> str:
-    """selection.tsv's `rung_scores` ({rung: score}, JSON) as 'rung 0: 0.375; rung 1: 0.315'."""
-    if not isinstance(rung_scores, str) or not rung_scores:
-        return ""
-    scores = sorted(json.loads(rung_scores).items(), key=lambda kv: int(kv[0]))
-    return "; ".join(f"rung {r}: {'—' if s is None else format(s, '.4g')}" for r, s in scores)
+    """`rung_scores` as 'rung 0: 0.375; rung 1: 0.315'."""
+    return "; ".join(f"rung {r}: {'—' if s is None else format(s, '.4g')}" for r, s in _rung_scores(rung_scores))
 
 
 def _edge_phrases(edge: str) -> tuple[str, str]:
@@ -152,14 +156,14 @@ def rung_rows(df: pd.DataFrame) -> pd.DataFrame:
         return df
     rows = []
     for _, r in df.iterrows():
-        scores = json.loads(r["rung_scores"]) if isinstance(r["rung_scores"], str) and r["rung_scores"] else {}
-        if pd.isna(r.get("rung")) or len(scores) < 1:
+        scores = _rung_scores(r["rung_scores"])
+        if pd.isna(r.get("rung")) or not scores:
             rows.append(r.to_dict())
             continue
-        for rung, score in sorted(scores.items(), key=lambda kv: int(kv[0])):
+        for rung, score in scores:
             name = f"rung {rung}" if r["group"] == "default" else f"{r['group']} rung {rung}"
             rows.append({**r.to_dict(), "group": name, "score": score,
-                         "selected": bool(r["selected"]) and int(rung) == int(r["rung"])})
+                         "selected": bool(r["selected"]) and rung == int(r["rung"])})
     return pd.DataFrame(rows)
 
 
